@@ -1,0 +1,1 @@
+"""Operator tooling: the ``crm`` command, the local stack and the service launcher."""

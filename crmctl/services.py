@@ -1,0 +1,82 @@
+"""Starting and stopping the four services as background processes on the local stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+from dataclasses import dataclass
+
+from .stack import ROOT, ManagedProcess, StackConfig, StackError, wait_for
+
+# The local demo's bearer tokens (README lists them); real deployments configure their own.
+DEMO_TOKENS = {"demo-admin": "alice", "demo-manager": "bob", "demo-unlicensed": "mallory"}
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    port: int
+    env_prefix: str
+
+
+SERVICES = (
+    ServiceSpec("leads", "services.leads", 8001, "LEADS_"),
+    ServiceSpec("qualification", "services.qualification", 8002, "QUALIFICATION_"),
+    ServiceSpec("importer", "services.importer", 8003, "IMPORTER_"),
+    ServiceSpec("activity", "services.activity", 8004, "ACTIVITY_"),
+)
+
+
+def process_for(spec: ServiceSpec, config: StackConfig, instance: int = 0) -> ManagedProcess:
+    suffix = f"-{instance}" if instance else ""
+    home = config.run_dir / "services"
+    return ManagedProcess(
+        f"{spec.name}{suffix}", home / f"{spec.name}{suffix}.pid", home / f"{spec.name}{suffix}.log",
+        f"-m {spec.module}",
+    )
+
+
+def service_env(spec: ServiceSpec, config: StackConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("KAFKA_BOOTSTRAP_SERVERS", config.kafka_bootstrap)
+    env.setdefault("MONGODB_URL", config.mongodb_url)
+    env.setdefault(f"{spec.env_prefix}TOKENS", json.dumps(DEMO_TOKENS))
+    env.setdefault(f"{spec.env_prefix}HTTP_PORT", str(spec.port))
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+def http_ready(port: int, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=timeout) as resp:
+            return resp.status == 200
+    except Exception:
+        return False
+
+
+def start_service(spec: ServiceSpec, config: StackConfig, timeout: float = 90.0) -> None:
+    proc = process_for(spec, config)
+    if proc.running() and http_ready(spec.port):
+        return
+    if proc.running():
+        proc.stop()
+    proc.start([sys.executable, "-m", spec.module], env=service_env(spec, config), cwd=ROOT)
+
+
+def wait_ready(spec: ServiceSpec, config: StackConfig, timeout: float = 120.0) -> None:
+    proc = process_for(spec, config)
+
+    def check() -> bool:
+        if not proc.running():
+            raise StackError(f"The {spec.name} service exited at start. See its log: {proc.log_file}")
+        return http_ready(spec.port)
+
+    wait_for(check, f"The {spec.name} service", timeout, proc.log_file)
+
+
+def stop_service(spec: ServiceSpec, config: StackConfig) -> bool:
+    return process_for(spec, config).stop(timeout=40)

@@ -1,0 +1,1 @@
+"""Shared runtime kit of the services: settings, Kafka batch consumption with a DLQ, MongoDB, HTTP."""

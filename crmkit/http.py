@@ -1,0 +1,67 @@
+"""HTTP helpers shared by the read sides: bearer-token authentication and JSON errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .principals import Principal, PrincipalRepository
+
+
+class ApiError(Exception):
+    """An HTTP error with a machine code and a message a person can act on."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def response(self) -> Response:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse({"error": self.code, "message": self.message}, status_code=self.status, headers=headers)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload, default=_default, ensure_ascii=False), status_code=status, media_type="application/json")
+
+
+async def authenticate(request: Request, tokens: dict[str, str], principals: PrincipalRepository) -> Principal:
+    """Map ``Authorization: Bearer <token>`` to a licensed user, else 401 (who?) or 403 (not allowed)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "Send 'Authorization: Bearer <token>'; the tokens are set per deployment.")
+    user_id = tokens.get(token.strip())
+    if user_id is None:
+        raise ApiError(401, "unauthorized", "Unknown bearer token.")
+    principal = await principals.get(user_id)
+    if not principal.licensed:
+        raise ApiError(403, "not_licensed", f"User {user_id} holds no CRM licence; ask an administrator to grant one.")
+    return principal
+
+
+def endpoint(fn):
+    """Turn ApiError raised by a route into its JSON response."""
+
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except ApiError as exc:
+            return exc.response()
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper

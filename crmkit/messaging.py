@@ -1,0 +1,261 @@
+"""Kafka plumbing shared by the services: topics, batch consumption with a DLQ, bulk-confirmed publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, WaitQueueTimeoutError
+
+from contracts import ContractError, Envelope, parse_message
+from contracts.topics import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, dlq_topic
+
+from .metrics import Metrics
+from .settings import ServiceSettings
+
+log = logging.getLogger("crmkit.messaging")
+
+# A DLQ copy larger than this is cut so that the DLQ record itself always fits a Kafka request.
+_DLQ_VALUE_LIMIT = 900_000
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One parsed record handed to a service handler."""
+
+    topic: str  # the contract topic name, without any deployment prefix
+    partition: int
+    offset: int
+    message: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One message a handler asks to publish once its effects are stored."""
+
+    topic: str  # contract topic name
+    message: Envelope
+    key: str | None = None  # defaults to the subject (lead id), else the message id
+
+    def key_bytes(self) -> bytes:
+        return (self.key or self.message.subject or self.message.id).encode()
+
+
+BatchHandler = Callable[[list[Inbound]], Awaitable[Sequence[Outbound]]]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for outages that a retry cures (database or broker unreachable), never for bad data."""
+    if isinstance(exc, (ConnectionFailure, ExecutionTimeout, WaitQueueTimeoutError)):
+        return True
+    if isinstance(exc, KafkaError):
+        return True
+    return isinstance(exc, (asyncio.TimeoutError, ConnectionError, OSError))
+
+
+class Bus:
+    """Publishes messages through the FastStream broker, confirming a whole batch at once."""
+
+    def __init__(self, settings: ServiceSettings, broker: KafkaBroker, metrics: Metrics) -> None:
+        self._settings = settings
+        self._broker = broker
+        self._metrics = metrics
+
+    async def publish(self, outbound: Sequence[Outbound]) -> None:
+        """Send every message and return only when the broker has acknowledged all of them."""
+        if not outbound:
+            return
+        futures = []
+        for item in outbound:
+            futures.append(
+                await self._broker.publish(
+                    item.message.to_json_bytes(),
+                    self._settings.topic(item.topic),
+                    key=item.key_bytes(),
+                    headers={"content-type": "application/cloudevents+json", "ce-type": item.message.type},
+                    no_confirm=True,
+                )
+            )
+        await asyncio.gather(*futures)
+        for item in outbound:
+            self._metrics.published.labels(topic=item.topic, type=item.message.type).inc()
+
+    async def dead_letter(self, records: Sequence[tuple[Any, str]]) -> None:
+        """Copy bad records to ``<topic>.dlq`` with the reason and where they came from."""
+        futures = []
+        for record, reason in records:
+            value = record.value or b""
+            if len(value) > _DLQ_VALUE_LIMIT:
+                reason = f"{reason} (record of {len(value)} bytes cut to {_DLQ_VALUE_LIMIT})"
+                value = value[:_DLQ_VALUE_LIMIT]
+            headers = {k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v)) for k, v in (record.headers or ())}
+            headers.update(
+                {
+                    DLQ_REASON: reason[:2000],
+                    DLQ_TOPIC: record.topic,
+                    DLQ_PARTITION: str(record.partition),
+                    DLQ_OFFSET: str(record.offset),
+                }
+            )
+            futures.append(
+                await self._broker.publish(
+                    value, dlq_topic(record.topic), key=record.key, headers=headers, no_confirm=True
+                )
+            )
+            self._metrics.dead_lettered.labels(topic=self._settings.contract_topic(record.topic)).inc()
+            log.warning("dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason)
+        await asyncio.gather(*futures)
+
+
+class Health:
+    """What the service last saw of its dependencies, for readiness and logs."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.retrying = False
+
+    def outage(self, exc: BaseException) -> None:
+        self.retrying = True
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.last_error_at = time.time()
+
+    def recovered(self) -> None:
+        self.retrying = False
+
+
+class BatchProcessor:
+    """Parses a batch, dead-letters what cannot be read, runs the handler, publishes, retries outages.
+
+    The offsets of a batch are committed by FastStream only after ``process`` returns, that is
+    after the handler stored its effects and every resulting message was acknowledged.
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        bus: Bus,
+        handler: BatchHandler,
+        metrics: Metrics,
+        health: Health,
+        name: str,
+    ) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._handler = handler
+        self._metrics = metrics
+        self._health = health
+        self._name = name
+
+    async def process(self, records: Sequence[Any]) -> None:
+        good: list[tuple[Any, Inbound]] = []
+        bad: list[tuple[Any, str]] = []
+        for record in records:
+            topic = self._settings.contract_topic(record.topic)
+            try:
+                message = parse_message(topic, record.value if record.value is not None else b"")
+            except ContractError as exc:
+                bad.append((record, str(exc)))
+                continue
+            good.append((record, Inbound(topic, record.partition, record.offset, message)))
+            self._metrics.consumed.labels(topic=topic).inc()
+        if bad:
+            await self._retrying(lambda: self._bus.dead_letter(bad))
+        if good:
+            started = time.perf_counter()
+            await self._run(good)
+            self._metrics.batch_seconds.labels(handler=self._name).observe(time.perf_counter() - started)
+
+    async def _run(self, items: list[tuple[Any, Inbound]]) -> None:
+        async def attempt() -> None:
+            outbound = await self._handler([inbound for _, inbound in items])
+            await self._bus.publish(outbound)
+
+        try:
+            await self._retrying(attempt)
+        except Exception as exc:  # a bug or data the handler cannot take: isolate the culprit
+            if len(items) == 1:
+                record = items[0][0]
+                log.exception("handler %s failed on %s@%s", self._name, record.topic, record.offset)
+                await self._retrying(
+                    lambda: self._bus.dead_letter([(record, f"handler failed: {type(exc).__name__}: {exc}")])
+                )
+                return
+            for item in items:
+                await self._run([item])
+
+    async def _retrying(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn``; on an outage wait with capped exponential backoff and try again, forever."""
+        delay = 0.1
+        while True:
+            try:
+                await fn()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self._health.outage(exc)
+                self._metrics.retries.labels(handler=self._name).inc()
+                log.warning("%s: dependency unavailable (%s: %s); retrying in %.1fs", self._name, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self._settings.retry_backoff_max_s)
+                continue
+            if self._health.retrying:
+                self._health.recovered()
+            return
+
+
+def subscribe_batches(
+    broker: KafkaBroker,
+    settings: ServiceSettings,
+    processor: BatchProcessor,
+    *,
+    topics: Sequence[str],
+    group_id: str,
+    title: str,
+    description: str,
+) -> None:
+    """Register an at-least-once batch subscriber: offsets are committed after the batch is done."""
+
+    @broker.subscriber(
+        *[settings.topic(t) for t in topics],
+        group_id=group_id,
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        auto_offset_reset=settings.auto_offset_reset,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title=title,
+        description=description,
+    )
+    async def consume(message: KafkaMessage) -> None:
+        raw = message.raw_message
+        await processor.process(raw if isinstance(raw, tuple) else (raw,))
+
+
+async def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> None:
+    """Create the topics that do not exist yet (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()

@@ -1,0 +1,49 @@
+"""MongoDB access shared by the services: the async client, readiness and retry on start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from .messaging import is_transient
+
+log = logging.getLogger("crmkit.mongo")
+
+
+def make_client(url: str) -> AsyncMongoClient:
+    """A client with timeouts short enough that an outage shows up as an error, not a hang."""
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=3000,
+        connectTimeoutMS=3000,
+        socketTimeoutMS=30000,
+        retryWrites=False,  # FerretDB has no retryable writes; handlers are idempotent instead
+    )
+
+
+async def ping(db: AsyncDatabase, timeout: float = 2.0) -> bool:
+    try:
+        await asyncio.wait_for(db.command("ping"), timeout)
+        return True
+    except Exception:
+        return False
+
+
+async def until_available(fn: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run a start-up step, waiting through a database or broker outage rather than crashing."""
+    delay = 0.2
+    while True:
+        try:
+            await fn()
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("%s: waiting for dependencies (%s: %s)", what, type(exc).__name__, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,226 @@
+"""The runtime a service's ``create_app`` assembles: broker, database, consumers, HTTP, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import uvicorn
+from faststream.kafka import KafkaBroker
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from contracts import topics as contract_topics
+from contracts.topics import dlq_topic
+
+from .asyncapi import build_asyncapi
+from .messaging import BatchHandler, BatchProcessor, Bus, Health, ensure_topics, subscribe_batches
+from .metrics import Metrics
+from .mongo import make_client, ping, until_available
+from .settings import ServiceSettings
+
+log = logging.getLogger("crmkit.service")
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class Service:
+    """One service instance: what ``create_app(settings)`` returns, started by uvicorn or by tests."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        name: str,
+        description: str,
+        publishes: Sequence[str],
+        version: str = "1.0.0",
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self.description = description
+        self.version = version
+        self.source = f"crm/{name}"
+        self.metrics = Metrics(name)
+        self.health = Health()
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            client_id=f"crm-{name}",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_request_size=2 * 1024 * 1024,
+            graceful_timeout=20.0,
+            log_level=logging.DEBUG,  # per-batch logs only when asked for
+        )
+        self.bus = Bus(settings, self.broker, self.metrics)
+        self.mongo = make_client(settings.mongodb_url)
+        self.db = self.mongo[settings.database]
+        self.consumes: list[str] = []
+        self.publishes: list[str] = list(publishes)
+        self.routes: list[BaseRoute] = []
+        self._startup: list[Hook] = []
+        self._background: list[Callable[[], Awaitable[None]]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._start_task: asyncio.Task[None] | None = None
+
+    # --- wiring -------------------------------------------------------------------------------
+
+    def consume(self, topics: Sequence[str], handler: BatchHandler, *, group_suffix: str = "", title: str = "") -> None:
+        """Subscribe ``handler`` to ``topics`` in the service's consumer group, in batches, at least once."""
+        self.consumes.extend(t for t in topics if t not in self.consumes)
+        processor = BatchProcessor(self.settings, self.bus, handler, self.metrics, self.health, title or handler.__name__)
+        subscribe_batches(
+            self.broker,
+            self.settings,
+            processor,
+            topics=topics,
+            group_id=self.settings.group_id + group_suffix,
+            title=title or f"{self.name}:{','.join(topics)}",
+            description=handler.__doc__ or "",
+        )
+
+    def on_startup(self, hook: Hook) -> None:
+        """Run ``hook`` at start, before consuming; retried through an outage (indexes, seed data)."""
+        self._startup.append(hook)
+
+    def background(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run ``loop`` as a task while the service runs (periodic passes)."""
+        self._background.append(loop)
+
+    def add_routes(self, routes: Sequence[BaseRoute]) -> None:
+        self.routes.extend(routes)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def all_topics(self) -> list[str]:
+        names = [self.settings.topic(t) for t in dict.fromkeys([*self.consumes, *self.publishes])]
+        return names + [dlq_topic(self.settings.topic(t)) for t in self.consumes]
+
+    async def start(self) -> None:
+        """Create topics, run start-up hooks, then start consuming. Waits through outages."""
+        await until_available(
+            lambda: ensure_topics(self.settings.kafka_bootstrap_servers, self.all_topics(), self.settings.topic_partitions),
+            f"{self.name}: topics",
+        )
+        for hook in self._startup:
+            await until_available(hook, f"{self.name}: start-up")
+        await until_available(self.broker.start, f"{self.name}: broker")
+        for loop in self._background:
+            self._tasks.append(asyncio.create_task(loop(), name=f"{self.name}-background"))
+        self.health.started = True
+        log.info("%s started", self.name)
+
+    async def stop(self) -> None:
+        """Stop consuming (the batch in hand finishes and commits), then close the database."""
+        if self._start_task and not self._start_task.done():
+            self._start_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._start_task
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()
+        await self.broker.stop()
+        await self.mongo.close()
+        self.health.started = False
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Ready only when started and both Kafka and MongoDB answer now."""
+        mongo_ok = await ping(self.db)
+        kafka_ok = False
+        try:
+            kafka_ok = bool(await asyncio.wait_for(self.broker.ping(timeout=2.0), 3.0))
+        except Exception:
+            kafka_ok = False
+        checks = {
+            "started": self.health.started,
+            "kafka": kafka_ok,
+            "mongodb": mongo_ok,
+            "retrying": self.health.retrying,
+            "last_error": self.health.last_error,
+        }
+        return self.health.started and mongo_ok and kafka_ok, checks
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def asyncapi(self) -> dict[str, Any]:
+        return build_asyncapi(
+            title=f"crm {self.name} service",
+            version=self.version,
+            description=self.description,
+            bootstrap=self.settings.kafka_bootstrap_servers,
+            consumes=self.consumes,
+            publishes=self.publishes,
+            topic_descriptions=TOPIC_DESCRIPTIONS,
+        )
+
+    def asgi(self) -> Starlette:
+        """The HTTP app; its lifespan starts the service in the background so health answers at once."""
+
+        async def live(_: Request) -> Response:
+            return JSONResponse({"status": "live", "service": self.name})
+
+        async def ready(_: Request) -> Response:
+            ok, checks = await self.ready()
+            return JSONResponse({"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503)
+
+        async def metrics(_: Request) -> Response:
+            return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+        async def asyncapi(_: Request) -> Response:
+            return JSONResponse(self.asyncapi())
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            self._start_task = asyncio.create_task(self.start())
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        routes: list[BaseRoute] = [
+            Route("/health/live", live),
+            Route("/health/ready", ready),
+            Route("/metrics", metrics),
+            Route("/asyncapi.json", asyncapi),
+            *self.routes,
+        ]
+        return Starlette(routes=routes, lifespan=lifespan)
+
+
+TOPIC_DESCRIPTIONS = {
+    contract_topics.LEADS_COMMANDS: "Commands to the leads service: pipelines and the lead lifecycle.",
+    contract_topics.LEADS_EVENTS: "Everything that happened to pipelines and leads, keyed by lead id.",
+    contract_topics.QUALIFICATION_COMMANDS: "Qualify or disqualify a lead; manage disqualification reasons.",
+    contract_topics.QUALIFICATION_EVENTS: "Public: companies and deals created, leads qualified or disqualified.",
+    contract_topics.IMPORTS_COMMANDS: "Start, cancel or revert a CSV/XLSX import.",
+    contract_topics.IMPORTS_EVENTS: "Import progress, rejected rows and results.",
+    contract_topics.ACTIVITY_COMMANDS: "CRM tasks: create, update, complete, cancel; custom task types.",
+    contract_topics.ACTIVITY_EVENTS: "Task changes and each lead's activity summary.",
+    contract_topics.DIRECTORY_EVENTS: "Master data from outside: contacts, companies, products, licences, roles.",
+}
+
+
+def serve(service: Service) -> None:
+    """Run a service under uvicorn until SIGTERM/SIGINT; shutdown lets the batch in hand finish."""
+    logging.basicConfig(
+        level=service.settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = uvicorn.Config(
+        service.asgi(),
+        host=service.settings.http_host,
+        port=service.settings.http_port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=25,
+    )
+    uvicorn.Server(config).run()

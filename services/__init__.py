@@ -1,0 +1,1 @@
+"""Services of the lead-management platform, one package each."""

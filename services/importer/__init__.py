@@ -1,0 +1,1 @@
+"""Importer service: CSV/XLSX files into leads, streamed row by row."""

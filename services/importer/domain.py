@@ -1,0 +1,276 @@
+"""Pure import rules: one spreadsheet row in, one `crm.lead.create` payload or its errors out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from services.importer.mapping import Mapping
+
+# Fixed for ever: changing it would give every re-run or resumed import new ids and double leads.
+IMPORT_NAMESPACE = uuid.UUID("5b0f6f0e-3c1e-5d7a-9a57-6d1c2b8e4f10")
+
+DEFAULT_MAX_CELL_CHARS = 32 * 1024
+
+NEED_MATURITY_VALUES = {
+    "aware": "aware",
+    "interested": "interested",
+    "urgent": "urgent",
+    "осведомлен": "aware",
+    "осведомлена": "aware",
+    "заинтересован": "interested",
+    "заинтересована": "interested",
+    "срочно": "urgent",
+    "срочная": "urgent",
+    "срочный": "urgent",
+}
+
+# Fields whose cells are dates. The v1 `crm.lead.create` payload has none yet; a date field
+# added to the contract is validated by listing it here.
+DATE_FIELDS: frozenset[str] = frozenset()
+
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
+_DATE_DMY_RE = re.compile(r"^(\d{1,2})[./](\d{1,2})[./](\d{4})$")
+# Excel's day zero; 1900-02-29 never existed but Excel counts it, so serials from 61 on line
+# up with this epoch and the rare serials 1..60 are off by one day (Excel's own bug).
+_EXCEL_EPOCH = dt.date(1899, 12, 30)
+
+
+class FileRejected(Exception):
+    """The whole file cannot be imported; `code` is stable for machines, `message` is for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """Outcome of one data row: a payload when valid, else the (column, reason) errors."""
+
+    row_number: int
+    lead: dict[str, Any] | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.lead is not None
+
+
+def command_id(import_id: str, row_number: int) -> str:
+    """The CloudEvents id of the create command for a row: the same on every retry or resume."""
+    return str(uuid.uuid5(IMPORT_NAMESPACE, f"command:{import_id}:{row_number}"))
+
+
+def derive_lead_id(import_id: str, row_number: int, external_id: str | None, source: str | None) -> str:
+    """Stable lead id: by source + external id when there is one (so a re-import updates the
+    same lead), else by import and row (so a resumed import never creates a row twice)."""
+    if external_id:
+        return str(uuid.uuid5(IMPORT_NAMESPACE, f"external:{source or ''}:{external_id}"))
+    return str(uuid.uuid5(IMPORT_NAMESPACE, f"row:{import_id}:{row_number}"))
+
+
+def normalize_phone(value: str) -> str | None:
+    """Digits with a leading +; Russian 8/7/+7 forms become the same +7 number. None if invalid."""
+    text = value.strip()
+    digits = re.sub(r"\D", "", text)
+    international = text.startswith("+") or text.startswith("00")
+    if text.startswith("00"):
+        digits = digits[2:]
+    if len(digits) == 11 and digits[0] in "78" and not (international and digits[0] == "8"):
+        return "+7" + digits[1:]
+    # Russian area and mobile codes start with 3, 4, 8 or 9; people often drop the 8/+7.
+    if len(digits) == 10 and digits[0] in "3489" and not international:
+        return "+7" + digits
+    if international and 8 <= len(digits) <= 15:
+        return "+" + digits
+    return None
+
+
+def parse_date(value: str) -> dt.date | None:
+    """ISO (yyyy-mm-dd, optionally with a time), dd.mm.yyyy or an Excel serial day number."""
+    text = value.strip()
+    try:
+        return dt.date.fromisoformat(text[:10]) if len(text) >= 10 and text[4] == "-" else _parse_other_date(text)
+    except ValueError:
+        return None
+
+
+def _parse_other_date(text: str) -> dt.date | None:
+    match = _DATE_DMY_RE.match(text)
+    if match:
+        day, month, year = (int(part) for part in match.groups())
+        return dt.date(year, month, day)
+    try:
+        serial = float(text.replace(",", "."))
+    except ValueError:
+        return None
+    # 1..2958465 is Excel's whole date range (1900-01-01 .. 9999-12-31); a fraction is the time.
+    if 1 <= serial < 2958466:
+        return _EXCEL_EPOCH + dt.timedelta(days=int(serial))
+    return None
+
+
+def row_to_lead(
+    row_number: int,
+    cells: Sequence[str | None],
+    mapping: Mapping,
+    *,
+    pipeline_id: str | None,
+    stage_id: str | None = None,
+    max_cell_chars: int = DEFAULT_MAX_CELL_CHARS,
+) -> RowResult:
+    """Validate one row and shape it as `crm.lead.create` data (only non-empty values)."""
+    errors: list[tuple[str, str]] = []
+    values: dict[str, str] = {}
+    for index, field_name in mapping.columns.items():
+        raw = cells[index] if index < len(cells) else None
+        if raw is None:
+            continue
+        if len(raw) > max_cell_chars:
+            errors.append(
+                (
+                    mapping.column_name(index),
+                    f"the value is {len(raw)} characters long, over the limit of {max_cell_chars}; shorten it",
+                )
+            )
+            continue
+        text = raw.strip()
+        if text:
+            values[field_name] = text
+
+    def column(field_name: str) -> str:
+        index = mapping.index_of(field_name)
+        return mapping.column_name(index) if index is not None else field_name
+
+    lead: dict[str, Any] = {}
+    if pipeline_id:
+        lead["pipeline_id"] = pipeline_id
+
+    title = values.get("title") or values.get("company_name") or values.get("contact_name")
+    if title:
+        lead["title"] = _collapse(title)
+    elif not any(col == column("title") for col, _ in errors):
+        errors.append((column("title"), "title is empty; fill in the lead title, a company name or a contact name"))
+
+    for name in ("responsible_id", "external_id", "source", "marketing_event", "utm_source", "utm_medium", "utm_campaign"):
+        if name in values:
+            lead[name] = values[name]
+    if "description" in values:
+        lead["description"] = values["description"]
+    row_stage = values.get("stage_id") or stage_id
+    if row_stage:
+        lead["stage_id"] = row_stage
+
+    if "need_maturity" in values:
+        maturity = NEED_MATURITY_VALUES.get(values["need_maturity"].casefold().replace("ё", "е"))
+        if maturity:
+            lead["need_maturity"] = maturity
+        else:
+            errors.append(
+                (
+                    column("need_maturity"),
+                    f"'{values['need_maturity']}' is not a need maturity; use aware, interested or urgent "
+                    "(осведомлён, заинтересован, срочно)",
+                )
+            )
+
+    contact: dict[str, str] = {}
+    if "contact_id" in values:
+        contact["contact_id"] = values["contact_id"]
+    if "contact_name" in values:
+        contact["name"] = _collapse(values["contact_name"])
+    if "contact_phone" in values:
+        phone = normalize_phone(values["contact_phone"])
+        if phone:
+            contact["phone"] = phone
+        else:
+            errors.append(
+                (
+                    column("contact_phone"),
+                    f"'{values['contact_phone']}' is not a phone number; write one number per cell, "
+                    "e.g. +7 912 345-67-89 or 8 912 345 67 89",
+                )
+            )
+    if "contact_email" in values:
+        email = values["contact_email"]
+        if _EMAIL_RE.match(email):
+            contact["email"] = email
+        else:
+            errors.append(
+                (column("contact_email"), f"'{email}' is not an email address; write one address like name@example.com")
+            )
+    if contact:
+        lead["contact"] = contact
+
+    company: dict[str, str] = {}
+    if "company_id" in values:
+        company["company_id"] = values["company_id"]
+    if "company_name" in values:
+        company["name"] = _collapse(values["company_name"])
+    if "company_inn" in values:
+        inn = re.sub(r"[\s-]", "", values["company_inn"])
+        if inn.isdigit() and len(inn) in (10, 12):
+            company["inn"] = inn
+        else:
+            errors.append(
+                (
+                    column("company_inn"),
+                    f"'{values['company_inn']}' is not an INN; it must have 10 (company) or 12 (individual) digits; "
+                    "if Excel dropped a leading zero, format the column as text",
+                )
+            )
+    if company:
+        lead["company"] = company
+
+    product: dict[str, Any] = {}
+    if "product_id" in values:
+        product["product_id"] = values["product_id"]
+    if "product_quantity" in values:
+        quantity = _parse_quantity(values["product_quantity"])
+        if quantity is None:
+            errors.append(
+                (
+                    column("product_quantity"),
+                    f"'{values['product_quantity']}' is not a positive number; write a quantity like 1 or 2.5",
+                )
+            )
+        elif "product_id" not in values:
+            errors.append((column("product_quantity"), "a quantity is given without a product ID; fill in the product ID"))
+        else:
+            product["quantity"] = quantity
+    if "product_id" in product:
+        lead["products"] = [product]
+
+    for name in DATE_FIELDS:
+        if name in values:
+            parsed = parse_date(values[name])
+            if parsed is None:
+                errors.append(
+                    (column(name), f"'{values[name]}' is not a date; write it as 2024-01-31 or 31.01.2024")
+                )
+            else:
+                lead[name] = parsed.isoformat()
+
+    if errors:
+        return RowResult(row_number=row_number, errors=errors)
+    return RowResult(row_number=row_number, lead=lead)
+
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _parse_quantity(text: str) -> int | float | None:
+    try:
+        number = float(text.replace(" ", "").replace("\u00a0", "").replace(",", "."))
+    except ValueError:
+        return None
+    if not number > 0 or number == float("inf"):
+        return None
+    return int(number) if number.is_integer() else number
