@@ -11,7 +11,7 @@ class Envelope(BaseModel):
     # CloudEvents extensions are top-level attributes; dropping them would lose a producer's data.
     model_config = ConfigDict(extra="allow")
 
-    specversion: Literal["1.0"] = Field("1.0", description="CloudEvents spec version, always \"1.0\".")
+    specversion: Literal["1.0"] = Field(description="CloudEvents spec version, always \"1.0\".")
     id: str = Field(
         description="Unique message id (UUID). For commands it is the idempotency key: "
         "the same id sent twice acts once.",
@@ -38,8 +38,10 @@ class Envelope(BaseModel):
     data: Any = Field(description="The payload of the message type.")
 
     def to_json_bytes(self) -> bytes:
-        """Serialize as the compact JSON record value; absent optional attributes are omitted."""
-        return self.model_dump_json(exclude_none=True).encode("utf-8")
+        """Serialize as the compact JSON record value; unset optional attributes are omitted."""
+        # Only top-level attributes are dropped: inside `data` some fields are required yet nullable.
+        unset = {name for name, value in self if value is None}
+        return self.model_dump_json(exclude=unset).encode("utf-8")
 
     def key_bytes(self) -> bytes:
         """Return the Kafka record key: the subject (lead id) when set, else the message id."""

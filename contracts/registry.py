@@ -70,16 +70,15 @@ def payload_class(type_name: str) -> type[Payload]:
 
 
 def _make_envelope_class(payload: type[Payload]) -> type[Envelope]:
-    first_line = (payload.__doc__ or "").strip().splitlines()[0] if payload.__doc__ else payload.TYPE
-    model = create_model(
+    summary = (payload.__doc__ or "").strip().split("\n")[0]
+    return create_model(
         f"{payload.__name__}Message",
         __base__=Envelope,
-        __doc__=f"`{payload.TYPE}`: {first_line}",
+        __doc__=f"`{payload.TYPE}`: {summary}",
         __module__=__name__,
         type=(Literal[payload.TYPE], Field(description="Message type.")),  # type: ignore[valid-type]
         data=(payload, Field(description=f"Payload of `{payload.TYPE}`.")),
     )
-    return model
 
 
 _ENVELOPES: dict[str, type[Envelope]] = {name: _make_envelope_class(p) for name, p in PAYLOADS.items()}
@@ -128,6 +127,7 @@ def build_message(
         # Lead-scoped messages must be keyed by the lead so one lead's messages stay in order.
         subject = getattr(payload, "lead_id", None)
     return envelope(
+        specversion="1.0",
         id=id or str(uuid4()),
         type=payload.TYPE,
         source=source,

@@ -1,0 +1,1 @@
+"""Leads service: pipelines, stages and lead cards, driven by commands on Kafka."""

@@ -1,0 +1,108 @@
+"""HTTP read side of the leads service: lead cards, lists with filters, pipelines and boards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from crmkit.http import ApiError, authenticate, endpoint, json_response
+from crmkit.principals import PrincipalRepository
+from services.leads import domain as d
+from services.leads.repository import LeadRepository, PipelineRepository
+from services.leads.settings import LeadsSettings
+
+_STATUSES = {"new", "in_progress", "qualified", "unqualified"}
+
+
+def card_view(lead: d.Lead, now: datetime) -> dict[str, Any]:
+    """The card as a person sees it: stored fields plus days in status and last activity."""
+    view = lead.model_dump(mode="json")
+    view["locked"] = lead.locked
+    view["days_in_status"] = d.days_in_status(lead, now)
+    view["last_activity"] = d.last_activity(lead, now)
+    return view
+
+
+def routes(
+    settings: LeadsSettings,
+    leads: LeadRepository,
+    pipelines: PipelineRepository,
+    principals: PrincipalRepository,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> list[Route]:
+    async def auth(request: Request) -> None:
+        await authenticate(request, settings.tokens, principals)
+
+    def limit_of(request: Request, default: int = 50) -> int:
+        raw = request.query_params.get("limit", str(default))
+        if not raw.isdigit() or not 1 <= int(raw) <= settings.page_size_max:
+            raise ApiError(400, "validation", f"limit must be a whole number from 1 to {settings.page_size_max}.")
+        return int(raw)
+
+    @endpoint
+    async def get_lead(request: Request) -> Response:
+        await auth(request)
+        lead = await leads.get(request.path_params["lead_id"])
+        if lead is None:
+            raise ApiError(404, "not_found", f"Lead {request.path_params['lead_id']} does not exist.")
+        return json_response(card_view(lead, clock()))
+
+    @endpoint
+    async def list_leads(request: Request) -> Response:
+        await auth(request)
+        q = request.query_params
+        status = q.get("status")
+        if status and status not in _STATUSES:
+            raise ApiError(400, "validation", f"status must be one of {sorted(_STATUSES)}.")
+        try:
+            page, cursor = await leads.search(
+                pipeline_id=q.get("pipeline_id"), stage_id=q.get("stage_id"), status=status,
+                responsible_id=q.get("responsible_id"), source=q.get("source"), text=q.get("q"),
+                include_deleted=q.get("include_deleted", "false").lower() in ("1", "true", "yes"),
+                cursor=q.get("cursor"), limit=limit_of(request),
+            )
+        except ValueError as exc:
+            raise ApiError(400, "validation", str(exc)) from exc
+        now = clock()
+        return json_response({"items": [card_view(lead, now) for lead in page], "next_cursor": cursor})
+
+    @endpoint
+    async def list_pipelines(request: Request) -> Response:
+        await auth(request)
+        found = await pipelines.all()
+        ordered = sorted(found.values(), key=lambda p: (not p.is_default, p.name))
+        return json_response({"items": [p.model_dump(mode="json") for p in ordered]})
+
+    @endpoint
+    async def board(request: Request) -> Response:
+        await auth(request)
+        pipeline = await pipelines.get(request.path_params["pipeline_id"])
+        if pipeline is None or pipeline.deleted:
+            raise ApiError(404, "not_found", f"Pipeline {request.path_params['pipeline_id']} does not exist.")
+        per_stage = limit_of(request, default=20)
+        counts = await leads.count_by_stage(pipeline.pipeline_id)
+        now = clock()
+        columns = []
+        for stage in pipeline.stages:
+            page, cursor = await leads.search(pipeline_id=pipeline.pipeline_id, stage_id=stage.stage_id, limit=per_stage)
+            columns.append(
+                {
+                    **stage.model_dump(mode="json"),
+                    "count": counts.get(stage.stage_id, 0),
+                    "leads": [card_view(lead, now) for lead in page],
+                    "next_cursor": cursor,
+                }
+            )
+        return json_response({"pipeline": pipeline.model_dump(mode="json"), "stages": columns})
+
+    return [
+        Route("/leads/{lead_id}", get_lead),
+        Route("/leads", list_leads),
+        Route("/pipelines", list_pipelines),
+        Route("/pipelines/{pipeline_id}/board", board),
+    ]

@@ -1,0 +1,75 @@
+"""Duplicate detection: normalized email, phone and name keys, and scores for leads that share them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from services.leads.domain import DuplicateMatch, Lead
+
+WEIGHTS: dict[str, float] = {"email": 0.6, "phone": 0.5, "name": 0.3}
+# A shared name alone is weak evidence, but it is what a person checks first, so it is kept.
+MIN_SCORE = 0.3
+# Fewer digits than a national number cannot tell two clients apart.
+MIN_PHONE_DIGITS = 10
+
+
+def normalize_email(email: str | None) -> str | None:
+    if not email:
+        return None
+    normalized = re.sub(r"\s+", "", email).lower()
+    return normalized if "@" in normalized.strip("@") else None
+
+
+def normalize_phone(phone: str | None) -> str | None:
+    digits = re.sub(r"\D", "", phone or "")
+    if len(digits) == 11 and digits[0] == "8":
+        # Russian trunk prefix: 8 912 ... is dialled at home for +7 912 ...
+        digits = "7" + digits[1:]
+    elif len(digits) == 10 and digits[0] == "9":
+        # A Russian mobile written without any country or trunk prefix.
+        digits = "7" + digits
+    return digits if len(digits) >= MIN_PHONE_DIGITS else None
+
+
+def normalize_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    text = name.lower().replace("ё", "е")
+    tokens = re.sub(r"[^\w-]+", " ", text).split()
+    # Sorted so that "Иванов Иван" and "Иван Иванов" are the same person.
+    return " ".join(sorted(tokens)) or None
+
+
+def match_keys(lead: Lead) -> dict[str, str]:
+    """The lead's normalized contact keys; only the contact counts, a title names the request."""
+    contact = lead.contact
+    if contact is None:
+        return {}
+    keys = {
+        "email": normalize_email(contact.email),
+        "phone": normalize_phone(contact.phone),
+        "name": normalize_name(contact.name),
+    }
+    return {key: value for key, value in keys.items() if value}
+
+
+def score_matches(
+    lead_keys: Mapping[str, str],
+    candidates: Iterable[tuple[str, Mapping[str, str]]],
+    *,
+    lead_id: str | None = None,
+) -> list[DuplicateMatch]:
+    """Score each candidate (lead id, keys) against the lead's keys, strongest first."""
+    best: dict[str, DuplicateMatch] = {}
+    for candidate_id, keys in candidates:
+        if candidate_id == lead_id:
+            continue
+        matched_on = [key for key in WEIGHTS if lead_keys.get(key) and lead_keys.get(key) == keys.get(key)]
+        # Rounded so that 0.6 + 0.3 is 0.9 and not 0.8999999999999999.
+        score = round(min(1.0, sum(WEIGHTS[key] for key in matched_on)), 4)
+        if not matched_on or score < MIN_SCORE:
+            continue
+        if candidate_id not in best or best[candidate_id].score < score:
+            best[candidate_id] = DuplicateMatch(lead_id=candidate_id, score=score, matched_on=matched_on)
+    return sorted(best.values(), key=lambda match: (-match.score, match.lead_id))

@@ -1,0 +1,531 @@
+"""Translate contract messages into domain calls and domain events back into contract messages."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import contracts.leads as ev
+from contracts import Envelope, build_message
+from contracts.activity import LeadActivitySummary
+from contracts.common import FieldError
+from contracts.directory import CompanyUpserted, ContactUpserted, ProductUpserted
+from contracts.qualification import LeadDisqualified, LeadQualified
+from contracts.rejections import CommandRejected
+from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
+from crmkit.messaging import Inbound, Outbound
+from crmkit.principals import Principal, PrincipalRepository
+from services.leads import domain as d
+from services.leads.duplicates import score_matches
+from services.leads.repository import (
+    DirectoryRepository,
+    LeadRepository,
+    LeadWrite,
+    PipelineRepository,
+    Recent,
+    StoredLead,
+)
+from services.leads.settings import LeadsSettings
+
+log = logging.getLogger("services.leads")
+
+# Stable ids: the same input message always yields the same lead id and the same event ids,
+# so a replay after a crash publishes byte-identical events that consumers dedupe.
+_ID_NAMESPACE = uuid.UUID("6f1b8a52-3c1e-4f7e-9a51-0d6c8e2b7a10")
+_MAX_ATTEMPTS = 8
+
+PIPELINE_COMMANDS = {"crm.pipeline.create", "crm.pipeline.update", "crm.pipeline.delete"}
+LEAD_SCOPED = {
+    "crm.lead.create", "crm.lead.update", "crm.lead.assign", "crm.lead.move", "crm.lead.change-pipeline",
+    "crm.lead.delete", "crm.lead.restore", "crm.lead.reopen", "crm.lead.mark-duplicate", "crm.lead.merge",
+    "crm.lead.dismiss-duplicate", "crm.lead.qualified", "crm.lead.disqualified", "crm.lead.activity-summary",
+}
+DIRECTORY_RECORDS = {"crm.contact.upserted", "crm.company.upserted", "crm.product.upserted"}
+
+
+def derived_lead_id(message: Envelope) -> str:
+    """The lead id a create names, else one derived from source + external id, else from the message id."""
+    data = message.data
+    if data.lead_id:
+        return data.lead_id
+    if data.external_id:
+        return str(uuid.uuid5(_ID_NAMESPACE, f"{message.source}\x1f{data.external_id}"))
+    return str(uuid.uuid5(_ID_NAMESPACE, f"msg\x1f{message.id}"))
+
+
+def lead_id_of(message: Envelope) -> str:
+    if message.type == "crm.lead.create":
+        return derived_lead_id(message)
+    return message.data.lead_id
+
+
+def actor_of(principal: Principal) -> d.Actor:
+    return d.Actor(
+        user_id=principal.user_id, licensed=principal.licensed, roles=frozenset(principal.roles), service=principal.service
+    )
+
+
+# --- domain events → contract messages ------------------------------------------------------
+
+
+def _payload(event: Any) -> Any:
+    if isinstance(event, d.LeadCreated):
+        return ev.LeadCreated.model_validate(event.lead.model_dump())
+    if isinstance(event, d.LeadUpdated):
+        return ev.LeadUpdated.model_validate({**event.lead.model_dump(), "changed_fields": list(event.changed_fields)})
+    if isinstance(event, d.DuplicatesFound):
+        return ev.LeadDuplicatesFound(
+            lead_id=event.lead_id, matches=[m.model_dump() for m in event.matches], version=event.version
+        )
+    if isinstance(event, (d.PipelineCreated, d.PipelineUpdated)):
+        cls = ev.PipelineCreated if isinstance(event, d.PipelineCreated) else ev.PipelineUpdated
+        return cls.model_validate(event.pipeline.model_dump())
+    simple = {
+        d.LeadAssigned: ev.LeadAssigned,
+        d.StageChanged: ev.LeadStageChanged,
+        d.LeadDeleted: ev.LeadDeleted,
+        d.LeadRestored: ev.LeadRestored,
+        d.LeadMerged: ev.LeadMerged,
+        d.PipelineDeleted: ev.PipelineDeleted,
+    }
+    return simple[type(event)].model_validate(event.__dict__)
+
+
+def to_messages(events: Sequence[Any], cause: Envelope, source: str, subject: str | None) -> list[Envelope]:
+    messages = []
+    for index, event in enumerate(events):
+        payload = _payload(event)
+        messages.append(
+            build_message(
+                payload,
+                source=source,
+                subject=subject,
+                id=str(uuid.uuid5(_ID_NAMESPACE, f"{cause.id}\x1f{subject}\x1f{index}\x1f{payload.TYPE}")),
+                correlationid=cause.correlationid or cause.id,
+                causationid=cause.id,
+                actorid=cause.actorid,
+            )
+        )
+    return messages
+
+
+def rejection(cause: Envelope, exc: d.Rejected, source: str, lead_id: str | None) -> Envelope:
+    payload = CommandRejected(
+        command_id=cause.id,
+        command_type=cause.type,
+        reason_code=exc.code,
+        message=exc.message,
+        errors=[FieldError(field=f, message=m) for f, m in exc.errors] or None,
+        lead_id=lead_id,
+    )
+    return build_message(
+        payload,
+        source=source,
+        subject=lead_id,
+        id=str(uuid.uuid5(_ID_NAMESPACE, f"{cause.id}\x1frejected")),
+        correlationid=cause.correlationid or cause.id,
+        causationid=cause.id,
+        actorid=cause.actorid,
+    )
+
+
+# --- the batch ------------------------------------------------------------------------------
+
+
+@dataclass
+class _LeadState:
+    """A lead as it evolves through one batch, with what is owed to Kafka for it."""
+
+    stored: StoredLead | None
+    lead: d.Lead | None
+    recent: list[Recent]
+    out: list[Envelope] = field(default_factory=list)
+    dirty: bool = False
+
+    def seen(self, message_id: str) -> Recent | None:
+        return next((r for r in self.recent if r.message_id == message_id), None)
+
+
+@dataclass
+class _Context:
+    pipelines: dict[str, d.Pipeline]
+    actors: dict[str, Principal]
+    contacts: dict[str, dict[str, Any]]
+    companies: dict[str, dict[str, Any]]
+    products: dict[str, dict[str, Any]]
+    now: datetime
+
+
+class LeadsHandlers:
+    """The leads service's message handling: one batch in, the events to publish out."""
+
+    def __init__(
+        self,
+        settings: LeadsSettings,
+        leads: LeadRepository,
+        pipelines: PipelineRepository,
+        directory: DirectoryRepository,
+        principals: PrincipalRepository,
+        source: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.leads = leads
+        self.pipelines = pipelines
+        self.directory = directory
+        self.principals = principals
+        self.source = source
+        self.clock = clock
+
+    async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
+        """Lead commands, upstream facts (qualification, activity, directory) in; lead events out."""
+        messages = [item.message for item in batch]
+        await self.principals.apply([m for m in messages if PrincipalRepository.handles(m.type)])
+        out: list[Envelope] = []
+        for message in messages:
+            if message.type in PIPELINE_COMMANDS:
+                out.extend(await self._pipeline_command(message))
+        lead_messages = [m for m in messages if m.type in LEAD_SCOPED]
+        if lead_messages:
+            out.extend(await self._lead_messages(lead_messages))
+        records = [m for m in messages if m.type in DIRECTORY_RECORDS]
+        if records:
+            out.extend(await self._directory_records(records))
+        return [Outbound(LEADS_EVENTS, m, key=m.subject or _pipeline_key(m)) for m in out]
+
+    # --- pipelines ----------------------------------------------------------------------------
+
+    async def announce_default_pipeline(self) -> list[Outbound]:
+        """Create the default pipeline on first start and owe its crm.pipeline.created until published."""
+        now = self.clock()
+        pipeline = d.default_pipeline(now)
+        created = build_message(
+            ev.PipelineCreated.model_validate(pipeline.model_dump()),
+            source=self.source,
+            id=str(uuid.uuid5(_ID_NAMESPACE, "default-pipeline-created")),
+        )
+        owed = await self.pipelines.ensure_default(pipeline, created.to_json_bytes().decode())
+        if owed is None:
+            return []
+        return [Outbound(LEADS_EVENTS, Envelope.model_validate_json(owed), key=pipeline.pipeline_id)]
+
+    async def _pipeline_command(self, message: Envelope) -> list[Envelope]:
+        pipeline_id = getattr(message.data, "pipeline_id", None) or str(uuid.uuid5(_ID_NAMESPACE, f"pipeline\x1f{message.id}"))
+        for _ in range(_MAX_ATTEMPTS):
+            owed = await self.pipelines.recent_events(pipeline_id, message.id)
+            if owed is not None:
+                return [Envelope.model_validate_json(e) for e in owed]
+            existing = await self.pipelines.get(pipeline_id)
+            actor = actor_of(await self.principals.get(message.actorid or ""))
+            now = self.clock()
+            try:
+                outcome = await self._pipeline_outcome(message, actor, pipeline_id, existing, now)
+            except d.Rejected as exc:
+                return [rejection(message, exc, self.source, None)]
+            if not outcome.changed:
+                return []
+            events = to_messages(outcome.events, message, self.source, None)
+            if await self.pipelines.save(
+                outcome.pipeline, existing.version if existing else None, message.id,
+                [e.to_json_bytes().decode() for e in events], self.settings.recent_messages_kept,
+            ):
+                return events
+        raise RuntimeError(f"pipeline {pipeline_id} kept changing under command {message.id}")
+
+    async def _pipeline_outcome(
+        self, message: Envelope, actor: d.Actor, pipeline_id: str, existing: d.Pipeline | None, now: datetime
+    ) -> d.PipelineOutcome:
+        data = message.data
+        if message.type == "crm.pipeline.create":
+            return d.create_pipeline(
+                actor, pipeline_id, data.name,
+                [s.model_dump() for s in data.stages] if data.stages else None,
+                _value(data.transition_mode) or "manual", now, existing=existing,
+            )
+        if existing is None or existing.deleted:
+            raise d.Rejected("not_found", f"Pipeline {pipeline_id} does not exist.")
+        if message.type == "crm.pipeline.update":
+            return d.update_pipeline(
+                actor, existing, name=data.name,
+                stages=[s.model_dump() for s in data.stages] if data.stages is not None else None,
+                transition_mode=_value(data.transition_mode), now=now,
+                leads_per_stage=await self.leads.count_by_stage(pipeline_id),
+            )
+        counts = await self.leads.count_by_stage(pipeline_id)
+        return d.delete_pipeline(actor, existing, lead_count=sum(counts.values()), now=now)
+
+    # --- leads --------------------------------------------------------------------------------
+
+    async def _lead_messages(self, messages: list[Envelope]) -> list[Envelope]:
+        by_lead: dict[str, list[Envelope]] = defaultdict(list)
+        for message in messages:
+            by_lead[lead_id_of(message)].append(message)
+        # A merge touches two leads; both must be loaded and saved together.
+        related = {m.data.other_lead_id for m in messages if m.type == "crm.lead.merge"}
+        related |= {m.data.original_lead_id for m in messages if m.type == "crm.lead.mark-duplicate"}
+        out: list[Envelope] = []
+        pending = set(by_lead)
+        for _attempt in range(_MAX_ATTEMPTS):
+            ctx = await self._context(messages)
+            stored = await self.leads.get_many(pending | related)
+            states = {
+                lead_id: _LeadState(s, s.lead, list(s.recent)) if (s := stored.get(lead_id)) else _LeadState(None, None, [])
+                for lead_id in pending | related
+            }
+            for lead_id in sorted(pending):
+                for message in by_lead[lead_id]:
+                    self._apply(message, lead_id, states, ctx)
+            await self._find_duplicates(states, ctx)
+            writes = [
+                LeadWrite(s.lead, s.recent[-self.settings.recent_messages_kept:], s.stored.version if s.stored else None)
+                for s in states.values()
+                if s.dirty and s.lead is not None
+            ]
+            conflicted = await self.leads.save(writes)
+            for lead_id, state in states.items():
+                if lead_id not in conflicted:
+                    out.extend(state.out)
+            # A merge whose partner conflicted must be re-applied as a whole.
+            if not conflicted:
+                return out
+            pending = {lid for lid in pending if lid in conflicted or _touches(by_lead[lid], conflicted)}
+            out = [m for m in out if m.subject not in pending]
+            log.info("re-applying %d leads changed concurrently", len(pending))
+        raise RuntimeError(f"leads {sorted(pending)[:5]} kept changing under this batch")
+
+    async def _context(self, messages: list[Envelope]) -> _Context:
+        actors = {m.actorid for m in messages if m.actorid}
+        contact_ids = {m.data.contact.contact_id for m in messages if m.type in ("crm.lead.create", "crm.lead.update") and m.data.contact and m.data.contact.contact_id}
+        company_ids = {m.data.company.company_id for m in messages if m.type in ("crm.lead.create", "crm.lead.update") and m.data.company and m.data.company.company_id}
+        product_ids = {p.product_id for m in messages if m.type in ("crm.lead.create", "crm.lead.update") for p in (m.data.products or [])}
+        return _Context(
+            pipelines=await self.pipelines.all(),
+            actors=await self.principals.get_many(actors),
+            contacts=await self.directory.get_many("contact", contact_ids),
+            companies=await self.directory.get_many("company", company_ids),
+            products=await self.directory.get_many("product", product_ids),
+            now=self.clock(),
+        )
+
+    def _apply(self, message: Envelope, lead_id: str, states: dict[str, _LeadState], ctx: _Context) -> None:
+        state = states[lead_id]
+        seen = state.seen(message.id)
+        if seen is not None:  # a redelivery: publish again what it produced, change nothing
+            state.out.extend(Envelope.model_validate_json(e) for e in seen.events)
+            return
+        try:
+            outcomes = self._decide(message, lead_id, states, ctx)
+        except d.Rejected as exc:
+            state.out.append(rejection(message, exc, self.source, lead_id))
+            return
+        for target_id, outcome in outcomes:
+            target = states[target_id]
+            events = to_messages(outcome.events, message, self.source, target_id)
+            if outcome.changed:
+                target.lead = outcome.lead
+                target.dirty = True
+            target.out.extend(events)
+            if target.lead is not None and (outcome.changed or target is state):
+                target.recent.append(Recent(message.id, [e.to_json_bytes().decode() for e in events]))
+                target.dirty = True
+
+    def _decide(self, message: Envelope, lead_id: str, states: dict[str, _LeadState], ctx: _Context) -> list[tuple[str, d.Outcome]]:
+        """Which domain rule a message invokes, with the state it needs."""
+        data = message.data
+        lead = states[lead_id].lead
+        now = ctx.now
+        actor = actor_of(ctx.actors.get(message.actorid or "", Principal(message.actorid or "")))
+        if message.type == "crm.lead.create":
+            if lead is not None:
+                raise d.Rejected(
+                    "conflict",
+                    f"Lead {lead_id} already exists (same lead_id, or same source and external_id); "
+                    "send crm.lead.update to change it.",
+                )
+            pipeline = self._pipeline(ctx, data.pipeline_id or d.DEFAULT_PIPELINE_ID)
+            fields = _with_snapshots(data.model_dump(exclude_none=True), ctx)
+            return [(lead_id, d.create_lead(actor, lead_id, fields, pipeline, now))]
+        if lead is None:
+            raise d.Rejected("not_found", f"Lead {lead_id} does not exist.")
+        pipeline = self._pipeline(ctx, lead.pipeline_id, allow_deleted=True)
+        match message.type:
+            case "crm.lead.update":
+                changes = _with_snapshots(data.model_dump(exclude_unset=True, exclude={"lead_id", "clear"}), ctx)
+                return [(lead_id, d.update_lead(actor, lead, changes, list(data.clear or []), now))]
+            case "crm.lead.assign":
+                return [(lead_id, d.assign_lead(actor, lead, pipeline, data.responsible_id, now))]
+            case "crm.lead.move":
+                return [(lead_id, d.move_lead(actor, lead, pipeline, data.stage_id, now))]
+            case "crm.lead.change-pipeline":
+                return [(lead_id, d.change_pipeline(actor, lead, self._pipeline(ctx, data.pipeline_id), data.stage_id, now))]
+            case "crm.lead.delete":
+                return [(lead_id, d.delete_lead(actor, lead, now))]
+            case "crm.lead.restore":
+                return [(lead_id, d.restore_lead(actor, lead, now))]
+            case "crm.lead.reopen":
+                return [(lead_id, d.reopen_lead(actor, lead, pipeline, data.stage_id, now))]
+            case "crm.lead.qualified":
+                return [(lead_id, d.apply_qualified(lead, pipeline, data.deal_id, data.company_id, now))]
+            case "crm.lead.disqualified":
+                return [(lead_id, d.apply_disqualified(lead, pipeline, data.reason_id, data.reason, data.comment, now))]
+            case "crm.lead.activity-summary":
+                summary = d.ActivitySummaryView.model_validate(data.model_dump(exclude={"lead_id"}))
+                return [(lead_id, d.apply_activity_summary(lead, summary, now))]
+            case "crm.lead.dismiss-duplicate":
+                return [(lead_id, d.dismiss_duplicate(actor, lead, data.duplicate_lead_id, now))]
+            case "crm.lead.mark-duplicate":
+                original = self._other(states, data.original_lead_id)
+                return [(lead_id, d.mark_duplicate(actor, lead, original, now))]
+            case "crm.lead.merge":
+                other = self._other(states, data.other_lead_id)
+                survivor, merged = d.merge_leads(actor, lead, other, dict(data.fields or {}), now)
+                return [(lead_id, survivor), (other.lead_id, merged)]
+        raise AssertionError(f"unrouted message type {message.type}")
+
+    @staticmethod
+    def _other(states: dict[str, _LeadState], lead_id: str) -> d.Lead:
+        state = states.get(lead_id)
+        if state is None or state.lead is None:
+            raise d.Rejected("not_found", f"Lead {lead_id} does not exist.")
+        return state.lead
+
+    @staticmethod
+    def _pipeline(ctx: _Context, pipeline_id: str, allow_deleted: bool = False) -> d.Pipeline:
+        pipeline = ctx.pipelines.get(pipeline_id)
+        if pipeline is None:
+            raise d.Rejected("not_found", f"Pipeline {pipeline_id} does not exist; GET /pipelines lists them.")
+        return pipeline
+
+    async def _find_duplicates(self, states: dict[str, _LeadState], ctx: _Context) -> None:
+        """Match leads created in this batch against stored ones and each other (indexed lookups)."""
+        if not self.settings.duplicate_check:
+            return
+        created = [s for s in states.values() if s.stored is None and s.lead is not None and s.dirty]
+        if not created:
+            return
+        from services.leads.duplicates import match_keys
+
+        keys = {s.lead.lead_id: match_keys(s.lead) for s in created}
+        candidates = await self.leads.duplicate_candidates(list(keys.values()))
+        candidates += list(keys.items())
+        for state in created:
+            lead = state.lead
+            matches = score_matches(keys[lead.lead_id], [c for c in candidates if c[0] != lead.lead_id])
+            if not matches:
+                continue
+            outcome = d.record_duplicates(lead, matches, ctx.now)
+            if outcome.changed:
+                cause = _cause_of(state)
+                events = to_messages(outcome.events, cause, self.source, lead.lead_id) if cause else []
+                # The creation and its duplicate check are one change: the card is stored once.
+                state.lead = outcome.lead
+                state.out.extend(events)
+                if state.recent:
+                    state.recent[-1].events.extend(e.to_json_bytes().decode() for e in events)
+
+    # --- directory ----------------------------------------------------------------------------
+
+    async def _directory_records(self, messages: list[Envelope]) -> list[Envelope]:
+        """Keep snapshots of contacts, companies and products current on every linked lead."""
+        out: list[Envelope] = []
+        for message in messages:
+            data = message.data
+            kind, record_id, path = _directory_target(data)
+            fresh = await self.directory.upsert(kind, record_id, data.version, data.model_dump(mode="json"))
+            if not fresh:
+                continue  # stale or repeated version: nothing changes anywhere
+            lead_ids = await self.leads.ids_linked(path, record_id)
+            for _attempt in range(_MAX_ATTEMPTS):
+                stored = await self.leads.get_many(lead_ids)
+                now = self.clock()
+                writes, pending_out = [], []
+                for lead_id, s in stored.items():
+                    outcome = _refresh_snapshot(s.lead, data, now)
+                    if not outcome.changed:
+                        continue
+                    events = to_messages(outcome.events, message, self.source, lead_id)
+                    recent = [*s.recent, Recent(message.id, [e.to_json_bytes().decode() for e in events])]
+                    writes.append(LeadWrite(outcome.lead, recent[-self.settings.recent_messages_kept:], s.version))
+                    pending_out.append((lead_id, events))
+                conflicted = await self.leads.save(writes)
+                out.extend(e for lead_id, events in pending_out if lead_id not in conflicted for e in events)
+                if not conflicted:
+                    break
+                lead_ids = sorted(conflicted)
+        return out
+
+
+def _refresh_snapshot(lead: d.Lead, data: Any, now: datetime) -> d.Outcome:
+    if isinstance(data, ContactUpserted):
+        return d.apply_contact(lead, d.ContactRef(contact_id=data.contact_id, name=data.name, phone=data.phone, email=data.email), now)
+    if isinstance(data, CompanyUpserted):
+        return d.apply_company(lead, d.CompanyRef(company_id=data.company_id, name=data.name, inn=data.inn), now)
+    return d.apply_product(lead, data.product_id, data.name, _value(data.kind), list(data.options) if data.options is not None else None, now)
+
+
+def _directory_target(data: Any) -> tuple[str, str, str]:
+    if isinstance(data, ContactUpserted):
+        return "contact", data.contact_id, "contact.contact_id"
+    if isinstance(data, CompanyUpserted):
+        return "company", data.company_id, "company.company_id"
+    assert isinstance(data, ProductUpserted)
+    return "product", data.product_id, "products.product_id"
+
+
+def _with_snapshots(fields: dict[str, Any], ctx: _Context) -> dict[str, Any]:
+    """Fill linked contact/company/product snapshots from what upstream told us (if it has yet)."""
+    contact = fields.get("contact")
+    if contact and contact.get("contact_id") in ctx.contacts:
+        known = ctx.contacts[contact["contact_id"]]
+        fields["contact"] = {**contact, **{k: known.get(k) for k in ("name", "phone", "email")}}
+    company = fields.get("company")
+    if company and company.get("company_id") in ctx.companies:
+        known = ctx.companies[company["company_id"]]
+        fields["company"] = {**company, **{k: known.get(k) for k in ("name", "inn")}}
+    if fields.get("products"):
+        lines = []
+        for line in fields["products"]:
+            known = ctx.products.get(line.get("product_id"))
+            if known:
+                offered = known.get("options") or {}
+                for option, value in (line.get("options") or {}).items():
+                    if option not in offered or (offered[option] and value not in offered[option]):
+                        raise d.Rejected(
+                            "validation",
+                            f"Product {line['product_id']} has no option {option}={value!r}.",
+                            [(f"products.{line['product_id']}.options.{option}", f"allowed: {offered.get(option) or sorted(offered)}")],
+                        )
+                line = {**line, "name": known.get("name"), "kind": known.get("kind")}
+            lines.append(line)
+        fields["products"] = lines
+    return fields
+
+
+def _cause_of(state: _LeadState) -> Envelope | None:
+    if not state.out:
+        return None
+    first = state.out[0]
+    return Envelope(
+        id=first.causationid or first.id, type="crm.lead.create", source=first.source, time=first.time,
+        data={}, actorid=first.actorid, correlationid=first.correlationid,
+    )
+
+
+def _touches(messages: list[Envelope], lead_ids: set[str]) -> bool:
+    return any(
+        getattr(m.data, "other_lead_id", None) in lead_ids or getattr(m.data, "original_lead_id", None) in lead_ids
+        for m in messages
+    )
+
+
+def _pipeline_key(message: Envelope) -> str:
+    return getattr(message.data, "pipeline_id", None) or message.id
+
+
+def _value(value: Any) -> Any:
+    return getattr(value, "value", value)

@@ -1,0 +1,290 @@
+"""Where leads, pipelines and directory snapshots live in MongoDB; the only module that knows document shapes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from services.leads.domain import Lead, Pipeline
+from services.leads.duplicates import match_keys
+
+_INTERNAL = ("_id", "_recent", "_keys", "_announced")
+
+
+@dataclass
+class Recent:
+    """A message already applied to a lead, with the events it produced (re-published on redelivery)."""
+
+    message_id: str
+    events: list[str] = field(default_factory=list)  # serialized envelopes
+
+
+@dataclass
+class StoredLead:
+    lead: Lead
+    recent: list[Recent]
+
+    @property
+    def version(self) -> int:
+        return self.lead.version
+
+    def recent_for(self, message_id: str) -> Recent | None:
+        return next((r for r in self.recent if r.message_id == message_id), None)
+
+
+@dataclass
+class LeadWrite:
+    """A lead to store: new when ``expected_version`` is None, else replacing that version."""
+
+    lead: Lead
+    recent: list[Recent]
+    expected_version: int | None
+
+
+def _lead_doc(write: LeadWrite) -> dict[str, Any]:
+    doc = write.lead.model_dump()
+    doc["_id"] = write.lead.lead_id
+    doc["_recent"] = [{"id": r.message_id, "events": r.events} for r in write.recent]
+    doc["_keys"] = match_keys(write.lead)
+    return doc
+
+
+def _lead_from(doc: dict[str, Any]) -> StoredLead:
+    recent = [Recent(r["id"], list(r.get("events") or [])) for r in doc.get("_recent") or []]
+    card = {k: v for k, v in doc.items() if k not in _INTERNAL}
+    return StoredLead(Lead.model_validate(card), recent)
+
+
+class LeadRepository:
+    """Lead cards with their per-lead record of recently applied messages (for exactly-once effects)."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._col = db["leads"]
+
+    async def ensure_indexes(self) -> None:
+        await self._col.create_indexes(
+            [
+                IndexModel([("pipeline_id", ASCENDING), ("stage_id", ASCENDING)]),
+                IndexModel([("updated_at", DESCENDING), ("_id", DESCENDING)]),
+                IndexModel([("responsible_id", ASCENDING)]),
+                IndexModel([("status", ASCENDING)]),
+                IndexModel([("source", ASCENDING)]),
+                IndexModel([("external_id", ASCENDING)]),
+                IndexModel([("contact.contact_id", ASCENDING)]),
+                IndexModel([("company.company_id", ASCENDING)]),
+                IndexModel([("products.product_id", ASCENDING)]),
+                IndexModel([("_keys.email", ASCENDING)]),
+                IndexModel([("_keys.phone", ASCENDING)]),
+                IndexModel([("_keys.name", ASCENDING)]),
+            ]
+        )
+
+    async def get_many(self, lead_ids: Iterable[str]) -> dict[str, StoredLead]:
+        ids = sorted(set(lead_ids))
+        if not ids:
+            return {}
+        return {doc["_id"]: _lead_from(doc) async for doc in self._col.find({"_id": {"$in": ids}})}
+
+    async def get(self, lead_id: str) -> Lead | None:
+        doc = await self._col.find_one({"_id": lead_id}, {"_recent": 0})
+        return _lead_from(doc).lead if doc else None
+
+    async def save(self, writes: Sequence[LeadWrite]) -> set[str]:
+        """Store all writes in one bulk call; return the ids that lost a race (to be re-applied)."""
+        if not writes:
+            return set()
+        ops: list[Any] = []
+        for w in writes:
+            if w.expected_version is None:
+                ops.append(InsertOne(_lead_doc(w)))
+            else:
+                ops.append(ReplaceOne({"_id": w.lead.lead_id, "version": w.expected_version}, _lead_doc(w)))
+        conflicted: set[str] = set()
+        try:
+            result = await self._col.bulk_write(ops, ordered=False)
+            matched = result.matched_count
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                if error.get("code") != 11000:
+                    raise
+                conflicted.add(writes[error["index"]].lead.lead_id)
+            matched = exc.details.get("nMatched", 0)
+        replaces = [w for w in writes if w.expected_version is not None]
+        if matched < len(replaces):
+            # Someone else changed these leads since we read them: find which, by version.
+            ids = [w.lead.lead_id for w in replaces]
+            now = {d["_id"]: d.get("version") async for d in self._col.find({"_id": {"$in": ids}}, {"version": 1})}
+            conflicted |= {w.lead.lead_id for w in replaces if now.get(w.lead.lead_id) != w.lead.version}
+        return conflicted
+
+    async def ids_linked(self, path: str, value: str) -> list[str]:
+        """Lead ids whose ``path`` (e.g. ``contact.contact_id``) equals ``value``."""
+        return [d["_id"] async for d in self._col.find({path: value}, {"_id": 1})]
+
+    async def count_by_stage(self, pipeline_id: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        pipeline = [
+            {"$match": {"pipeline_id": pipeline_id, "deleted": False}},
+            {"$group": {"_id": "$stage_id", "n": {"$sum": 1}}},
+        ]
+        async for row in await self._col.aggregate(pipeline):
+            counts[row["_id"]] = row["n"]
+        return counts
+
+    async def duplicate_candidates(self, keys: Sequence[dict[str, str]], limit: int = 200) -> list[tuple[str, dict[str, str]]]:
+        """Leads sharing any normalized email, phone or name with ``keys`` (indexed, no scans)."""
+        clauses = []
+        for name in ("email", "phone", "name"):
+            values = sorted({k[name] for k in keys if k.get(name)})
+            if values:
+                clauses.append({f"_keys.{name}": {"$in": values}})
+        if not clauses:
+            return []
+        query = {"$or": clauses, "deleted": False, "merged_into": None}
+        cursor = self._col.find(query, {"_keys": 1}).limit(limit * max(1, len(keys)))
+        return [(d["_id"], d.get("_keys") or {}) async for d in cursor]
+
+    async def search(
+        self,
+        *,
+        pipeline_id: str | None = None,
+        stage_id: str | None = None,
+        status: str | None = None,
+        responsible_id: str | None = None,
+        source: str | None = None,
+        text: str | None = None,
+        include_deleted: bool = False,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Lead], str | None]:
+        """A page of leads, newest change first, with an opaque cursor for the next page."""
+        query: dict[str, Any] = {}
+        for name, value in (
+            ("pipeline_id", pipeline_id), ("stage_id", stage_id), ("status", status),
+            ("responsible_id", responsible_id), ("source", source),
+        ):
+            if value:
+                query[name] = value
+        if not include_deleted:
+            query["deleted"] = False
+        and_: list[dict[str, Any]] = []
+        if text:
+            pattern = re.escape(text.strip())
+            and_.append({"$or": [
+                {"title": {"$regex": pattern, "$options": "i"}},
+                {"contact.name": {"$regex": pattern, "$options": "i"}},
+                {"company.name": {"$regex": pattern, "$options": "i"}},
+            ]})
+        if cursor:
+            at, last_id = _decode_cursor(cursor)
+            and_.append({"$or": [{"updated_at": {"$lt": at}}, {"updated_at": at, "_id": {"$lt": last_id}}]})
+        if and_:
+            query["$and"] = and_
+        docs = [
+            d async for d in self._col.find(query, {"_recent": 0}).sort([("updated_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1)
+        ]
+        leads = [_lead_from(d).lead for d in docs[:limit]]
+        next_cursor = _encode_cursor(leads[-1].updated_at, leads[-1].lead_id) if len(docs) > limit else None
+        return leads, next_cursor
+
+
+def _encode_cursor(at: datetime, lead_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([at.isoformat(), lead_id]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, lead_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(at), str(lead_id)
+    except Exception as exc:
+        raise ValueError("the cursor is not one this service issued; start again without it") from exc
+
+
+class PipelineRepository:
+    """Pipelines with their stages; few, so read whole."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._col = db["pipelines"]
+
+    async def all(self, include_deleted: bool = False) -> dict[str, Pipeline]:
+        query = {} if include_deleted else {"deleted": False}
+        return {d["_id"]: _pipeline_from(d) async for d in self._col.find(query)}
+
+    async def get(self, pipeline_id: str) -> Pipeline | None:
+        doc = await self._col.find_one({"_id": pipeline_id})
+        return _pipeline_from(doc) if doc else None
+
+    async def recent_events(self, pipeline_id: str, message_id: str) -> list[str] | None:
+        doc = await self._col.find_one({"_id": pipeline_id, "_recent.id": message_id}, {"_recent": 1})
+        if not doc:
+            return None
+        return next((r["events"] for r in doc["_recent"] if r["id"] == message_id), [])
+
+    async def save(self, pipeline: Pipeline, expected_version: int | None, message_id: str, events: list[str], keep: int) -> bool:
+        """Store a pipeline change; False when another writer got there first."""
+        doc = pipeline.model_dump()
+        doc["_id"] = pipeline.pipeline_id
+        previous = await self._col.find_one({"_id": pipeline.pipeline_id}, {"_recent": 1})
+        recent = (previous or {}).get("_recent", [])
+        doc["_recent"] = ([*recent, {"id": message_id, "events": events}])[-keep:]
+        try:
+            if expected_version is None:
+                await self._col.insert_one(doc)
+                return True
+            result = await self._col.replace_one({"_id": pipeline.pipeline_id, "version": expected_version}, doc)
+            return result.matched_count == 1
+        except DuplicateKeyError:
+            return False
+
+    async def ensure_default(self, pipeline: Pipeline, announcement: str) -> str | None:
+        """Insert the default pipeline once; return its creation event until that is marked announced."""
+        try:
+            doc = pipeline.model_dump()
+            doc.update({"_id": pipeline.pipeline_id, "_recent": [], "_announced": False, "_announcement": announcement})
+            await self._col.insert_one(doc)
+        except DuplicateKeyError:
+            pass
+        doc = await self._col.find_one({"_id": pipeline.pipeline_id})
+        return None if doc.get("_announced", True) else doc.get("_announcement")
+
+    async def mark_announced(self, pipeline_id: str) -> None:
+        await self._col.update_one({"_id": pipeline_id}, {"$set": {"_announced": True}})
+
+
+def _pipeline_from(doc: dict[str, Any]) -> Pipeline:
+    return Pipeline.model_validate({k: v for k, v in doc.items() if not k.startswith("_")})
+
+
+class DirectoryRepository:
+    """Latest known contacts, companies and products from upstream, guarded by their version."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._col = db["directory"]
+
+    async def upsert(self, kind: str, record_id: str, version: int, data: dict[str, Any]) -> bool:
+        """Keep the record if it is newer than what we have; False for a stale or repeated version."""
+        key = f"{kind}:{record_id}"
+        try:
+            result = await self._col.update_one(
+                {"_id": key, "version": {"$lt": version}},
+                {"$set": {"kind": kind, "record_id": record_id, "version": version, "data": data}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False  # a document with this id and an equal or newer version exists
+        return result.modified_count == 1 or result.upserted_id is not None
+
+    async def get_many(self, kind: str, record_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        keys = sorted({f"{kind}:{r}" for r in record_ids if r})
+        if not keys:
+            return {}
+        return {d["record_id"]: d["data"] async for d in self._col.find({"_id": {"$in": keys}})}

@@ -1,0 +1,24 @@
+"""Settings of the leads service (environment prefix ``LEADS_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from crmkit.settings import ServiceSettings
+
+
+class LeadsSettings(ServiceSettings):
+    """Leads service configuration; every field can be set as ``LEADS_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADS_", extra="ignore")
+
+    service_name: str = "leads"
+    database: str = "crm_leads"
+    group_id: str = "crm-leads"
+    http_port: int = 8001
+    duplicate_check: bool = Field(True, description="Match new leads against existing ones by email, phone and name")
+    recent_messages_kept: int = Field(
+        8, description="Per lead, how many recent message ids (with their events) are kept to dedupe redeliveries"
+    )
+    page_size_max: int = Field(200, description="Largest page the HTTP list endpoints return")

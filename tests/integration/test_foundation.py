@@ -1,0 +1,108 @@
+"""The ground floor on real Kafka and FerretDB: every contract type is consumed, garbage goes to the DLQ."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pymongo.errors import DuplicateKeyError
+
+from contracts import build_message, payload_class
+from contracts.examples import EXAMPLES
+from contracts.registry import TOPIC_TYPES
+from contracts.topics import DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC, LEADS_COMMANDS, dlq_topic
+from crmkit.messaging import Inbound
+from crmkit.mongo import make_client
+from crmkit.service import Service
+from crmkit.settings import ServiceSettings
+from services.activity.app import CONSUMES as ACTIVITY_CONSUMES
+from services.importer.app import CONSUMES as IMPORTER_CONSUMES
+from services.leads.app import CONSUMES as LEADS_CONSUMES
+from services.qualification.app import CONSUMES as QUALIFICATION_CONSUMES
+from tests.support import Collector, Producer, headers_of, wait_until
+
+OWNERS = {
+    "leads": LEADS_CONSUMES,
+    "qualification": QUALIFICATION_CONSUMES,
+    "importer": IMPORTER_CONSUMES,
+    "activity": ACTIVITY_CONSUMES,
+}
+
+
+def _recording_service(settings: ServiceSettings, name: str, topics) -> tuple[Service, list[Inbound]]:
+    seen: list[Inbound] = []
+    service = Service(settings, name=name, description="recorder", publishes=())
+
+    async def record(batch: list[Inbound]):
+        seen.extend(batch)
+        return []
+
+    service.consume(topics, record, title=name)
+    return service, seen
+
+
+@pytest.mark.parametrize("owner", sorted(OWNERS))
+async def test_every_contract_type_reaches_its_consumer(owner, settings_for, run_service, endpoints, isolation):
+    topics = OWNERS[owner]
+    settings = settings_for(ServiceSettings, owner)
+    service, seen = _recording_service(settings, owner, topics)
+    await run_service(service)
+    expected = []
+    async with Producer(endpoints.kafka, isolation.prefix) as producer:
+        for topic in topics:
+            for type_name in TOPIC_TYPES[topic]:
+                message = build_message(payload_class(type_name).model_validate(EXAMPLES[type_name]["data"]), source="test/foundation")
+                await producer.send(topic, message)
+                expected.append((topic, type_name, message.id))
+    await wait_until(lambda: len(seen) >= len(expected), timeout=60, what=f"{len(expected)} records at {owner}")
+    got = {(i.topic, i.message.type, i.message.id) for i in seen}
+    assert got == set(expected)
+    for inbound in seen:  # parsed into the typed model of its type, not a dict
+        assert type(inbound.message.data).TYPE == inbound.message.type
+
+
+async def test_garbage_goes_to_the_dlq_and_the_next_record_is_handled(settings_for, run_service, endpoints, isolation):
+    settings = settings_for(ServiceSettings, "dlq")
+    service, seen = _recording_service(settings, "dlq", [LEADS_COMMANDS])
+    await run_service(service)
+    good = build_message(payload_class("crm.lead.create").model_validate({"title": "Valid after garbage"}), source="test")
+    wrong_type = json.loads(good.to_json_bytes())
+    wrong_type.update(type="crm.task.create", id="wrong-type")
+    missing = json.loads(good.to_json_bytes())
+    missing.update(id="missing-title")
+    missing["data"].pop("title")
+    async with Producer(endpoints.kafka, isolation.prefix) as producer, Collector(
+        endpoints.kafka, isolation.prefix, dlq_topic(LEADS_COMMANDS)
+    ) as dlq:
+        await producer.send_raw(LEADS_COMMANDS, b"\x00not json at all", key=b"k1")
+        await producer.send_raw(LEADS_COMMANDS, json.dumps(wrong_type).encode(), key=b"k1")
+        await producer.send_raw(LEADS_COMMANDS, json.dumps(missing).encode(), key=b"k1")
+        await producer.send(LEADS_COMMANDS, good, key="k1")
+        await wait_until(lambda: any(i.message.id == good.id for i in seen), timeout=60, what="the valid record")
+        await wait_until(lambda: len(dlq.got.records) >= 3, timeout=30, what="three DLQ records")
+        reasons = [headers_of(r)[DLQ_REASON] for r in dlq.got.records]
+        assert "not valid JSON" in reasons[0]
+        assert "not allowed on topic" in reasons[1] and "crm.task.create" in reasons[1]
+        assert "data.title" in reasons[2] and "required" in reasons[2].lower()
+        for record in dlq.got.records:
+            headers = headers_of(record)
+            assert headers[DLQ_TOPIC] == isolation.prefix + LEADS_COMMANDS
+            assert int(headers[DLQ_OFFSET]) >= 0
+        assert dlq.got.records[0].value == b"\x00not json at all"
+    assert [i.message.id for i in seen] == [good.id]
+
+
+async def test_pymongo_async_client_on_the_server(endpoints, isolation):
+    client = make_client(endpoints.mongodb)
+    try:
+        collection = client[isolation.db("foundation")]["people"]
+        await collection.create_index("email", unique=True)
+        await collection.insert_one({"_id": "p1", "email": "ann@example.com", "name": "Анна"})
+        assert (await collection.find_one({"_id": "p1"}))["name"] == "Анна"
+        with pytest.raises(DuplicateKeyError) as caught:
+            await collection.insert_one({"_id": "p2", "email": "ann@example.com"})
+        assert caught.value.code == 11000
+        assert "duplicate key" in str(caught.value).lower()
+    finally:
+        await client.drop_database(isolation.db("foundation"))
+        await client.close()

@@ -1,0 +1,164 @@
+"""Helpers for tests on real Kafka and MongoDB: endpoints, producing, collecting, waiting on conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from contracts import Envelope, build_message, parse_message
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kafka: str
+    mongodb: str
+    origin: str
+
+
+@contextlib.contextmanager
+def local_stack_endpoints() -> Iterator[Endpoints]:
+    """The project's own Kafka and FerretDB; started for the session when not already running."""
+    from crmctl.stack import Stack
+
+    stack = Stack()
+    was_running = stack.kafka.process.running() and stack.ferretdb.process.running()
+    stack.up()
+    try:
+        yield Endpoints(stack.config.kafka_bootstrap, stack.config.mongodb_url, "local stack")
+    finally:
+        if not was_running:
+            stack.down()
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[Any] | Any], *, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if asyncio.iscoroutine(last) or isinstance(last, Awaitable):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+class Producer:
+    """Publishes contract messages (or raw bytes) to prefixed topics, as an outside system would."""
+
+    def __init__(self, bootstrap: str, prefix: str) -> None:
+        self._bootstrap = bootstrap
+        self._prefix = prefix
+        self._producer: AIOKafkaProducer | None = None
+
+    async def __aenter__(self) -> Producer:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap, acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024
+        )
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self._producer is not None
+        await self._producer.stop()
+
+    async def send(self, topic: str, message: Envelope, key: str | None = None) -> None:
+        assert self._producer is not None
+        await self._producer.send_and_wait(
+            self._prefix + topic, message.to_json_bytes(), key=(key or message.subject or message.id).encode()
+        )
+
+    async def send_many(self, topic: str, messages: list[Envelope]) -> None:
+        assert self._producer is not None
+        futures = [
+            await self._producer.send(self._prefix + topic, m.to_json_bytes(), key=(m.subject or m.id).encode())
+            for m in messages
+        ]
+        await asyncio.gather(*futures)
+
+    async def send_raw(self, topic: str, value: bytes, key: bytes | None = b"raw") -> None:
+        assert self._producer is not None
+        await self._producer.send_and_wait(self._prefix + topic, value, key=key)
+
+
+def command(payload: Any, *, actor: str = "alice", subject: str | None = None, id: str | None = None, source: str = "test/client") -> Envelope:
+    """A command envelope as an outside system sends it."""
+    return build_message(payload, source=source, subject=subject, actorid=actor, id=id or str(uuid.uuid4()))
+
+
+@dataclass
+class Collected:
+    records: list[Any] = field(default_factory=list)
+    messages: list[Envelope] = field(default_factory=list)
+
+    def of_type(self, type_name: str) -> list[Envelope]:
+        return [m for m in self.messages if m.type == type_name]
+
+    def for_subject(self, subject: str) -> list[Envelope]:
+        return [m for m in self.messages if m.subject == subject]
+
+
+class Collector:
+    """Reads topics from the beginning in the background, parsing contract messages (raw for DLQs)."""
+
+    def __init__(self, bootstrap: str, prefix: str, *topics: str) -> None:
+        self._bootstrap = bootstrap
+        self._prefix = prefix
+        self._topics = topics
+        self.got = Collected()
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._ready = asyncio.Event()
+
+    async def __aenter__(self) -> Collector:
+        self._consumer = AIOKafkaConsumer(
+            *[self._prefix + t for t in self._topics],
+            bootstrap_servers=self._bootstrap,
+            group_id=f"collector-{uuid.uuid4().hex[:8]}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            metadata_max_age_ms=1000,
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    self.got.records.append(record)
+                    topic = record.topic[len(self._prefix):]
+                    if topic.endswith(".dlq"):
+                        continue
+                    with contextlib.suppress(Exception):
+                        self.got.messages.append(parse_message(topic, record.value))
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self._consumer:
+            await self._consumer.stop()
+
+
+def headers_of(record: Any) -> dict[str, str]:
+    return {k: v.decode() for k, v in (record.headers or ())}
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj).encode()

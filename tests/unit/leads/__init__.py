@@ -1,0 +1,1 @@
+"""Unit tests of the leads service's pure domain."""

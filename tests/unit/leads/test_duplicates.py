@@ -1,0 +1,89 @@
+"""Normalized duplicate keys and match scores."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.leads import domain as d
+from services.leads.duplicates import match_keys, normalize_email, normalize_name, normalize_phone, score_matches
+
+NOW = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("  Foo@Example.COM ", "foo@example.com"),
+        ("foo@example.com", "foo@example.com"),
+        ("foo @ example.com", "foo@example.com"),
+        ("", None),
+        (None, None),
+        ("not an email", None),
+    ],
+)
+def test_normalize_email(raw, expected) -> None:
+    assert normalize_email(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("8 (912) 345-67-89", "79123456789"),
+        ("+79123456789", "79123456789"),
+        ("+7 912 345 67 89", "79123456789"),
+        ("9123456789", "79123456789"),
+        ("+44 20 7946 0958", "442079460958"),
+        ("345-67-89", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_normalize_phone(raw, expected) -> None:
+    assert normalize_phone(raw) == expected
+
+
+def test_normalize_name_ignores_order_case_and_yo() -> None:
+    assert normalize_name("Иванов  Иван") == normalize_name("иван ИВАНОВ") == "иван иванов"
+    assert normalize_name("Пётр Сёмин") == normalize_name("Петр Семин")
+    assert normalize_name("   ") is None
+
+
+def lead_with(lead_id: str, **contact) -> d.Lead:
+    return d.create_lead(
+        d.Actor(user_id="u-1", licensed=True), lead_id, {"title": "t", "contact": contact}, d.default_pipeline(NOW), NOW
+    ).lead
+
+
+def test_match_keys_holds_only_present_keys() -> None:
+    full = lead_with("L1", name="Иван Иванов", phone="8 (912) 345-67-89", email="  Foo@Example.COM ")
+    assert match_keys(full) == {"email": "foo@example.com", "phone": "79123456789", "name": "иван иванов"}
+    assert match_keys(lead_with("L2", phone="12")) == {}
+    no_contact = d.create_lead(
+        d.Actor(user_id="u-1", licensed=True), "L3", {"title": "t"}, d.default_pipeline(NOW), NOW
+    ).lead
+    assert match_keys(no_contact) == {}
+
+
+def test_score_matches_weighs_caps_sorts_and_skips_the_lead_itself() -> None:
+    mine = match_keys(lead_with("L1", name="Иван Иванов", phone="+79123456789", email="foo@example.com"))
+    candidates = [
+        ("L1", mine),
+        ("L2", match_keys(lead_with("L2", phone="8 (912) 345-67-89"))),
+        ("L3", match_keys(lead_with("L3", name="Иванов Иван", email="  Foo@Example.COM ", phone="+79123456789"))),
+        ("L4", match_keys(lead_with("L4", name="иванов иван"))),
+        ("L5", match_keys(lead_with("L5", name="Пётр Петров", email="bar@example.com"))),
+        ("L6", match_keys(lead_with("L6", email="FOO@example.com", name="Someone Else"))),
+    ]
+    matches = score_matches(mine, candidates, lead_id="L1")
+    assert [(m.lead_id, m.score, m.matched_on) for m in matches] == [
+        ("L3", 1.0, ["email", "phone", "name"]),
+        ("L6", 0.6, ["email"]),
+        ("L2", 0.5, ["phone"]),
+        ("L4", 0.3, ["name"]),
+    ]
+
+
+def test_score_matches_with_no_keys_finds_nothing() -> None:
+    assert score_matches({}, [("L2", {"email": "a@b.c"})]) == []
