@@ -47,3 +47,18 @@ async def until_available(fn: Callable[[], Awaitable[None]], what: str) -> None:
             log.warning("%s: waiting for dependencies (%s: %s)", what, type(exc).__name__, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+async def ensure_indexes(collection, indexes) -> None:
+    """Create the missing indexes one by one.
+
+    FerretDB 1.24 panics when ``createIndexes`` names several indexes that already exist, so
+    existing ones are skipped by name and the rest are created singly.
+    """
+    existing = set((await collection.index_information()).keys())
+    for index in indexes:
+        document = index.document
+        if document["name"] in existing:
+            continue
+        options = {k: v for k, v in document.items() if k not in ("key", "name")}
+        await collection.create_index(list(document["key"].items()), name=document["name"], **options)

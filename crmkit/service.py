@@ -108,9 +108,10 @@ class Service:
             lambda: ensure_topics(self.settings.kafka_bootstrap_servers, self.all_topics(), self.settings.topic_partitions),
             f"{self.name}: topics",
         )
+        await until_available(self.broker.connect, f"{self.name}: broker")  # hooks may publish
         for hook in self._startup:
             await until_available(hook, f"{self.name}: start-up")
-        await until_available(self.broker.start, f"{self.name}: broker")
+        await until_available(self.broker.start, f"{self.name}: consumers")
         for loop in self._background:
             self._tasks.append(asyncio.create_task(loop(), name=f"{self.name}-background"))
         self.health.started = True

@@ -2,24 +2,54 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
 from contracts.topics import ACTIVITY_COMMANDS, ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS
-from crmkit.messaging import Inbound, Outbound
+from crmkit.messaging import is_transient
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
+from services.activity import api
+from services.activity.handlers import ActivityHandlers
+from services.activity.repository import LeadRepository, TaskRepository, TaskTypeRepository
 from services.activity.settings import ActivitySettings
 
 CONSUMES = (ACTIVITY_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS, DIRECTORY_EVENTS)
-PUBLISHES = (ACTIVITY_EVENTS, QUALIFICATION_COMMANDS,)
+PUBLISHES = (ACTIVITY_EVENTS, QUALIFICATION_COMMANDS)
+
+log = logging.getLogger("services.activity")
 
 
-def create_app(settings: ActivitySettings) -> Service:
-    service = Service(settings, name="activity", description="CRM tasks on leads and each lead's next activity.", publishes=PUBLISHES)
+def create_app(settings: ActivitySettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Service:
+    service = Service(
+        settings,
+        name="activity",
+        description="CRM tasks on leads and each lead's next activity.",
+        publishes=PUBLISHES,
+    )
+    tasks = TaskRepository(service.db, settings.recent_messages_kept)
+    leads = LeadRepository(service.db)
+    types = TaskTypeRepository(service.db)
     principals = PrincipalRepository(service.db, settings.service_principals)
+    handlers = ActivityHandlers(
+        settings, tasks, leads, types, principals, source=service.source, publish=service.bus.publish, clock=clock
+    )
+    service.handlers = handlers  # type: ignore[attr-defined]  # tests run the due pass through it
 
-    async def on_batch(batch: list[Inbound]) -> list[Outbound]:
-        """Skeleton: keeps the licence registry current; the service's own handling comes next."""
-        await principals.apply([i.message for i in batch if PrincipalRepository.handles(i.message.type)])
-        return []
+    async def due_passes() -> None:
+        """Every interval, announce tasks that became due soon or overdue."""
+        while True:
+            try:
+                await handlers.run_due_pass()
+            except Exception as exc:  # the next pass tries again; an outage must not end the loop
+                log.log(logging.WARNING if is_transient(exc) else logging.ERROR, "due pass failed: %s", exc, exc_info=not is_transient(exc))
+            await asyncio.sleep(settings.due_pass_interval_s)
 
-    service.consume(CONSUMES, on_batch, title="activity")
+    service.on_startup(tasks.ensure_indexes)
+    service.consume(CONSUMES, handlers.on_batch, title="activity")
+    if settings.due_pass_interval_s > 0:
+        service.background(due_passes)
+    service.add_routes(api.routes(settings, tasks, principals, clock))
     return service

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from crmkit.settings import ServiceSettings
@@ -16,3 +17,15 @@ class ActivitySettings(ServiceSettings):
     database: str = "crm_activity"
     group_id: str = "crm-activity"
     http_port: int = 8004
+    due_pass_interval_s: float = Field(
+        30.0, description="Seconds between passes that announce tasks becoming due soon or overdue; 0 disables them"
+    )
+    due_pass_batch: int = Field(1000, description="Most tasks one due pass looks at; the next pass takes the rest")
+    owed_notice_grace_s: float = Field(
+        120.0, description="A due notice claimed but not confirmed published for this long is published again"
+    )
+    recent_messages_kept: int = Field(
+        8, description="Per task, how many recent message ids (with their events) are kept to dedupe redeliveries"
+    )
+    page_size_max: int = Field(500, description="Largest page GET /tasks returns")
+    day_timezone: str = Field("UTC", description="Time zone whose calendar day GET /my-day shows, unless ?tz= is given")

@@ -468,11 +468,9 @@ def _open_xlsx(
     sheet: str | None,
     limits: Limits,
     start_after_row: int,
-    engine: str | None = None,
 ) -> RowSource:
     sheet_bytes = inspect_xlsx(path, limits)
-    if engine is None:
-        engine = "calamine" if sheet_bytes <= limits.calamine_max_sheet_bytes else "openpyxl"
+    engine = "calamine" if sheet_bytes <= limits.calamine_max_sheet_bytes else "openpyxl"
     if engine == "calamine":
         try:
             name, raw_rows, close = _calamine_rows(path, sheet)
@@ -483,7 +481,7 @@ def _open_xlsx(
     if engine == "openpyxl":
         name, raw_rows, close = _openpyxl_rows(path, sheet)
 
-    records = ((number, list(values), False) for number, values in raw_rows)
+    records = _xlsx_records(raw_rows)
     header_row, header_values = 0, []
     try:
         for number, values, _ in records:
@@ -491,12 +489,9 @@ def _open_xlsx(
             if not _is_empty(cells):
                 header_row, header_values = number, cells
                 break
-    except FileRejected:
+    except BaseException:
         close()
         raise
-    except Exception as error:
-        close()
-        raise FileRejected("corrupt_xlsx", f"the XLSX cannot be read ({error}); re-save it in Excel") from None
     if header_row == 0:
         close()
         raise FileRejected("empty_file", f"the sheet {name!r} is empty")
@@ -509,6 +504,16 @@ def _open_xlsx(
         sheet=name,
         engine=engine,
     )
+
+
+def _xlsx_records(raw_rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, list[Any], bool]]:
+    try:
+        for number, values in raw_rows:
+            yield number, list(values), False
+    except FileRejected:
+        raise
+    except Exception as error:  # a parser failing half way must still end as a clear rejection
+        raise FileRejected("corrupt_xlsx", f"the XLSX cannot be read ({error}); re-save it in Excel") from None
 
 
 def _calamine_rows(path: str | os.PathLike[str], wanted: str | None):

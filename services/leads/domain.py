@@ -554,10 +554,12 @@ def _check_stage_changes(pipeline: Pipeline, stages: list[Stage], leads_per_stag
             )
 
 
+# Stage ids are derived from names, which are often Russian; ids stay ASCII for URLs and logs.
 _CYRILLIC = dict(
     zip(
         "абвгдеёжзийклмнопрстуфхцчшщъыьэюя",
-        "a b v g d e e zh z i y k l m n o p r s t u f kh ts ch sh shch - y - e yu ya".split(" "),
+        "a,b,v,g,d,e,e,zh,z,i,y,k,l,m,n,o,p,r,s,t,u,f,kh,ts,ch,sh,shch,,y,,e,yu,ya".split(","),
+        strict=True,
     )
 )
 
@@ -617,7 +619,7 @@ class _CardData(BaseModel):
 
 def _card_data(values: Mapping[str, Any]) -> _CardData:
     try:
-        card = _CardData.model_validate(values)
+        card = _CardData.model_validate({key: _plain(value) for key, value in values.items()})
     except ValidationError as exc:
         raise Rejected(
             "validation",
@@ -916,11 +918,12 @@ def restore_lead(actor: Actor, lead: Lead, now: datetime) -> Outcome:
 
 
 def apply_activity_summary(lead: Lead, summary: ActivitySummaryView, now: datetime) -> Outcome:
-    return _refresh(lead, now, activity=summary)
+    return _refresh(lead, now, activity=_coerce(ActivitySummaryView, summary))
 
 
 def apply_contact(lead: Lead, contact: ContactRef, now: datetime | None = None) -> Outcome:
     """Refresh the snapshot of a linked contact; `now` stamps `updated_at` (kept when absent)."""
+    contact = _coerce(ContactRef, contact)
     if lead.contact is None or contact.contact_id is None or lead.contact.contact_id != contact.contact_id:
         return Outcome(lead, [])
     return _refresh(lead, now, contact=contact)
@@ -928,6 +931,7 @@ def apply_contact(lead: Lead, contact: ContactRef, now: datetime | None = None) 
 
 def apply_company(lead: Lead, company: CompanyRef, now: datetime | None = None) -> Outcome:
     """Refresh the snapshot of a linked company; `now` stamps `updated_at` (kept when absent)."""
+    company = _coerce(CompanyRef, company)
     if lead.company is None or company.company_id is None or lead.company.company_id != company.company_id:
         return Outcome(lead, [])
     return _refresh(lead, now, company=company)
@@ -966,7 +970,9 @@ def apply_product(
 
 def record_duplicates(lead: Lead, matches: Iterable[DuplicateMatch], now: datetime) -> Outcome:
     """Record the leads that look like this one, replacing what an earlier search found."""
-    found = [match for match in matches if match.lead_id != lead.lead_id]
+    found = [
+        match for match in (_coerce(DuplicateMatch, item) for item in matches) if match.lead_id != lead.lead_id
+    ]
     outcome = _refresh(lead, now, duplicates=found)
     if outcome.changed:
         outcome.events.insert(0, DuplicatesFound(lead.lead_id, tuple(found), outcome.lead.version))
@@ -1111,6 +1117,21 @@ def _text(value: Any) -> str:
 
 def _as_mapping(spec: Any) -> Mapping[str, Any]:
     return spec.model_dump() if isinstance(spec, BaseModel) else spec
+
+
+def _plain(value: Any) -> Any:
+    # Handlers may pass contract models; the domain's own models only accept their own kind.
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _coerce(model: type[_Model], value: Any) -> Any:
+    if value is None or isinstance(value, model):
+        return value
+    return model.model_validate(_plain(value))
 
 
 def _is_empty(value: Any) -> bool:

@@ -14,6 +14,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from crmkit.mongo import ensure_indexes
 from services.leads.domain import Lead, Pipeline
 from services.leads.duplicates import match_keys
 
@@ -71,7 +72,8 @@ class LeadRepository:
         self._col = db["leads"]
 
     async def ensure_indexes(self) -> None:
-        await self._col.create_indexes(
+        await ensure_indexes(
+            self._col,
             [
                 IndexModel([("pipeline_id", ASCENDING), ("stage_id", ASCENDING)]),
                 IndexModel([("updated_at", DESCENDING), ("_id", DESCENDING)]),

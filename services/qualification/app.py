@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from contracts.topics import DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS
-from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
+from services.qualification import api
+from services.qualification.handlers import QualificationHandlers
+from services.qualification.repository import (
+    ClosingRepository,
+    CompanyRepository,
+    DealRepository,
+    LeadProjection,
+    PipelineProjection,
+    ReasonRepository,
+    ensure_indexes,
+)
 from services.qualification.settings import QualificationSettings
 
 CONSUMES = (QUALIFICATION_COMMANDS, LEADS_EVENTS, DIRECTORY_EVENTS)
@@ -13,13 +23,31 @@ PUBLISHES = (QUALIFICATION_EVENTS,)
 
 
 def create_app(settings: QualificationSettings) -> Service:
-    service = Service(settings, name="qualification", description="Qualifies leads into deals and companies; disqualifies them with a reason.", publishes=PUBLISHES)
-    principals = PrincipalRepository(service.db, settings.service_principals)
+    service = Service(
+        settings,
+        name="qualification",
+        description=(
+            "Qualifies leads into deals and companies; disqualifies them with a reason from the pipeline's list. "
+            "crm.qualification.events.v1 is public: every message is keyed by the lead id, and a replay "
+            "republishes identical events (same ids), so consumers dedupe on the event id."
+        ),
+        publishes=PUBLISHES,
+    )
+    db = service.db
+    deals = DealRepository(db)
+    pipelines = PipelineProjection(db)
+    reasons = ReasonRepository(db)
+    principals = PrincipalRepository(db, settings.service_principals)
+    handlers = QualificationHandlers(
+        settings, LeadProjection(db), pipelines, reasons, ClosingRepository(db), CompanyRepository(db), deals,
+        principals, source=service.source,
+    )
+    service.handlers = handlers  # type: ignore[attr-defined]  # tests reach the seams through it
 
-    async def on_batch(batch: list[Inbound]) -> list[Outbound]:
-        """Skeleton: keeps the licence registry current; the service's own handling comes next."""
-        await principals.apply([i.message for i in batch if PrincipalRepository.handles(i.message.type)])
-        return []
+    async def start_up() -> None:
+        await ensure_indexes(db)
 
-    service.consume(CONSUMES, on_batch, title="qualification")
+    service.on_startup(start_up)
+    service.consume(CONSUMES, handlers.on_batch, title="qualification")
+    service.add_routes(api.routes(settings, deals, pipelines, reasons, principals))
     return service

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from crmkit.settings import ServiceSettings
@@ -16,3 +17,11 @@ class QualificationSettings(ServiceSettings):
     database: str = "crm_qualification"
     group_id: str = "crm-qualification"
     http_port: int = 8002
+    deal_pipelines: list[str] = Field(
+        default_factory=lambda: ["default"],
+        description="Deal pipelines a qualification may name as deal_pipeline_id, as JSON: [\"default\", \"b2b\"]",
+    )
+    recent_messages_kept: int = Field(
+        16, description="Per pipeline, how many reason-list commands are remembered to dedupe redeliveries"
+    )
+    page_size_max: int = Field(200, description="Largest page GET /deals returns")

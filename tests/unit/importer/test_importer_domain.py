@@ -194,3 +194,17 @@ def test_ids_are_stable_uuid5_values():
     assert command_id("imp-1", 5) == command_id("imp-1", 5) != command_id("imp-1", 6)
     assert command_id("imp-1", 5) != derive_lead_id("imp-1", 5, None, None)
     assert command_id("imp-1", 5) == str(uuid.uuid5(domain.IMPORT_NAMESPACE, "command:imp-1:5"))
+
+
+def test_payload_validates_against_the_contract_model():
+    from contracts.leads import CreateLead
+
+    cells = [
+        "Лид", "user-7", "ERP-42", "Иван", "89123456789", "ivan@example.ru", "c-1", "Ромашка", "7701234567",
+        "co-1", "p-1", "2,5", "website", "Иннопром", "yandex", "cpc", "spring", "aware", "текст", "new", None,
+    ]
+    lead = row_to_lead(2, cells, MAPPING, pipeline_id="default").lead
+
+    command = CreateLead.model_validate(lead)
+
+    assert command.model_dump(mode="json", exclude_none=True, exclude_defaults=True) == lead

@@ -50,7 +50,11 @@ def test_error_report_columns_and_formula_neutralisation(tmp_path, format):
     assert rows[0] == ["row", "column", "reason", "'=Название", "Телефон", "Комментарий"]
     assert rows[1] == [2 if format == "xlsx" else "2", "Телефон", "'12' is not a phone number", "Лид", "12", ""]
     assert rows[2][2] == "'=cmd|' /C calc'!A0"
-    assert rows[2][3:] == ["'" + value if value[0] in "=+-@\t\r" else value for value in DANGEROUS]
+    expected = ["'" + value if value[0] in "=+-@\t\r" else value for value in DANGEROUS]
+    if format == "xlsx":
+        # XML parsers turn a bare CR into LF on reading; the quote in front is what matters.
+        expected = [value.replace("\r", "\n") for value in expected]
+    assert rows[2][3:] == expected
     for line in rows:
         for value in line:
             assert not (isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"))

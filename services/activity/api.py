@@ -1,0 +1,104 @@
+"""HTTP read side of the activity service: task lists with filters, one task, and an assignee's day."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from crmkit.http import ApiError, authenticate, endpoint, json_response
+from crmkit.principals import PrincipalRepository
+from services.activity import domain as d
+from services.activity.repository import TaskRepository
+from services.activity.settings import ActivitySettings
+
+_STATUSES = ("open", "done", "cancelled")
+
+
+def task_json(task: d.Task, now: datetime) -> dict:
+    """A task as a person sees it: the contract view plus its state against the clock while open."""
+    view = task.model_dump(mode="json", exclude={"cancelled_with_lead", "due_soon_notified", "overdue_notified", "next_call_at"})
+    view["state"] = d.activity_state(task.due_at, now) if task.is_open else None
+    return view
+
+
+def _time(raw: str, name: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError as exc:
+        raise ApiError(400, "validation", f"{name} must be an RFC 3339 time with offset, e.g. 2025-03-15T12:00:00+03:00.") from exc
+    if value.tzinfo is None:
+        raise ApiError(400, "validation", f"{name} needs a UTC offset, e.g. 2025-03-15T12:00:00+03:00.")
+    return value
+
+
+def routes(
+    settings: ActivitySettings,
+    tasks: TaskRepository,
+    principals: PrincipalRepository,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> list[Route]:
+    def limit_of(request: Request) -> int:
+        raw = request.query_params.get("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= settings.page_size_max:
+            raise ApiError(400, "validation", f"limit must be a whole number from 1 to {settings.page_size_max}.")
+        return int(raw)
+
+    @endpoint
+    async def list_tasks(request: Request) -> Response:
+        await authenticate(request, settings.tokens, principals)
+        q = request.query_params
+        status = q.get("status")
+        if status and status not in _STATUSES:
+            raise ApiError(400, "validation", f"status must be one of {', '.join(_STATUSES)}.")
+        due_before = _time(q["due_before"], "due_before") if q.get("due_before") else None
+        found = await tasks.search(
+            lead_id=q.get("lead_id"), assignee_id=q.get("assignee_id"), status=status, due_before=due_before,
+            limit=limit_of(request),
+        )
+        now = clock()
+        return json_response({"items": [task_json(t, now) for t in found]})
+
+    @endpoint
+    async def get_task(request: Request) -> Response:
+        await authenticate(request, settings.tokens, principals)
+        task = await tasks.view(request.path_params["task_id"])
+        if task is None:
+            raise ApiError(404, "not_found", f"Task {request.path_params['task_id']} does not exist.")
+        return json_response(task_json(task, clock()))
+
+    @endpoint
+    async def my_day(request: Request) -> Response:
+        principal = await authenticate(request, settings.tokens, principals)
+        q = request.query_params
+        assignee_id = q.get("assignee_id") or principal.user_id
+        try:
+            zone = ZoneInfo(q.get("tz") or settings.day_timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ApiError(400, "validation", "tz must be an IANA time zone name, e.g. Europe/Moscow.") from exc
+        now = clock()
+        local = now.astimezone(zone)
+        day_start = datetime(local.year, local.month, local.day, tzinfo=zone)
+        day_end = day_start + timedelta(days=1)
+        overdue = await tasks.search(assignee_id=assignee_id, status="open", due_before=day_start, limit=settings.page_size_max)
+        today_all = await tasks.search(assignee_id=assignee_id, due_from=day_start, due_before=day_end, limit=settings.page_size_max)
+        today, late = d.my_day([*overdue, *today_all], day_start, day_end)
+        return json_response(
+            {
+                "assignee_id": assignee_id,
+                "date": day_start.date().isoformat(),
+                "timezone": str(zone),
+                "today": [task_json(t, now) for t in today],
+                "overdue": [task_json(t, now) for t in late],
+            }
+        )
+
+    return [
+        Route("/tasks", list_tasks),
+        Route("/tasks/{task_id}", get_task),
+        Route("/my-day", my_day),
+    ]

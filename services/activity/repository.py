@@ -1,0 +1,242 @@
+"""Where tasks, task types and the lead projection live in MongoDB; the only module that knows document shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from services.activity.domain import LeadInfo, Task
+
+_INTERNAL = ("_id", "_recent", "_owed")
+
+
+@dataclass
+class Recent:
+    """A message already applied to a task, with what it published (re-published on redelivery)."""
+
+    message_id: str
+    events: list[dict[str, str]] = field(default_factory=list)  # {"topic": ..., "message": serialized envelope}
+
+
+@dataclass
+class StoredTask:
+    task: Task
+    recent: list[Recent]
+
+    def recent_for(self, message_id: str) -> Recent | None:
+        return next((r for r in self.recent if r.message_id == message_id), None)
+
+
+@dataclass
+class Owed:
+    """A due-time notice claimed by this instance and not yet confirmed published."""
+
+    task_id: str
+    notice_id: str
+    message: str
+
+
+def _task_doc(task: Task, recent: Sequence[Recent]) -> dict[str, Any]:
+    doc = task.model_dump()
+    doc["_id"] = task.task_id
+    doc["_recent"] = [{"id": r.message_id, "events": r.events} for r in recent]
+    doc["_owed"] = []
+    return doc
+
+
+def _stored_from(doc: dict[str, Any]) -> StoredTask:
+    recent = [Recent(r["id"], list(r.get("events") or [])) for r in doc.get("_recent") or []]
+    return StoredTask(_task_from(doc), recent)
+
+
+def _task_from(doc: dict[str, Any]) -> Task:
+    return Task.model_validate({k: v for k, v in doc.items() if k not in _INTERNAL})
+
+
+def _expected(task: Task) -> dict[str, Any]:
+    """The filter that matches the document exactly as `task` was read (the pass's flags included)."""
+    return {
+        "_id": task.task_id,
+        "version": task.version,
+        "due_soon_notified": task.due_soon_notified,
+        "overdue_notified": task.overdue_notified,
+    }
+
+
+class TaskRepository:
+    """Tasks with their per-task record of recently applied messages (for exactly-once effects)."""
+
+    def __init__(self, db: AsyncDatabase, recent_kept: int = 8) -> None:
+        self._col = db["tasks"]
+        self._recent_kept = recent_kept
+
+    async def ensure_indexes(self) -> None:
+        await self._col.create_indexes(
+            [
+                IndexModel([("lead_id", ASCENDING), ("status", ASCENDING)]),
+                IndexModel([("status", ASCENDING), ("due_at", ASCENDING)]),
+                IndexModel([("assignee_id", ASCENDING), ("due_at", ASCENDING)]),
+                IndexModel([("due_at", ASCENDING), ("_id", ASCENDING)]),
+                IndexModel([("_recent.id", ASCENDING)]),
+                IndexModel([("_owed.id", ASCENDING)]),
+            ]
+        )
+
+    async def get(self, task_id: str) -> StoredTask | None:
+        doc = await self._col.find_one({"_id": task_id})
+        return _stored_from(doc) if doc else None
+
+    async def view(self, task_id: str) -> Task | None:
+        doc = await self._col.find_one({"_id": task_id}, {"_recent": 0, "_owed": 0})
+        return _task_from(doc) if doc else None
+
+    async def insert(self, task: Task, recent: Sequence[Recent]) -> bool:
+        """Store a new task; False when a task with this id exists already."""
+        try:
+            await self._col.insert_one(_task_doc(task, list(recent)[-self._recent_kept:]))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def replace(self, task: Task, expected: Task, recent: Sequence[Recent]) -> bool:
+        """Store a change of `expected`; False when anyone (a command, the due pass) changed it since it was read."""
+        result = await self._col.replace_one(_expected(expected), _task_doc(task, list(recent)[-self._recent_kept:]))
+        return result.matched_count == 1
+
+    async def applied(self, message_id: str, lead_id: str) -> list[StoredTask]:
+        """Tasks of a lead that a message already changed."""
+        return [_stored_from(d) async for d in self._col.find({"lead_id": lead_id, "_recent.id": message_id})]
+
+    async def of_lead(self, lead_id: str, status: str, *, cancelled_with_lead: bool | None = None) -> list[StoredTask]:
+        query: dict[str, Any] = {"lead_id": lead_id, "status": status}
+        if cancelled_with_lead is not None:
+            query["cancelled_with_lead"] = cancelled_with_lead
+        return [_stored_from(d) async for d in self._col.find(query)]
+
+    async def open_of_leads(self, lead_ids: Iterable[str]) -> list[Task]:
+        ids = sorted(set(lead_ids))
+        if not ids:
+            return []
+        cursor = self._col.find({"lead_id": {"$in": ids}, "status": "open"}, {"_recent": 0, "_owed": 0})
+        return [_task_from(d) async for d in cursor]
+
+    async def search(
+        self,
+        *,
+        lead_id: str | None = None,
+        assignee_id: str | None = None,
+        status: str | None = None,
+        due_before: datetime | None = None,
+        due_from: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Task]:
+        """Tasks matching every filter given, soonest due first."""
+        query: dict[str, Any] = {}
+        for name, value in (("lead_id", lead_id), ("assignee_id", assignee_id), ("status", status)):
+            if value:
+                query[name] = value
+        due: dict[str, Any] = {}
+        if due_before is not None:
+            due["$lt"] = due_before
+        if due_from is not None:
+            due["$gte"] = due_from
+        if due:
+            query["due_at"] = due
+        cursor = self._col.find(query, {"_recent": 0, "_owed": 0}).sort([("due_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        return [_task_from(d) async for d in cursor]
+
+    # --- the due pass -------------------------------------------------------------------------
+
+    async def due_candidates(self, now: datetime, soon: datetime, limit: int) -> list[Task]:
+        """Open tasks with an unannounced moment: due before `soon` and not flagged, or past due and not flagged."""
+        query = {
+            "status": "open",
+            "overdue_notified": False,
+            "$or": [{"due_soon_notified": False, "due_at": {"$lt": soon}}, {"due_at": {"$lt": now}}],
+        }
+        cursor = self._col.find(query, {"_recent": 0, "_owed": 0}).sort([("due_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        return [_task_from(d) async for d in cursor]
+
+    async def claim_notice(
+        self, task: Task, due_soon_notified: bool, overdue_notified: bool, notice_id: str, message: str, at: datetime
+    ) -> bool:
+        """Set the task's notice flags if nobody did yet, owing the notice in the same write (one winner)."""
+        result = await self._col.update_one(
+            {**_expected(task), "status": "open", "due_at": task.due_at},
+            {
+                "$set": {"due_soon_notified": due_soon_notified, "overdue_notified": overdue_notified},
+                "$push": {"_owed": {"id": notice_id, "message": message, "at": at}},
+            },
+        )
+        return result.modified_count == 1
+
+    async def settle_notices(self, owed: Sequence[Owed]) -> None:
+        """Forget notices once the broker acknowledged them."""
+        by_task: dict[str, list[str]] = {}
+        for item in owed:
+            by_task.setdefault(item.task_id, []).append(item.notice_id)
+        for task_id, ids in by_task.items():
+            await self._col.update_one({"_id": task_id}, {"$pull": {"_owed": {"id": {"$in": ids}}}})
+
+    async def stale_notices(self, owed_before: datetime, limit: int = 500) -> list[Owed]:
+        """Notices claimed long ago and never settled: their instance died between claim and publish."""
+        found: list[Owed] = []
+        cursor = self._col.find({"_owed.at": {"$lt": owed_before}}, {"_owed": 1}).limit(limit)
+        async for doc in cursor:
+            found.extend(Owed(doc["_id"], o["id"], o["message"]) for o in doc.get("_owed") or [] if o["at"] < owed_before)
+        return found
+
+
+class LeadRepository:
+    """The projection of leads from crm.leads.events.v1, newest version wins."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._col = db["leads"]
+
+    async def apply(self, lead_id: str, version: int, fields: dict[str, Any]) -> LeadInfo | None:
+        """Apply a lead event's facts unless a newer version is known; the lead as it is now, or None if stale."""
+        try:
+            doc = await self._col.find_one_and_update(
+                {"_id": lead_id, "version": {"$lte": version}},
+                {"$set": {**fields, "version": version}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            return None  # a newer version of the lead is stored: this event is old news
+        return _lead_from(doc)
+
+    async def get(self, lead_id: str) -> LeadInfo | None:
+        doc = await self._col.find_one({"_id": lead_id})
+        return _lead_from(doc) if doc else None
+
+
+def _lead_from(doc: dict[str, Any]) -> LeadInfo:
+    return LeadInfo.model_validate({**{k: v for k, v in doc.items() if k != "_id"}, "lead_id": doc["_id"]})
+
+
+class TaskTypeRepository:
+    """Custom task types administrators added."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._col = db["task_types"]
+
+    async def all(self) -> dict[str, str]:
+        return {d["_id"]: d["name"] async for d in self._col.find({})}
+
+    async def added_by(self, type_id: str) -> str | None:
+        doc = await self._col.find_one({"_id": type_id}, {"message_id": 1})
+        return doc.get("message_id") if doc else None
+
+    async def add(self, type_id: str, name: str, message_id: str) -> bool:
+        try:
+            await self._col.insert_one({"_id": type_id, "name": name, "message_id": message_id})
+        except DuplicateKeyError:
+            return False
+        return True

@@ -1,0 +1,244 @@
+"""Where the qualification service keeps its data in MongoDB; the only module that knows document shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from services.qualification.domain import Closing, Company, Deal, Lead, ProcessState, Reason, default_reasons
+
+_DUPLICATE_KEY = 11000
+
+
+@dataclass(frozen=True)
+class LeadChange:
+    """A lead fact from the leads topic: the whole card (``whole``) or some fields, at a version."""
+
+    lead_id: str
+    version: int
+    fields: dict[str, Any]
+    whole: bool
+
+
+async def _bulk_ignoring_duplicates(col: Any, ops: list[Any]) -> None:
+    """Run upserts guarded by version; a guard that fails on an existing document is a stale fact."""
+    if not ops:
+        return
+    try:
+        await col.bulk_write(ops, ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
+
+
+class LeadProjection:
+    """The newest known version of each lead, from crm.leads.events.v1."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._col = db["leads"]
+
+    async def apply(self, changes: Sequence[LeadChange]) -> None:
+        ops: list[Any] = []
+        for change in changes:
+            values = {**change.fields, "version": change.version}
+            # Equal versions are let through: a card and its stage-changed event share one version.
+            guard = {"_id": change.lead_id, "version": {"$lte": change.version}}
+            if change.whole:
+                ops.append(UpdateOne(guard, {"$set": values}, upsert=True))
+            else:  # a partial fact about a lead whose card we have not seen cannot make a card
+                ops.append(UpdateOne(guard, {"$set": values}))
+        await _bulk_ignoring_duplicates(self._col, ops)
+
+    async def get(self, lead_id: str) -> Lead | None:
+        doc = await self._col.find_one({"_id": lead_id})
+        if doc is None or "title" not in doc:
+            return None
+        return Lead.model_validate({**doc, "lead_id": doc["_id"]})
+
+
+class PipelineProjection:
+    """Which lead pipelines exist, from crm.leads.events.v1."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._col = db["pipelines"]
+
+    async def apply(self, changes: Sequence[tuple[str, int, dict[str, Any]]]) -> None:
+        ops = [
+            UpdateOne(
+                {"_id": pipeline_id, "version": {"$lte": version}},
+                {"$set": {**values, "version": version}},
+                upsert=True,
+            )
+            for pipeline_id, version, values in changes
+        ]
+        await _bulk_ignoring_duplicates(self._col, ops)
+
+    async def exists(self, pipeline_id: str) -> bool:
+        return await self._col.find_one({"_id": pipeline_id, "deleted": {"$ne": True}}, {"_id": 1}) is not None
+
+
+@dataclass
+class ReasonList:
+    pipeline_id: str
+    reasons: list[Reason]
+    version: int
+    recent: list[str] = field(default_factory=list)  # ids of the commands recently applied
+
+
+class ReasonRepository:
+    """Disqualification reasons per pipeline, seeded with the defaults when a pipeline appears."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._col = db["disqualification_reasons"]
+
+    async def seed(self, pipeline_ids: Iterable[str]) -> None:
+        defaults = [r.model_dump() for r in default_reasons()]
+        ops = [
+            UpdateOne(
+                {"_id": pipeline_id},
+                {"$setOnInsert": {"reasons": defaults, "version": 0, "_recent": []}},
+                upsert=True,
+            )
+            for pipeline_id in sorted(set(pipeline_ids))
+        ]
+        await _bulk_ignoring_duplicates(self._col, ops)
+
+    async def get(self, pipeline_id: str) -> ReasonList:
+        """The pipeline's list; the defaults are stored first if the pipeline has none yet."""
+        doc = await self._col.find_one({"_id": pipeline_id})
+        if doc is None:
+            await self.seed([pipeline_id])
+            doc = await self._col.find_one({"_id": pipeline_id})
+        return ReasonList(
+            pipeline_id,
+            [Reason.model_validate(r) for r in doc.get("reasons") or []],
+            int(doc.get("version", 0)),
+            list(doc.get("_recent") or []),
+        )
+
+    async def peek(self, pipeline_id: str) -> list[Reason] | None:
+        doc = await self._col.find_one({"_id": pipeline_id})
+        return None if doc is None else [Reason.model_validate(r) for r in doc.get("reasons") or []]
+
+    async def save(self, current: ReasonList, reasons: list[Reason], message_id: str, keep: int) -> bool:
+        """Replace the list if nobody changed it since ``current`` was read; False when someone did."""
+        result = await self._col.update_one(
+            {"_id": current.pipeline_id, "version": current.version},
+            {
+                "$set": {
+                    "reasons": [r.model_dump() for r in reasons],
+                    "version": current.version + 1,
+                    "_recent": [*current.recent, message_id][-keep:],
+                }
+            },
+        )
+        return result.matched_count == 1
+
+
+@dataclass
+class StoredClosing:
+    closing: Closing
+    outbox: list[str]  # serialized envelopes the process publishes, fixed when it starts
+
+
+class ClosingRepository:
+    """One document per lead: the process that closes it, its state, and the events it owes."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._col = db["closings"]
+
+    async def get(self, lead_id: str) -> StoredClosing | None:
+        doc = await self._col.find_one({"_id": lead_id})
+        if doc is None:
+            return None
+        outbox = list(doc.pop("_outbox", []))
+        return StoredClosing(Closing.model_validate({k: v for k, v in doc.items() if k != "_id"}), outbox)
+
+    async def start(self, closing: Closing, outbox: list[str]) -> bool:
+        """Store a new process; False if the lead already has one (then read it again)."""
+        doc = closing.model_dump()
+        doc.update({"_id": closing.lead_id, "_outbox": outbox})
+        try:
+            await self._col.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def advance(self, lead_id: str, command_id: str, from_state: ProcessState, to_state: ProcessState) -> None:
+        # Compare-and-set: if another instance already moved it on, this is a no-op.
+        await self._col.update_one(
+            {"_id": lead_id, "command_id": command_id, "state": from_state}, {"$set": {"state": to_state}}
+        )
+
+
+class CompanyRepository:
+    """Companies: those qualification created, and those the directory announced (to check ids)."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._col = db["companies"]
+
+    async def create(self, company: Company) -> None:
+        """Insert once; a repeat of the same step finds it there."""
+        doc = company.model_dump()
+        doc.update({"_id": company.company_id, "origin": "qualification"})
+        try:
+            await self._col.insert_one(doc)
+        except DuplicateKeyError:
+            pass
+
+    async def upsert_known(self, records: Sequence[tuple[str, int, dict[str, Any]]]) -> None:
+        ops = [
+            UpdateOne(
+                {"_id": company_id, "version": {"$lt": version}},
+                {"$set": {**values, "company_id": company_id, "version": version, "origin": "directory"}},
+                upsert=True,
+            )
+            for company_id, version, values in records
+        ]
+        await _bulk_ignoring_duplicates(self._col, ops)
+
+    async def exists(self, company_id: str) -> bool:
+        return await self._col.find_one({"_id": company_id}, {"_id": 1}) is not None
+
+    async def get(self, company_id: str) -> Company | None:
+        doc = await self._col.find_one({"_id": company_id, "origin": "qualification"})
+        return Company.model_validate(doc) if doc else None
+
+
+class DealRepository:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._col = db["deals"]
+
+    async def create(self, deal: Deal) -> None:
+        """Insert once; a repeat of the same step finds it there."""
+        doc = deal.model_dump()
+        doc["_id"] = deal.deal_id
+        try:
+            await self._col.insert_one(doc)
+        except DuplicateKeyError:
+            pass
+
+    async def get(self, deal_id: str) -> Deal | None:
+        doc = await self._col.find_one({"_id": deal_id})
+        return Deal.model_validate(doc) if doc else None
+
+    async def list(self, *, lead_id: str | None = None, limit: int = 50) -> list[Deal]:
+        query = {"lead_id": lead_id} if lead_id else {}
+        cursor = self._col.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
+        return [Deal.model_validate(doc) async for doc in cursor]
+
+    async def count(self, **query: Any) -> int:
+        return await self._col.count_documents(query)
+
+
+async def ensure_indexes(db: AsyncDatabase) -> None:
+    await db["deals"].create_indexes(
+        [IndexModel([("lead_id", ASCENDING)]), IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)])]
+    )
+    await db["companies"].create_indexes([IndexModel([("lead_id", ASCENDING)])])
+    await db["leads"].create_indexes([IndexModel([("pipeline_id", ASCENDING)])])
