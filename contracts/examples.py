@@ -221,6 +221,10 @@ _ALL: list[dict[str, Any]] = [
         {"lead_id": LEAD_ID, "other_lead_id": OTHER_LEAD_ID, "fields": {"contact": "other", "title": "self"}},
     ),
     _command("crm.lead.dismiss-duplicate", {"lead_id": LEAD_ID, "duplicate_lead_id": OTHER_LEAD_ID}),
+    _command(
+        "crm.lead.refresh-snapshot",
+        {"lead_id": LEAD_ID, "contact": {"contact_id": "c-1", "name": "Анна Петрова", "phone": "+79123456789"}, "record_version": 4},
+    ),
     # crm.leads.events.v1
     _event("crm.pipeline.created", "crm/leads", _PIPELINE_CARD),
     _event("crm.pipeline.updated", "crm/leads", {**_PIPELINE_CARD, "version": 2}, cause="crm.pipeline.update"),

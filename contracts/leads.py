@@ -7,6 +7,8 @@ from pydantic import Field
 from contracts.base import Payload
 from contracts.cards import LeadCard, LeadFields, PipelineCard
 from contracts.common import (
+    CompanyRef,
+    ContactRef,
     DuplicateMatch,
     LeadStatus,
     StageSpec,
@@ -175,6 +177,28 @@ class DismissLeadDuplicate(Payload):
     duplicate_lead_id: str = Field(description="Matched lead that is not a duplicate.")
 
 
+class RefreshLeadSnapshot(Payload):
+    """Internal: refresh a lead's snapshot of a changed upstream record (sent by the leads service to itself).
+
+    The leads service turns one `crm.contact.upserted` / `crm.company.upserted` /
+    `crm.product.upserted` into one of these per linked lead, keyed by lead id, so that every change to
+    a lead is applied by the one instance that owns the lead's partition. Outside systems never send it.
+    """
+
+    TYPE = "crm.lead.refresh-snapshot"
+
+    lead_id: str = Field(description="The lead whose snapshot is refreshed.")
+    contact: ContactRef | None = Field(None, description="The contact's current data, when a contact changed.")
+    company: CompanyRef | None = Field(None, description="The company's current data, when a company changed.")
+    product_id: str | None = Field(None, description="The product that changed, when a product changed.")
+    product_name: str | None = Field(None, description="The product's current name.")
+    product_kind: str | None = Field(None, description="The product's kind: `simple` or `configurable`.")
+    product_options: list[str] | None = Field(
+        None, description="Option names the product offers now; chosen options it no longer offers are dropped."
+    )
+    record_version: int = Field(description="Upstream version of the record this snapshot comes from.", ge=0)
+
+
 # --- events (crm.leads.events.v1) ---
 
 
@@ -296,6 +320,7 @@ LEADS_COMMAND_PAYLOADS: tuple[type[Payload], ...] = (
     MarkLeadDuplicate,
     MergeLeads,
     DismissLeadDuplicate,
+    RefreshLeadSnapshot,
 )
 
 LEADS_EVENT_PAYLOADS: tuple[type[Payload], ...] = (

@@ -125,6 +125,10 @@ def _print_status(include_services: bool) -> None:
     Console().print(table)
 
 
+from .imports import imports_app  # noqa: E402  (registered last: `crm import`, `crm import-template`)
+app.add_typer(imports_app)
+
+
 def main() -> None:
     try:
         app()

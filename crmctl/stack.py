@@ -77,6 +77,19 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float, log: Path | N
     raise StackError(f"{what} did not become ready within {timeout:.0f}s.{hint}")
 
 
+def _raise_open_files_limit() -> None:
+    """Kafka keeps files open per partition and FerretDB per database: lift the soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for wanted in (1_048_576, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(wanted, hard)))
+            return
+        except (ValueError, OSError):
+            continue
+
+
 # --- processes ------------------------------------------------------------------------------
 
 
@@ -116,7 +129,7 @@ class ManagedProcess:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
             proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=cwd, start_new_session=True,
+                env=env, cwd=cwd, start_new_session=True, preexec_fn=_raise_open_files_limit,
             )
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
@@ -284,7 +297,7 @@ class FerretDB:
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
         self.process.start(
-            [str(self.binary), "-listen", f"127.0.0.1:{self.config.mongo_port}", "-data", str(data), "-log-level", "warn"]
+            [str(self.binary), "-listen", f"127.0.0.1:{self.config.mongo_port}", "-data", str(data), "-log-level", "error"]
         )
         wait_for(lambda: self.process.running() and self.ready(), "FerretDB", timeout, self.process.log_file)
 

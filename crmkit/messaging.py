@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -235,6 +236,9 @@ def subscribe_batches(
         batch_timeout_ms=settings.batch_timeout_ms,
         auto_offset_reset=settings.auto_offset_reset,
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        # Range assignment gives one instance the same partition number of every topic, and a lead
+        # id hashes to the same partition number on every topic: one instance owns all of a lead.
+        partition_assignment_strategy=(RangePartitionAssignor,),
         title=title,
         description=description,
     )

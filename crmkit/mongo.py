@@ -62,3 +62,9 @@ async def ensure_indexes(collection, indexes) -> None:
             continue
         options = {k: v for k, v in document.items() if k not in ("key", "name")}
         await collection.create_index(list(document["key"].items()), name=document["name"], **options)
+
+
+async def is_ferretdb(db: AsyncDatabase) -> bool:
+    """FerretDB serves only ``{_id: value}`` filters from an index and makes no conditional write atomic."""
+    info = await db.command("buildInfo")
+    return "ferretdb" in info

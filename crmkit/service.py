@@ -65,6 +65,7 @@ class Service:
         self.publishes: list[str] = list(publishes)
         self.routes: list[BaseRoute] = []
         self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
         self._background: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._start_task: asyncio.Task[None] | None = None
@@ -88,6 +89,10 @@ class Service:
     def on_startup(self, hook: Hook) -> None:
         """Run ``hook`` at start, before consuming; retried through an outage (indexes, seed data)."""
         self._startup.append(hook)
+
+    def on_shutdown(self, hook: Hook) -> None:
+        """Run ``hook`` at stop, after the consumers stopped."""
+        self._shutdown.append(hook)
 
     def background(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run ``loop`` as a task while the service runs (periodic passes)."""
@@ -130,6 +135,9 @@ class Service:
                 await task
         self._tasks.clear()
         await self.broker.stop()
+        for hook in self._shutdown:
+            with contextlib.suppress(Exception):
+                await hook()
         await self.mongo.close()
         self.health.started = False
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support import Endpoints, local_stack_endpoints
+from tests.support import Endpoints, local_stack_endpoints, remove_test_data
 
 
 def _docker_answers() -> bool:
@@ -58,8 +58,11 @@ class Isolation:
 
 
 @pytest.fixture
-def isolation() -> Isolation:
-    return Isolation(prefix=f"t{uuid.uuid4().hex[:10]}.")
+async def isolation(endpoints: Endpoints) -> AsyncIterator[Isolation]:
+    """Private names for one test; its topics and databases are removed afterwards."""
+    found = Isolation(prefix=f"t{uuid.uuid4().hex[:10]}.")
+    yield found
+    await remove_test_data(endpoints, found.prefix)
 
 
 @pytest.fixture

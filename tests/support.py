@@ -38,6 +38,32 @@ def local_stack_endpoints() -> Iterator[Endpoints]:
             stack.down()
 
 
+async def remove_test_data(endpoints: Endpoints, prefix: str) -> None:
+    """Delete a test's topics and databases so that a long run keeps the servers small."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from crmkit.mongo import make_client
+
+    with contextlib.suppress(Exception):
+        admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            topics = [t for t in await admin.list_topics() if t.startswith(prefix)]
+            if topics:
+                await admin.delete_topics(topics)
+        finally:
+            await admin.close()
+    with contextlib.suppress(Exception):
+        client = make_client(endpoints.mongodb)
+        try:
+            db_prefix = prefix.strip(".") + "_"
+            for name in await client.list_database_names():
+                if name.startswith(db_prefix):
+                    await client.drop_database(name)
+        finally:
+            await client.close()
+
+
 async def wait_until(
     predicate: Callable[[], Awaitable[Any] | Any], *, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
 ) -> Any:

@@ -13,7 +13,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.activity.domain import LeadInfo, Task
 
-_INTERNAL = ("_id", "_recent", "_owed")
+_INTERNAL = ("_id", "_recent")
 
 
 @dataclass
@@ -46,7 +46,6 @@ def _task_doc(task: Task, recent: Sequence[Recent]) -> dict[str, Any]:
     doc = task.model_dump()
     doc["_id"] = task.task_id
     doc["_recent"] = [{"id": r.message_id, "events": r.events} for r in recent]
-    doc["_owed"] = []
     return doc
 
 
@@ -74,6 +73,7 @@ class TaskRepository:
 
     def __init__(self, db: AsyncDatabase, recent_kept: int = 8) -> None:
         self._col = db["tasks"]
+        self._notices = db["due_notices"]
         self._recent_kept = recent_kept
 
     async def ensure_indexes(self) -> None:
@@ -84,16 +84,16 @@ class TaskRepository:
                 IndexModel([("assignee_id", ASCENDING), ("due_at", ASCENDING)]),
                 IndexModel([("due_at", ASCENDING), ("_id", ASCENDING)]),
                 IndexModel([("_recent.id", ASCENDING)]),
-                IndexModel([("_owed.id", ASCENDING)]),
             ]
         )
+        await self._notices.create_indexes([IndexModel([("settled", ASCENDING), ("at", ASCENDING)])])
 
     async def get(self, task_id: str) -> StoredTask | None:
         doc = await self._col.find_one({"_id": task_id})
         return _stored_from(doc) if doc else None
 
     async def view(self, task_id: str) -> Task | None:
-        doc = await self._col.find_one({"_id": task_id}, {"_recent": 0, "_owed": 0})
+        doc = await self._col.find_one({"_id": task_id}, {"_recent": 0})
         return _task_from(doc) if doc else None
 
     async def insert(self, task: Task, recent: Sequence[Recent]) -> bool:
@@ -123,7 +123,7 @@ class TaskRepository:
         ids = sorted(set(lead_ids))
         if not ids:
             return []
-        cursor = self._col.find({"lead_id": {"$in": ids}, "status": "open"}, {"_recent": 0, "_owed": 0})
+        cursor = self._col.find({"lead_id": {"$in": ids}, "status": "open"}, {"_recent": 0})
         return [_task_from(d) async for d in cursor]
 
     async def search(
@@ -148,7 +148,7 @@ class TaskRepository:
             due["$gte"] = due_from
         if due:
             query["due_at"] = due
-        cursor = self._col.find(query, {"_recent": 0, "_owed": 0}).sort([("due_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        cursor = self._col.find(query, {"_recent": 0}).sort([("due_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
         return [_task_from(d) async for d in cursor]
 
     # --- the due pass -------------------------------------------------------------------------
@@ -160,37 +160,41 @@ class TaskRepository:
             "overdue_notified": False,
             "$or": [{"due_soon_notified": False, "due_at": {"$lt": soon}}, {"due_at": {"$lt": now}}],
         }
-        cursor = self._col.find(query, {"_recent": 0, "_owed": 0}).sort([("due_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        cursor = self._col.find(query, {"_recent": 0}).sort([("due_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
         return [_task_from(d) async for d in cursor]
 
     async def claim_notice(
         self, task: Task, due_soon_notified: bool, overdue_notified: bool, notice_id: str, message: str, at: datetime
     ) -> bool:
-        """Set the task's notice flags if nobody did yet, owing the notice in the same write (one winner)."""
-        result = await self._col.update_one(
+        """Claim a due-time notice for this instance (one winner), owing it until settled; then flag the task.
+
+        The claim is an insert under the notice's deterministic id, not a conditional update of the task:
+        FerretDB does not apply a filtered update atomically under concurrency (two writers can both
+        match), while a unique key is enforced by its storage. The flags on the task only keep the
+        next passes from looking at it again.
+        """
+        try:
+            await self._notices.insert_one(
+                {"_id": notice_id, "task_id": task.task_id, "message": message, "at": at, "settled": False}
+            )
+            claimed = True
+        except DuplicateKeyError:
+            claimed = False  # another instance (or an earlier pass) has it; the flags may still lag behind
+        await self._col.update_one(
             {**_expected(task), "status": "open", "due_at": task.due_at},
-            {
-                "$set": {"due_soon_notified": due_soon_notified, "overdue_notified": overdue_notified},
-                "$push": {"_owed": {"id": notice_id, "message": message, "at": at}},
-            },
+            {"$set": {"due_soon_notified": due_soon_notified, "overdue_notified": overdue_notified}},
         )
-        return result.modified_count == 1
+        return claimed
 
     async def settle_notices(self, owed: Sequence[Owed]) -> None:
-        """Forget notices once the broker acknowledged them."""
-        by_task: dict[str, list[str]] = {}
-        for item in owed:
-            by_task.setdefault(item.task_id, []).append(item.notice_id)
-        for task_id, ids in by_task.items():
-            await self._col.update_one({"_id": task_id}, {"$pull": {"_owed": {"id": {"$in": ids}}}})
+        """Mark notices published once the broker acknowledged them."""
+        if owed:
+            await self._notices.update_many({"_id": {"$in": [o.notice_id for o in owed]}}, {"$set": {"settled": True}})
 
     async def stale_notices(self, owed_before: datetime, limit: int = 500) -> list[Owed]:
         """Notices claimed long ago and never settled: their instance died between claim and publish."""
-        found: list[Owed] = []
-        cursor = self._col.find({"_owed.at": {"$lt": owed_before}}, {"_owed": 1}).limit(limit)
-        async for doc in cursor:
-            found.extend(Owed(doc["_id"], o["id"], o["message"]) for o in doc.get("_owed") or [] if o["at"] < owed_before)
-        return found
+        cursor = self._notices.find({"settled": False, "at": {"$lt": owed_before}}).limit(limit)
+        return [Owed(doc["task_id"], doc["_id"], doc["message"]) async for doc in cursor]
 
 
 class LeadRepository:

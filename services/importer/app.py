@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from contracts.topics import DIRECTORY_EVENTS, IMPORTS_COMMANDS, IMPORTS_EVENTS, LEADS_COMMANDS, LEADS_EVENTS
-from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
+from services.importer import api
+from services.importer.handlers import ImporterHandlers
+from services.importer.repository import ImportRepository, LeadIndex
 from services.importer.settings import ImporterSettings
+from services.importer.worker import JobRunner
 
 CONSUMES = (IMPORTS_COMMANDS, LEADS_EVENTS, DIRECTORY_EVENTS)
 PUBLISHES = (IMPORTS_EVENTS, LEADS_COMMANDS,)
@@ -14,12 +17,19 @@ PUBLISHES = (IMPORTS_EVENTS, LEADS_COMMANDS,)
 
 def create_app(settings: ImporterSettings) -> Service:
     service = Service(settings, name="importer", description="Streams CSV and XLSX files into leads.", publishes=PUBLISHES)
+    imports = ImportRepository(service.db)
+    index = LeadIndex(service.db)
     principals = PrincipalRepository(service.db, settings.service_principals)
+    runner = JobRunner(settings, imports, index, service.bus, source=service.source)
+    handlers = ImporterHandlers(imports, index, principals, runner, source=service.source)
+    service.runner = runner  # type: ignore[attr-defined]  # tests and the benchmark reach the seams through it
 
-    async def on_batch(batch: list[Inbound]) -> list[Outbound]:
-        """Skeleton: keeps the licence registry current; the service's own handling comes next."""
-        await principals.apply([i.message for i in batch if PrincipalRepository.handles(i.message.type)])
-        return []
+    async def start_up() -> None:
+        await imports.ensure_indexes()
+        await index.ensure_indexes()
 
-    service.consume(CONSUMES, on_batch, title="importer")
+    service.on_startup(start_up)
+    service.consume(CONSUMES, handlers.on_batch, title="importer")
+    service.background(runner.run_forever)
+    service.add_routes(api.routes(settings, imports, runner, principals))
     return service

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from crmkit.settings import ServiceSettings
@@ -16,3 +17,13 @@ class ImporterSettings(ServiceSettings):
     database: str = "crm_importer"
     group_id: str = "crm-importer"
     http_port: int = 8003
+    uploads_dir: str = Field(".run/imports", description="Directory where uploaded files are kept (shared by instances)")
+    chunk_rows: int = Field(1000, description="Rows sent per chunk; the checkpoint advances after each chunk's acks", ge=1)
+    job_lease_s: float = Field(30.0, description="How long a job stays with the instance running it without a heartbeat")
+    poll_interval_s: float = Field(1.0, description="How often the worker looks for jobs when nothing woke it")
+    outcome_timeout_s: float = Field(
+        600.0, description="A job waiting this long without a new row outcome completes with what it has"
+    )
+    max_file_mb: int = Field(200, description="Largest file accepted, in megabytes")
+    max_rows: int = Field(1_000_000, description="Most data rows accepted in one file")
+    public_url: str = Field("", description="Base URL put before report links in events, e.g. http://importer:8003")

@@ -6,7 +6,9 @@ from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_COMMANDS, 
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
 from services.leads import api
+from crmkit.mongo import is_ferretdb
 from services.leads.handlers import LeadsHandlers
+from services.leads.index import LeadEventsFeed, LeadIndex
 from services.leads.repository import DirectoryRepository, LeadRepository, PipelineRepository
 from services.leads.settings import LeadsSettings
 
@@ -22,20 +24,28 @@ def create_app(settings: LeadsSettings) -> Service:
         publishes=PUBLISHES,
     )
     leads = LeadRepository(service.db)
+    index = LeadIndex()
+    feed = LeadEventsFeed(settings.kafka_bootstrap_servers, settings.topic(LEADS_EVENTS), index)
     pipelines = PipelineRepository(service.db)
     directory = DirectoryRepository(service.db)
     principals = PrincipalRepository(service.db, settings.service_principals)
-    handlers = LeadsHandlers(settings, leads, pipelines, directory, principals, source=service.source)
+    handlers = LeadsHandlers(settings, leads, pipelines, directory, principals, index, source=service.source)
     service.handlers = handlers  # type: ignore[attr-defined]  # tests reach the seams through it
 
     async def start_up() -> None:
         await leads.ensure_indexes()
+        leads.strict_versions = not await is_ferretdb(service.db)
+        await feed.mark()
+        for lead_id, keys, links in await leads.all_keys():
+            index.put(lead_id, keys, links)
+        await feed.start()
         owed = await handlers.announce_default_pipeline()
         if owed:
             await service.bus.publish(owed)
             await pipelines.mark_announced("default")
 
     service.on_startup(start_up)
+    service.on_shutdown(feed.stop)
     service.consume(CONSUMES, handlers.on_batch, title="leads")
     service.add_routes(api.routes(settings, leads, pipelines, principals))
     return service

@@ -21,7 +21,8 @@ from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_COMMANDS, 
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
-from services.leads.duplicates import score_matches
+from services.leads.duplicates import match_keys, score_matches
+from services.leads.index import LeadIndex
 from services.leads.repository import (
     DirectoryRepository,
     LeadRepository,
@@ -43,7 +44,7 @@ PIPELINE_COMMANDS = {"crm.pipeline.create", "crm.pipeline.update", "crm.pipeline
 LEAD_SCOPED = {
     "crm.lead.create", "crm.lead.update", "crm.lead.assign", "crm.lead.move", "crm.lead.change-pipeline",
     "crm.lead.delete", "crm.lead.restore", "crm.lead.reopen", "crm.lead.mark-duplicate", "crm.lead.merge",
-    "crm.lead.dismiss-duplicate", "crm.lead.qualified", "crm.lead.disqualified", "crm.lead.activity-summary",
+    "crm.lead.dismiss-duplicate", "crm.lead.refresh-snapshot", "crm.lead.qualified", "crm.lead.disqualified", "crm.lead.activity-summary",
 }
 DIRECTORY_RECORDS = {"crm.contact.upserted", "crm.company.upserted", "crm.product.upserted"}
 
@@ -171,9 +172,11 @@ class LeadsHandlers:
         pipelines: PipelineRepository,
         directory: DirectoryRepository,
         principals: PrincipalRepository,
+        index: LeadIndex,
         source: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.index = index
         self.settings = settings
         self.leads = leads
         self.pipelines = pipelines
@@ -193,10 +196,11 @@ class LeadsHandlers:
         lead_messages = [m for m in messages if m.type in LEAD_SCOPED]
         if lead_messages:
             out.extend(await self._lead_messages(lead_messages))
+        outbound = [Outbound(LEADS_EVENTS, m, key=m.subject or _pipeline_key(m)) for m in out]
         records = [m for m in messages if m.type in DIRECTORY_RECORDS]
         if records:
-            out.extend(await self._directory_records(records))
-        return [Outbound(LEADS_EVENTS, m, key=m.subject or _pipeline_key(m)) for m in out]
+            outbound.extend(await self._directory_records(records))
+        return outbound
 
     # --- pipelines ----------------------------------------------------------------------------
 
@@ -270,9 +274,13 @@ class LeadsHandlers:
         related |= {m.data.original_lead_id for m in messages if m.type == "crm.lead.mark-duplicate"}
         out: list[Envelope] = []
         pending = set(by_lead)
+        # A lead whose first message here is a create is most likely new: insert it blind, without
+        # a read. If it exists after all (a redelivery, a retried create), the insert reports the
+        # duplicate id and the lead is re-applied from what is stored.
+        must_load = {lid for lid, msgs in by_lead.items() if msgs[0].type != "crm.lead.create"} | related
         for _attempt in range(_MAX_ATTEMPTS):
-            ctx = await self._context(messages)
-            stored = await self.leads.get_many(pending | related)
+            ctx = await self._context([m for lid in pending for m in by_lead[lid]])
+            stored = await self.leads.get_many((pending | related) & must_load)
             states = {
                 lead_id: _LeadState(s, s.lead, list(s.recent)) if (s := stored.get(lead_id)) else _LeadState(None, None, [])
                 for lead_id in pending | related
@@ -280,7 +288,7 @@ class LeadsHandlers:
             for lead_id in sorted(pending):
                 for message in by_lead[lead_id]:
                     self._apply(message, lead_id, states, ctx)
-            await self._find_duplicates(states, ctx)
+            self._find_duplicates(states, ctx)
             writes = [
                 LeadWrite(s.lead, s.recent[-self.settings.recent_messages_kept:], s.stored.version if s.stored else None)
                 for s in states.values()
@@ -290,12 +298,14 @@ class LeadsHandlers:
             for lead_id, state in states.items():
                 if lead_id not in conflicted:
                     out.extend(state.out)
-            # A merge whose partner conflicted must be re-applied as a whole.
+                    if state.dirty and state.lead is not None:
+                        self.index.put_card(state.lead)
             if not conflicted:
                 return out
+            # Re-apply what lost: those leads, and any lead whose merge partner lost.
             pending = {lid for lid in pending if lid in conflicted or _touches(by_lead[lid], conflicted)}
-            out = [m for m in out if m.subject not in pending]
-            log.info("re-applying %d leads changed concurrently", len(pending))
+            must_load |= pending | conflicted
+            log.info("re-applying %d leads found stored or changed concurrently", len(pending))
         raise RuntimeError(f"leads {sorted(pending)[:5]} kept changing under this batch")
 
     async def _context(self, messages: list[Envelope]) -> _Context:
@@ -376,6 +386,8 @@ class LeadsHandlers:
             case "crm.lead.activity-summary":
                 summary = d.ActivitySummaryView.model_validate(data.model_dump(exclude={"lead_id"}))
                 return [(lead_id, d.apply_activity_summary(lead, summary, now))]
+            case "crm.lead.refresh-snapshot":
+                return [(lead_id, _refresh_from_command(lead, data, now))]
             case "crm.lead.dismiss-duplicate":
                 return [(lead_id, d.dismiss_duplicate(actor, lead, data.duplicate_lead_id, now))]
             case "crm.lead.mark-duplicate":
@@ -401,21 +413,26 @@ class LeadsHandlers:
             raise d.Rejected("not_found", f"Pipeline {pipeline_id} does not exist; GET /pipelines lists them.")
         return pipeline
 
-    async def _find_duplicates(self, states: dict[str, _LeadState], ctx: _Context) -> None:
-        """Match leads created in this batch against stored ones and each other (indexed lookups)."""
+    def _find_duplicates(self, states: dict[str, _LeadState], ctx: _Context) -> None:
+        """Match leads created in this batch against known leads and each other (index lookups, no scans)."""
         if not self.settings.duplicate_check:
             return
         created = [s for s in states.values() if s.stored is None and s.lead is not None and s.dirty]
         if not created:
             return
-        from services.leads.duplicates import match_keys
-
-        keys = {s.lead.lead_id: match_keys(s.lead) for s in created}
-        candidates = await self.leads.duplicate_candidates(list(keys.values()))
-        candidates += list(keys.items())
+        batch_keys = {s.lead.lead_id: match_keys(s.lead) for s in created}
+        by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for lead_id, keys in batch_keys.items():
+            for item in keys.items():
+                by_key[item].append(lead_id)
         for state in created:
             lead = state.lead
-            matches = score_matches(keys[lead.lead_id], [c for c in candidates if c[0] != lead.lead_id])
+            keys = batch_keys[lead.lead_id]
+            if not keys:
+                continue
+            candidates = self.index.candidates(keys)
+            candidates += [(other, batch_keys[other]) for item in keys.items() for other in by_key[item] if other != lead.lead_id]
+            matches = score_matches(keys, candidates, lead_id=lead.lead_id)
             if not matches:
                 continue
             outcome = d.record_duplicates(lead, matches, ctx.now)
@@ -430,51 +447,61 @@ class LeadsHandlers:
 
     # --- directory ----------------------------------------------------------------------------
 
-    async def _directory_records(self, messages: list[Envelope]) -> list[Envelope]:
-        """Keep snapshots of contacts, companies and products current on every linked lead."""
-        out: list[Envelope] = []
+    async def _directory_records(self, messages: list[Envelope]) -> list[Outbound]:
+        """Keep the newest upstream record; ask the owner of each linked lead to refresh its snapshot.
+
+        The refresh goes through the leads commands topic keyed by lead id, so it is applied by the
+        instance that owns the lead's partition, in order with the lead's other messages.
+        """
+        out: list[Outbound] = []
         for message in messages:
             data = message.data
-            kind, record_id, path = _directory_target(data)
+            kind, record_id = _directory_target(data)
             fresh = await self.directory.upsert(kind, record_id, data.version, data.model_dump(mode="json"))
             if not fresh:
                 continue  # stale or repeated version: nothing changes anywhere
-            lead_ids = await self.leads.ids_linked(path, record_id)
-            for _attempt in range(_MAX_ATTEMPTS):
-                stored = await self.leads.get_many(lead_ids)
-                now = self.clock()
-                writes, pending_out = [], []
-                for lead_id, s in stored.items():
-                    outcome = _refresh_snapshot(s.lead, data, now)
-                    if not outcome.changed:
-                        continue
-                    events = to_messages(outcome.events, message, self.source, lead_id)
-                    recent = [*s.recent, Recent(message.id, [e.to_json_bytes().decode() for e in events])]
-                    writes.append(LeadWrite(outcome.lead, recent[-self.settings.recent_messages_kept:], s.version))
-                    pending_out.append((lead_id, events))
-                conflicted = await self.leads.save(writes)
-                out.extend(e for lead_id, events in pending_out if lead_id not in conflicted for e in events)
-                if not conflicted:
-                    break
-                lead_ids = sorted(conflicted)
+            for lead_id in self.index.linked(kind, record_id):
+                refresh = build_message(
+                    _refresh_payload(lead_id, data),
+                    source=self.source,
+                    subject=lead_id,
+                    id=str(uuid.uuid5(_ID_NAMESPACE, f"{message.id}\x1frefresh\x1f{lead_id}")),
+                    correlationid=message.correlationid or message.id,
+                    causationid=message.id,
+                    actorid="svc-leads",
+                )
+                out.append(Outbound(LEADS_COMMANDS, refresh, key=lead_id))
         return out
 
 
-def _refresh_snapshot(lead: d.Lead, data: Any, now: datetime) -> d.Outcome:
+def _refresh_payload(lead_id: str, data: Any) -> ev.RefreshLeadSnapshot:
     if isinstance(data, ContactUpserted):
-        return d.apply_contact(lead, d.ContactRef(contact_id=data.contact_id, name=data.name, phone=data.phone, email=data.email), now)
+        contact = {"contact_id": data.contact_id, "name": data.name, "phone": data.phone, "email": data.email}
+        return ev.RefreshLeadSnapshot(lead_id=lead_id, contact=contact, record_version=data.version)
     if isinstance(data, CompanyUpserted):
-        return d.apply_company(lead, d.CompanyRef(company_id=data.company_id, name=data.name, inn=data.inn), now)
-    return d.apply_product(lead, data.product_id, data.name, _value(data.kind), list(data.options) if data.options is not None else None, now)
+        company = {"company_id": data.company_id, "name": data.name, "inn": data.inn}
+        return ev.RefreshLeadSnapshot(lead_id=lead_id, company=company, record_version=data.version)
+    return ev.RefreshLeadSnapshot(
+        lead_id=lead_id, product_id=data.product_id, product_name=data.name, product_kind=_value(data.kind),
+        product_options=list(data.options) if data.options is not None else None, record_version=data.version,
+    )
 
 
-def _directory_target(data: Any) -> tuple[str, str, str]:
+def _refresh_from_command(lead: d.Lead, data: ev.RefreshLeadSnapshot, now: datetime) -> d.Outcome:
+    if data.contact is not None:
+        return d.apply_contact(lead, d.ContactRef.model_validate(data.contact.model_dump()), now)
+    if data.company is not None:
+        return d.apply_company(lead, d.CompanyRef.model_validate(data.company.model_dump()), now)
+    return d.apply_product(lead, data.product_id or "", data.product_name, data.product_kind, data.product_options, now)
+
+
+def _directory_target(data: Any) -> tuple[str, str]:
     if isinstance(data, ContactUpserted):
-        return "contact", data.contact_id, "contact.contact_id"
+        return "contact", data.contact_id
     if isinstance(data, CompanyUpserted):
-        return "company", data.company_id, "company.company_id"
+        return "company", data.company_id
     assert isinstance(data, ProductUpserted)
-    return "product", data.product_id, "products.product_id"
+    return "product", data.product_id
 
 
 def _with_snapshots(fields: dict[str, Any], ctx: _Context) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -59,6 +60,33 @@ def _lead_doc(write: LeadWrite) -> dict[str, Any]:
     return doc
 
 
+def _links_of(doc: dict[str, Any]) -> dict[str, list[str]]:
+    links: dict[str, list[str]] = {}
+    if (doc.get("contact") or {}).get("contact_id"):
+        links["contact"] = [doc["contact"]["contact_id"]]
+    if (doc.get("company") or {}).get("company_id"):
+        links["company"] = [doc["company"]["company_id"]]
+    products = [p["product_id"] for p in doc.get("products") or [] if p.get("product_id")]
+    if products:
+        links["product"] = products
+    return links
+
+
+def links_of(lead: Lead) -> dict[str, list[str]]:
+    """What upstream records a lead links to: the keys its snapshots are refreshed by."""
+    return _links_of(lead.model_dump(include={"contact", "company", "products"}))
+
+
+async def _bounded_gather(coros: list[Any], limit: int) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(coro: Any) -> Any:
+        async with semaphore:
+            return await coro
+
+    return await asyncio.gather(*(run(c) for c in coros))
+
+
 def _lead_from(doc: dict[str, Any]) -> StoredLead:
     recent = [Recent(r["id"], list(r.get("events") or [])) for r in doc.get("_recent") or []]
     card = {k: v for k, v in doc.items() if k not in _INTERNAL}
@@ -68,8 +96,10 @@ def _lead_from(doc: dict[str, Any]) -> StoredLead:
 class LeadRepository:
     """Lead cards with their per-lead record of recently applied messages (for exactly-once effects)."""
 
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, *, strict_versions: bool = True, concurrency: int = 16) -> None:
         self._col = db["leads"]
+        self.strict_versions = strict_versions
+        self._concurrency = concurrency
 
     async def ensure_indexes(self) -> None:
         await ensure_indexes(
@@ -91,25 +121,36 @@ class LeadRepository:
         )
 
     async def get_many(self, lead_ids: Iterable[str]) -> dict[str, StoredLead]:
+        """Load leads by id, one ``{_id}`` lookup each: the one filter every backend serves from an index."""
         ids = sorted(set(lead_ids))
         if not ids:
             return {}
-        return {doc["_id"]: _lead_from(doc) async for doc in self._col.find({"_id": {"$in": ids}})}
+        docs = await _bounded_gather([self._col.find_one({"_id": i}) for i in ids], self._concurrency)
+        return {doc["_id"]: _lead_from(doc) for doc in docs if doc}
 
     async def get(self, lead_id: str) -> Lead | None:
         doc = await self._col.find_one({"_id": lead_id}, {"_recent": 0})
         return _lead_from(doc).lead if doc else None
 
     async def save(self, writes: Sequence[LeadWrite]) -> set[str]:
-        """Store all writes in one bulk call; return the ids that lost a race (to be re-applied)."""
+        """Store all writes in one bulk call; return the ids that lost a race (to be re-applied).
+
+        New leads are inserted blind: a duplicate id means the lead exists after all (a redelivered
+        create), and the caller re-reads it. Changes replace the document by id; with
+        ``strict_versions`` the replace also names the version read, so a concurrent writer is
+        detected (MongoDB serves that filter from the index; FerretDB would scan, so there the
+        partition ownership of each lead is what keeps one writer per lead).
+        """
         if not writes:
             return set()
         ops: list[Any] = []
         for w in writes:
             if w.expected_version is None:
                 ops.append(InsertOne(_lead_doc(w)))
-            else:
+            elif self.strict_versions:
                 ops.append(ReplaceOne({"_id": w.lead.lead_id, "version": w.expected_version}, _lead_doc(w)))
+            else:
+                ops.append(ReplaceOne({"_id": w.lead.lead_id}, _lead_doc(w)))
         conflicted: set[str] = set()
         try:
             result = await self._col.bulk_write(ops, ordered=False)
@@ -122,15 +163,25 @@ class LeadRepository:
             matched = exc.details.get("nMatched", 0)
         replaces = [w for w in writes if w.expected_version is not None]
         if matched < len(replaces):
-            # Someone else changed these leads since we read them: find which, by version.
-            ids = [w.lead.lead_id for w in replaces]
-            now = {d["_id"]: d.get("version") async for d in self._col.find({"_id": {"$in": ids}}, {"version": 1})}
-            conflicted |= {w.lead.lead_id for w in replaces if now.get(w.lead.lead_id) != w.lead.version}
+            # Someone else changed (or removed) these leads since we read them: find which.
+            current = await self.get_many(w.lead.lead_id for w in replaces)
+            conflicted |= {
+                w.lead.lead_id for w in replaces
+                if w.lead.lead_id not in current or current[w.lead.lead_id].version != w.lead.version
+            }
         return conflicted
 
-    async def ids_linked(self, path: str, value: str) -> list[str]:
-        """Lead ids whose ``path`` (e.g. ``contact.contact_id``) equals ``value``."""
-        return [d["_id"] async for d in self._col.find({path: value}, {"_id": 1})]
+    async def all_keys(self) -> list[tuple[str, dict[str, str], dict[str, list[str]]]]:
+        """Every lead's duplicate keys and links, for warming the in-memory index at start."""
+        projection = {"_keys": 1, "contact.contact_id": 1, "company.company_id": 1, "products.product_id": 1, "deleted": 1, "merged_into": 1}
+        out = []
+        async for doc in self._col.find({}, projection):
+            if doc.get("deleted") or doc.get("merged_into"):
+                keys = {}
+            else:
+                keys = doc.get("_keys") or {}
+            out.append((doc["_id"], keys, _links_of(doc)))
+        return out
 
     async def count_by_stage(self, pipeline_id: str) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -141,19 +192,6 @@ class LeadRepository:
         async for row in await self._col.aggregate(pipeline):
             counts[row["_id"]] = row["n"]
         return counts
-
-    async def duplicate_candidates(self, keys: Sequence[dict[str, str]], limit: int = 200) -> list[tuple[str, dict[str, str]]]:
-        """Leads sharing any normalized email, phone or name with ``keys`` (indexed, no scans)."""
-        clauses = []
-        for name in ("email", "phone", "name"):
-            values = sorted({k[name] for k in keys if k.get(name)})
-            if values:
-                clauses.append({f"_keys.{name}": {"$in": values}})
-        if not clauses:
-            return []
-        query = {"$or": clauses, "deleted": False, "merged_into": None}
-        cursor = self._col.find(query, {"_keys": 1}).limit(limit * max(1, len(keys)))
-        return [(d["_id"], d.get("_keys") or {}) async for d in cursor]
 
     async def search(
         self,
@@ -287,6 +325,5 @@ class DirectoryRepository:
 
     async def get_many(self, kind: str, record_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         keys = sorted({f"{kind}:{r}" for r in record_ids if r})
-        if not keys:
-            return {}
-        return {d["record_id"]: d["data"] async for d in self._col.find({"_id": {"$in": keys}})}
+        docs = await _bounded_gather([self._col.find_one({"_id": k}) for k in keys], 16)
+        return {d["record_id"]: d["data"] for d in docs if d}

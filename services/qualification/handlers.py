@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -35,8 +34,6 @@ from services.qualification.repository import (
     StoredClosing,
 )
 from services.qualification.settings import QualificationSettings
-
-log = logging.getLogger("services.qualification")
 
 _MAX_ATTEMPTS = 8
 # What the projection keeps of a lead card: what the checks and the deal need.

@@ -237,8 +237,13 @@ class DealRepository:
 
 
 async def ensure_indexes(db: AsyncDatabase) -> None:
-    await db["deals"].create_indexes(
-        [IndexModel([("lead_id", ASCENDING)]), IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)])]
-    )
-    await db["companies"].create_indexes([IndexModel([("lead_id", ASCENDING)])])
-    await db["leads"].create_indexes([IndexModel([("pipeline_id", ASCENDING)])])
+    indexes = [
+        ("deals", IndexModel([("lead_id", ASCENDING)])),
+        ("deals", IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)])),
+        ("companies", IndexModel([("lead_id", ASCENDING)])),
+        ("leads", IndexModel([("pipeline_id", ASCENDING)])),
+    ]
+    # One index per call: FerretDB drops the connection when a multi-index createIndexes meets
+    # indexes that already exist, which is every restart.
+    for collection, index in indexes:
+        await db[collection].create_indexes([index])

@@ -58,7 +58,7 @@ CONTRACT_TABLE: dict[str, list[str]] = {
 
 # Additions beyond the table, documented in the contracts package.
 ADDED: dict[str, list[str]] = {
-    "crm.leads.commands.v1": ["crm.lead.dismiss-duplicate"],
+    "crm.leads.commands.v1": ["crm.lead.dismiss-duplicate", "crm.lead.refresh-snapshot"],
     "crm.imports.events.v1": ["crm.command.rejected"],
     "crm.activity.events.v1": ["crm.command.rejected"],
 }

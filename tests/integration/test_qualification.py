@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 
 import httpx
 
 from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS
+from crmctl.deals import watch_deals
 from crmkit.principals import PrincipalRepository
 from services.leads.app import create_app as create_leads
 from services.leads.repository import LeadRepository
@@ -132,6 +135,33 @@ async def test_qualify_into_a_new_company_and_a_deal(settings_for, run_service, 
             assert [d["deal_id"] for d in listed.json()["items"]] == [deal_id]
             assert (await http.get("/deals/nope", headers=auth)).status_code == 404
             assert (await http.get(f"/deals/{deal_id}")).status_code == 401
+
+
+async def test_the_example_consumer_prints_each_deal_once(settings_for, run_service, endpoints, isolation, capsys):
+    leads, qualification = await start_both(settings_for, run_service)
+    async with Producer(endpoints.kafka, isolation.prefix) as producer:
+        await grant_all(producer, leads, qualification)
+        await create_lead(producer, qualification, "L1", responsible_id="bob", **RICH_LEAD)
+        once = qualify("L1")
+        await producer.send(QUALIFICATION_COMMANDS, once)
+        await producer.send(QUALIFICATION_COMMANDS, once)  # the deal is published twice, same id
+        await wait_until(lambda: lead_status(leads, "L1", "qualified"), what="lead qualified")
+    watcher = asyncio.create_task(watch_deals(endpoints.kafka, isolation.prefix, True, None))
+    printed: list[str] = []
+
+    def lines() -> list[str]:
+        printed.extend(line for line in capsys.readouterr().out.splitlines() if line.startswith("deal "))
+        return printed
+
+    try:
+        await wait_until(lines, what="the deal printed")
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(BaseException):
+            await watcher
+    lines()
+    assert len(printed) == 1
+    assert deal_id_for("L1") in printed[0] and "lead L1" in printed[0] and "responsible bob" in printed[0]
 
 
 async def test_the_same_qualify_twice_makes_one_deal(settings_for, run_service, endpoints, isolation):

@@ -1,0 +1,234 @@
+"""Import benchmark: a generated CSV and XLSX imported end to end, beside raw parsing and a bare bulk insert.
+
+Measured in one run on the local stack (Kafka + FerretDB):
+  parse        open_rows over the file, nothing else (the reader's own speed);
+  parse+map    the same plus build_mapping/row_to_lead per row (what the importer does before sending);
+  bare insert  insert_many of the equivalent lead documents into FerretDB, 1000 at a time;
+  end to end   importer + leads service in-process: crm.import.start → every lead stored → crm.import.completed.
+
+``--memory`` runs the parse+map path in a fresh subprocess for 10,000 and 1,000,000 CSV rows and reports
+each one's peak RSS (ru_maxrss), to show memory stays flat.
+
+Run: .venv/bin/python bench/bench_import.py [--rows 100000] [--memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from contracts import build_message  # noqa: E402
+from contracts.directory import UserLicenceGranted  # noqa: E402
+from contracts.imports import StartImport  # noqa: E402
+from contracts.topics import DIRECTORY_EVENTS, IMPORTS_COMMANDS  # noqa: E402
+from crmctl.stack import Stack  # noqa: E402
+from crmkit.mongo import make_client  # noqa: E402
+from services.importer.domain import row_to_lead  # noqa: E402
+from services.importer.mapping import build_mapping  # noqa: E402
+from services.importer.readers import open_rows  # noqa: E402
+
+HEADER = ["Название", "Имя", "Телефон", "Эл. почта", "Компания", "ИНН", "Источник", "utm_source", "Внешний ID", "Описание"]
+
+
+def row(i: int) -> list[str]:
+    return [
+        f"Заявка {i}", f"Иван Петров {i}", f"+7912{i % 10_000_000:07d}", f"user{i}@example.ru", f"ООО Ромашка {i % 5000}",
+        "7701234567", "website", "yandex", f"bench-{i}", "Перезвонить после обеда",
+    ]
+
+
+def write_csv(path: Path, rows: int) -> None:
+    import csv
+
+    with open(path, "w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(HEADER)
+        for i in range(rows):
+            writer.writerow(row(i))
+
+
+def write_xlsx(path: Path, rows: int) -> None:
+    from openpyxl import Workbook
+
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("Leads")
+    sheet.append(HEADER)
+    for i in range(rows):
+        sheet.append(row(i))
+    workbook.save(path)
+
+
+def parse(path: Path, *, map_rows: bool) -> tuple[int, float]:
+    started = time.perf_counter()
+    count = 0
+    with open_rows(path) as source:
+        mapping = build_mapping(source.header) if map_rows else None
+        for number, cells in source:
+            if mapping is not None:
+                row_to_lead(number, cells, mapping, pipeline_id=None)
+            count += 1
+    return count, time.perf_counter() - started
+
+
+async def bare_insert(mongodb_url: str, path: Path) -> tuple[int, float]:
+    """The same documents the leads service would store, written straight with insert_many."""
+    with open_rows(path) as source:
+        mapping = build_mapping(source.header)
+        docs = [row_to_lead(n, cells, mapping, pipeline_id="default").lead for n, cells in source]
+    client = make_client(mongodb_url)
+    db = client[f"bench_bare_{uuid.uuid4().hex[:8]}"]
+    try:
+        started = time.perf_counter()
+        for start in range(0, len(docs), 1000):
+            await db["leads"].insert_many(
+                [{"_id": str(uuid.uuid4()), **doc, "stage_id": "new", "status": "new", "version": 1} for doc in docs[start:start + 1000]],
+                ordered=False,
+            )
+        elapsed = time.perf_counter() - started
+        return len(docs), elapsed
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
+
+
+async def end_to_end(config, path: Path, rows: int, fmt: str) -> tuple[int, float]:
+    from services.importer.app import create_app as create_importer
+    from services.importer.settings import ImporterSettings
+    from services.leads.app import create_app as create_leads
+    from services.leads.settings import LeadsSettings
+    from tests.support import Collector, Producer
+
+    prefix = f"b{uuid.uuid4().hex[:8]}."
+    common = dict(kafka_bootstrap_servers=config.kafka_bootstrap, mongodb_url=config.mongodb_url, topic_prefix=prefix)
+    leads = create_leads(LeadsSettings(**common, database=f"{prefix[:-1]}_leads", group_id=prefix + "leads", duplicate_check=False))
+    importer = create_importer(ImporterSettings(**common, database=f"{prefix[:-1]}_importer", group_id=prefix + "importer", poll_interval_s=0.1))
+    await leads.start()
+    await importer.start()
+    try:
+        async with Producer(config.kafka_bootstrap, prefix) as producer, Collector(config.kafka_bootstrap, prefix, "crm.imports.events.v1") as events:
+            grant = build_message(UserLicenceGranted(user_id="bench", licence="crm"), source="bench")
+            await producer.send(DIRECTORY_EVENTS, grant, key="bench")
+            from crmkit.principals import PrincipalRepository
+
+            for service in (leads, importer):
+                while not (await PrincipalRepository(service.db, []).get("bench")).licensed:
+                    await asyncio.sleep(0.05)
+            import_id = f"bench-{fmt}"
+            started = time.perf_counter()
+            await producer.send(IMPORTS_COMMANDS, build_message(StartImport(import_id=import_id, file_uri=str(path)), source="bench", actorid="bench"), key=import_id)
+            last_report = time.perf_counter()
+            while True:
+                done = [m for m in events.got.messages if m.type in ("crm.import.completed", "crm.import.failed")]
+                if done:
+                    break
+                await asyncio.sleep(0.05)
+                if time.perf_counter() - last_report > 10:
+                    last_report = time.perf_counter()
+                    job = await importer.db["imports"].find_one({"_id": import_id}) or {}
+                    print(f"  ... {job.get('state')} read {job.get('rows_read')} outcomes "
+                          f"{await importer.db['import_rows'].count_documents({})}", file=sys.stderr)
+            elapsed = time.perf_counter() - started
+            if done[0].type != "crm.import.completed":
+                raise SystemExit(f"{fmt} import failed: {done[0].data}")
+            stored = await leads.db["leads"].count_documents({"import_id": import_id})
+            if stored != rows or done[0].data.created != rows:
+                raise SystemExit(f"{fmt}: {stored} leads stored, completed says {done[0].data}; expected {rows}")
+            return stored, elapsed
+    finally:
+        await importer.stop()
+        await leads.stop()
+        client = make_client(config.mongodb_url)
+        for name in (f"{prefix[:-1]}_leads", f"{prefix[:-1]}_importer"):
+            await client.drop_database(name)
+        await client.close()
+
+
+def memory_child(path: str) -> None:
+    count, _ = parse(Path(path), map_rows=True)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{count} {peak_kb}")
+
+
+def memory_mode() -> None:
+    print("peak RSS of parse+map in a fresh process (CSV):")
+    print(f"{'rows':>10} {'peak RSS MB':>12}")
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        for rows in (10_000, 1_000_000):
+            path = Path(folder) / f"m{rows}.csv"
+            write_csv(path, rows)
+            output = subprocess.run(
+                [sys.executable, __file__, "--memory-child", str(path)], check=True, capture_output=True, text=True
+            ).stdout.split()
+            count, peak_kb = int(output[0]), int(output[1])
+            results.append(peak_kb)
+            print(f"{count:>10,} {peak_kb / 1024:>12.1f}")
+            path.unlink()
+    ratio = results[1] / results[0]
+    bound = 1.5
+    print(f"1M / 10k peak ratio: {ratio:.2f} (bound {bound}: {'OK' if ratio <= bound else 'OVER'})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--memory", action="store_true", help="peak RSS for 10,000 vs 1,000,000 CSV rows")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-xlsx", action="store_true")
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return
+    if args.memory:
+        memory_mode()
+        return
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    stack = Stack()
+    stack.up()
+    config = stack.config
+    rows = args.rows
+    table: list[tuple[str, str, int, float]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        formats = ["csv"] if args.skip_xlsx else ["csv", "xlsx"]
+        for fmt in formats:
+            path = Path(folder) / f"leads.{fmt}"
+            print(f"generating {rows:,} rows of {fmt}...", file=sys.stderr)
+            (write_csv if fmt == "csv" else write_xlsx)(path, rows)
+            n, t = parse(path, map_rows=False)
+            table.append((fmt, "parse", n, t))
+            n, t = parse(path, map_rows=True)
+            table.append((fmt, "parse+map", n, t))
+            if fmt == "csv":
+                n, t = asyncio.run(bare_insert(config.mongodb_url, path))
+                table.append(("-", "bare insert_many", n, t))
+            print(f"importing {fmt} end to end...", file=sys.stderr)
+            n, t = asyncio.run(end_to_end(config, path, rows, fmt))
+            table.append((fmt, "end to end", n, t))
+    rates = {(f, what): n / t for f, what, n, t in table}
+    bare = rates[("-", "bare insert_many")]
+    print(f"\n{'file':<5} {'measure':<18} {'rows':>9} {'seconds':>8} {'rows/s':>9}  ratio")
+    for fmt, what, n, t in table:
+        rate = n / t
+        if what == "end to end":
+            ratio = f"{rate / bare:.2f} of bare insert; {rate / rates[(fmt, 'parse')]:.2f} of parse"
+        elif what == "bare insert_many":
+            ratio = "baseline"
+        else:
+            ratio = f"{rate / bare:.1f}x bare insert"
+        print(f"{fmt:<5} {what:<18} {n:>9,} {t:>8.2f} {rate:>9,.0f}  {ratio}")
+
+
+if __name__ == "__main__":
+    main()

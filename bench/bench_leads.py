@@ -1,0 +1,189 @@
+"""Leads intake benchmark: N ``crm.lead.create`` commands already on the topic, stored and announced.
+
+Compares, in one run on the local stack:
+  bare      an aiokafka consumer that parses each record and bulk-inserts a document per record;
+  service   the leads service (duplicate check off): every lead stored and its crm.lead.created published;
+  service+dup  the same with the duplicate check on (issue 4: cost of the check per create).
+
+Run: .venv/bin/python bench/bench_leads.py [--leads 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+
+from contracts import build_message  # noqa: E402
+from contracts.directory import UserLicenceGranted  # noqa: E402
+from contracts.leads import CreateLead  # noqa: E402
+from contracts.topics import DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS  # noqa: E402
+from crmctl.stack import Stack  # noqa: E402
+from crmkit.messaging import ensure_topics  # noqa: E402
+from crmkit.mongo import make_client  # noqa: E402
+from services.leads.app import create_app  # noqa: E402
+from services.leads.settings import LeadsSettings  # noqa: E402
+
+
+async def produce_commands(bootstrap: str, prefix: str, count: int) -> None:
+    await ensure_topics(bootstrap, [prefix + LEADS_COMMANDS, prefix + LEADS_EVENTS, prefix + DIRECTORY_EVENTS], 6)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all", max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        grant = build_message(UserLicenceGranted(user_id="bench", licence="crm"), source="bench")
+        await producer.send_and_wait(prefix + DIRECTORY_EVENTS, grant.to_json_bytes(), key=b"bench")
+        futures = []
+        for i in range(count):
+            payload = CreateLead(
+                lead_id=f"L{i:07d}", title=f"Lead {i}", source="bench",
+                contact={"name": f"Contact {i % 50000}", "phone": f"+7912{i % 9000000:07d}", "email": f"c{i}@example.com"},
+                utm_source="bench", need_maturity="interested",
+            )
+            message = build_message(payload, source="bench/load", actorid="bench")
+            futures.append(await producer.send(prefix + LEADS_COMMANDS, message.to_json_bytes(), key=payload.lead_id.encode()))
+            if len(futures) >= 5000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def bare(bootstrap: str, mongodb: str, prefix: str, count: int) -> float:
+    """The floor: consume, parse, insert_many; no rules, no events."""
+    client = make_client(mongodb)
+    col = client[f"{prefix.strip('.')}_bare"]["leads"]
+    consumer = AIOKafkaConsumer(
+        prefix + LEADS_COMMANDS, bootstrap_servers=bootstrap, group_id=prefix + "bare",
+        auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=1000,
+    )
+    await consumer.start()
+    done = 0
+    started = time.perf_counter()
+    try:
+        while done < count:
+            batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+            docs = []
+            for records in batch.values():
+                for record in records:
+                    message = json.loads(record.value)
+                    docs.append({"_id": message["data"]["lead_id"], **message["data"], "version": 1})
+            if docs:
+                await col.insert_many(docs, ordered=False)
+                await consumer.commit()
+                done += len(docs)
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+        await client.drop_database(f"{prefix.strip('.')}_bare")
+        await client.close()
+
+
+class EndOffsets:
+    """Counts what a topic holds (sum of end offsets), with one long-lived consumer."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int = 6) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
+
+    async def __aenter__(self) -> "EndOffsets":
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._consumer.stop()
+
+    async def total(self) -> int:
+        return sum((await self._consumer.end_offsets(self._partitions)).values())
+
+
+async def service_run(bootstrap: str, mongodb: str, prefix: str, count: int, duplicate_check: bool) -> tuple[float, int]:
+    name = "dup" if duplicate_check else "nodup"
+    out_prefix = f"{prefix}{name}."
+    # The service reads the shared command topic through its own prefix-free view: give it the
+    # commands by copying them under its prefix would cost time, so point its prefix at the input.
+    settings = LeadsSettings(
+        kafka_bootstrap_servers=bootstrap, mongodb_url=mongodb, topic_prefix=prefix,
+        database=f"{prefix.strip('.')}_{name}", group_id=f"{out_prefix}leads", duplicate_check=duplicate_check,
+        batch_max_records=1000, batch_timeout_ms=50, log_level="WARNING",
+        service_principals=["bench"],  # a trusted load generator: no race with the licence grant
+    )
+    service = create_app(settings)
+    commands = EndOffsets(bootstrap, prefix + LEADS_COMMANDS)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        async with commands:
+            target = await commands.total()
+            started = time.perf_counter()
+            await service.start()
+            try:
+                # The service commits a batch only after its leads are stored and its events
+                # acknowledged, so committed == end offsets means every command is done.
+                while True:
+                    committed = await admin.list_consumer_group_offsets(settings.group_id)
+                    done = sum(m.offset for tp, m in committed.items() if tp.topic == prefix + LEADS_COMMANDS and m.offset > 0)
+                    if done >= target:
+                        print(f"committed {done} of {target}", file=sys.stderr)
+                        break
+                    await asyncio.sleep(0.2)
+                elapsed = time.perf_counter() - started
+            finally:
+                await service.stop()
+        client = make_client(mongodb)
+        stored = await client[settings.database]["leads"].count_documents({})
+        assert stored == count, f"{stored} leads stored, expected {count}"
+        await client.drop_database(settings.database)
+        await client.close()
+        return elapsed, stored
+    finally:
+        await admin.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--leads", type=int, default=100_000, help="commands to put on the topic (default 100000)")
+    parser.add_argument("--skip-dup", action="store_true", help="skip the duplicate-check run")
+    args = parser.parse_args()
+    stack = Stack()
+    stack.up()
+    bootstrap, mongodb = stack.config.kafka_bootstrap, stack.config.mongodb_url
+    results = []
+    # Each contender gets its own copy of the input so none reads a warm page cache of the others' writes.
+    for name, runner in (("bare aiokafka + insert_many", None), ("leads service", False), ("leads service + duplicate check", True)):
+        if runner is True and args.skip_dup:
+            continue
+        prefix = f"bench{uuid.uuid4().hex[:6]}."
+        print(f"producing {args.leads} commands for: {name} ...", file=sys.stderr)
+        await produce_commands(bootstrap, prefix, args.leads)
+        print(f"running: {name} ...", file=sys.stderr)
+        if runner is None:
+            elapsed = await bare(bootstrap, mongodb, prefix, args.leads)
+        else:
+            elapsed, _ = await service_run(bootstrap, mongodb, prefix, args.leads, runner)
+        results.append((name, elapsed))
+    base_rate = args.leads / results[0][1]
+    print()
+    print(f"{'contender':34} {'seconds':>9} {'leads/s':>10} {'vs bare':>8}")
+    for name, elapsed in results:
+        rate = args.leads / elapsed
+        print(f"{name:34} {elapsed:9.2f} {rate:10.0f} {rate / base_rate:8.2f}")
+    if len(results) == 3:
+        per_create_off = results[1][1] / args.leads * 1e6
+        per_create_on = results[2][1] / args.leads * 1e6
+        print(f"\nduplicate check: {per_create_on - per_create_off:+.1f} µs per create "
+              f"({per_create_on:.1f} µs with, {per_create_off:.1f} µs without)")
+    print("target (issue 3): leads service >= 0.70 of bare")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

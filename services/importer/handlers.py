@@ -1,0 +1,150 @@
+"""Translate import commands and lead events into job changes, row outcomes and the lead projection."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from contracts import Envelope, build_message
+from contracts.imports import ImportRowRejected
+from contracts.rejections import CommandRejected
+from contracts.topics import IMPORTS_COMMANDS, IMPORTS_EVENTS, LEADS_EVENTS
+from crmkit.messaging import Inbound, Outbound
+from crmkit.principals import PrincipalRepository
+from services.importer import domain as d
+from services.importer.repository import ImportRepository, LeadIndex, Outcome
+from services.importer.worker import JobRunner, event_id
+
+_OUTCOME_OF = {"crm.lead.created": "created", "crm.lead.updated": "updated", "crm.command.rejected": "rejected"}
+_REJECTION_NAMESPACE = uuid.UUID("3d0c1b6a-5e7f-4a28-b1c9-8e2f0a4d6c57")
+
+
+def job_from_start(message: Envelope) -> d.ImportJob:
+    data = message.data
+    return d.ImportJob(
+        import_id=data.import_id, file_uri=data.file_uri, actor_id=message.actorid,
+        format=data.format.value if data.format else None, pipeline_id=data.pipeline_id, stage_id=data.stage_id,
+        mapping=data.mapping, dry_run=data.dry_run, encoding=data.encoding, delimiter=data.delimiter,
+        sheet=data.sheet, language=data.language, created_at=message.time,
+    )
+
+
+class ImporterHandlers:
+    """One consumed batch in: jobs recorded, outcomes counted, refusals and row rejections out."""
+
+    def __init__(
+        self,
+        imports: ImportRepository,
+        index: LeadIndex,
+        principals: PrincipalRepository,
+        runner: JobRunner,
+        source: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.imports = imports
+        self.index = index
+        self.principals = principals
+        self.runner = runner
+        self.source = source
+        self.clock = clock
+
+    async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
+        """Import commands start, cancel or revert jobs; lead events settle rows and feed the projection."""
+        messages = [item.message for item in batch]
+        await self.principals.apply([m for m in messages if PrincipalRepository.handles(m.type)])
+        out: list[Outbound] = []
+        for item in batch:
+            if item.topic == IMPORTS_COMMANDS:
+                out.extend(await self.on_command(item.message))
+        lead_events = [item.message for item in batch if item.topic == LEADS_EVENTS]
+        if lead_events:
+            out.extend(await self.on_lead_events(lead_events))
+        return out
+
+    # --- commands -----------------------------------------------------------------------------
+
+    async def on_command(self, message: Envelope) -> list[Outbound]:
+        principal = await self.principals.get(message.actorid or "")
+        refusal = d.command_refusal(message.type, principal.licensed, await self.imports.get(message.data.import_id))
+        if refusal is not None:
+            return [self._rejected(message, *refusal)]
+        import_id = message.data.import_id
+        if message.type == "crm.import.start":
+            await self.imports.create(job_from_start(message))
+        elif message.type == "crm.import.cancel":
+            await self.imports.update(import_id, {"cancel_requested": True}, expect_state="running")
+        elif message.type == "crm.import.revert":
+            await self.imports.update(
+                import_id, {"state": "reverting", "revert_actor_id": message.actorid, "announced": False},
+                expect_state="completed",
+            )
+        self.runner.wake()
+        return []
+
+    def _rejected(self, message: Envelope, code: str, text: str) -> Outbound:
+        payload = CommandRejected(command_id=message.id, command_type=message.type, reason_code=code, message=text)
+        envelope = build_message(
+            payload, source=self.source, subject=message.data.import_id,
+            id=str(uuid.uuid5(_REJECTION_NAMESPACE, message.id)), causationid=message.id,
+            correlationid=message.correlationid or message.id, actorid=message.actorid,
+        )
+        return Outbound(IMPORTS_EVENTS, envelope, key=message.data.import_id)
+
+    # --- lead events --------------------------------------------------------------------------
+
+    async def on_lead_events(self, messages: list[Envelope]) -> list[Outbound]:
+        cards: dict[str, dict[str, Any]] = {}
+        created_by: dict[str, str] = {}
+        deleted: dict[str, bool] = {}
+        outcomes: list[Outcome] = []
+        duplicates: list[tuple[str, int]] = []
+        rejections: list[tuple[Envelope, str, int]] = []
+        for message in messages:
+            if message.type in ("crm.lead.created", "crm.lead.updated"):
+                card = message.data.model_dump(mode="json")
+                if card.get("external_id"):
+                    cards[card["lead_id"]] = card
+                    if message.type == "crm.lead.created" and card.get("import_id"):
+                        created_by[card["lead_id"]] = card["import_id"]
+            elif message.type in ("crm.lead.deleted", "crm.lead.restored"):
+                deleted[message.data.lead_id] = message.type == "crm.lead.deleted"
+            ref = d.row_of_correlation(message.correlationid)
+            if ref is None or message.causationid != d.command_id(*ref):
+                continue
+            import_id, row = ref
+            if message.type == "crm.lead.duplicates-found":
+                duplicates.append(ref)
+            elif message.type in _OUTCOME_OF:
+                outcomes.append(Outcome(import_id, row, _OUTCOME_OF[message.type], getattr(message.data, "lead_id", None)))
+                if message.type == "crm.command.rejected":
+                    rejections.append((message, import_id, row))
+        await self.index.apply(cards, created_by, deleted)
+        out = await self._row_rejections(rejections)
+        await self.imports.record_outcomes(outcomes, duplicates)
+        now = self.clock()
+        for import_id in sorted({o.import_id for o in outcomes} | {i for i, _ in duplicates}):
+            await self.imports.update(import_id, {"last_outcome_at": now})
+            await self.runner.try_complete(import_id)
+        return out
+
+    async def _row_rejections(self, rejections: list[tuple[Envelope, str, int]]) -> list[Outbound]:
+        """Rows the leads service refused: into the error report and out as row-rejected events."""
+        out: list[Outbound] = []
+        jobs: dict[str, d.ImportJob | None] = {}
+        for message, import_id, row in rejections:
+            if import_id not in jobs:
+                jobs[import_id] = await self.imports.get(import_id)
+            job = jobs[import_id]
+            if job is None:
+                continue
+            errors = d.rejection_errors(message.data.message, [(e.field, e.message) for e in (message.data.errors or [])], job.columns)
+            await self.imports.record_errors(import_id, [(row, column, reason, []) for column, reason in errors])
+            for index, (column, reason) in enumerate(errors):
+                payload = ImportRowRejected(import_id=import_id, row=row, column=column, reason=reason)
+                envelope = build_message(payload, source=self.source, subject=import_id, actorid=job.actor_id,
+                                         id=event_id(import_id, "row-refused", row, index), causationid=message.id)
+                out.append(Outbound(IMPORTS_EVENTS, envelope, key=import_id))
+        return out
+

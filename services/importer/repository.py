@@ -1,0 +1,263 @@
+"""Where import jobs, row outcomes, row errors and the lead projection live; the only module knowing document shapes."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from crmkit.mongo import ensure_indexes
+from services.importer.domain import ROW_FIELDS, ImportJob, KnownLead
+
+_JOB_FIELDS = {f.name for f in dataclasses.fields(ImportJob)}
+_DUPLICATE_KEY = 11000
+
+
+def _row_key(import_id: str, row: int) -> str:
+    return f"{import_id}:{row}"
+
+
+def _job_from(doc: dict[str, Any]) -> ImportJob:
+    return ImportJob(**{k: v for k, v in doc.items() if k in _JOB_FIELDS})
+
+
+async def _insert_once(collection, docs: list[dict[str, Any]]) -> None:
+    """Insert documents with deterministic ids; the ones already there (a replay) are left as they are."""
+    if not docs:
+        return
+    try:
+        await collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What the leads service answered to one row's command."""
+
+    import_id: str
+    row: int
+    outcome: str  # created | updated | rejected
+    lead_id: str | None = None
+    column: str | None = None
+    reason: str | None = None
+
+
+class ImportRepository:
+    """Import jobs with their checkpoint, per-row outcomes, saved previous values and row errors."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._jobs = db["imports"]
+        self._rows = db["import_rows"]
+        self._previous = db["import_previous"]
+        self._errors = db["import_errors"]
+
+    async def ensure_indexes(self) -> None:
+        await ensure_indexes(self._jobs, [IndexModel([("state", ASCENDING)], name="state_1")])
+        await ensure_indexes(
+            self._rows, [IndexModel([("import_id", ASCENDING), ("outcome", ASCENDING)], name="import_id_1_outcome_1")]
+        )
+        await ensure_indexes(
+            self._errors, [IndexModel([("import_id", ASCENDING), ("row", ASCENDING)], name="import_id_1_row_1")]
+        )
+        await ensure_indexes(self._previous, [IndexModel([("import_id", ASCENDING)], name="import_id_1")])
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    async def create(self, job: ImportJob) -> bool:
+        """Store a new job; False when a job with that id exists (a repeated start)."""
+        doc = dataclasses.asdict(job)
+        doc.update(_id=job.import_id, owner=None, lease_until=None)
+        try:
+            await self._jobs.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def get(self, import_id: str) -> ImportJob | None:
+        doc = await self._jobs.find_one({"_id": import_id})
+        return _job_from(doc) if doc else None
+
+    async def claim(self, owner: str, now: datetime, lease_s: float) -> ImportJob | None:
+        """Take one job that needs the worker (running, reverting, or owing its final event)."""
+        doc = await self._jobs.find_one_and_update(
+            {
+                "$and": [
+                    {"$or": [{"state": {"$in": ["running", "reverting"]}},
+                             {"state": {"$in": ["completed", "failed", "reverted"]}, "announced": False}]},
+                    {"$or": [{"owner": owner}, {"owner": None}, {"lease_until": {"$lte": now}}]},
+                ]
+            },
+            {"$set": {"owner": owner, "lease_until": now + timedelta(seconds=lease_s)}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _job_from(doc) if doc else None
+
+    async def renew(self, import_id: str, owner: str, now: datetime, lease_s: float) -> ImportJob | None:
+        """Extend the lease and read the job back (to see a cancel); None when another owner took it."""
+        doc = await self._jobs.find_one_and_update(
+            {"_id": import_id, "owner": owner},
+            {"$set": {"lease_until": now + timedelta(seconds=lease_s)}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _job_from(doc) if doc else None
+
+    async def release(self, import_id: str, owner: str) -> None:
+        await self._jobs.update_one({"_id": import_id, "owner": owner}, {"$set": {"owner": None, "lease_until": None}})
+
+    async def update(self, import_id: str, fields: dict[str, Any], *, inc: dict[str, int] | None = None,
+                     expect_state: str | Sequence[str] | None = None) -> bool:
+        """Set fields (and add to counters) in one atomic write; False when the state was not as expected."""
+        query: dict[str, Any] = {"_id": import_id}
+        if expect_state is not None:
+            query["state"] = expect_state if isinstance(expect_state, str) else {"$in": list(expect_state)}
+        change: dict[str, Any] = {}
+        if fields:
+            change["$set"] = fields
+        if inc:
+            change["$inc"] = inc
+        result = await self._jobs.update_one(query, change)
+        return result.matched_count == 1
+
+    async def waiting(self) -> list[ImportJob]:
+        return [_job_from(doc) async for doc in self._jobs.find({"state": "waiting"})]
+
+    # --- rows ---------------------------------------------------------------------------------
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome], duplicates: Iterable[tuple[str, int]]) -> None:
+        """Store each row's first outcome once and add only the new ones to the job's counters.
+
+        A replayed event finds its row stored already and counts nothing; the counters are thus
+        exact without scanning the rows (FerretDB scans every non-_id query)."""
+        docs = [
+            {"_id": _row_key(o.import_id, o.row), "import_id": o.import_id, "row": o.row, "outcome": o.outcome,
+             "lead_id": o.lead_id}
+            for o in outcomes
+        ]
+        failed: set[int] = set()
+        if docs:
+            try:
+                await self._rows.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                    raise
+                failed = {e["index"] for e in errors}
+        inc: dict[str, dict[str, int]] = {}
+        for index, doc in enumerate(docs):
+            if index not in failed:
+                counters = inc.setdefault(doc["import_id"], {})
+                counters[f"confirmed.{doc['outcome']}"] = counters.get(f"confirmed.{doc['outcome']}", 0) + 1
+        by_import: dict[str, list[str]] = {}
+        for import_id, row in duplicates:
+            by_import.setdefault(import_id, []).append(_row_key(import_id, row))
+        for import_id, keys in by_import.items():
+            result = await self._rows.update_many(
+                {"_id": {"$in": sorted(set(keys))}, "duplicate": {"$ne": True}}, {"$set": {"duplicate": True}}
+            )
+            if result.modified_count:
+                inc.setdefault(import_id, {})["confirmed.duplicates"] = result.modified_count
+        for import_id, counters in inc.items():
+            await self._jobs.update_one({"_id": import_id}, {"$inc": counters})
+
+    async def confirmed_counts(self, import_id: str, *, recount: bool = False) -> dict[str, int]:
+        """The job's counters; `recount` counts the stored rows instead (slow, exact after any crash)."""
+        if not recount:
+            doc = await self._jobs.find_one({"_id": import_id}, {"confirmed": 1})
+            return dict((doc or {}).get("confirmed") or {})
+        counts: dict[str, int] = {}
+        async for doc in await self._rows.aggregate(
+            [{"$match": {"import_id": import_id}}, {"$group": {"_id": "$outcome", "n": {"$sum": 1}}}]
+        ):
+            counts[doc["_id"]] = doc["n"]
+        counts["duplicates"] = await self._rows.count_documents({"import_id": import_id, "duplicate": True})
+        await self._jobs.update_one({"_id": import_id}, {"$set": {"confirmed": counts}})
+        return counts
+
+    async def rows_with(self, import_id: str, outcome: str) -> AsyncIterator[tuple[int, str]]:
+        async for doc in self._rows.find({"import_id": import_id, "outcome": outcome}, {"row": 1, "lead_id": 1}).sort("row", 1):
+            yield doc["row"], doc["lead_id"]
+
+    async def save_previous(self, import_id: str, previous: dict[int, tuple[str, dict[str, Any]]]) -> None:
+        """Keep each updated lead's values from before the import (the first attempt's, on a resend)."""
+        await _insert_once(
+            self._previous,
+            [{"_id": _row_key(import_id, row), "import_id": import_id, "row": row, "lead_id": lead_id, "previous": values}
+             for row, (lead_id, values) in previous.items()],
+        )
+
+    async def saved_previous(self, import_id: str, rows: Iterable[int]) -> dict[int, dict[str, Any]]:
+        keys = [_row_key(import_id, r) for r in rows]
+        if not keys:
+            return {}
+        return {doc["row"]: doc["previous"] async for doc in self._previous.find({"_id": {"$in": keys}})}
+
+    async def previous_of(self, import_id: str, row: int) -> tuple[str, dict[str, Any]] | None:
+        doc = await self._previous.find_one({"_id": _row_key(import_id, row)})
+        return (doc["lead_id"], doc["previous"]) if doc else None
+
+    async def record_errors(self, import_id: str, errors: Sequence[tuple[int, str | None, str, Sequence[str | None]]]) -> None:
+        """Row errors for the report, one document per (row, error); a resent chunk writes nothing new."""
+        docs, seen = [], {}
+        for row, column, reason, cells in errors:
+            index = seen[row] = seen.get(row, -1) + 1
+            docs.append({"_id": f"{import_id}:{row}:{index}", "import_id": import_id, "row": row, "column": column,
+                         "reason": reason, "cells": list(cells)})
+        await _insert_once(self._errors, docs)
+
+    async def errors(self, import_id: str) -> AsyncIterator[tuple[int, str | None, str, list[str | None]]]:
+        async for doc in self._errors.find({"import_id": import_id}).sort([("row", 1), ("_id", 1)]):
+            yield doc["row"], doc.get("column"), doc["reason"], doc.get("cells") or []
+
+
+class LeadIndex:
+    """The importer's projection of leads with an external id, keyed by the external id.
+
+    Keyed by external id so that a chunk's lookup is one `_id $in` query (FerretDB pushes only
+    `_id` filters down to its storage); when several leads share one external id the latest wins."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._col = db["lead_index"]
+
+    async def ensure_indexes(self) -> None:
+        return None  # looked up by _id only
+
+    async def apply(self, cards: dict[str, dict[str, Any]], created_by: dict[str, str], deleted: dict[str, bool]) -> None:
+        """Cards are the latest per lead in a batch (events of one lead arrive in order)."""
+        new, changed = [], []
+        for lead_id, card in cards.items():
+            doc = {"_id": card["external_id"], "lead_id": lead_id, "fields": {name: card.get(name) for name in ROW_FIELDS},
+                   "deleted": bool(card.get("deleted"))}
+            if lead_id in created_by:
+                new.append({**doc, "created_by_import": created_by[lead_id]})
+            else:
+                changed.append(doc)
+        # Creations are most of an import: one batched insert; a replay falls back to updates.
+        if new:
+            try:
+                await self._col.insert_many(new, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                    raise
+                changed.extend(new[e["index"]] for e in exc.details["writeErrors"])
+        ops = [UpdateOne({"_id": doc.pop("_id")}, {"$set": doc}, upsert=True) for doc in changed]
+        if deleted:
+            ops.extend(UpdateOne({"lead_id": lead_id}, {"$set": {"deleted": flag}}) for lead_id, flag in deleted.items()
+                       if lead_id not in cards)
+        if ops:
+            await self._col.bulk_write(ops, ordered=True)
+
+    async def by_external_ids(self, external_ids: Iterable[str]) -> dict[str, KnownLead]:
+        ids = sorted(set(external_ids))
+        if not ids:
+            return {}
+        return {
+            doc["_id"]: KnownLead(doc["lead_id"], doc.get("fields") or {}, doc.get("created_by_import"), bool(doc.get("deleted")))
+            async for doc in self._col.find({"_id": {"$in": ids}})
+        }

@@ -1,0 +1,389 @@
+"""The import worker: reads a job's file in chunks, sends each chunk's lead commands, keeps the checkpoint.
+
+It runs as a background task beside the consumers, so a long file never holds up a Kafka batch,
+and picks up any job left running by an instance that stopped (from ``last_row_sent``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from contracts import Envelope, build_message
+from contracts.imports import (
+    ImportCompleted,
+    ImportFailed,
+    ImportProgress,
+    ImportReverted,
+    ImportRowRejected,
+    ImportStarted,
+)
+from contracts.leads import CreateLead, DeleteLead, UpdateLead
+from contracts.topics import IMPORTS_EVENTS, LEADS_COMMANDS
+from crmkit.messaging import Bus, Outbound, is_transient
+from services.importer import domain as d
+from services.importer.mapping import Mapping, build_mapping
+from services.importer.readers import Limits, RowSource, open_rows
+from services.importer.repository import ImportRepository, LeadIndex
+from services.importer.settings import ImporterSettings
+
+log = logging.getLogger("services.importer")
+
+# Event ids derive from the import, so a re-published event after a crash is the same event.
+_EVENT_NAMESPACE = uuid.UUID("0c3f1d7e-8a52-4c61-9e0b-2f4a6d8c1b35")
+
+
+def event_id(import_id: str, *parts: Any) -> str:
+    return str(uuid.uuid5(_EVENT_NAMESPACE, "\x1f".join([import_id, *map(str, parts)])))
+
+
+def local_path(file_uri: str) -> str:
+    return file_uri[len("file://"):] if file_uri.startswith("file://") else file_uri
+
+
+def report_uri(settings: ImporterSettings, import_id: str) -> str:
+    return f"{settings.public_url.rstrip('/')}/imports/{import_id}/errors.csv"
+
+
+class JobRunner:
+    """Runs import jobs one at a time; any number of instances share the work through job leases."""
+
+    def __init__(
+        self,
+        settings: ImporterSettings,
+        imports: ImportRepository,
+        index: LeadIndex,
+        bus: Bus,
+        source: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.imports = imports
+        self.index = index
+        self.bus = bus
+        self.source = source
+        self.clock = clock
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self.limits = Limits(max_file_bytes=settings.max_file_mb * 1024 * 1024, max_rows=settings.max_rows)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                worked = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning("import worker: dependency unavailable (%s: %s)", type(exc).__name__, exc)
+                else:
+                    log.exception("import worker step failed")
+                worked = False
+            if not worked:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+
+    async def step(self) -> bool:
+        """Do one piece of work; False when there was none."""
+        for job in await self.imports.waiting():
+            await self.try_complete(job.import_id)
+        job = await self.imports.claim(self.owner, self.clock(), self.settings.job_lease_s)
+        if job is None:
+            return False
+        try:
+            if job.state == "running":
+                await self._run_guarded(job)
+            elif job.state == "reverting":
+                await self.revert(job)
+            else:
+                await self.announce(job)
+        finally:
+            await self.imports.release(job.import_id, self.owner)
+        return True
+
+    async def _run_guarded(self, job: d.ImportJob) -> None:
+        try:
+            await self.run(job)
+        except d.FileRejected as exc:
+            await self.fail(job, exc.code, exc.message)
+        except FileNotFoundError:
+            await self.fail(job, "file_not_found", f"the file {job.file_uri} does not exist or is not readable by the importer")
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.exception("import %s failed", job.import_id)
+            await self.fail(job, "internal_error", f"the import stopped on an unexpected error: {type(exc).__name__}: {exc}")
+
+    # --- reading and sending ------------------------------------------------------------------
+
+    async def run(self, job: d.ImportJob) -> None:
+        source: RowSource = await asyncio.to_thread(
+            open_rows, local_path(job.file_uri), format=job.format, encoding=job.encoding, delimiter=job.delimiter,
+            sheet=job.sheet, limits=self.limits, start_after_row=job.last_row_sent,
+        )
+        try:
+            mapping = build_mapping(source.header, job.mapping)
+            if not job.started_announced:
+                await self._announce_start(job, source, mapping)
+            rows = iter(source)
+            while True:
+                chunk = await asyncio.to_thread(self._read_chunk, rows, mapping, job)
+                if not chunk:
+                    break
+                await self._send_chunk(job, chunk, mapping)
+                fresh = await self.imports.renew(job.import_id, self.owner, self.clock(), self.settings.job_lease_s)
+                if fresh is None:
+                    log.warning("import %s: lease lost to another instance; leaving it", job.import_id)
+                    return
+                job = fresh
+                await self._progress(job)
+                if job.cancel_requested:
+                    break
+        finally:
+            source.close()
+        finished = {"state": "waiting", "cancelled": job.cancel_requested, "last_outcome_at": self.clock()}
+        await self.imports.update(job.import_id, finished, expect_state="running")
+        await self.try_complete(job.import_id)
+
+    def _read_chunk(self, rows: Iterator[tuple[int, list]], mapping: Mapping, job: d.ImportJob) -> list[tuple[list, d.RowResult]]:
+        chunk = []
+        for row_number, cells in rows:
+            result = d.row_to_lead(row_number, cells, mapping, pipeline_id=job.pipeline_id, stage_id=job.stage_id)
+            chunk.append((cells, result))
+            if len(chunk) >= self.settings.chunk_rows:
+                break
+        return chunk
+
+    async def _announce_start(self, job: d.ImportJob, source: RowSource, mapping: Mapping) -> None:
+        started = ImportStarted(
+            import_id=job.import_id, file_uri=job.file_uri, format=source.format,
+            pipeline_id=job.pipeline_id or "default", dry_run=job.dry_run,
+        )
+        await self.bus.publish([self._event(job, started, "started")])
+        for name in mapping.unknown_columns:
+            log.info("import %s: column %r matches no lead field and is skipped", job.import_id, name)
+        fields = {
+            "started_announced": True, "started_at": self.clock(), "format": source.format, "header": mapping.header,
+            "columns": {field: mapping.column_name(index) for index, field in mapping.columns.items()},
+            "unknown_columns": mapping.unknown_columns, "warnings": mapping.warnings,
+        }
+        await self.imports.update(job.import_id, fields)
+
+    async def _send_chunk(self, job: d.ImportJob, chunk: list[tuple[list, d.RowResult]], mapping: Mapping) -> None:
+        results = [result for _, result in chunk]
+        cells_of = {result.row_number: cells for cells, result in chunk}
+        external = {r.row_number: r.lead["external_id"] for r in results if r.ok and r.lead.get("external_id")}
+        known = await self.index.by_external_ids(external.values())
+        saved = {} if job.dry_run else await self.imports.saved_previous(
+            job.import_id, [row for row, ext in external.items() if ext in known]
+        )
+        plans = [
+            d.plan_row(r, import_id=job.import_id, source=self.source,
+                       known=known.get(external.get(r.row_number, "")), saved_previous=saved.get(r.row_number))
+            for r in results
+        ]
+        out: list[Outbound] = []
+        errors: list[tuple[int, str | None, str, list]] = []
+        previous: dict[int, tuple[str, dict[str, Any]]] = {}
+        tally = {"create": 0, "update": 0, "unchanged": 0, "rejected": 0}
+        sent = 0
+        for plan in plans:
+            if plan.action in ("create", "update") and not job.dry_run:
+                try:
+                    out.append(self._command(job, plan))
+                except ValidationError as exc:
+                    plan = d.RowPlan(plan.row_number, "rejected", errors=[
+                        (_column(job, mapping, ".".join(map(str, e["loc"]))), e["msg"]) for e in exc.errors()
+                    ])
+                else:
+                    sent += 1
+                    if plan.action == "update" and plan.row_number not in saved:
+                        previous[plan.row_number] = (plan.lead_id, plan.previous or {})
+            tally[plan.action] += 1
+            for column, reason in plan.errors:
+                errors.append((plan.row_number, column, reason, cells_of[plan.row_number]))
+        per_row: dict[int, int] = {}
+        for row, column, reason, cells in errors:
+            index = per_row[row] = per_row.get(row, -1) + 1
+            value = _cell(mapping, column, cells)
+            out.append(self._event(job, ImportRowRejected(import_id=job.import_id, row=row, column=column, reason=reason,
+                                                          value=value), "row-rejected", row, index))
+        await self.imports.record_errors(job.import_id, errors)
+        await self.imports.save_previous(job.import_id, previous)
+        await self.bus.publish(out)
+        inc = {"rows_read": len(plans), "sent": sent, "rejected_local": tally["rejected"], "unchanged": tally["unchanged"]}
+        if job.dry_run:
+            inc.update(dry_created=tally["create"], dry_updated=tally["update"])
+        # The checkpoint and the counts settled on reading move together: a resent chunk counts once.
+        await self.imports.update(job.import_id, {"last_row_sent": plans[-1].row_number}, inc=inc, expect_state="running")
+
+    def _command(self, job: d.ImportJob, plan: d.RowPlan) -> Outbound:
+        common = {"import_id": job.import_id, "import_row": plan.row_number}
+        if plan.action == "create":
+            payload: Any = CreateLead.model_validate({**(plan.payload or {}), "lead_id": plan.lead_id, **common})
+        else:
+            payload = UpdateLead.model_validate({**(plan.payload or {}), "lead_id": plan.lead_id, **common})
+        message = build_message(
+            payload, source=self.source, subject=plan.lead_id, actorid=job.actor_id,
+            id=d.command_id(job.import_id, plan.row_number),
+            correlationid=d.correlation_id(job.import_id, plan.row_number),
+        )
+        return Outbound(LEADS_COMMANDS, message, key=plan.lead_id)
+
+    async def _progress(self, job: d.ImportJob) -> None:
+        counts = await self.counts(job)
+        progress = ImportProgress(
+            import_id=job.import_id, rows_read=job.rows_read, created=counts.created, updated=counts.updated,
+            rejected=counts.rejected, duplicates=counts.duplicates,
+        )
+        await self.bus.publish([self._event(job, progress, "progress", job.last_row_sent)])
+
+    # --- finishing ----------------------------------------------------------------------------
+
+    async def counts(self, job: d.ImportJob, *, recount: bool = False) -> d.Counts:
+        confirmed = {} if job.dry_run else await self.imports.confirmed_counts(job.import_id, recount=recount)
+        return d.job_counts(job, confirmed)
+
+    async def try_complete(self, import_id: str) -> bool:
+        """Complete a waiting job once every row read has an outcome (or it waited too long)."""
+        job = await self.imports.get(import_id)
+        if job is None or job.state != "waiting":
+            return False
+        counts = await self.counts(job)
+        quiet = self.clock() - (job.last_outcome_at or self.clock())
+        if not d.is_finished(job, counts) and quiet > timedelta(seconds=min(15.0, self.settings.outcome_timeout_s)):
+            # Counters are kept from newly stored outcomes; after a crash between the two, count the rows.
+            counts = await self.counts(job, recount=True)
+        stale = quiet > timedelta(seconds=self.settings.outcome_timeout_s)
+        if not d.is_finished(job, counts) and not stale:
+            return False
+        if stale and not d.is_finished(job, counts):
+            log.warning("import %s: %d rows without an outcome after %.0fs; completing", import_id,
+                        job.rows_read - counts.settled, self.settings.outcome_timeout_s)
+        done = await self.imports.update(
+            import_id,
+            {"state": "completed", "finished_at": self.clock(), "announced": False, "created": counts.created,
+             "updated": counts.updated, "rejected": counts.rejected, "duplicates": counts.duplicates,
+             "unchanged": counts.unchanged},
+            expect_state="waiting",
+        )
+        if done:
+            self.wake()
+        return done
+
+    async def announce(self, job: d.ImportJob) -> None:
+        """Publish the final event a finished job owes, then remember it went out."""
+        if job.state == "completed":
+            payload: Any = ImportCompleted(
+                import_id=job.import_id, rows_total=job.rows_read, created=job.created, updated=job.updated,
+                rejected=job.rejected, duplicates=job.duplicates, dry_run=job.dry_run, cancelled=job.cancelled,
+                error_report_uri=report_uri(self.settings, job.import_id) if job.rejected else None,
+            )
+        elif job.state == "reverted":
+            payload = ImportReverted(import_id=job.import_id, removed=job.removed, restored=job.restored)
+        else:
+            payload = ImportFailed(import_id=job.import_id, reason=job.failure_reason or "failed", code=job.failure_code)
+        await self.bus.publish([self._event(job, payload, job.state)])
+        await self.imports.update(job.import_id, {"announced": True})
+
+    async def fail(self, job: d.ImportJob, code: str, reason: str) -> None:
+        log.warning("import %s failed: %s: %s", job.import_id, code, reason)
+        await self.imports.update(
+            job.import_id,
+            {"state": "failed", "failure_code": code, "failure_reason": reason, "finished_at": self.clock(),
+             "announced": False},
+            expect_state="running",
+        )
+        fresh = await self.imports.get(job.import_id)
+        if fresh is not None and fresh.state == "failed":
+            await self.announce(fresh)
+
+    # --- revert -------------------------------------------------------------------------------
+
+    async def revert(self, job: d.ImportJob) -> None:
+        """Delete the leads the import created; put back the fields it changed on the others."""
+        removed = restored = 0
+        batch: list[Outbound] = []
+        correlation = f"crm-import-revert:{job.import_id}"
+        actor = job.revert_actor_id or job.actor_id
+
+        async def flush() -> None:
+            await self.bus.publish(batch)
+            batch.clear()
+
+        async for row, lead_id in self.imports.rows_with(job.import_id, "created"):
+            message = build_message(DeleteLead(lead_id=lead_id), source=self.source, actorid=actor,
+                                    id=event_id(job.import_id, "revert-delete", row), correlationid=correlation)
+            batch.append(Outbound(LEADS_COMMANDS, message, key=lead_id))
+            removed += 1
+            if len(batch) >= self.settings.chunk_rows:
+                await flush()
+        updated = [row async for row, _ in self.imports.rows_with(job.import_id, "updated")]
+        # Latest row first, so a lead updated by several rows ends with the values from before the first.
+        for row in sorted(updated, reverse=True):
+            saved = await self.imports.previous_of(job.import_id, row)
+            if saved is None:
+                continue
+            lead_id, values = saved
+            set_values, clear = d.revert_of(values)
+            message = build_message(
+                UpdateLead.model_validate({**set_values, "lead_id": lead_id, "clear": clear}),
+                source=self.source, actorid=actor, id=event_id(job.import_id, "revert-update", row),
+                correlationid=correlation,
+            )
+            batch.append(Outbound(LEADS_COMMANDS, message, key=lead_id))
+            restored += 1
+            if len(batch) >= self.settings.chunk_rows:
+                await flush()
+        await flush()
+        await self.imports.update(
+            job.import_id, {"state": "reverted", "removed": removed, "restored": restored, "announced": False},
+            expect_state="reverting",
+        )
+        fresh = await self.imports.get(job.import_id)
+        if fresh is not None and fresh.state == "reverted":
+            await self.announce(fresh)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _event(self, job: d.ImportJob, payload: Any, *parts: Any) -> Outbound:
+        message: Envelope = build_message(
+            payload, source=self.source, subject=job.import_id, id=event_id(job.import_id, *parts),
+            actorid=job.actor_id,
+        )
+        return Outbound(IMPORTS_EVENTS, message, key=job.import_id)
+
+
+def _column(job: d.ImportJob, mapping: Mapping, path: str) -> str:
+    """The file column behind a lead field path such as `contact.email`."""
+    key = path.replace(".", "_")
+    for candidate in (key, path.split(".")[0]):
+        index = mapping.index_of(candidate)
+        if index is not None:
+            return mapping.column_name(index)
+    return job.columns.get(key) or path
+
+
+def _cell(mapping: Mapping, column: str | None, cells: list) -> str | None:
+    if column is None:
+        return None
+    for index in range(len(mapping.header)):
+        if mapping.column_name(index) == column and index < len(cells):
+            return cells[index]
+    return None

@@ -1,0 +1,135 @@
+"""An in-memory index of leads by duplicate key and by linked upstream record, fed by the lead events.
+
+FerretDB answers only ``{_id: value}`` from an index; any other filter scans the collection. The
+duplicate check on every create and the snapshot fan-out on every directory change would scan
+100,000 leads each time, so each instance keeps this index instead: warmed from the database at
+start, then kept current by its own writes and by ``crm.leads.events.v1`` (so it sees what the
+other instances write too). It costs about 200 bytes per lead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from contracts import ContractError, parse_message
+from contracts.topics import LEADS_EVENTS
+from services.leads.duplicates import match_keys
+
+log = logging.getLogger("services.leads.index")
+
+
+class LeadIndex:
+    """Lead ids by normalized email/phone/name and by linked contact/company/product."""
+
+    def __init__(self) -> None:
+        self._ids_by_key: dict[str, set[str]] = defaultdict(set)
+        self._keys_of: dict[str, frozenset[str]] = {}
+        self._dup_keys: dict[str, dict[str, str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys_of)
+
+    def put(self, lead_id: str, dup_keys: Mapping[str, str], links: Mapping[str, Iterable[str]]) -> None:
+        new = frozenset(
+            [f"dup:{k}:{v}" for k, v in dup_keys.items()]
+            + [f"link:{kind}:{record}" for kind, records in links.items() for record in records]
+        )
+        old = self._keys_of.get(lead_id, frozenset())
+        for key in old - new:
+            ids = self._ids_by_key.get(key)
+            if ids is not None:
+                ids.discard(lead_id)
+                if not ids:
+                    del self._ids_by_key[key]
+        for key in new - old:
+            self._ids_by_key[key].add(lead_id)
+        self._keys_of[lead_id] = new
+        if dup_keys:
+            self._dup_keys[lead_id] = dict(dup_keys)
+        else:
+            self._dup_keys.pop(lead_id, None)
+
+    def candidates(self, dup_keys: Mapping[str, str]) -> list[tuple[str, dict[str, str]]]:
+        """Leads sharing any key with ``dup_keys``, with their own keys for scoring."""
+        ids: set[str] = set()
+        for key, value in dup_keys.items():
+            ids |= self._ids_by_key.get(f"dup:{key}:{value}", set())
+        return [(lead_id, self._dup_keys.get(lead_id, {})) for lead_id in sorted(ids)]
+
+    def linked(self, kind: str, record_id: str) -> list[str]:
+        return sorted(self._ids_by_key.get(f"link:{kind}:{record_id}", ()))
+
+    def put_card(self, card) -> None:
+        """Index a lead card (domain lead or contract card): keys only while it is live."""
+        live = not getattr(card, "deleted", False) and not getattr(card, "merged_into", None)
+        links: dict[str, list[str]] = {}
+        if card.contact is not None and card.contact.contact_id:
+            links["contact"] = [card.contact.contact_id]
+        if card.company is not None and card.company.company_id:
+            links["company"] = [card.company.company_id]
+        products = [p.product_id for p in card.products or [] if p.product_id]
+        if products:
+            links["product"] = products
+        self.put(card.lead_id, match_keys(card) if live else {}, links)
+
+
+class LeadEventsFeed:
+    """Follows every partition of the leads events topic (no group) and applies cards to the index."""
+
+    def __init__(self, bootstrap: str, physical_topic: str, index: LeadIndex) -> None:
+        self._bootstrap = bootstrap
+        self._topic = physical_topic
+        self._index = index
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._start_offsets: dict[TopicPartition, int] = {}
+
+    async def mark(self) -> None:
+        """Remember where the topic ends now; call before warming the index from the database."""
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        await self._consumer.start()
+        partitions = self._consumer.partitions_for_topic(self._topic)
+        if not partitions:
+            await self._consumer._client.force_metadata_update()  # noqa: SLF001  (topic just created)
+            partitions = self._consumer.partitions_for_topic(self._topic) or set()
+        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        self._consumer.assign(tps)
+        self._start_offsets = await self._consumer.end_offsets(tps)
+
+    async def start(self) -> None:
+        assert self._consumer is not None, "call mark() first"
+        for tp, offset in self._start_offsets.items():
+            self._consumer.seek(tp, offset)
+        self._task = asyncio.create_task(self._run(), name="lead-index-feed")
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500, max_records=2000)
+            except Exception as exc:  # an outage: the consumer reconnects by itself
+                log.warning("lead index feed: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            for records in batch.values():
+                for record in records:
+                    try:
+                        message = parse_message(LEADS_EVENTS, record.value)
+                    except ContractError:
+                        continue
+                    if message.type in ("crm.lead.created", "crm.lead.updated"):
+                        self._index.put_card(message.data)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
