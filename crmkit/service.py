@@ -58,7 +58,7 @@ class Service:
             graceful_timeout=20.0,
             log_level=logging.DEBUG,  # per-batch logs only when asked for
         )
-        self.bus = Bus(settings, self.broker, self.metrics)
+        self.bus = Bus(settings, self.metrics, client_id=f"crm-{name}")
         self.mongo = make_client(settings.mongodb_url)
         self.db = self.mongo[settings.database]
         self.consumes: list[str] = []
@@ -113,7 +113,7 @@ class Service:
             lambda: ensure_topics(self.settings.kafka_bootstrap_servers, self.all_topics(), self.settings.topic_partitions),
             f"{self.name}: topics",
         )
-        await until_available(self.broker.connect, f"{self.name}: broker")  # hooks may publish
+        await until_available(self.bus.start, f"{self.name}: producer")  # hooks may publish
         for hook in self._startup:
             await until_available(hook, f"{self.name}: start-up")
         await until_available(self.broker.start, f"{self.name}: consumers")
@@ -135,6 +135,7 @@ class Service:
                 await task
         self._tasks.clear()
         await self.broker.stop()
+        await self.bus.stop()
         for hook in self._shutdown:
             with contextlib.suppress(Exception):
                 await hook()

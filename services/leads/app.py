@@ -33,8 +33,9 @@ def create_app(settings: LeadsSettings) -> Service:
     service.handlers = handlers  # type: ignore[attr-defined]  # tests reach the seams through it
 
     async def start_up() -> None:
-        await leads.ensure_indexes()
-        leads.strict_versions = not await is_ferretdb(service.db)
+        ferretdb = await is_ferretdb(service.db)
+        await leads.ensure_indexes(secondary=not ferretdb)
+        leads.strict_versions = not ferretdb
         await feed.mark()
         for lead_id, keys, links in await leads.all_keys():
             index.put(lead_id, keys, links)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections import defaultdict
@@ -272,6 +273,17 @@ class LeadsHandlers:
         # A merge touches two leads; both must be loaded and saved together.
         related = {m.data.other_lead_id for m in messages if m.type == "crm.lead.merge"}
         related |= {m.data.original_lead_id for m in messages if m.type == "crm.lead.mark-duplicate"}
+        if related or len(by_lead) <= self.settings.write_chunk:
+            return await self._lead_chunk(by_lead, related)
+        # Disjoint sets of leads, worked concurrently: while the database stores one chunk, the
+        # next one is computed, so the CPU and the database work at the same time.
+        ids = sorted(by_lead)
+        step = self.settings.write_chunk
+        chunks = [{lid: by_lead[lid] for lid in ids[i:i + step]} for i in range(0, len(ids), step)]
+        results = await asyncio.gather(*(self._lead_chunk(chunk, set()) for chunk in chunks))
+        return [message for result in results for message in result]
+
+    async def _lead_chunk(self, by_lead: dict[str, list[Envelope]], related: set[str]) -> list[Envelope]:
         out: list[Envelope] = []
         pending = set(by_lead)
         # A lead whose first message here is a create is most likely new: insert it blind, without
@@ -289,6 +301,9 @@ class LeadsHandlers:
                 for message in by_lead[lead_id]:
                     self._apply(message, lead_id, states, ctx)
             self._find_duplicates(states, ctx)
+            for state in states.values():
+                if state.stored is None and state.dirty and state.lead is not None:
+                    self.index.put_card(state.lead)  # later chunks of this batch match against it
             writes = [
                 LeadWrite(s.lead, s.recent[-self.settings.recent_messages_kept:], s.stored.version if s.stored else None)
                 for s in states.values()

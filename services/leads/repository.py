@@ -6,11 +6,13 @@ import asyncio
 import base64
 import json
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bson import Binary
 from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -19,7 +21,6 @@ from crmkit.mongo import ensure_indexes
 from services.leads.domain import Lead, Pipeline
 from services.leads.duplicates import match_keys
 
-_INTERNAL = ("_id", "_recent", "_keys", "_announced")
 
 
 @dataclass
@@ -52,29 +53,61 @@ class LeadWrite:
     expected_version: int | None
 
 
+# A lead is stored as the fields the read side filters on, flat, plus the whole card and its recent
+# messages as one compressed JSON blob. FerretDB converts every BSON field to JSON and back on each
+# write and read, which made a nested card cost ten times a blob of the same data; MongoDB does not
+# mind either way.
+_BLOB_LEVEL = 1
+
+
 def _lead_doc(write: LeadWrite) -> dict[str, Any]:
-    doc = write.lead.model_dump()
-    doc["_id"] = write.lead.lead_id
-    doc["_recent"] = [{"id": r.message_id, "events": r.events} for r in write.recent]
-    doc["_keys"] = match_keys(write.lead)
-    return doc
+    lead = write.lead
+    keys = match_keys(lead)
+    blob = {
+        "card": lead.model_dump(mode="json"),
+        "recent": [{"id": r.message_id, "events": r.events} for r in write.recent],
+    }
+    return {
+        "_id": lead.lead_id,
+        "version": lead.version,
+        "pipeline_id": lead.pipeline_id,
+        "stage_id": lead.stage_id,
+        "status": lead.status,
+        "responsible_id": lead.responsible_id,
+        "source": lead.source,
+        "external_id": lead.external_id,
+        "deleted": lead.deleted,
+        "merged_into": lead.merged_into,
+        "created_at": lead.created_at,
+        "updated_at": lead.updated_at,
+        "title": lead.title,
+        "contact_name": lead.contact.name if lead.contact else None,
+        "company_name": lead.company.name if lead.company else None,
+        "contact_id": lead.contact.contact_id if lead.contact else None,
+        "company_id": lead.company.company_id if lead.company else None,
+        "product_ids": [p.product_id for p in lead.products],
+        "k_email": keys.get("email"),
+        "k_phone": keys.get("phone"),
+        "k_name": keys.get("name"),
+        "blob": Binary(zlib.compress(json.dumps(blob, separators=(",", ":"), ensure_ascii=False).encode(), _BLOB_LEVEL)),
+    }
 
 
-def _links_of(doc: dict[str, Any]) -> dict[str, list[str]]:
+def _lead_from(doc: dict[str, Any]) -> StoredLead:
+    blob = json.loads(zlib.decompress(doc["blob"]))
+    recent = [Recent(r["id"], list(r.get("events") or [])) for r in blob.get("recent") or []]
+    return StoredLead(Lead.model_validate(blob["card"]), recent)
+
+
+def links_of_doc(doc: dict[str, Any]) -> dict[str, list[str]]:
     links: dict[str, list[str]] = {}
-    if (doc.get("contact") or {}).get("contact_id"):
-        links["contact"] = [doc["contact"]["contact_id"]]
-    if (doc.get("company") or {}).get("company_id"):
-        links["company"] = [doc["company"]["company_id"]]
-    products = [p["product_id"] for p in doc.get("products") or [] if p.get("product_id")]
-    if products:
-        links["product"] = products
+    if doc.get("contact_id"):
+        links["contact"] = [doc["contact_id"]]
+    if doc.get("company_id"):
+        links["company"] = [doc["company_id"]]
+    if doc.get("product_ids"):
+        links["product"] = list(doc["product_ids"])
     return links
-
-
-def links_of(lead: Lead) -> dict[str, list[str]]:
-    """What upstream records a lead links to: the keys its snapshots are refreshed by."""
-    return _links_of(lead.model_dump(include={"contact", "company", "products"}))
 
 
 async def _bounded_gather(coros: list[Any], limit: int) -> list[Any]:
@@ -87,12 +120,6 @@ async def _bounded_gather(coros: list[Any], limit: int) -> list[Any]:
     return await asyncio.gather(*(run(c) for c in coros))
 
 
-def _lead_from(doc: dict[str, Any]) -> StoredLead:
-    recent = [Recent(r["id"], list(r.get("events") or [])) for r in doc.get("_recent") or []]
-    card = {k: v for k, v in doc.items() if k not in _INTERNAL}
-    return StoredLead(Lead.model_validate(card), recent)
-
-
 class LeadRepository:
     """Lead cards with their per-lead record of recently applied messages (for exactly-once effects)."""
 
@@ -101,7 +128,10 @@ class LeadRepository:
         self.strict_versions = strict_versions
         self._concurrency = concurrency
 
-    async def ensure_indexes(self) -> None:
+    async def ensure_indexes(self, *, secondary: bool = True) -> None:
+        """Secondary indexes serve the read side on MongoDB; FerretDB never uses them, only pays for them."""
+        if not secondary:
+            return
         await ensure_indexes(
             self._col,
             [
@@ -111,12 +141,12 @@ class LeadRepository:
                 IndexModel([("status", ASCENDING)]),
                 IndexModel([("source", ASCENDING)]),
                 IndexModel([("external_id", ASCENDING)]),
-                IndexModel([("contact.contact_id", ASCENDING)]),
-                IndexModel([("company.company_id", ASCENDING)]),
-                IndexModel([("products.product_id", ASCENDING)]),
-                IndexModel([("_keys.email", ASCENDING)]),
-                IndexModel([("_keys.phone", ASCENDING)]),
-                IndexModel([("_keys.name", ASCENDING)]),
+                IndexModel([("contact_id", ASCENDING)]),
+                IndexModel([("company_id", ASCENDING)]),
+                IndexModel([("product_ids", ASCENDING)]),
+                IndexModel([("k_email", ASCENDING)]),
+                IndexModel([("k_phone", ASCENDING)]),
+                IndexModel([("k_name", ASCENDING)]),
             ]
         )
 
@@ -129,7 +159,7 @@ class LeadRepository:
         return {doc["_id"]: _lead_from(doc) for doc in docs if doc}
 
     async def get(self, lead_id: str) -> Lead | None:
-        doc = await self._col.find_one({"_id": lead_id}, {"_recent": 0})
+        doc = await self._col.find_one({"_id": lead_id})
         return _lead_from(doc).lead if doc else None
 
     async def save(self, writes: Sequence[LeadWrite]) -> set[str]:
@@ -173,14 +203,12 @@ class LeadRepository:
 
     async def all_keys(self) -> list[tuple[str, dict[str, str], dict[str, list[str]]]]:
         """Every lead's duplicate keys and links, for warming the in-memory index at start."""
-        projection = {"_keys": 1, "contact.contact_id": 1, "company.company_id": 1, "products.product_id": 1, "deleted": 1, "merged_into": 1}
+        fields = ("k_email", "k_phone", "k_name", "contact_id", "company_id", "product_ids", "deleted", "merged_into")
         out = []
-        async for doc in self._col.find({}, projection):
-            if doc.get("deleted") or doc.get("merged_into"):
-                keys = {}
-            else:
-                keys = doc.get("_keys") or {}
-            out.append((doc["_id"], keys, _links_of(doc)))
+        async for doc in self._col.find({}, {f: 1 for f in fields}):
+            live = not doc.get("deleted") and not doc.get("merged_into")
+            keys = {k: doc[f"k_{k}"] for k in ("email", "phone", "name") if live and doc.get(f"k_{k}")}
+            out.append((doc["_id"], keys, links_of_doc(doc)))
         return out
 
     async def count_by_stage(self, pipeline_id: str) -> dict[str, int]:
@@ -221,8 +249,8 @@ class LeadRepository:
             pattern = re.escape(text.strip())
             and_.append({"$or": [
                 {"title": {"$regex": pattern, "$options": "i"}},
-                {"contact.name": {"$regex": pattern, "$options": "i"}},
-                {"company.name": {"$regex": pattern, "$options": "i"}},
+                {"contact_name": {"$regex": pattern, "$options": "i"}},
+                {"company_name": {"$regex": pattern, "$options": "i"}},
             ]})
         if cursor:
             at, last_id = _decode_cursor(cursor)
@@ -230,7 +258,7 @@ class LeadRepository:
         if and_:
             query["$and"] = and_
         docs = [
-            d async for d in self._col.find(query, {"_recent": 0}).sort([("updated_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1)
+            d async for d in self._col.find(query).sort([("updated_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1)
         ]
         leads = [_lead_from(d).lead for d in docs[:limit]]
         next_cursor = _encode_cursor(leads[-1].updated_at, leads[-1].lead_id) if len(docs) > limit else None

@@ -21,4 +21,7 @@ class LeadsSettings(ServiceSettings):
     recent_messages_kept: int = Field(
         8, description="Per lead, how many recent message ids (with their events) are kept to dedupe redeliveries"
     )
+    write_chunk: int = Field(
+        250, description="Leads per concurrent unit of work inside a batch (computing overlaps storing)"
+    )
     page_size_max: int = Field(200, description="Largest page the HTTP list endpoints return")
