@@ -268,7 +268,7 @@ class FerretDB:
         self.config = config
         self.home = config.run_dir / "ferretdb"
         self.source = INFRA / "ferretdb"
-        self.binary = config.run_dir / "bin" / "ferretdb-local"
+        self.binary = ROOT / ".run" / "bin" / "ferretdb-local"  # shared by every run folder
         self.process = ManagedProcess("ferretdb", self.home / "ferretdb.pid", self.home / "ferretdb.log", str(self.binary))
 
     def provision(self) -> None:

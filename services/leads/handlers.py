@@ -273,25 +273,27 @@ class LeadsHandlers:
         # A merge touches two leads; both must be loaded and saved together.
         related = {m.data.other_lead_id for m in messages if m.type == "crm.lead.merge"}
         related |= {m.data.original_lead_id for m in messages if m.type == "crm.lead.mark-duplicate"}
+        ctx = await self._context(messages)
         if related or len(by_lead) <= self.settings.write_chunk:
-            return await self._lead_chunk(by_lead, related)
+            return await self._lead_chunk(by_lead, related, ctx)
         # Disjoint sets of leads, worked concurrently: while the database stores one chunk, the
         # next one is computed, so the CPU and the database work at the same time.
         ids = sorted(by_lead)
         step = self.settings.write_chunk
         chunks = [{lid: by_lead[lid] for lid in ids[i:i + step]} for i in range(0, len(ids), step)]
-        results = await asyncio.gather(*(self._lead_chunk(chunk, set()) for chunk in chunks))
+        results = await asyncio.gather(*(self._lead_chunk(chunk, set(), ctx) for chunk in chunks))
         return [message for result in results for message in result]
 
-    async def _lead_chunk(self, by_lead: dict[str, list[Envelope]], related: set[str]) -> list[Envelope]:
+    async def _lead_chunk(self, by_lead: dict[str, list[Envelope]], related: set[str], ctx: _Context) -> list[Envelope]:
         out: list[Envelope] = []
         pending = set(by_lead)
         # A lead whose first message here is a create is most likely new: insert it blind, without
         # a read. If it exists after all (a redelivery, a retried create), the insert reports the
         # duplicate id and the lead is re-applied from what is stored.
         must_load = {lid for lid, msgs in by_lead.items() if msgs[0].type != "crm.lead.create"} | related
-        for _attempt in range(_MAX_ATTEMPTS):
-            ctx = await self._context([m for lid in pending for m in by_lead[lid]])
+        for attempt in range(_MAX_ATTEMPTS):
+            if attempt:
+                ctx = await self._context([m for lid in pending for m in by_lead[lid]])
             stored = await self.leads.get_many((pending | related) & must_load)
             states = {
                 lead_id: _LeadState(s, s.lead, list(s.recent)) if (s := stored.get(lead_id)) else _LeadState(None, None, [])
