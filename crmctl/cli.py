@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import services as svc
+from .deals import deals_app
 from .stack import Stack, StackError
 
 console = Console(stderr=True)
@@ -29,6 +30,7 @@ stack_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(stack_app, name="stack")
+app.add_typer(deals_app, name="deals")
 
 
 def _fail(exc: Exception) -> None:

@@ -74,12 +74,9 @@ class ImporterHandlers:
         if message.type == "crm.import.start":
             await self.imports.create(job_from_start(message))
         elif message.type == "crm.import.cancel":
-            await self.imports.update(import_id, {"cancel_requested": True}, expect_state="running")
+            await self.imports.request(import_id, cancel=True)
         elif message.type == "crm.import.revert":
-            await self.imports.update(
-                import_id, {"state": "reverting", "revert_actor_id": message.actorid, "announced": False},
-                expect_state="completed",
-            )
+            await self.imports.request(import_id, revert=True, revert_actor_id=message.actorid)
         self.runner.wake()
         return []
 
@@ -122,11 +119,9 @@ class ImporterHandlers:
                     rejections.append((message, import_id, row))
         await self.index.apply(cards, created_by, deleted)
         out = await self._row_rejections(rejections)
-        await self.imports.record_outcomes(outcomes, duplicates)
-        now = self.clock()
-        for import_id in sorted({o.import_id for o in outcomes} | {i for i, _ in duplicates}):
-            await self.imports.update(import_id, {"last_outcome_at": now})
-            await self.runner.try_complete(import_id)
+        await self.imports.record_outcomes(outcomes, duplicates, self.clock())
+        if outcomes:
+            self.runner.wake()  # the worker completes a job whose rows all have outcomes
         return out
 
     async def _row_rejections(self, rejections: list[tuple[Envelope, str, int]]) -> list[Outbound]:

@@ -57,6 +57,10 @@ class ImportRepository:
         self._rows = db["import_rows"]
         self._previous = db["import_previous"]
         self._errors = db["import_errors"]
+        # The consumer writes only these two; the job document has one writer, the worker.
+        # (FerretDB applies an update as read-modify-write, so two writers of one document lose changes.)
+        self._counts = db["import_counts"]
+        self._requests = db["import_requests"]
 
     async def ensure_indexes(self) -> None:
         await ensure_indexes(self._jobs, [IndexModel([("state", ASCENDING)], name="state_1")])
@@ -130,7 +134,7 @@ class ImportRepository:
 
     # --- rows ---------------------------------------------------------------------------------
 
-    async def record_outcomes(self, outcomes: Sequence[Outcome], duplicates: Iterable[tuple[str, int]]) -> None:
+    async def record_outcomes(self, outcomes: Sequence[Outcome], duplicates: Iterable[tuple[str, int]], now: datetime) -> None:
         """Store each row's first outcome once and add only the new ones to the job's counters.
 
         A replayed event finds its row stored already and counts nothing; the counters are thus
@@ -164,21 +168,36 @@ class ImportRepository:
             if result.modified_count:
                 inc.setdefault(import_id, {})["confirmed.duplicates"] = result.modified_count
         for import_id, counters in inc.items():
-            await self._jobs.update_one({"_id": import_id}, {"$inc": counters})
+            await self._counts.update_one({"_id": import_id}, {"$inc": counters, "$set": {"last_outcome_at": now}}, upsert=True)
 
     async def confirmed_counts(self, import_id: str, *, recount: bool = False) -> dict[str, int]:
         """The job's counters; `recount` counts the stored rows instead (slow, exact after any crash)."""
         if not recount:
-            doc = await self._jobs.find_one({"_id": import_id}, {"confirmed": 1})
-            return dict((doc or {}).get("confirmed") or {})
+            doc = await self._counts.find_one({"_id": import_id})
+            return {k: v for k, v in ((doc or {}).get("confirmed") or {}).items()}
         counts: dict[str, int] = {}
         async for doc in await self._rows.aggregate(
             [{"$match": {"import_id": import_id}}, {"$group": {"_id": "$outcome", "n": {"$sum": 1}}}]
         ):
             counts[doc["_id"]] = doc["n"]
         counts["duplicates"] = await self._rows.count_documents({"import_id": import_id, "duplicate": True})
-        await self._jobs.update_one({"_id": import_id}, {"$set": {"confirmed": counts}})
+        await self._counts.update_one({"_id": import_id}, {"$set": {"confirmed": counts}}, upsert=True)
         return counts
+
+    async def last_outcome_at(self, import_id: str) -> datetime | None:
+        doc = await self._counts.find_one({"_id": import_id}, {"last_outcome_at": 1})
+        return (doc or {}).get("last_outcome_at")
+
+    # --- requests from commands (written by the consumer, acted on by the worker) --------------
+
+    async def request(self, import_id: str, **fields: Any) -> None:
+        await self._requests.update_one({"_id": import_id}, {"$set": fields}, upsert=True)
+
+    async def requests(self, import_id: str) -> dict[str, Any]:
+        return dict(await self._requests.find_one({"_id": import_id}) or {})
+
+    async def pending_reverts(self) -> list[tuple[str, str | None]]:
+        return [(doc["_id"], doc.get("revert_actor_id")) async for doc in self._requests.find({"revert": True, "revert_taken": {"$ne": True}})]
 
     async def rows_with(self, import_id: str, outcome: str) -> AsyncIterator[tuple[int, str]]:
         async for doc in self._rows.find({"import_id": import_id, "outcome": outcome}, {"row": 1, "lead_id": 1}).sort("row", 1):

@@ -103,6 +103,10 @@ class JobRunner:
         """Do one piece of work; False when there was none."""
         for job in await self.imports.waiting():
             await self.try_complete(job.import_id)
+        for import_id, actor in await self.imports.pending_reverts():
+            await self.imports.update(import_id, {"state": "reverting", "revert_actor_id": actor, "announced": False},
+                                      expect_state="completed")
+            await self.imports.request(import_id, revert_taken=True)
         job = await self.imports.claim(self.owner, self.clock(), self.settings.job_lease_s)
         if job is None:
             return False
@@ -153,11 +157,13 @@ class JobRunner:
                     return
                 job = fresh
                 await self._progress(job)
-                if job.cancel_requested:
+                if (await self.imports.requests(job.import_id)).get("cancel"):
+                    job.cancel_requested = True
                     break
         finally:
             source.close()
-        finished = {"state": "waiting", "cancelled": job.cancel_requested, "last_outcome_at": self.clock()}
+        finished = {"state": "waiting", "cancelled": job.cancel_requested, "cancel_requested": job.cancel_requested,
+                    "last_outcome_at": self.clock()}
         await self.imports.update(job.import_id, finished, expect_state="running")
         await self.try_complete(job.import_id)
 
@@ -266,7 +272,8 @@ class JobRunner:
         if job is None or job.state != "waiting":
             return False
         counts = await self.counts(job)
-        quiet = self.clock() - (job.last_outcome_at or self.clock())
+        latest = max(filter(None, [job.last_outcome_at, await self.imports.last_outcome_at(import_id)]), default=None)
+        quiet = self.clock() - (latest or self.clock())
         if not d.is_finished(job, counts) and quiet > timedelta(seconds=min(15.0, self.settings.outcome_timeout_s)):
             # Counters are kept from newly stored outcomes; after a crash between the two, count the rows.
             counts = await self.counts(job, recount=True)

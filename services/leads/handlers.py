@@ -148,6 +148,7 @@ class _LeadState:
     recent: list[Recent]
     out: list[Envelope] = field(default_factory=list)
     dirty: bool = False
+    created_by: Envelope | None = None  # the create that made the lead in this batch
 
     def seen(self, message_id: str) -> Recent | None:
         return next((r for r in self.recent if r.message_id == message_id), None)
@@ -350,6 +351,8 @@ class LeadsHandlers:
         except d.Rejected as exc:
             state.out.append(rejection(message, exc, self.source, lead_id))
             return
+        if message.type == "crm.lead.create":
+            state.created_by = message
         for target_id, outcome in outcomes:
             target = states[target_id]
             events = to_messages(outcome.events, message, self.source, target_id)
@@ -454,7 +457,7 @@ class LeadsHandlers:
                 continue
             outcome = d.record_duplicates(lead, matches, ctx.now)
             if outcome.changed:
-                cause = _cause_of(state)
+                cause = state.created_by
                 events = to_messages(outcome.events, cause, self.source, lead.lead_id) if cause else []
                 # The creation and its duplicate check are one change: the card is stored once.
                 state.lead = outcome.lead
@@ -548,16 +551,6 @@ def _with_snapshots(fields: dict[str, Any], ctx: _Context) -> dict[str, Any]:
             lines.append(line)
         fields["products"] = lines
     return fields
-
-
-def _cause_of(state: _LeadState) -> Envelope | None:
-    if not state.out:
-        return None
-    first = state.out[0]
-    return Envelope(
-        id=first.causationid or first.id, type="crm.lead.create", source=first.source, time=first.time,
-        data={}, actorid=first.actorid, correlationid=first.correlationid,
-    )
 
 
 def _touches(messages: list[Envelope], lead_ids: set[str]) -> bool:
