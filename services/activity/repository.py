@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+
+from crmkit.mongo import ensure_indexes
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -77,7 +79,8 @@ class TaskRepository:
         self._recent_kept = recent_kept
 
     async def ensure_indexes(self) -> None:
-        await self._col.create_indexes(
+        await ensure_indexes(
+            self._col,
             [
                 IndexModel([("lead_id", ASCENDING), ("status", ASCENDING)]),
                 IndexModel([("status", ASCENDING), ("due_at", ASCENDING)]),
@@ -86,7 +89,7 @@ class TaskRepository:
                 IndexModel([("_recent.id", ASCENDING)]),
             ]
         )
-        await self._notices.create_indexes([IndexModel([("settled", ASCENDING), ("at", ASCENDING)])])
+        await ensure_indexes(self._notices, [IndexModel([("settled", ASCENDING), ("at", ASCENDING)])])
 
     async def get(self, task_id: str) -> StoredTask | None:
         doc = await self._col.find_one({"_id": task_id})

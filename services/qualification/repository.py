@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from crmkit.mongo import ensure_indexes as create_missing_indexes
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -243,7 +244,5 @@ async def ensure_indexes(db: AsyncDatabase) -> None:
         ("companies", IndexModel([("lead_id", ASCENDING)])),
         ("leads", IndexModel([("pipeline_id", ASCENDING)])),
     ]
-    # One index per call: FerretDB drops the connection when a multi-index createIndexes meets
-    # indexes that already exist, which is every restart.
     for collection, index in indexes:
-        await db[collection].create_indexes([index])
+        await create_missing_indexes(db[collection], [index])
