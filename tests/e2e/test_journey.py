@@ -181,6 +181,30 @@ async def test_lead_journey_across_four_service_processes(processes, endpoints, 
             return bool(found and found["status"] == "in_progress")
 
         await wait_until(reopened, what="reopened after restart")
+        # Disqualifying a second lead completes its open tasks (qualification → leads and activity).
+        other = f"{lead_id}-b"
+        await producer.send(LEADS_COMMANDS, command(_payload("crm.lead.create", lead_id=other, title="Cold call"), actor="bob"))
+        await wait_until(lambda: _activity_knows(http, processes, other), what="activity knows the second lead")
+        for n in (1, 2):
+            await producer.send(ACTIVITY_COMMANDS, command(_payload(
+                "crm.task.create", task_id=f"{other}-t{n}", lead_id=other, type="email", title=f"Follow-up {n}",
+                start_at="2030-01-01T09:00:00Z", due_at=f"2030-01-0{n}T10:00:00Z", assignee_id="bob"), actor="bob", subject=other))
+        await wait_until(lambda: _open_tasks(http, processes, other, 2), what="two open tasks")
+        await wait_until(lambda: _qualification_knows(http, processes, other), what="qualification knows the second lead")
+        await producer.send(QUALIFICATION_COMMANDS, command(_payload(
+            "crm.lead.disqualify", lead_id=other, reason_id="no_budget", comment="maybe next year"), actor="bob", subject=other))
+
+        async def unqualified() -> dict | None:
+            response = await http.get(processes.url("leads", f"/leads/{other}"))
+            found = response.json() if response.status_code == 200 else None
+            return found if found and found["status"] == "unqualified" else None
+
+        closed = await wait_until(unqualified, timeout=60, what="the second lead unqualified")
+        assert closed["disqualification_reason_id"] == "no_budget" and closed["disqualification_comment"] == "maybe next year"
+        await wait_until(lambda: _open_tasks(http, processes, other, 0), what="its open tasks completed")
+        done = (await http.get(processes.url("activity", "/tasks"), params={"lead_id": other})).json()["items"]
+        assert sorted(t["status"] for t in done) == ["done", "done"]
+
         for spec in SERVICES:
             document = (await http.get(processes.url(spec.name, "/asyncapi.json"))).json()
             assert document["asyncapi"].startswith("3.") and document["channels"]
@@ -191,6 +215,11 @@ async def _activity_knows(http, processes, lead_id) -> bool:
     # The activity service learns leads from the leads events; a task on an unknown lead is refused.
     response = await http.get(processes.url("activity", "/tasks"), params={"lead_id": lead_id})
     return response.status_code == 200 and await _projected(processes, "activity", lead_id)
+
+
+async def _open_tasks(http, processes, lead_id, count) -> bool:
+    response = await http.get(processes.url("activity", "/tasks"), params={"lead_id": lead_id, "status": "open"})
+    return response.status_code == 200 and len(response.json()["items"]) == count
 
 
 async def _qualification_knows(http, processes, lead_id) -> bool:
