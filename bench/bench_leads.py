@@ -1,7 +1,8 @@
 """Leads intake benchmark: N ``crm.lead.create`` commands already on the topic, stored and announced.
 
 Compares, in one run on the local stack:
-  bare      an aiokafka consumer that parses each record and bulk-inserts a document per record;
+  bare      an aiokafka consumer that parses each record and bulk-inserts the document the service
+            would store for it (built before the clock starts): the Kafka + database floor;
   service   the leads service (duplicate check off): every lead stored and its crm.lead.created published;
   service+dup  the same with the duplicate check on (issue 4: cost of the check per create).
 
@@ -44,11 +45,7 @@ async def produce_commands(bootstrap: str, prefix: str, count: int) -> None:
         await producer.send_and_wait(prefix + DIRECTORY_EVENTS, grant.to_json_bytes(), key=b"bench")
         futures = []
         for i in range(count):
-            payload = CreateLead(
-                lead_id=f"L{i:07d}", title=f"Lead {i}", source="bench",
-                contact={"name": f"Contact {i % 50000}", "phone": f"+7912{i % 9000000:07d}", "email": f"c{i}@example.com"},
-                utm_source="bench", need_maturity="interested",
-            )
+            payload = CreateLead(lead_id=f"L{i:07d}", **_command_data(i))
             message = build_message(payload, source="bench/load", actorid="bench")
             futures.append(await producer.send(prefix + LEADS_COMMANDS, message.to_json_bytes(), key=payload.lead_id.encode()))
             if len(futures) >= 5000:
@@ -59,8 +56,33 @@ async def produce_commands(bootstrap: str, prefix: str, count: int) -> None:
         await producer.stop()
 
 
+def stored_documents(count: int) -> dict[str, dict]:
+    """The documents the leads service stores for these commands, built before the clock starts."""
+    from datetime import UTC, datetime
+
+    from services.leads import domain as d
+    from services.leads.repository import LeadWrite, Recent, _lead_doc
+
+    now = datetime.now(UTC)
+    pipeline = d.default_pipeline(now)
+    actor = d.Actor(user_id="bench", licensed=True, service=True)
+    docs = {}
+    for i in range(count):
+        lead = d.create_lead(actor, f"L{i:07d}", _command_data(i), pipeline, now).lead
+        docs[lead.lead_id] = _lead_doc(LeadWrite(lead, [Recent("m", [lead.model_dump_json()])], None))
+    return docs
+
+
+def _command_data(i: int) -> dict:
+    return {
+        "title": f"Lead {i}", "source": "bench", "utm_source": "bench", "need_maturity": "interested",
+        "contact": {"name": f"Contact {i % 50000}", "phone": f"+7912{i % 9000000:07d}", "email": f"c{i}@example.com"},
+    }
+
+
 async def bare(bootstrap: str, mongodb: str, prefix: str, count: int) -> float:
-    """The floor: consume, parse, insert_many; no rules, no events."""
+    """The floor: consume the same records and bulk-insert the same documents; no rules, no events."""
+    documents = stored_documents(count)
     client = make_client(mongodb)
     col = client[f"{prefix.strip('.')}_bare"]["leads"]
     consumer = AIOKafkaConsumer(
@@ -77,7 +99,7 @@ async def bare(bootstrap: str, mongodb: str, prefix: str, count: int) -> float:
             for records in batch.values():
                 for record in records:
                     message = json.loads(record.value)
-                    docs.append({"_id": message["data"]["lead_id"], **message["data"], "version": 1})
+                    docs.append(documents[message["data"]["lead_id"]])
             if docs:
                 await col.insert_many(docs, ordered=False)
                 await consumer.commit()
