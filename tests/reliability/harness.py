@@ -110,9 +110,23 @@ class PrivateStack:
     async def start_ferretdb(self) -> None:
         await asyncio.to_thread(self.stack.ferretdb.start)
 
+    def _ferretdb_writes(self) -> bool:
+        """A ping is not enough: a wedged FerretDB still answers it but no longer stores anything."""
+        from pymongo import MongoClient
+
+        client = MongoClient(self.mongodb, serverSelectionTimeoutMS=3000, socketTimeoutMS=5000)
+        try:
+            client.rel_probe.probe.replace_one({"_id": "probe"}, {"at": time.time()}, upsert=True)
+            return True
+        except Exception:
+            return False
+        finally:
+            client.close()
+
     async def ensure_healthy(self) -> None:
-        """A scenario that failed half way may leave a server stopped: the next one starts from a whole stack."""
-        if not (self.stack.ferretdb.process.running() and await asyncio.to_thread(self.stack.ferretdb.ready)):
+        """A scenario that failed half way may leave a server stopped or wedged: the next one starts from a whole stack."""
+        if not (self.stack.ferretdb.process.running() and await asyncio.to_thread(self._ferretdb_writes)):
+            await self.stop_ferretdb()
             await self.start_ferretdb()
         if not (self.stack.kafka.process.running() and await asyncio.to_thread(self.stack.kafka.ready)):
             await self.start_kafka()

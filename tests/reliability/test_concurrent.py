@@ -30,7 +30,9 @@ def summary(lead_id: str, due_at: datetime):
 
 
 async def test_three_directions_at_once(scenario: Scenario) -> None:
-    total = scaled(300, minimum=20)
+    # Few leads on purpose: each is changed three ways at once, and more than ~50 lead changes in one
+    # batch wedge FerretDB 1.24 (see FERRETDB_SAFE); the point here is the race, not the volume.
+    total = scaled(30, minimum=10)
     await scenario.create_topics(LEADS_TOPICS)
     events = await scenario.events(LEADS_EVENTS)
     dlq = await scenario.dlq(LEADS_CONSUMES)
