@@ -45,14 +45,19 @@ async def _read(bootstrap: str, topic: str, limit: int | None = None) -> list[An
     )
     await consumer.start()
     try:
-        if topic not in await consumer.topics():  # also loads the metadata partitions_for_topic needs
+        if topic not in await consumer.topics():
             raise typer.BadParameter(f"topic {topic} does not exist; 'crm dlq list' shows the DLQ topics")
+        if not consumer.partitions_for_topic(topic):
+            await consumer._client.force_metadata_update()  # noqa: SLF001  (topics() does not fill this cache)
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         records: list[Any] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
             batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for part in batch.values():
                 records.extend(r for r in part if r.offset < ends[TopicPartition(r.topic, r.partition)])
