@@ -176,13 +176,12 @@ class LeadRepository:
         if not self.strict_versions:
             # FerretDB locks up on an unordered bulk of ~100 replaces (found by the reliability
             # suite): bulk-insert the new leads, replace changed ones one at a time, by id.
-            new = [w for w in writes if w.expected_version is None]
-            conflicted: set[str] = set()
-            for w in [w for w in writes if w.expected_version is not None]:
-                await self._col.replace_one({"_id": w.lead.lead_id}, _lead_doc(w))
-            writes = new
+            for w in writes:
+                if w.expected_version is not None:
+                    await self._col.replace_one({"_id": w.lead.lead_id}, _lead_doc(w))
+            writes = [w for w in writes if w.expected_version is None]
             if not writes:
-                return conflicted
+                return set()
         ops: list[Any] = []
         for w in writes:
             if w.expected_version is None:
