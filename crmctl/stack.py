@@ -272,17 +272,33 @@ class FerretDB:
         self.process = ManagedProcess("ferretdb", self.home / "ferretdb.pid", self.home / "ferretdb.log", str(self.binary))
 
     def provision(self) -> None:
+        from crmctl import ferretdb_patches
+
         sources = [self.source / n for n in ("main.go", "go.mod", "go.sum")]
-        if self.binary.exists() and all(self.binary.stat().st_mtime >= s.stat().st_mtime for s in sources):
+        stamp = self.binary.with_suffix(".patches")
+        if (
+            self.binary.exists()
+            and all(self.binary.stat().st_mtime >= s.stat().st_mtime for s in sources)
+            and stamp.exists() and stamp.read_text() == ferretdb_patches.fingerprint()
+        ):
             return
         go = _need("go", "Install Go 1.22 or newer (https://go.dev/doc/install) or apt-get install -y golang")
         print("Building FerretDB from the Go module proxy (once, about a minute)...", file=sys.stderr)
         self.binary.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "CGO_ENABLED": "0"}
+        _run([go, "mod", "download", "github.com/FerretDB/FerretDB"], "Downloading FerretDB", cwd=self.source, env=env)
+        module_dir = subprocess.run(
+            [go, "list", "-m", "-f", "{{.Dir}}", "github.com/FerretDB/FerretDB"],
+            cwd=self.source, env=env, check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        build_dir = ROOT / ".run" / "build" / "ferretdb"
+        copy = ferretdb_patches.patched_module(Path(module_dir), build_dir)
+        modfile = ferretdb_patches.build_modfile(self.source, copy, build_dir)
         _run(
-            [go, "build", "-tags", "ferretdb_no_postgresql", "-o", str(self.binary), "."],
+            [go, "build", "-tags", "ferretdb_no_postgresql", f"-modfile={modfile}", "-o", str(self.binary), "."],
             "Building FerretDB", cwd=self.source, env=env,
         )
+        stamp.write_text(ferretdb_patches.fingerprint())
 
     def start(self, timeout: float = 60.0) -> None:
         if self.process.running() and self.ready():

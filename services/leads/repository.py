@@ -173,15 +173,6 @@ class LeadRepository:
         """
         if not writes:
             return set()
-        if not self.strict_versions:
-            # FerretDB locks up on an unordered bulk of ~100 replaces (found by the reliability
-            # suite): bulk-insert the new leads, replace changed ones one at a time, by id.
-            for w in writes:
-                if w.expected_version is not None:
-                    await self._col.replace_one({"_id": w.lead.lead_id}, _lead_doc(w))
-            writes = [w for w in writes if w.expected_version is None]
-            if not writes:
-                return set()
         ops: list[Any] = []
         for w in writes:
             if w.expected_version is None:

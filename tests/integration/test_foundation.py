@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+from pymongo import ReplaceOne
 from pymongo.errors import DuplicateKeyError
 
 from contracts import build_message, payload_class
@@ -106,3 +108,23 @@ async def test_pymongo_async_client_on_the_server(endpoints, isolation):
     finally:
         await client.drop_database(isolation.db("foundation"))
         await client.close()
+
+
+async def test_server_takes_large_bulk_updates_and_many_concurrent_updates(endpoints, isolation):
+    """Unpatched FerretDB 1.24 stops answering for good on either (see crmctl/ferretdb_patches.py)."""
+    writers = [make_client(endpoints.mongodb) for _ in range(3)]
+    collection = writers[0][isolation.db("foundation")]["bulk"]
+    try:
+        await collection.insert_many([{"_id": f"d{i}", "v": 0} for i in range(300)])
+        result = await collection.bulk_write([ReplaceOne({"_id": f"d{i}"}, {"v": 1}) for i in range(300)], ordered=False)
+        assert result.modified_count == 300
+        updates = await asyncio.gather(*(
+            writers[i % 3][isolation.db("foundation")]["bulk"].update_one({"_id": f"d{i}"}, {"$inc": {"v": 1}})
+            for i in range(300)
+        ))
+        assert sum(u.modified_count for u in updates) == 300
+        assert await collection.count_documents({"v": 2}) == 300
+    finally:
+        await writers[0].drop_database(isolation.db("foundation"))
+        for client in writers:
+            await client.close()

@@ -14,12 +14,6 @@ LEADS_CONSUMES = [LEADS_COMMANDS, DIRECTORY_EVENTS, QUALIFICATION_EVENTS, ACTIVI
 LEADS_TOPICS = [*LEADS_CONSUMES, LEADS_EVENTS]
 
 
-# FerretDB 1.24 (SQLite) wedges, for every client, on a bulk write of about 100 replaces (50 pass): the
-# leads service stores up to LEADS_WRITE_CHUNK (250) changed leads in one bulk. Until the service
-# splits its bulks, scenarios that change existing leads keep the chunk under that size.
-FERRETDB_SAFE = {"LEADS_WRITE_CHUNK": "40"}
-
-
 def lead_ids(count: int, tag: str = "L") -> list[str]:
     return [f"{tag}{i:06d}" for i in range(count)]
 

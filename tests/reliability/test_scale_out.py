@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import pytest
 
 from contracts.topics import LEADS_EVENTS
 from tests.reliability.harness import Fault, Scenario, scaled, until
-from tests.reliability.leads_load import FERRETDB_SAFE, LEADS_CONSUMES, LEADS_TOPICS, create, lead_ids, move
+from tests.reliability.leads_load import LEADS_CONSUMES, LEADS_TOPICS, create, lead_ids, move
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
-
-# Found by this scenario: FerretDB 1.24 (SQLite) stops answering every client once the leads service
-# stores a batch of moves (bulk ReplaceOne); each retry times out after 30 s, so the run would only
-# hit its deadline. Run it with CRM_RELIABILITY_RUN_KNOWN_HANGS=1 once the leads repository is fixed.
-KNOWN_HANG = os.environ.get("CRM_RELIABILITY_RUN_KNOWN_HANGS") != "1"
 
 CHUNK = 250
 FINAL_VERSION = 3  # created (1), moved to Processing (2), moved back to New (3)
@@ -37,13 +31,12 @@ def interleaved(ids: list[str]) -> list:
     return records
 
 
-@pytest.mark.xfail(KNOWN_HANG, reason="FerretDB wedges on the leads service's bulk replaces", run=not KNOWN_HANG, strict=True)
 async def test_scale_out_keeps_each_lead_in_order(scenario: Scenario) -> None:
     total = scaled(5_000)
     await scenario.create_topics(LEADS_TOPICS, partitions=6)
     events = await scenario.events(LEADS_EVENTS)
     dlq = await scenario.dlq(LEADS_CONSUMES)
-    instances = await asyncio.gather(*(scenario.start_service("leads", **FERRETDB_SAFE) for _ in range(3)))
+    instances = await asyncio.gather(*(scenario.start_service("leads") for _ in range(3)))
 
     ids = lead_ids(total)
     records = interleaved(ids)
@@ -59,7 +52,7 @@ async def test_scale_out_keeps_each_lead_in_order(scenario: Scenario) -> None:
 
     await until(lambda: events.unique >= len(records) * 0.55 or finished(), timeout=180, what="55% of the events")
     added_wall = time.time()
-    extra = await scenario.start_service("leads", **FERRETDB_SAFE)
+    extra = await scenario.start_service("leads")
     recovered = await scenario.recovery(events, added_wall, finished)
     scenario.faults.append(Fault(f"added {extra.label}", 0.0, recovered))
 
