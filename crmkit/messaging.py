@@ -6,6 +6,8 @@ import asyncio
 import logging
 import random
 import time
+import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,10 @@ log = logging.getLogger("crmkit.messaging")
 # A DLQ copy larger than this is cut so that the DLQ record itself always fits a Kafka request.
 _DLQ_VALUE_LIMIT = 900_000
 
+_CONTENT_TYPE = b"application/cloudevents+json"
+# Header naming the process that produced a record (see Bus.instance_id).
+PRODUCER_INSTANCE = "crm-producer-instance"
+
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
@@ -48,6 +54,7 @@ class Outbound:
     topic: str  # contract topic name
     message: Envelope
     key: str | None = None  # defaults to the subject (lead id), else the message id
+    value: bytes | None = None  # the message already serialized, when the handler has it at hand
 
     def key_bytes(self) -> bytes:
         return (self.key or self.message.subject or self.message.id).encode()
@@ -77,6 +84,10 @@ class Bus:
         self._metrics = metrics
         self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
+        # Sent as a header on every record, so this process can tell its own records apart when it
+        # reads a topic it also writes (the leads index feed skips what it already applied).
+        self.instance_id = uuid.uuid4().hex
+        self._instance_header = (PRODUCER_INSTANCE, self.instance_id.encode())
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -109,14 +120,16 @@ class Bus:
         if not outbound:
             return
         futures = []
+        counts: Counter[tuple[str, str]] = Counter()
         for item in outbound:
-            headers = [("content-type", b"application/cloudevents+json"), ("ce-type", item.message.type.encode())]
-            futures.append(
-                await self._send(self._settings.topic(item.topic), item.message.to_json_bytes(), item.key_bytes(), headers)
-            )
+            kind = item.message.type
+            headers = [("content-type", _CONTENT_TYPE), ("ce-type", kind.encode()), self._instance_header]
+            value = item.value if item.value is not None else item.message.to_json_bytes()
+            futures.append(await self._send(self._settings.topic(item.topic), value, item.key_bytes(), headers))
+            counts[(item.topic, kind)] += 1
         await asyncio.gather(*futures)
-        for item in outbound:
-            self._metrics.published.labels(topic=item.topic, type=item.message.type).inc()
+        for (topic, kind), count in counts.items():
+            self._metrics.published.labels(topic=topic, type=kind).inc(count)
 
     async def dead_letter(self, records: Sequence[tuple[Any, str]]) -> None:
         """Copy bad records to ``<topic>.dlq`` with the reason and where they came from."""
@@ -187,6 +200,7 @@ class BatchProcessor:
     async def process(self, records: Sequence[Any]) -> None:
         good: list[tuple[Any, Inbound]] = []
         bad: list[tuple[Any, str]] = []
+        consumed: Counter[str] = Counter()
         for record in records:
             topic = self._settings.contract_topic(record.topic)
             try:
@@ -195,7 +209,9 @@ class BatchProcessor:
                 bad.append((record, str(exc)))
                 continue
             good.append((record, Inbound(topic, record.partition, record.offset, message)))
-            self._metrics.consumed.labels(topic=topic).inc()
+            consumed[topic] += 1
+        for topic, count in consumed.items():
+            self._metrics.consumed.labels(topic=topic).inc(count)
         if bad:
             await self._retrying(lambda: self._bus.dead_letter(bad))
         if good:

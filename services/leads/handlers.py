@@ -186,10 +186,13 @@ class LeadsHandlers:
         self.principals = principals
         self.source = source
         self.clock = clock
+        # Lead events serialized once, when stored with their lead, and published as those bytes.
+        self._wire: dict[str, bytes] = {}
 
     async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
         """Lead commands, upstream facts (qualification, activity, directory) in; lead events out."""
         messages = [item.message for item in batch]
+        self._wire.clear()
         await self.principals.apply([m for m in messages if PrincipalRepository.handles(m.type)])
         out: list[Envelope] = []
         for message in messages:
@@ -198,7 +201,9 @@ class LeadsHandlers:
         lead_messages = [m for m in messages if m.type in LEAD_SCOPED]
         if lead_messages:
             out.extend(await self._lead_messages(lead_messages))
-        outbound = [Outbound(LEADS_EVENTS, m, key=m.subject or _pipeline_key(m)) for m in out]
+        wire = self._wire
+        outbound = [Outbound(LEADS_EVENTS, m, key=m.subject or _pipeline_key(m), value=wire.get(m.id)) for m in out]
+        wire.clear()
         records = [m for m in messages if m.type in DIRECTORY_RECORDS]
         if records:
             outbound.extend(await self._directory_records(records))
@@ -304,9 +309,11 @@ class LeadsHandlers:
                 for message in by_lead[lead_id]:
                     self._apply(message, lead_id, states, ctx)
             self._find_duplicates(states, ctx)
-            for state in states.values():
+            indexed: set[str] = set()
+            for lead_id, state in states.items():
                 if state.stored is None and state.dirty and state.lead is not None:
                     self.index.put_card(state.lead)  # later chunks of this batch match against it
+                    indexed.add(lead_id)
             writes = [
                 LeadWrite(s.lead, s.recent[-self.settings.recent_messages_kept:], s.stored.version if s.stored else None)
                 for s in states.values()
@@ -316,7 +323,7 @@ class LeadsHandlers:
             for lead_id, state in states.items():
                 if lead_id not in conflicted:
                     out.extend(state.out)
-                    if state.dirty and state.lead is not None:
+                    if state.dirty and state.lead is not None and lead_id not in indexed:
                         self.index.put_card(state.lead)
             if not conflicted:
                 return out
@@ -344,7 +351,10 @@ class LeadsHandlers:
         state = states[lead_id]
         seen = state.seen(message.id)
         if seen is not None:  # a redelivery: publish again what it produced, change nothing
-            state.out.extend(Envelope.model_validate_json(e) for e in seen.events)
+            for raw in seen.events:
+                event = Envelope.model_validate_json(raw)
+                self._wire[event.id] = raw.encode()
+                state.out.append(event)
             return
         try:
             outcomes = self._decide(message, lead_id, states, ctx)
@@ -361,7 +371,9 @@ class LeadsHandlers:
                 target.dirty = True
             target.out.extend(events)
             if target.lead is not None and (outcome.changed or target is state):
-                target.recent.append(Recent(message.id, [e.to_json_bytes().decode() for e in events]))
+                wire = [e.to_json_bytes() for e in events]
+                self._wire.update((e.id, raw) for e, raw in zip(events, wire))
+                target.recent.append(Recent(message.id, [raw.decode() for raw in wire]))
                 target.dirty = True
 
     def _decide(self, message: Envelope, lead_id: str, states: dict[str, _LeadState], ctx: _Context) -> list[tuple[str, d.Outcome]]:

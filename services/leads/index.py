@@ -19,9 +19,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts import ContractError, parse_message
 from contracts.topics import LEADS_EVENTS
+from crmkit.messaging import PRODUCER_INSTANCE
 from services.leads.duplicates import match_keys
 
 log = logging.getLogger("services.leads.index")
+
+_CARD_TYPES = (b"crm.lead.created", b"crm.lead.updated")
 
 
 class LeadIndex:
@@ -82,10 +85,12 @@ class LeadIndex:
 class LeadEventsFeed:
     """Follows every partition of the leads events topic (no group) and applies cards to the index."""
 
-    def __init__(self, bootstrap: str, physical_topic: str, index: LeadIndex) -> None:
+    def __init__(self, bootstrap: str, physical_topic: str, index: LeadIndex, own_instance: str | None = None) -> None:
         self._bootstrap = bootstrap
         self._topic = physical_topic
         self._index = index
+        # Records this process published were indexed when it wrote them: skipped unread.
+        self._own = own_instance.encode() if own_instance else None
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._start_offsets: dict[TopicPartition, int] = {}
@@ -119,12 +124,23 @@ class LeadEventsFeed:
                 continue
             for records in batch.values():
                 for record in records:
+                    if not self._wanted(record.headers):
+                        continue
                     try:
                         message = parse_message(LEADS_EVENTS, record.value)
                     except ContractError:
                         continue
                     if message.type in ("crm.lead.created", "crm.lead.updated"):
                         self._index.put_card(message.data)
+
+    def _wanted(self, headers) -> bool:
+        """Cards of other processes; a record without headers is read (an outside producer)."""
+        for name, value in headers or ():
+            if name == PRODUCER_INSTANCE and value == self._own:
+                return False
+            if name == "ce-type" and value not in _CARD_TYPES:
+                return False
+        return True
 
     async def stop(self) -> None:
         if self._task is not None:

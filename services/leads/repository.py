@@ -63,10 +63,10 @@ _BLOB_LEVEL = 1
 def _lead_doc(write: LeadWrite) -> dict[str, Any]:
     lead = write.lead
     keys = match_keys(lead)
-    blob = {
-        "card": lead.model_dump(mode="json"),
-        "recent": [{"id": r.message_id, "events": r.events} for r in write.recent],
-    }
+    # The card is serialized by pydantic's own (compiled) encoder and spliced in: the same JSON as
+    # json.dumps(lead.model_dump(mode="json")), read back by _lead_from, at a fraction of the cost.
+    recent = json.dumps([{"id": r.message_id, "events": r.events} for r in write.recent], separators=(",", ":"), ensure_ascii=False)
+    blob = b'{"card":' + lead.model_dump_json().encode() + b',"recent":' + recent.encode() + b"}"
     return {
         "_id": lead.lead_id,
         "version": lead.version,
@@ -89,7 +89,7 @@ def _lead_doc(write: LeadWrite) -> dict[str, Any]:
         "k_email": keys.get("email"),
         "k_phone": keys.get("phone"),
         "k_name": keys.get("name"),
-        "blob": Binary(zlib.compress(json.dumps(blob, separators=(",", ":"), ensure_ascii=False).encode(), _BLOB_LEVEL)),
+        "blob": Binary(zlib.compress(blob, _BLOB_LEVEL)),
     }
 
 
