@@ -137,7 +137,7 @@ async def service_run(bootstrap: str, mongodb: str, prefix: str, count: int, dup
     settings = LeadsSettings(
         kafka_bootstrap_servers=bootstrap, mongodb_url=mongodb, topic_prefix=prefix,
         database=f"{prefix.strip('.')}_{name}", group_id=f"{out_prefix}leads", duplicate_check=duplicate_check,
-        batch_max_records=1000, batch_timeout_ms=50, log_level="WARNING", write_chunk=int(os.environ.get("BENCH_WRITE_CHUNK", "250")),
+        batch_max_records=int(os.environ.get("BENCH_BATCH", "1000")), batch_timeout_ms=50, log_level="WARNING", write_chunk=int(os.environ.get("BENCH_WRITE_CHUNK", "250")),
         service_principals=["bench"],  # a trusted load generator: no race with the licence grant
     )
     service = create_app(settings)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from . import services as svc
 from .deals import deals_app
+from .dlq import dlq_app
 from .stack import Stack, StackError
 
 console = Console(stderr=True)
@@ -31,6 +32,7 @@ stack_app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.add_typer(deals_app, name="deals")
+app.add_typer(dlq_app, name="dlq")
 
 
 def _fail(exc: Exception) -> None:

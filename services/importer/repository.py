@@ -11,7 +11,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from crmkit.mongo import ensure_indexes
+from crmkit.mongo import ensure_indexes, find_by_ids
 from services.importer.domain import ROW_FIELDS, ImportJob, KnownLead
 
 _JOB_FIELDS = {f.name for f in dataclasses.fields(ImportJob)}
@@ -215,7 +215,7 @@ class ImportRepository:
         keys = [_row_key(import_id, r) for r in rows]
         if not keys:
             return {}
-        return {doc["row"]: doc["previous"] async for doc in self._previous.find({"_id": {"$in": keys}})}
+        return {doc["row"]: doc["previous"] for doc in await find_by_ids(self._previous, keys)}
 
     async def previous_of(self, import_id: str, row: int) -> tuple[str, dict[str, Any]] | None:
         doc = await self._previous.find_one({"_id": _row_key(import_id, row)})
@@ -238,7 +238,7 @@ class ImportRepository:
 class LeadIndex:
     """The importer's projection of leads with an external id, keyed by the external id.
 
-    Keyed by external id so that a chunk's lookup is one `_id $in` query (FerretDB pushes only
+    Keyed by external id so that a chunk's lookups are by `_id` (FerretDB pushes only
     `_id` filters down to its storage); when several leads share one external id the latest wins."""
 
     def __init__(self, db: AsyncDatabase) -> None:
@@ -278,5 +278,5 @@ class LeadIndex:
             return {}
         return {
             doc["_id"]: KnownLead(doc["lead_id"], doc.get("fields") or {}, doc.get("created_by_import"), bool(doc.get("deleted")))
-            async for doc in self._col.find({"_id": {"$in": ids}})
+            for doc in await find_by_ids(self._col, ids)
         }

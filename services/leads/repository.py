@@ -17,7 +17,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from crmkit.mongo import ensure_indexes
+from crmkit.mongo import ensure_indexes, find_by_ids
 from services.leads.domain import Lead, Pipeline
 from services.leads.duplicates import match_keys
 
@@ -110,16 +110,6 @@ def links_of_doc(doc: dict[str, Any]) -> dict[str, list[str]]:
     return links
 
 
-async def _bounded_gather(coros: list[Any], limit: int) -> list[Any]:
-    semaphore = asyncio.Semaphore(limit)
-
-    async def run(coro: Any) -> Any:
-        async with semaphore:
-            return await coro
-
-    return await asyncio.gather(*(run(c) for c in coros))
-
-
 class LeadRepository:
     """Lead cards with their per-lead record of recently applied messages (for exactly-once effects)."""
 
@@ -155,8 +145,7 @@ class LeadRepository:
         ids = sorted(set(lead_ids))
         if not ids:
             return {}
-        docs = await _bounded_gather([self._col.find_one({"_id": i}) for i in ids], self._concurrency)
-        return {doc["_id"]: _lead_from(doc) for doc in docs if doc}
+        return {doc["_id"]: _lead_from(doc) for doc in await find_by_ids(self._col, ids, concurrency=self._concurrency)}
 
     async def get(self, lead_id: str) -> Lead | None:
         doc = await self._col.find_one({"_id": lead_id})
@@ -353,5 +342,4 @@ class DirectoryRepository:
 
     async def get_many(self, kind: str, record_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         keys = sorted({f"{kind}:{r}" for r in record_ids if r})
-        docs = await _bounded_gather([self._col.find_one({"_id": k}) for k in keys], 16)
-        return {d["record_id"]: d["data"] for d in docs if d}
+        return {d["record_id"]: d["data"] for d in await find_by_ids(self._col, keys)}
