@@ -67,7 +67,8 @@ async def ensure_indexes(collection, indexes) -> None:
 async def is_ferretdb(db: AsyncDatabase) -> bool:
     """FerretDB serves only ``{_id: value}`` filters from an index and makes no conditional write atomic."""
     info = await db.command("buildInfo")
-    return "ferretdb" in info
+    # FerretDB 1.x answers with `ferretdbVersion`/`ferretdbFeatures`, v2 with a `ferretdb` document.
+    return any(key.lower().startswith("ferretdb") for key in info)
 
 
 async def find_by_ids(collection, ids, projection=None, concurrency: int = 16) -> list[dict]:

@@ -14,7 +14,7 @@ from contracts.examples import EXAMPLES
 from contracts.registry import TOPIC_TYPES
 from contracts.topics import DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC, LEADS_COMMANDS, dlq_topic
 from crmkit.messaging import Inbound
-from crmkit.mongo import make_client
+from crmkit.mongo import is_ferretdb, make_client
 from crmkit.service import Service
 from crmkit.settings import ServiceSettings
 from services.activity.app import CONSUMES as ACTIVITY_CONSUMES
@@ -128,3 +128,14 @@ async def test_server_takes_large_bulk_updates_and_many_concurrent_updates(endpo
         await writers[0].drop_database(isolation.db("foundation"))
         for client in writers:
             await client.close()
+
+
+async def test_the_local_stack_is_recognised_as_ferretdb(endpoints, isolation):
+    """The leads service picks its FerretDB write path from this; a miss made every replace scan."""
+    client = make_client(endpoints.mongodb)
+    try:
+        info = await client.admin.command("buildInfo")
+        expected = endpoints.origin == "local stack" or any(k.lower().startswith("ferretdb") for k in info)
+        assert await is_ferretdb(client[isolation.db("foundation")]) is expected
+    finally:
+        await client.close()
