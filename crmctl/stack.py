@@ -226,10 +226,11 @@ class Kafka:
         self._write_properties()
         log4j = f"-Dlog4j2.configurationFile={INFRA / 'kafka' / 'log4j2.properties'}"
         if not (self.home / "data" / "meta.properties").exists():
+            # One id in 32 starts with "-"; the "=" form keeps the tool from reading it as an option.
             cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
             _run(
                 [java, log4j, "-cp", self._classpath(), "kafka.tools.StorageTool", "format", "--standalone",
-                 "-t", cluster_id, "-c", str(self.properties), "--ignore-formatted"],
+                 f"--cluster-id={cluster_id}", "-c", str(self.properties), "--ignore-formatted"],
                 "Formatting the Kafka storage",
             )
         self.process.start(
