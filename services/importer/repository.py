@@ -272,6 +272,11 @@ class LeadIndex:
         if ops:
             await self._col.bulk_write(ops, ordered=True)
 
+    async def external_ids(self) -> set[str]:
+        """Every external id known now: one pass over the ids, so a chunk looks up only those it
+        may update (FerretDB answers each id lookup in about a millisecond; a new row needs none)."""
+        return {doc["_id"] async for doc in self._col.find({}, {"_id": 1})}
+
     async def by_external_ids(self, external_ids: Iterable[str]) -> dict[str, KnownLead]:
         ids = sorted(set(external_ids))
         if not ids:

@@ -145,12 +145,15 @@ class JobRunner:
             mapping = build_mapping(source.header, job.mapping)
             if not job.started_announced:
                 await self._announce_start(job, source, mapping)
+            # External ids that exist when this run begins, plus those it sends: a row with any
+            # other id is a new lead and needs no lookup.
+            existing = await self.index.external_ids()
             rows = iter(source)
             while True:
                 chunk = await asyncio.to_thread(self._read_chunk, rows, mapping, job)
                 if not chunk:
                     break
-                await self._send_chunk(job, chunk, mapping)
+                await self._send_chunk(job, chunk, mapping, existing)
                 fresh = await self.imports.renew(job.import_id, self.owner, self.clock(), self.settings.job_lease_s)
                 if fresh is None:
                     log.warning("import %s: lease lost to another instance; leaving it", job.import_id)
@@ -191,11 +194,15 @@ class JobRunner:
         }
         await self.imports.update(job.import_id, fields)
 
-    async def _send_chunk(self, job: d.ImportJob, chunk: list[tuple[list, d.RowResult]], mapping: Mapping) -> None:
+    async def _send_chunk(
+        self, job: d.ImportJob, chunk: list[tuple[list, d.RowResult]], mapping: Mapping, existing: set[str] | None = None
+    ) -> None:
         results = [result for _, result in chunk]
         cells_of = {result.row_number: cells for cells, result in chunk}
         external = {r.row_number: r.lead["external_id"] for r in results if r.ok and r.lead.get("external_id")}
-        known = await self.index.by_external_ids(external.values())
+        known = await self.index.by_external_ids(
+            ext for ext in external.values() if existing is None or ext in existing
+        )
         saved = {} if job.dry_run else await self.imports.saved_previous(
             job.import_id, [row for row, ext in external.items() if ext in known]
         )
@@ -204,6 +211,8 @@ class JobRunner:
                        known=known.get(external.get(r.row_number, "")), saved_previous=saved.get(r.row_number))
             for r in results
         ]
+        if existing is not None:  # a later row with the same external id looks the lead up, as before
+            existing.update(external.values())
         out: list[Outbound] = []
         errors: list[tuple[int, str | None, str, list]] = []
         previous: dict[int, tuple[str, dict[str, Any]]] = {}

@@ -1,0 +1,215 @@
+"""Load, ledgers and the kill of the crash scenarios of the importer, qualification and activity services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from contracts.activity import CreateTask
+from contracts.imports import StartImport
+from contracts.qualification import QualifyLead
+from contracts.topics import (
+    ACTIVITY_COMMANDS,
+    ACTIVITY_EVENTS,
+    IMPORTS_COMMANDS,
+    IMPORTS_EVENTS,
+    QUALIFICATION_COMMANDS,
+    QUALIFICATION_EVENTS,
+)
+from services.activity.app import CONSUMES as ACTIVITY_CONSUMES_T
+from services.importer.app import CONSUMES as IMPORTER_CONSUMES_T
+from services.importer.domain import derive_lead_id
+from services.qualification.app import CONSUMES as QUALIFICATION_CONSUMES_T
+from services.qualification.domain import company_id_for, deal_id_for
+from tests.reliability.harness import (
+    LOADGEN,
+    EventLedger,
+    Fault,
+    Outgoing,
+    Scenario,
+    ServiceInstance,
+    TopicTail,
+    envelope_record,
+    until,
+)
+from tests.reliability.leads_load import LEADS_CONSUMES, LEADS_TOPICS
+from tests.support import command
+
+# What each service consumes (and so has a DLQ for); the topics a scenario creates up front.
+IMPORTER_CONSUMES = list(IMPORTER_CONSUMES_T)
+QUALIFICATION_CONSUMES = list(QUALIFICATION_CONSUMES_T)
+ACTIVITY_CONSUMES = list(ACTIVITY_CONSUMES_T)
+
+
+def topics_of(*groups: list[str]) -> list[str]:
+    return list(dict.fromkeys(t for group in groups for t in group))
+
+
+IMPORT_TOPICS = topics_of(LEADS_TOPICS, IMPORTER_CONSUMES, [IMPORTS_EVENTS])
+QUALIFICATION_TOPICS = topics_of(LEADS_TOPICS, QUALIFICATION_CONSUMES, [QUALIFICATION_EVENTS])
+ACTIVITY_TOPICS = topics_of(LEADS_TOPICS, ACTIVITY_CONSUMES, [ACTIVITY_EVENTS])
+IMPORT_DLQ = topics_of(LEADS_CONSUMES, IMPORTER_CONSUMES)
+QUALIFICATION_DLQ = topics_of(LEADS_CONSUMES, QUALIFICATION_CONSUMES)
+ACTIVITY_DLQ = topics_of(LEADS_CONSUMES, ACTIVITY_CONSUMES)
+
+
+# --- what arrived, per message type and per thing -------------------------------------------
+
+
+@dataclass
+class TypedLedger(EventLedger):
+    """An EventLedger that also keeps, per type and per thing (task, lead or import), the distinct event ids and the newest data.
+
+    Two distinct ids for one thing's ``crm.task.created`` (or ``crm.lead.qualified``) are a double
+    that no consumer deduping by event id can catch; a redelivery with the same id is not.
+    """
+
+    distinct: dict[str, dict[str, set[str]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(set)))
+    latest: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
+
+    def add(self, record: Any) -> None:
+        before = self.unique
+        super().add(record)
+        if self.unique == before:
+            return  # unreadable, or a redelivery of an event already seen
+        event = json.loads(record.value)
+        data = event.get("data") or {}
+        key = data.get("task_id") or data.get("lead_id") or data.get("import_id") or event.get("subject") or ""
+        kind = event.get("type", "")
+        self.distinct[kind][key].add(event["id"])
+        self.latest[kind][key] = data  # one thing's events share a key, so a partition: newest last
+
+    def things(self, kind: str) -> set[str]:
+        return set(self.distinct.get(kind, {}))
+
+    def doubled(self, kind: str) -> dict[str, int]:
+        """Things with more than one distinct event of ``kind``, with how many."""
+        return {k: len(ids) for k, ids in self.distinct.get(kind, {}).items() if len(ids) > 1}
+
+
+# --- the kill -------------------------------------------------------------------------------
+
+
+async def kill_half_way(
+    scenario: Scenario,
+    instance: ServiceInstance,
+    progress: Callable[[], Awaitable[int] | int],
+    total: int,
+    ledger: EventLedger,
+    done: Callable[[], bool],
+    *,
+    what: str,
+    rng: random.Random,
+    low: float = 0.4,
+    high: float = 0.6,
+    timeout: float = 150.0,
+) -> str:
+    """Once ``progress`` passes a random mark between ``low`` and ``high`` of ``total``: SIGKILL, restart at once.
+
+    The fault's down time runs from the kill until the new process is ready; its recovery from the
+    kill until every partition of ``ledger``'s topic carries an event made after the kill.
+    Returns where the work stood when the process died, for the report.
+    """
+    mark = max(1, int(total * rng.uniform(low, high)))
+
+    async def reached() -> int | None:
+        value = progress()
+        if asyncio.iscoroutine(value):
+            value = await value
+        return value if value >= mark else None
+
+    at = await until(reached, timeout=timeout, what=f"{mark} of {total} {what}", interval=0.1)
+    killed_at, killed_wall = time.monotonic(), time.time()
+    instance.kill()
+    await scenario.restart(instance)
+    ready_after = time.monotonic() - killed_at
+    recovered = await scenario.recovery(ledger, killed_wall, done, timeout=150.0)
+    scenario.faults.append(Fault(f"SIGKILL {instance.label} at {at}/{total} {what}", ready_after, recovered))
+    return f"killed at {at}/{total} {what}"
+
+
+# --- importer -------------------------------------------------------------------------------
+
+IMPORT_HEADER = "Название,Имя,Телефон,Эл. почта,Компания,ИНН,Источник,Внешний ID"
+IMPORTER_SOURCE = "crm/importer"
+
+
+def write_import_csv(path: Path, count: int, tag: str) -> list[tuple[int, str]]:
+    """A CSV of ``count`` valid, distinct rows; returns (spreadsheet row number, external id) of each."""
+    rows, lines = [], [IMPORT_HEADER]
+    for i in range(count):
+        external = f"{tag}-{i:06d}"
+        lines.append(
+            f"Лид {i},Иван Петров {i},+7912{i:07d},ivan{i}@example.ru,ООО Ромашка {i},77{i:08d},website,{external}"
+        )
+        rows.append((i + 2, external))  # row 1 is the header
+    path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    return rows
+
+
+def imported_lead_ids(import_id: str, rows: list[tuple[int, str]]) -> list[str]:
+    return [derive_lead_id(import_id, row, external, IMPORTER_SOURCE) for row, external in rows]
+
+
+def start_import(import_id: str, path: Path) -> Outgoing:
+    return envelope_record(
+        IMPORTS_COMMANDS, command(StartImport(import_id=import_id, file_uri=str(path)), actor=LOADGEN, subject=import_id)
+    )
+
+
+# --- qualification --------------------------------------------------------------------------
+
+
+def qualify(lead_id: str) -> Outgoing:
+    data = QualifyLead(
+        lead_id=lead_id, qualification_type="deal_and_company", new_company={"name": f"ООО {lead_id}"},
+        deal_pipeline_id="default",
+    )
+    return envelope_record(QUALIFICATION_COMMANDS, command(data, actor=LOADGEN))
+
+
+def expected_deal(lead_id: str) -> tuple[str, str]:
+    return deal_id_for(lead_id), company_id_for(lead_id)
+
+
+# --- activity -------------------------------------------------------------------------------
+
+
+def task_ids(count: int) -> list[str]:
+    return [f"T{i:06d}" for i in range(count)]
+
+
+def create_tasks(ids: list[str], lead_ids: list[str]) -> tuple[list[Outgoing], dict[str, int]]:
+    """A create command per task, the tasks dealt round the leads; returns the records and tasks per lead.
+
+    Due in two to nine days, so the due pass announces none of them while the scenario runs.
+    """
+    now = datetime.now(UTC).replace(microsecond=0)
+    records, per_lead = [], defaultdict(int)
+    for i, task_id in enumerate(ids):
+        lead_id = lead_ids[i % len(lead_ids)]
+        start = now + timedelta(days=2 + i % 7, hours=i % 24)
+        data = CreateTask(
+            task_id=task_id, lead_id=lead_id, type="call", title=f"Call {task_id}", start_at=start,
+            due_at=start + timedelta(hours=1), assignee_id=LOADGEN,
+        )
+        records.append(envelope_record(ACTIVITY_COMMANDS, command(data, actor=LOADGEN)))
+        per_lead[lead_id] += 1
+    return records, dict(per_lead)
+
+
+async def typed_events(scenario: Scenario, topic: str) -> TypedLedger:
+    """Tail ``topic`` from the beginning into a TypedLedger (stopped with the scenario)."""
+    ledger = TypedLedger()
+    tail = TopicTail(scenario.stack.kafka, [scenario.topic(topic)], ledger.add)
+    await tail.start()
+    scenario.tails.append(tail)
+    return ledger
