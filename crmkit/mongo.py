@@ -65,26 +65,24 @@ async def ensure_indexes(collection, indexes) -> None:
 
 
 async def is_ferretdb(db: AsyncDatabase) -> bool:
-    """FerretDB serves only ``{_id: value}`` filters from an index and makes no conditional write atomic."""
+    """FerretDB makes no conditional write atomic (it reads, then writes)."""
     info = await db.command("buildInfo")
     # FerretDB 1.x answers with `ferretdbVersion`/`ferretdbFeatures`, v2 with a `ferretdb` document.
     return any(key.lower().startswith("ferretdb") for key in info)
 
 
-async def find_by_ids(collection, ids, projection=None, concurrency: int = 16) -> list[dict]:
-    """The documents with these ``_id`` values, one ``find_one`` each, ``concurrency`` at a time.
+IDS_PER_QUERY = 500  # the patched FerretDB pushes an `$in` of up to 500 values down to its index
 
-    FerretDB serves only ``{_id: value}`` from an index; ``{_id: {$in: [...]}}`` scans the whole
-    collection, which made an import of 20,000 rows spend 70% of its time looking up 1,000 ids
-    a chunk. Single-id lookups stay fast as the collection grows (on MongoDB too).
+
+async def find_by_ids(collection, ids, projection=None) -> list[dict]:
+    """The documents with these ``_id`` values, ``IDS_PER_QUERY`` ids a query.
+
+    Upstream FerretDB 1.24 answered ``{_id: {$in: [...]}}`` by scanning the whole collection; the
+    patched build serves it from the ``_id`` index (crmctl/ferretdb_patches.py): 1,000 ids out of
+    10,000 documents in 0.06 s, against 0.28 s one ``find_one`` each and seconds for a scan.
     """
     keys = sorted(set(ids))
-    if not keys:
-        return []
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def one(key):
-        async with semaphore:
-            return await collection.find_one({"_id": key}, projection)
-
-    return [doc for doc in await asyncio.gather(*(one(k) for k in keys)) if doc is not None]
+    found: list[dict] = []
+    for start in range(0, len(keys), IDS_PER_QUERY):
+        found.extend([doc async for doc in collection.find({"_id": {"$in": keys[start:start + IDS_PER_QUERY]}}, projection)])
+    return found

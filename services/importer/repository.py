@@ -138,7 +138,7 @@ class ImportRepository:
         """Store each row's first outcome once and add only the new ones to the job's counters.
 
         A replayed event finds its row stored already and counts nothing; the counters are thus
-        exact without scanning the rows (FerretDB scans every non-_id query)."""
+        exact without counting the rows again."""
         docs = [
             {"_id": _row_key(o.import_id, o.row), "import_id": o.import_id, "row": o.row, "outcome": o.outcome,
              "lead_id": o.lead_id}

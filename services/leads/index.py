@@ -1,8 +1,8 @@
 """An in-memory index of leads by duplicate key and by linked upstream record, fed by the lead events.
 
-FerretDB answers only ``{_id: value}`` from an index; any other filter scans the collection. The
-duplicate check on every create and the snapshot fan-out on every directory change would scan
-100,000 leads each time, so each instance keeps this index instead: warmed from the database at
+The duplicate check on every create and the snapshot fan-out on every directory change would cost
+a query each (on FerretDB, an index lookup on every write path, and each secondary index slows
+every write; upstream FerretDB even scanned), so each instance keeps this index instead: warmed from the database at
 start, then kept current by its own writes and by ``crm.leads.events.v1`` (so it sees what the
 other instances write too). It costs about 200 bytes per lead.
 """

@@ -113,13 +113,12 @@ def links_of_doc(doc: dict[str, Any]) -> dict[str, list[str]]:
 class LeadRepository:
     """Lead cards with their per-lead record of recently applied messages (for exactly-once effects)."""
 
-    def __init__(self, db: AsyncDatabase, *, strict_versions: bool = True, concurrency: int = 16) -> None:
+    def __init__(self, db: AsyncDatabase, *, strict_versions: bool = True) -> None:
         self._col = db["leads"]
         self.strict_versions = strict_versions
-        self._concurrency = concurrency
 
     async def ensure_indexes(self, *, secondary: bool = True) -> None:
-        """Secondary indexes serve the read side on MongoDB; FerretDB never uses them, only pays for them."""
+        """Secondary indexes for the read side (on MongoDB; on FerretDB the write path pays for 12 of them)."""
         if not secondary:
             return
         await ensure_indexes(
@@ -141,11 +140,11 @@ class LeadRepository:
         )
 
     async def get_many(self, lead_ids: Iterable[str]) -> dict[str, StoredLead]:
-        """Load leads by id, one ``{_id}`` lookup each: the one filter every backend serves from an index."""
+        """Load leads by id (``_id $in`` chunks, served from the ``_id`` index on both backends)."""
         ids = sorted(set(lead_ids))
         if not ids:
             return {}
-        return {doc["_id"]: _lead_from(doc) for doc in await find_by_ids(self._col, ids, concurrency=self._concurrency)}
+        return {doc["_id"]: _lead_from(doc) for doc in await find_by_ids(self._col, ids)}
 
     async def get(self, lead_id: str) -> Lead | None:
         doc = await self._col.find_one({"_id": lead_id})
@@ -157,7 +156,7 @@ class LeadRepository:
         New leads are inserted blind: a duplicate id means the lead exists after all (a redelivered
         create), and the caller re-reads it. Changes replace the document by id; with
         ``strict_versions`` the replace also names the version read, so a concurrent writer is
-        detected (MongoDB serves that filter from the index; FerretDB would scan, so there the
+        detected (on MongoDB; FerretDB does not apply a conditional write atomically, so there the
         partition ownership of each lead is what keeps one writer per lead).
         """
         if not writes:

@@ -139,3 +139,82 @@ async def test_the_local_stack_is_recognised_as_ferretdb(endpoints, isolation):
         assert await is_ferretdb(client[isolation.db("foundation")]) is expected
     finally:
         await client.close()
+
+
+EQUALITY_FILTERS = [
+    {"lead_id": "L1"},  # the array that holds L1 matches too
+    {"lead_id": "L1", "status": "open"},
+    {"lead_id": {"$in": ["L1", "L2"]}, "status": "open"},
+    {"_id": "t5", "version": 1},
+    {"_id": {"$in": ["t1", "t2", "arr", "missing"]}},
+    {"lead_id": "L1", "_recent.id": "m1"},  # a dotted key is left to the handler
+    {"lead_id": 5},  # a number is not pushed down; still answered
+    {"status": "open", "$or": [{"lead_id": "L3"}, {"lead_id": "L4"}]},
+]
+
+
+@pytest.mark.parametrize("query", EQUALITY_FILTERS, ids=[json.dumps(f) for f in EQUALITY_FILTERS])
+async def test_equality_filters_find_what_mongodb_semantics_say(endpoints, isolation, query):
+    """The patched FerretDB pushes equality filters down to its indexes; they must keep MongoDB's answers.
+
+    The expected ids come from evaluating the filter in Python over the same documents.
+    """
+    docs = [
+        {"_id": f"t{i}", "lead_id": f"L{i % 7}", "status": "open" if i % 3 else "done", "version": i % 2,
+         "_recent": [{"id": f"m{i % 5}"}]}
+        for i in range(60)
+    ]
+    docs += [{"_id": "arr", "lead_id": ["L1", "L2"], "status": "open", "_recent": [{"id": "m1"}]},
+             {"_id": "num", "lead_id": 5, "status": "open"}, {"_id": "bare", "status": "open"}]
+
+    def equal(value, wanted):
+        if isinstance(wanted, dict) and "$in" in wanted:
+            return any(equal(value, w) for w in wanted["$in"])
+        return value == wanted or (isinstance(value, list) and wanted in value)
+
+    def matches(doc, flt):
+        for key, wanted in flt.items():
+            if key == "$or":
+                if not any(matches(doc, alt) for alt in wanted):
+                    return False
+            elif key == "_recent.id":
+                if wanted not in [r["id"] for r in doc.get("_recent", [])]:
+                    return False
+            elif key not in doc or not equal(doc[key], wanted):
+                return False
+        return True
+
+    client = make_client(endpoints.mongodb)
+    collection = client[isolation.db("foundation")]["pushdown"]
+    try:
+        await collection.create_index([("lead_id", 1), ("status", 1)])
+        await collection.insert_many(docs)
+        found = sorted([d["_id"] async for d in collection.find(query)])
+        assert found == sorted(d["_id"] for d in docs if matches(d, query))
+        assert found  # every filter above matches something
+    finally:
+        await client.drop_database(isolation.db("foundation"))
+        await client.close()
+
+
+async def test_the_local_ferretdb_serves_equality_filters_from_indexes(endpoints, isolation):
+    """Without the pushdown patch every filter but a lone `_id` scanned the whole collection."""
+    client = make_client(endpoints.mongodb)
+    db = client[isolation.db("foundation")]
+    try:
+        if not await is_ferretdb(db):
+            pytest.skip("the query plan checked here is FerretDB's")
+        await db["plan"].create_index([("lead_id", 1), ("status", 1)])
+        await db["plan"].insert_many([{"_id": f"t{i}", "lead_id": f"L{i % 7}", "status": "open"} for i in range(20)])
+        plans = {}
+        for name, query in (("lead", {"lead_id": "L1", "status": "open"}), ("id", {"_id": "t1", "version": 3}),
+                            ("ids", {"_id": {"$in": ["t1", "t2"]}}), ("number", {"lead_id": 5})):
+            explained = await db.command("explain", {"find": "plan", "filter": query})
+            plans[name] = (explained["filterPushdown"], " ".join(explained["queryPlanner"]["Plan"]))
+        assert plans["lead"][0] and "USING INDEX" in plans["lead"][1] and "SCAN" not in plans["lead"][1]
+        assert plans["id"][0] and "USING INDEX" in plans["id"][1]
+        assert plans["ids"][0] and "USING INDEX" in plans["ids"][1]
+        assert plans["number"] == (False, plans["number"][1]) and "SCAN" in plans["number"][1]
+    finally:
+        await client.drop_database(isolation.db("foundation"))
+        await client.close()

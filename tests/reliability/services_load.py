@@ -95,13 +95,59 @@ class TypedLedger(EventLedger):
         return {k: len(ids) for k, ids in self.distinct.get(kind, {}).items() if len(ids) > 1}
 
 
+async def typed_events(scenario: Scenario, topic: str) -> TypedLedger:
+    """Tail ``topic`` from the beginning into a TypedLedger (stopped with the scenario)."""
+    ledger = TypedLedger()
+    tail = TopicTail(scenario.stack.kafka, [scenario.topic(topic)], ledger.add)
+    await tail.start()
+    scenario.tails.append(tail)
+    return ledger
+
+
 # --- the kill -------------------------------------------------------------------------------
+
+
+class Tripwire:
+    """A tail's record callback: feeds a ledger and, once armed, SIGKILLs a process the moment the ledger passes a mark.
+
+    Polling would let the process run on for up to a poll interval; killed from the callback, it
+    dies as soon as the record that passes the mark is readable (for the importer: while the rest
+    of a chunk may still wait for its acknowledgements, before the checkpoint moves).
+    """
+
+    def __init__(self, ledger: EventLedger) -> None:
+        self.ledger = ledger
+        self._instance: ServiceInstance | None = None
+        self._mark = 0
+        self.fired: tuple[float, float, int] | None = None  # monotonic and wall time of the kill, ledger.unique then
+
+    def arm(self, instance: ServiceInstance, mark: int) -> None:
+        self._instance, self._mark = instance, mark
+        self._check()
+
+    def __call__(self, record: Any) -> None:
+        self.ledger.add(record)
+        self._check()
+
+    def _check(self) -> None:
+        if self._instance is not None and self.fired is None and self.ledger.unique >= self._mark:
+            self._instance.kill()
+            self.fired = (time.monotonic(), time.time(), self.ledger.unique)
+
+
+async def tripwire_events(scenario: Scenario, topic: str) -> Tripwire:
+    """Tail ``topic`` into an EventLedger behind a Tripwire (stopped with the scenario)."""
+    tripwire = Tripwire(EventLedger())
+    tail = TopicTail(scenario.stack.kafka, [scenario.topic(topic)], tripwire)
+    await tail.start()
+    scenario.tails.append(tail)
+    return tripwire
 
 
 async def kill_half_way(
     scenario: Scenario,
     instance: ServiceInstance,
-    progress: Callable[[], Awaitable[int] | int],
+    progress: Callable[[], Awaitable[int] | int] | Tripwire,
     total: int,
     ledger: EventLedger,
     done: Callable[[], bool],
@@ -110,30 +156,44 @@ async def kill_half_way(
     rng: random.Random,
     low: float = 0.4,
     high: float = 0.6,
+    align: int = 1,
     timeout: float = 150.0,
+    after_kill: Callable[[], Awaitable[str]] | None = None,
 ) -> str:
     """Once ``progress`` passes a random mark between ``low`` and ``high`` of ``total``: SIGKILL, restart at once.
 
-    The fault's down time runs from the kill until the new process is ready; its recovery from the
-    kill until every partition of ``ledger``'s topic carries an event made after the kill.
-    Returns where the work stood when the process died, for the report.
+    ``progress`` is polled, or is a Tripwire that kills from its tail; ``align`` puts the mark on
+    the first item of a block of that size (the importer's chunk). The fault's down time runs from
+    the kill until the new process is ready; its recovery from the kill until every partition of
+    ``ledger``'s topic carries an event made after the kill. Returns where the work stood then
+    (with what ``after_kill``, run while the process is down, says).
     """
     mark = max(1, int(total * rng.uniform(low, high)))
+    if align > 1:
+        mark = max(1, round(mark / align)) * align + 1
+    if isinstance(progress, Tripwire):
+        progress.arm(instance, mark)
+        await until(lambda: progress.fired, timeout=timeout, what=f"{mark} of {total} {what}", interval=0.1)
+        assert progress.fired is not None
+        killed_at, killed_wall, at = progress.fired
+    else:
+        async def reached() -> int | None:
+            value = progress()
+            if asyncio.iscoroutine(value):
+                value = await value
+            return value if value >= mark else None
 
-    async def reached() -> int | None:
-        value = progress()
-        if asyncio.iscoroutine(value):
-            value = await value
-        return value if value >= mark else None
-
-    at = await until(reached, timeout=timeout, what=f"{mark} of {total} {what}", interval=0.1)
-    killed_at, killed_wall = time.monotonic(), time.time()
-    instance.kill()
+        at = await until(reached, timeout=timeout, what=f"{mark} of {total} {what}", interval=0.1)
+        killed_at, killed_wall = time.monotonic(), time.time()
+        instance.kill()
+    note = f"killed at {at}/{total} {what}"
+    if after_kill is not None:
+        note += f" ({await after_kill()})"
     await scenario.restart(instance)
     ready_after = time.monotonic() - killed_at
     recovered = await scenario.recovery(ledger, killed_wall, done, timeout=150.0)
-    scenario.faults.append(Fault(f"SIGKILL {instance.label} at {at}/{total} {what}", ready_after, recovered))
-    return f"killed at {at}/{total} {what}"
+    scenario.faults.append(Fault(f"SIGKILL {instance.label}", ready_after, recovered))
+    return note
 
 
 # --- importer -------------------------------------------------------------------------------
@@ -205,11 +265,3 @@ def create_tasks(ids: list[str], lead_ids: list[str]) -> tuple[list[Outgoing], d
         per_lead[lead_id] += 1
     return records, dict(per_lead)
 
-
-async def typed_events(scenario: Scenario, topic: str) -> TypedLedger:
-    """Tail ``topic`` from the beginning into a TypedLedger (stopped with the scenario)."""
-    ledger = TypedLedger()
-    tail = TopicTail(scenario.stack.kafka, [scenario.topic(topic)], ledger.add)
-    await tail.start()
-    scenario.tails.append(tail)
-    return ledger
