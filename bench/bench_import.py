@@ -4,7 +4,8 @@ Measured in one run on the local stack (Kafka + FerretDB):
   parse        open_rows over the file, nothing else (the reader's own speed);
   parse+map    the same plus build_mapping/row_to_lead per row (what the importer does before sending);
   bare insert  insert_many of the equivalent lead documents into FerretDB, 1000 at a time;
-  end to end   importer + leads service in-process: crm.import.start → every lead stored → crm.import.completed.
+  end to end   importer and leads service as separate processes, as deployed (``--in-process``: both in
+               this process, sharing one core): crm.import.start → every lead stored → crm.import.completed.
 
 ``--memory`` runs the parse+map path in a fresh subprocess for 10,000 and 1,000,000 CSV rows and reports
 each one's peak RSS (ru_maxrss), to show memory stays flat.
@@ -140,7 +141,7 @@ async def end_to_end(config, path: Path, rows: int, fmt: str) -> tuple[int, floa
             elapsed = time.perf_counter() - started
             if done[0].type != "crm.import.completed":
                 raise SystemExit(f"{fmt} import failed: {done[0].data}")
-            stored = await count_stored(leads, rows)
+            stored = await count_stored(leads.db, rows)
             if stored != rows or done[0].data.created != rows:
                 raise SystemExit(f"{fmt}: {stored} leads stored, completed says {done[0].data}; expected {rows}")
             return stored, elapsed
@@ -153,12 +154,74 @@ async def end_to_end(config, path: Path, rows: int, fmt: str) -> tuple[int, floa
         await client.close()
 
 
-async def count_stored(leads, rows: int) -> int:
+async def end_to_end_processes(config, path: Path, rows: int, fmt: str) -> tuple[int, float]:
+    """The same import with ``python -m services.leads`` and ``python -m services.importer`` running apart."""
+    from crmkit.principals import PrincipalRepository
+    from tests.support import Collector, Producer
+
+    prefix = f"b{uuid.uuid4().hex[:8]}."
+    databases = {"leads": f"{prefix[:-1]}_leads", "importer": f"{prefix[:-1]}_importer"}
+    root = Path(__file__).resolve().parent.parent
+    procs = []
+    for name, extra in (("leads", {"DUPLICATE_CHECK": "false"}), ("importer", {"POLL_INTERVAL_S": "0.1"})):
+        settings = {
+            "KAFKA_BOOTSTRAP_SERVERS": config.kafka_bootstrap, "MONGODB_URL": config.mongodb_url,
+            "TOPIC_PREFIX": prefix, "DATABASE": databases[name], "GROUP_ID": prefix + name,
+            "HTTP_PORT": str(_free_port()), "LOG_LEVEL": "WARNING", **extra,
+        }
+        env = {**os.environ, **{f"{name.upper()}_{k}": v for k, v in settings.items()}}
+        procs.append(subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=root, env=env, stdout=subprocess.DEVNULL))
+    client = make_client(config.mongodb_url)
+    try:
+        async with Producer(config.kafka_bootstrap, prefix) as producer, Collector(config.kafka_bootstrap, prefix, "crm.imports.events.v1") as events:
+            grant = build_message(UserLicenceGranted(user_id="bench", licence="crm"), source="bench")
+            await producer.send(DIRECTORY_EVENTS, grant, key="bench")
+            for database in databases.values():  # both services started and saw the grant
+                while not (await PrincipalRepository(client[database], []).get("bench")).licensed:
+                    if any(p.poll() is not None for p in procs):
+                        raise SystemExit("a service process exited before the import (its stderr is above)")
+                    await asyncio.sleep(0.1)
+            import_id = f"bench-{fmt}"
+            started = time.perf_counter()
+            await producer.send(IMPORTS_COMMANDS, build_message(StartImport(import_id=import_id, file_uri=str(path)), source="bench", actorid="bench"), key=import_id)
+            while not (done := [m for m in events.got.messages if m.type in ("crm.import.completed", "crm.import.failed")]):
+                if any(p.poll() is not None for p in procs):
+                    raise SystemExit("a service process exited during the import (its stderr is above)")
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            if done[0].type != "crm.import.completed":
+                raise SystemExit(f"{fmt} import failed: {done[0].data}")
+            stored = await count_stored(client[databases["leads"]], rows)
+            if stored != rows or done[0].data.created != rows:
+                raise SystemExit(f"{fmt}: {stored} leads stored, completed says {done[0].data}; expected {rows}")
+            return stored, elapsed
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for database in databases.values():
+            await client.drop_database(database)
+        await client.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def count_stored(db, rows: int) -> int:
     """Leads of the file found through the leads repository (every row has an external id)."""
     from services.importer.domain import derive_lead_id
     from services.leads.repository import LeadRepository
 
-    repo = LeadRepository(leads.db)
+    repo = LeadRepository(db)
     ids = [derive_lead_id("", 0, f"bench-{i}", "crm/importer") for i in range(rows)]
     stored = 0
     for start in range(0, rows, 1000):
@@ -198,6 +261,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="peak RSS for 10,000 vs 1,000,000 CSV rows")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--skip-xlsx", action="store_true")
+    parser.add_argument("--in-process", action="store_true", help="run the importer and leads service in this process")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
@@ -229,7 +293,7 @@ def main() -> None:
                 n, t = asyncio.run(bare_insert(config.mongodb_url, path))
                 table.append(("-", "bare insert_many", n, t))
             print(f"importing {fmt} end to end...", file=sys.stderr)
-            n, t = asyncio.run(end_to_end(config, path, rows, fmt))
+            n, t = asyncio.run((end_to_end if args.in_process else end_to_end_processes)(config, path, rows, fmt))
             table.append((fmt, "end to end", n, t))
     rates = {(f, what): n / t for f, what, n, t in table}
     bare = rates[("-", "bare insert_many")]

@@ -4,9 +4,11 @@ Compares, in one run on the local stack:
   bare      an aiokafka consumer that parses each record and bulk-inserts the document the service
             would store for it (built before the clock starts): the Kafka + database floor;
   service   the leads service (duplicate check off): every lead stored and its crm.lead.created published;
-  service+dup  the same with the duplicate check on (issue 4: cost of the check per create).
+  service+dup  the same with the duplicate check on (issue 4: cost of the check per create);
+  service xN   with --instances N: N leads services as separate processes in one consumer group,
+               as an operator scales it (the clock includes their start, as it does in-process).
 
-Run: .venv/bin/python bench/bench_leads.py [--leads 100000]
+Run: .venv/bin/python bench/bench_leads.py [--leads 100000] [--instances 2]
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import argparse
 import asyncio
 import json
 import os
+import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -172,25 +176,90 @@ async def service_run(bootstrap: str, mongodb: str, prefix: str, count: int, dup
         await admin.close()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def processes_run(bootstrap: str, mongodb: str, prefix: str, count: int, instances: int) -> float:
+    """``instances`` leads services started as ``python -m services.leads`` (duplicate check off)."""
+    database = f"{prefix.strip('.')}_procs"
+    group_id = f"{prefix}procs.leads"
+    env = {
+        **os.environ,
+        "LEADS_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LEADS_MONGODB_URL": mongodb, "LEADS_TOPIC_PREFIX": prefix,
+        "LEADS_DATABASE": database, "LEADS_GROUP_ID": group_id, "LEADS_DUPLICATE_CHECK": "false",
+        "LEADS_BATCH_MAX_RECORDS": os.environ.get("BENCH_BATCH", "1000"), "LEADS_BATCH_TIMEOUT_MS": "50",
+        "LEADS_WRITE_CHUNK": os.environ.get("BENCH_WRITE_CHUNK", "250"), "LEADS_LOG_LEVEL": "WARNING",
+        "LEADS_SERVICE_PRINCIPALS": '["bench"]',
+    }
+    root = Path(__file__).resolve().parent.parent
+    commands = EndOffsets(bootstrap, prefix + LEADS_COMMANDS)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    procs: list[subprocess.Popen] = []
+    try:
+        async with commands:
+            target = await commands.total()
+            started = time.perf_counter()
+            for _ in range(instances):
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "services.leads"], cwd=root, stdout=subprocess.DEVNULL,
+                    env={**env, "LEADS_HTTP_PORT": str(_free_port())},
+                ))
+            while True:
+                if any(p.poll() is not None for p in procs):
+                    raise RuntimeError("a leads process exited during the benchmark (its stderr is above)")
+                committed = await admin.list_consumer_group_offsets(group_id)
+                done = sum(m.offset for tp, m in committed.items() if tp.topic == prefix + LEADS_COMMANDS and m.offset > 0)
+                if done >= target:
+                    break
+                await asyncio.sleep(0.2)
+            elapsed = time.perf_counter() - started
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        await admin.close()
+    client = make_client(mongodb)
+    stored = await client[database]["leads"].count_documents({})
+    await client.drop_database(database)
+    await client.close()
+    assert stored == count, f"{stored} leads stored, expected {count}"
+    return elapsed
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--leads", type=int, default=100_000, help="commands to put on the topic (default 100000)")
     parser.add_argument("--skip-dup", action="store_true", help="skip the duplicate-check run")
+    parser.add_argument("--instances", type=int, default=0,
+                        help="also run N leads services as separate processes in one group (default: skip)")
     args = parser.parse_args()
     stack = Stack()
     stack.up()
     bootstrap, mongodb = stack.config.kafka_bootstrap, stack.config.mongodb_url
     results = []
     # Each contender gets its own copy of the input so none reads a warm page cache of the others' writes.
-    for name, runner in (("bare aiokafka + insert_many", None), ("leads service", False), ("leads service + duplicate check", True)):
-        if runner is True and args.skip_dup:
-            continue
+    contenders: list[tuple[str, bool | int | None]] = [("bare aiokafka + insert_many", None), ("leads service", False)]
+    if not args.skip_dup:
+        contenders.append(("leads service + duplicate check", True))
+    if args.instances:
+        contenders.append((f"leads service x{args.instances} processes", args.instances))
+    for name, runner in contenders:
         prefix = f"bench{uuid.uuid4().hex[:6]}."
         print(f"producing {args.leads} commands for: {name} ...", file=sys.stderr)
         await produce_commands(bootstrap, prefix, args.leads)
         print(f"running: {name} ...", file=sys.stderr)
         if runner is None:
             elapsed = await bare(bootstrap, mongodb, prefix, args.leads)
+        elif type(runner) is int:
+            elapsed = await processes_run(bootstrap, mongodb, prefix, args.leads, runner)
         else:
             elapsed, _ = await service_run(bootstrap, mongodb, prefix, args.leads, runner)
         results.append((name, elapsed))
@@ -200,7 +269,7 @@ async def main() -> None:
     for name, elapsed in results:
         rate = args.leads / elapsed
         print(f"{name:34} {elapsed:9.2f} {rate:10.0f} {rate / base_rate:8.2f}")
-    if len(results) == 3:
+    if not args.skip_dup:
         per_create_off = results[1][1] / args.leads * 1e6
         per_create_on = results[2][1] / args.leads * 1e6
         print(f"\nduplicate check: {per_create_on - per_create_off:+.1f} µs per create "

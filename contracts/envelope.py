@@ -40,7 +40,7 @@ class Envelope(BaseModel):
     def to_json_bytes(self) -> bytes:
         """Serialize as the compact JSON record value; unset optional attributes are omitted."""
         # Only top-level attributes are dropped: inside `data` some fields are required yet nullable.
-        unset = {name for name, value in self if value is None}
+        unset = {name for name, value in self.__dict__.items() if value is None}
         return self.model_dump_json(exclude=unset).encode("utf-8")
 
     def key_bytes(self) -> bytes:

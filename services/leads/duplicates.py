@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 from services.leads.domain import DuplicateMatch, Lead
 
@@ -46,12 +47,14 @@ def match_keys(lead: Lead) -> dict[str, str]:
     contact = lead.contact
     if contact is None:
         return {}
-    keys = {
-        "email": normalize_email(contact.email),
-        "phone": normalize_phone(contact.phone),
-        "name": normalize_name(contact.name),
-    }
-    return {key: value for key, value in keys.items() if value}
+    return dict(_contact_keys(contact.email, contact.phone, contact.name))
+
+
+@lru_cache(maxsize=4096)
+def _contact_keys(email: str | None, phone: str | None, name: str | None) -> tuple[tuple[str, str], ...]:
+    # Cached: a lead's keys are read when it is stored and again when it is indexed.
+    keys = (("email", normalize_email(email)), ("phone", normalize_phone(phone)), ("name", normalize_name(name)))
+    return tuple((key, value) for key, value in keys if value)
 
 
 def score_matches(
