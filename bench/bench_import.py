@@ -154,8 +154,9 @@ async def end_to_end(config, path: Path, rows: int, fmt: str) -> tuple[int, floa
         await client.close()
 
 
-async def end_to_end_processes(config, path: Path, rows: int, fmt: str) -> tuple[int, float]:
-    """The same import with ``python -m services.leads`` and ``python -m services.importer`` running apart."""
+async def end_to_end_processes(config, path: Path, rows: int, fmt: str, leads_instances: int = 1) -> tuple[int, float]:
+    """The same import with ``python -m services.leads`` (``leads_instances`` of them, one consumer
+    group) and ``python -m services.importer`` running as separate processes."""
     from crmkit.principals import PrincipalRepository
     from tests.support import Collector, Producer
 
@@ -163,7 +164,8 @@ async def end_to_end_processes(config, path: Path, rows: int, fmt: str) -> tuple
     databases = {"leads": f"{prefix[:-1]}_leads", "importer": f"{prefix[:-1]}_importer"}
     root = Path(__file__).resolve().parent.parent
     procs = []
-    for name, extra in (("leads", {"DUPLICATE_CHECK": "false"}), ("importer", {"POLL_INTERVAL_S": "0.1"})):
+    services = [("leads", {"DUPLICATE_CHECK": "false"})] * leads_instances + [("importer", {"POLL_INTERVAL_S": "0.1"})]
+    for name, extra in services:
         settings = {
             "KAFKA_BOOTSTRAP_SERVERS": config.kafka_bootstrap, "MONGODB_URL": config.mongodb_url,
             "TOPIC_PREFIX": prefix, "DATABASE": databases[name], "GROUP_ID": prefix + name,
@@ -262,6 +264,7 @@ def main() -> None:
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--skip-xlsx", action="store_true")
     parser.add_argument("--in-process", action="store_true", help="run the importer and leads service in this process")
+    parser.add_argument("--leads-instances", type=int, default=1, help="leads service processes (one consumer group)")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
@@ -293,7 +296,10 @@ def main() -> None:
                 n, t = asyncio.run(bare_insert(config.mongodb_url, path))
                 table.append(("-", "bare insert_many", n, t))
             print(f"importing {fmt} end to end...", file=sys.stderr)
-            n, t = asyncio.run((end_to_end if args.in_process else end_to_end_processes)(config, path, rows, fmt))
+            if args.in_process:
+                n, t = asyncio.run(end_to_end(config, path, rows, fmt))
+            else:
+                n, t = asyncio.run(end_to_end_processes(config, path, rows, fmt, args.leads_instances))
             table.append((fmt, "end to end", n, t))
     rates = {(f, what): n / t for f, what, n, t in table}
     bare = rates[("-", "bare insert_many")]
