@@ -12,6 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crmkit.mongo import ensure_indexes, find_by_ids
+from services.importer.idfilter import IdFilter
 from services.importer.domain import ROW_FIELDS, ImportJob, KnownLead
 
 _JOB_FIELDS = {f.name for f in dataclasses.fields(ImportJob)}
@@ -272,10 +273,13 @@ class LeadIndex:
         if ops:
             await self._col.bulk_write(ops, ordered=True)
 
-    async def external_ids(self) -> set[str]:
-        """Every external id known now: one pass over the ids, so a chunk looks up only those it
-        may update (FerretDB answers each id lookup in about a millisecond; a new row needs none)."""
-        return {doc["_id"] async for doc in self._col.find({}, {"_id": 1})}
+    async def external_ids(self, room: int) -> IdFilter:
+        """Every external id known now, in a filter with ``room`` ids to spare: one pass over the
+        ids, so a chunk looks up only the rows that may update (a new row needs no lookup)."""
+        known = IdFilter(await self._col.estimated_document_count() + room)
+        async for doc in self._col.find({}, {"_id": 1}):
+            known.add(doc["_id"])
+        return known
 
     async def by_external_ids(self, external_ids: Iterable[str]) -> dict[str, KnownLead]:
         ids = sorted(set(external_ids))

@@ -30,6 +30,7 @@ from contracts.leads import CreateLead, DeleteLead, UpdateLead
 from contracts.topics import IMPORTS_EVENTS, LEADS_COMMANDS
 from crmkit.messaging import Bus, Outbound, is_transient
 from services.importer import domain as d
+from services.importer.idfilter import IdFilter
 from services.importer.mapping import Mapping, build_mapping
 from services.importer.readers import Limits, RowSource, open_rows
 from services.importer.repository import ImportRepository, LeadIndex
@@ -146,8 +147,8 @@ class JobRunner:
             if not job.started_announced:
                 await self._announce_start(job, source, mapping)
             # External ids that exist when this run begins, plus those it sends: a row with any
-            # other id is a new lead and needs no lookup.
-            existing = await self.index.external_ids()
+            # other id is a new lead and needs no lookup (a filter of fixed size, not the ids).
+            existing = await self.index.external_ids(room=self.settings.max_rows)
             rows = iter(source)
             while True:
                 chunk = await asyncio.to_thread(self._read_chunk, rows, mapping, job)
@@ -195,7 +196,7 @@ class JobRunner:
         await self.imports.update(job.import_id, fields)
 
     async def _send_chunk(
-        self, job: d.ImportJob, chunk: list[tuple[list, d.RowResult]], mapping: Mapping, existing: set[str] | None = None
+        self, job: d.ImportJob, chunk: list[tuple[list, d.RowResult]], mapping: Mapping, existing: IdFilter | None = None
     ) -> None:
         results = [result for _, result in chunk]
         cells_of = {result.row_number: cells for cells, result in chunk}
