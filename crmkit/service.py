@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -27,6 +28,22 @@ from .settings import ServiceSettings
 log = logging.getLogger("crmkit.service")
 
 Hook = Callable[[], Awaitable[None]]
+
+# Python's cycle collector runs a young collection every 700 allocations and, now and then, a full
+# one that walks every object alive. A service allocates a few dozen objects per message and keeps
+# a large, growing heap (the leads index holds every lead's keys), so at 60,000 leads the collector
+# took 9.9 s of a 36.6 s intake (bench_leads). Rarer young collections, and the heap built at start
+# moved out of the collector's sight (gc.freeze), took that to 2 s. Nothing here relies on cycles
+# being freed early.
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
+def tune_gc(*, freeze: bool) -> None:
+    """Set the collector's thresholds; with ``freeze``, exempt every object alive now from it."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    if freeze:
+        gc.collect()
+        gc.freeze()
 
 
 class Service:
@@ -114,8 +131,10 @@ class Service:
             f"{self.name}: topics",
         )
         await until_available(self.bus.start, f"{self.name}: producer")  # hooks may publish
+        tune_gc(freeze=False)
         for hook in self._startup:
             await until_available(hook, f"{self.name}: start-up")
+        tune_gc(freeze=self.settings.gc_freeze)  # the start-up hooks warmed the caches: long-lived from here
         await until_available(self.broker.start, f"{self.name}: consumers")
         for loop in self._background:
             self._tasks.append(asyncio.create_task(loop(), name=f"{self.name}-background"))

@@ -43,6 +43,9 @@ class ServiceSettings(BaseSettings):
         description="User ids of the platform's own services, trusted as system actors",
     )
     log_level: str = Field("WARNING", description="Python log level")
+    gc_freeze: bool = Field(
+        True, description="After start-up, exempt the objects then alive from Python's cycle collector (gc.freeze)"
+    )
 
     @model_validator(mode="before")
     @classmethod

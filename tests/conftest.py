@@ -78,6 +78,7 @@ def settings_for(endpoints: Endpoints, isolation: Isolation) -> Callable:
             group_id=isolation.group(name),
             batch_timeout_ms=20,
             retry_backoff_max_s=1.0,
+            gc_freeze=False,  # one test process starts hundreds of services: freeze nothing it later drops
         )
         values.update(overrides)
         return cls(**values)
