@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import subprocess
 import sys
@@ -37,6 +36,8 @@ from crmkit.mongo import make_client  # noqa: E402
 from services.importer.domain import row_to_lead  # noqa: E402
 from services.importer.mapping import build_mapping  # noqa: E402
 from services.importer.readers import open_rows  # noqa: E402
+
+from processes import start_service, stop_all  # noqa: E402  (bench/processes.py)
 
 HEADER = ["Название", "Имя", "Телефон", "Эл. почта", "Компания", "ИНН", "Источник", "utm_source", "Внешний ID", "Описание"]
 
@@ -169,19 +170,16 @@ async def end_to_end_processes(
     prefix = f"b{uuid.uuid4().hex[:8]}."
     names = ["importer"] + ([] if dry_run else ["leads"])
     databases = {name: f"{prefix[:-1]}_{name}" for name in names}
-    root = Path(__file__).resolve().parent.parent
     services = [("importer", {"POLL_INTERVAL_S": "0.1"})]
     if not dry_run:
         services += [("leads", {"DUPLICATE_CHECK": "false"})] * leads_instances
-    procs = []
-    for name, extra in services:
-        settings = {
+    procs = [
+        start_service(name, {
             "KAFKA_BOOTSTRAP_SERVERS": config.kafka_bootstrap, "MONGODB_URL": config.mongodb_url,
-            "TOPIC_PREFIX": prefix, "DATABASE": databases[name], "GROUP_ID": prefix + name,
-            "HTTP_PORT": str(_free_port()), "LOG_LEVEL": "WARNING", **extra,
-        }
-        env = {**os.environ, **{f"{name.upper()}_{k}": v for k, v in settings.items()}}
-        procs.append(subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=root, env=env, stdout=subprocess.DEVNULL))
+            "TOPIC_PREFIX": prefix, "DATABASE": databases[name], "GROUP_ID": prefix + name, **extra,
+        })
+        for name, extra in services
+    ]
     client = make_client(config.mongodb_url)
     try:
         async with Producer(config.kafka_bootstrap, prefix) as producer, Collector(config.kafka_bootstrap, prefix, "crm.imports.events.v1") as events:
@@ -213,13 +211,7 @@ async def end_to_end_processes(
                 raise SystemExit(f"{fmt}: {stored} leads stored, completed says {done[0].data}; expected {rows}")
             return stored, elapsed, peak_kb
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         for database in databases.values():
             await client.drop_database(database)
         await client.close()
@@ -231,14 +223,6 @@ def _peak_rss_kb(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmHWM for process {pid}")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def count_stored(db, rows: int) -> int:

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,8 @@ from crmkit.messaging import ensure_topics  # noqa: E402
 from crmkit.mongo import make_client  # noqa: E402
 from services.leads.app import create_app  # noqa: E402
 from services.leads.settings import LeadsSettings  # noqa: E402
+
+from processes import start_service, stop_all  # noqa: E402  (bench/processes.py)
 
 
 async def produce_commands(bootstrap: str, prefix: str, count: int) -> None:
@@ -176,25 +177,16 @@ async def service_run(bootstrap: str, mongodb: str, prefix: str, count: int, dup
         await admin.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def processes_run(bootstrap: str, mongodb: str, prefix: str, count: int, instances: int) -> float:
     """``instances`` leads services started as ``python -m services.leads`` (duplicate check off)."""
     database = f"{prefix.strip('.')}_procs"
     group_id = f"{prefix}procs.leads"
-    env = {
-        **os.environ,
-        "LEADS_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LEADS_MONGODB_URL": mongodb, "LEADS_TOPIC_PREFIX": prefix,
-        "LEADS_DATABASE": database, "LEADS_GROUP_ID": group_id, "LEADS_DUPLICATE_CHECK": "false",
-        "LEADS_BATCH_MAX_RECORDS": os.environ.get("BENCH_BATCH", "1000"), "LEADS_BATCH_TIMEOUT_MS": "50",
-        "LEADS_WRITE_CHUNK": os.environ.get("BENCH_WRITE_CHUNK", "250"), "LEADS_LOG_LEVEL": "WARNING",
-        "LEADS_SERVICE_PRINCIPALS": '["bench"]',
+    settings = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MONGODB_URL": mongodb, "TOPIC_PREFIX": prefix,
+        "DATABASE": database, "GROUP_ID": group_id, "DUPLICATE_CHECK": "false",
+        "BATCH_MAX_RECORDS": os.environ.get("BENCH_BATCH", "1000"), "BATCH_TIMEOUT_MS": "50",
+        "WRITE_CHUNK": os.environ.get("BENCH_WRITE_CHUNK", "250"), "SERVICE_PRINCIPALS": '["bench"]',
     }
-    root = Path(__file__).resolve().parent.parent
     commands = EndOffsets(bootstrap, prefix + LEADS_COMMANDS)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -203,11 +195,7 @@ async def processes_run(bootstrap: str, mongodb: str, prefix: str, count: int, i
         async with commands:
             target = await commands.total()
             started = time.perf_counter()
-            for _ in range(instances):
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "services.leads"], cwd=root, stdout=subprocess.DEVNULL,
-                    env={**env, "LEADS_HTTP_PORT": str(_free_port())},
-                ))
+            procs.extend(start_service("leads", settings) for _ in range(instances))
             while True:
                 if any(p.poll() is not None for p in procs):
                     raise RuntimeError("a leads process exited during the benchmark (its stderr is above)")
@@ -218,13 +206,7 @@ async def processes_run(bootstrap: str, mongodb: str, prefix: str, count: int, i
                 await asyncio.sleep(0.2)
             elapsed = time.perf_counter() - started
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         await admin.close()
     client = make_client(mongodb)
     stored = await client[database]["leads"].count_documents({})

@@ -196,11 +196,21 @@ class ActivityHandlers:
         self.source = source
         self.publish = publish
         self.clock = clock
+        # Read once per batch (a batch is handled by one task at a time): the actors of its
+        # commands, and the task types until a command of the batch adds one.
+        self._actors: dict[str, Principal] = {}
+        self._types: dict[str, str] | None = None
+        self._leads: dict[str, Any] = {}  # the lead projection as read by this batch's task commands
 
     async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
         """Task commands, lead facts and disqualifications in; task events, summaries and disqualify commands out."""
         messages = [item.message for item in batch]
         await self.principals.apply([m for m in messages if PrincipalRepository.handles(m.type)])
+        self._actors = await self.principals.get_many(
+            {m.actorid for m in messages if m.actorid and (m.type in TASK_COMMANDS or m.type == "crm.task.type.add")}
+        )
+        self._types = None
+        self._leads = {}
         out: list[Outbound] = []
         touched: dict[str, Envelope] = {}
         for message in sorted(messages, key=lambda m: _PHASES.get(m.type, 2)):
@@ -214,6 +224,7 @@ class ActivityHandlers:
     async def _route(self, message: Envelope) -> _Result:
         if message.type in TASK_COMMANDS:
             return await self._task_command(message)
+        self._leads.clear()  # a lead fact may change what the next command reads
         if message.type == "crm.task.type.add":
             return await self._add_type(message)
         if message.type in LEAD_FACTS:
@@ -259,19 +270,19 @@ class ActivityHandlers:
     async def _decide(self, message: Envelope, task_id: str, stored: StoredTask | None, now: datetime) -> d.Change:
         """Which rule a command invokes, with the state it needs."""
         data = message.data
-        actor = actor_of(await self.principals.get(message.actorid or ""))
+        actor = actor_of(await self._actor(message.actorid))
         if message.type == "crm.task.create":
             fields = data.model_dump(exclude={"task_id"}, mode="python")
             fields["priority"] = _value(fields.get("priority"))
             return d.create_task(
-                actor, await self.leads.get(data.lead_id), task_id, fields, await self.types.all(), now,
+                actor, await self._lead(data.lead_id), task_id, fields, await self._task_types(), now,
                 existing=stored.task if stored else None,
             )
         d.require_licensed(actor)
         if stored is None:
             raise d.Rejected("not_found", f"task {task_id} does not exist", [("task_id", "unknown task")])
         task = stored.task
-        lead = await self.leads.get(task.lead_id)
+        lead = await self._lead(task.lead_id)
         match message.type:
             case "crm.task.update":
                 changes = {k: _value(v) for k, v in data.model_dump(exclude_unset=True, exclude={"task_id"}).items()}
@@ -285,6 +296,20 @@ class ActivityHandlers:
                 return d.cancel_task(actor, task, data.comment, now)
         raise AssertionError(f"unrouted message type {message.type}")
 
+    async def _actor(self, user_id: str | None) -> Principal:
+        found = self._actors.get(user_id or "")
+        return found if found is not None else await self.principals.get(user_id or "")
+
+    async def _lead(self, lead_id: str) -> Any:
+        if lead_id not in self._leads:
+            self._leads[lead_id] = await self.leads.get(lead_id)
+        return self._leads[lead_id]
+
+    async def _task_types(self) -> dict[str, str]:
+        if self._types is None:
+            self._types = await self.types.all()
+        return self._types
+
     async def _ensure_follow_up(self, task: d.Task) -> None:
         """Store the call a `no_answer` scheduled; derived from the completed task, so a replay stores the same one."""
         call = d.next_call(task, next_call_id(task.task_id))
@@ -296,8 +321,9 @@ class ActivityHandlers:
         if await self.types.added_by(data.type_id) == message.id:
             return _Result()
         try:
-            actor = actor_of(await self.principals.get(message.actorid or ""))
-            d.add_task_type(actor, data.type_id, data.name, await self.types.all())
+            actor = actor_of(await self._actor(message.actorid))
+            d.add_task_type(actor, data.type_id, data.name, await self._task_types())
+            self._types = None  # read again by the next command that needs them
             if not await self.types.add(data.type_id, data.name, message.id):
                 raise d.Rejected("conflict", f"task type {data.type_id!r} already exists", [("type_id", "already exists")])
         except d.Rejected as exc:

@@ -1,0 +1,35 @@
+"""Service processes for the benchmarks: started as ``python -m services.<name>``, stopped together."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_service(name: str, settings: dict[str, str]) -> subprocess.Popen:
+    """``services.<name>`` with ``settings`` as ``<NAME>_<KEY>`` environment variables and a free HTTP port."""
+    values = {"HTTP_PORT": str(free_port()), "LOG_LEVEL": "WARNING", **settings}
+    env = {**os.environ, **{f"{name.upper()}_{key}": value for key, value in values.items()}}
+    return subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+
+
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each (they finish the batch in hand), then SIGKILL what is still running after 20 s."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
