@@ -12,7 +12,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crmkit.mongo import ensure_indexes, find_by_ids
-from services.importer.idfilter import IdFilter
 from services.importer.domain import ROW_FIELDS, ImportJob, KnownLead
 
 _JOB_FIELDS = {f.name for f in dataclasses.fields(ImportJob)}
@@ -239,8 +238,8 @@ class ImportRepository:
 class LeadIndex:
     """The importer's projection of leads with an external id, keyed by the external id.
 
-    Keyed by external id so that a chunk's lookups are by `_id` (FerretDB pushes only
-    `_id` filters down to its storage); when several leads share one external id the latest wins."""
+    Keyed by external id so that a chunk's lookups are `_id $in`, served from the `_id` index on
+    both backends; when several leads share one external id the latest wins."""
 
     def __init__(self, db: AsyncDatabase) -> None:
         self._col = db["lead_index"]
@@ -272,14 +271,6 @@ class LeadIndex:
                        if lead_id not in cards)
         if ops:
             await self._col.bulk_write(ops, ordered=True)
-
-    async def external_ids(self, room: int) -> IdFilter:
-        """Every external id known now, in a filter with ``room`` ids to spare: one pass over the
-        ids, so a chunk looks up only the rows that may update (a new row needs no lookup)."""
-        known = IdFilter(await self._col.estimated_document_count() + room)
-        async for doc in self._col.find({}, {"_id": 1}):
-            known.add(doc["_id"])
-        return known
 
     async def by_external_ids(self, external_ids: Iterable[str]) -> dict[str, KnownLead]:
         ids = sorted(set(external_ids))
