@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -251,7 +252,10 @@ class LeadIndex:
         """Cards are the latest per lead in a batch (events of one lead arrive in order)."""
         new, changed = [], []
         for lead_id, card in cards.items():
-            doc = {"_id": card["external_id"], "lead_id": lead_id, "fields": {name: card.get(name) for name in ROW_FIELDS},
+            # The fields as one JSON string: FerretDB stores a nested document field by field, and
+            # this write comes once per imported row (10,700 vs 18,500 inserts a second).
+            fields = json.dumps({name: card.get(name) for name in ROW_FIELDS}, ensure_ascii=False, separators=(",", ":"))
+            doc = {"_id": card["external_id"], "lead_id": lead_id, "fields": fields,
                    "deleted": bool(card.get("deleted"))}
             if lead_id in created_by:
                 new.append({**doc, "created_by_import": created_by[lead_id]})
@@ -277,6 +281,14 @@ class LeadIndex:
         if not ids:
             return {}
         return {
-            doc["_id"]: KnownLead(doc["lead_id"], doc.get("fields") or {}, doc.get("created_by_import"), bool(doc.get("deleted")))
+            doc["_id"]: KnownLead(doc["lead_id"], _fields_of(doc), doc.get("created_by_import"), bool(doc.get("deleted")))
             for doc in await find_by_ids(self._col, ids)
         }
+
+
+def _fields_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """A projection entry's fields: a JSON string, or a document as written before it was one."""
+    fields = doc.get("fields")
+    if isinstance(fields, str):
+        return json.loads(fields)
+    return fields or {}

@@ -74,3 +74,11 @@ def test_finished_when_every_row_read_has_an_outcome():
     assert (counts.created, counts.updated, counts.rejected, counts.duplicates, counts.settled) == (2, 1, 1, 1, 5)
     assert d.is_finished(job, counts)
     assert not d.is_finished(job, d.job_counts(job, {"created": 1}))
+
+
+def test_projection_fields_are_read_in_both_stored_forms():
+    from services.importer.repository import _fields_of
+
+    assert _fields_of({"fields": '{"title":"Заявка","phone":null}'}) == {"title": "Заявка", "phone": None}
+    assert _fields_of({"fields": {"title": "Заявка"}}) == {"title": "Заявка"}  # written before it was a string
+    assert _fields_of({}) == {}
