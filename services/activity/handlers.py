@@ -200,7 +200,7 @@ class ActivityHandlers:
         # commands, and the task types until a command of the batch adds one.
         self._actors: dict[str, Principal] = {}
         self._types: dict[str, str] | None = None
-        self._leads: dict[str, Any] = {}  # the lead projection as read by this batch's task commands
+        self._leads: dict[str, d.LeadInfo | None] = {}  # the lead projection as this batch's commands read it
 
     async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
         """Task commands, lead facts and disqualifications in; task events, summaries and disqualify commands out."""
@@ -300,7 +300,7 @@ class ActivityHandlers:
         found = self._actors.get(user_id or "")
         return found if found is not None else await self.principals.get(user_id or "")
 
-    async def _lead(self, lead_id: str) -> Any:
+    async def _lead(self, lead_id: str) -> d.LeadInfo | None:
         if lead_id not in self._leads:
             self._leads[lead_id] = await self.leads.get(lead_id)
         return self._leads[lead_id]

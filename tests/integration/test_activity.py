@@ -19,6 +19,7 @@ from contracts.topics import (
     QUALIFICATION_COMMANDS,
     QUALIFICATION_EVENTS,
 )
+from crmkit.messaging import Inbound
 from crmkit.principals import PrincipalRepository
 from services.activity.app import create_app
 from services.activity.handlers import next_call_id
@@ -382,6 +383,25 @@ async def test_refusals_carry_their_reason_codes(settings_for, run_service, endp
         await producer.send(ACTIVITY_COMMANDS, visit)
         await wait_until(lambda: [m for m in events.got.of_type("crm.task.created") if m.data.task_id == "V1"], what="site visit")
         assert {t.task_id for t in await tasks.search()} == {"T1", "V1"}  # nothing refused was stored
+
+
+async def test_one_batch_sees_its_own_new_type_and_lead(settings_for, run_service, endpoints, isolation):
+    """The handler reads actors, task types and leads once per batch; what the batch itself adds counts."""
+    activity = await start_activity(settings_for, run_service)
+    async with Producer(endpoints.kafka, isolation.prefix) as producer:
+        await activity_ready(activity, producer, users=("alice", "root"), admins=("root",))
+    due = datetime.now(UTC) + 2 * DAY
+    batch = [
+        (ACTIVITY_COMMANDS, command(payload("crm.task.type.add", type_id="demo-visit", name="Demo visit"), actor="root")),
+        (ACTIVITY_COMMANDS, task_cmd("L7", "V7", due, type="demo-visit")),
+        (LEADS_EVENTS, lead_card("L7")),  # after the commands in the batch, applied before them
+    ]
+    out = await activity.handlers.on_batch([Inbound(topic, 0, i, m) for i, (topic, m) in enumerate(batch)])
+    kinds = [o.message.type for o in out]
+    assert "crm.command.rejected" not in kinds, [o.message.data for o in out if o.message.type == "crm.command.rejected"]
+    assert [o.message.data.task_id for o in out if o.message.type == "crm.task.created"] == ["V7"]
+    stored = await TaskRepository(activity.db).view("V7")
+    assert stored is not None and stored.type == "demo-visit" and stored.lead_id == "L7"
 
 
 # --- HTTP -------------------------------------------------------------------------------------
