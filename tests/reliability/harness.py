@@ -510,18 +510,20 @@ class Scenario:
         instance.start()
         await instance.wait_ready()
 
-    async def events(self, topic: str) -> EventLedger:
-        ledger = EventLedger()
-        tail = TopicTail(self.stack.kafka, [self.topic(topic)], ledger.add)
+    async def tail(self, topics: Sequence[str], on_record: Callable[[Any], None]) -> None:
+        """Feed every record of these (physical) topics, from the beginning, to ``on_record`` until the scenario ends."""
+        tail = TopicTail(self.stack.kafka, list(topics), on_record)
         await tail.start()
         self.tails.append(tail)
+
+    async def events(self, topic: str) -> EventLedger:
+        ledger = EventLedger()
+        await self.tail([self.topic(topic)], ledger.add)
         return ledger
 
     async def dlq(self, topics: Sequence[str]) -> DlqLedger:
         ledger = DlqLedger()
-        tail = TopicTail(self.stack.kafka, [dlq_topic(self.topic(t)) for t in topics], ledger.add)
-        await tail.start()
-        self.tails.append(tail)
+        await self.tail([dlq_topic(self.topic(t)) for t in topics], ledger.add)
         return ledger
 
     def collection(self, service: str, name: str):

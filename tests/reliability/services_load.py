@@ -36,7 +36,6 @@ from tests.reliability.harness import (
     Outgoing,
     Scenario,
     ServiceInstance,
-    TopicTail,
     envelope_record,
     until,
 )
@@ -98,9 +97,7 @@ class TypedLedger(EventLedger):
 async def typed_events(scenario: Scenario, topic: str) -> TypedLedger:
     """Tail ``topic`` from the beginning into a TypedLedger (stopped with the scenario)."""
     ledger = TypedLedger()
-    tail = TopicTail(scenario.stack.kafka, [scenario.topic(topic)], ledger.add)
-    await tail.start()
-    scenario.tails.append(tail)
+    await scenario.tail([scenario.topic(topic)], ledger.add)
     return ledger
 
 
@@ -111,8 +108,8 @@ class Tripwire:
     """A tail's record callback: feeds a ledger and, once armed, SIGKILLs a process the moment the ledger passes a mark.
 
     Polling would let the process run on for up to a poll interval; killed from the callback, it
-    dies as soon as the record that passes the mark is readable (for the importer: while the rest
-    of a chunk may still wait for its acknowledgements, before the checkpoint moves).
+    dies as soon as the tail reads the record that passes the mark (the tail itself lags the
+    process by a fetch, so the process may be a little further on).
     """
 
     def __init__(self, ledger: EventLedger) -> None:
@@ -138,9 +135,7 @@ class Tripwire:
 async def tripwire_events(scenario: Scenario, topic: str) -> Tripwire:
     """Tail ``topic`` into an EventLedger behind a Tripwire (stopped with the scenario)."""
     tripwire = Tripwire(EventLedger())
-    tail = TopicTail(scenario.stack.kafka, [scenario.topic(topic)], tripwire)
-    await tail.start()
-    scenario.tails.append(tail)
+    await scenario.tail([scenario.topic(topic)], tripwire)
     return tripwire
 
 
