@@ -1,10 +1,10 @@
 """An in-memory index of leads by duplicate key and by linked upstream record, fed by the lead events.
 
 The duplicate check on every create and the snapshot fan-out on every directory change would cost
-a query each (on FerretDB, an index lookup on every write path, and each secondary index slows
-every write; upstream FerretDB even scanned), so each instance keeps this index instead: warmed from the database at
-start, then kept current by its own writes and by ``crm.leads.events.v1`` (so it sees what the
-other instances write too). It costs about 200 bytes per lead.
+a database query each, on the write path, plus secondary indexes that slow every write (upstream
+FerretDB even scanned for them). So each instance keeps this index instead: warmed from the
+database at start, then kept current by its own writes and by ``crm.leads.events.v1`` (so it sees
+what the other instances write too). It costs about 200 bytes per lead.
 """
 
 from __future__ import annotations
