@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -134,7 +135,34 @@ class EndOffsets:
         return sum((await self._consumer.end_offsets(self._partitions)).values())
 
 
-async def service_run(bootstrap: str, mongodb: str, prefix: str, count: int, duplicate_check: bool) -> tuple[float, int]:
+async def until_committed(admin: AIOKafkaAdminClient, group_id: str, topic: str, target: int,
+                          check: Callable[[], None] = lambda: None) -> None:
+    """Poll the group's committed offsets on ``topic`` until they add up to ``target``.
+
+    A service commits a batch only after its leads are stored and its events acknowledged, so
+    committed == end offsets means every command is done. ``check`` raises to stop early.
+    """
+    while True:
+        check()
+        committed = await admin.list_consumer_group_offsets(group_id)
+        done = sum(m.offset for tp, m in committed.items() if tp.topic == topic and m.offset > 0)
+        if done >= target:
+            return
+        await asyncio.sleep(0.2)
+
+
+async def count_and_drop(mongodb: str, database: str, count: int) -> None:
+    """Check every lead was stored, then drop the contender's database."""
+    client = make_client(mongodb)
+    try:
+        stored = await client[database]["leads"].count_documents({})
+        assert stored == count, f"{stored} leads stored, expected {count}"
+    finally:
+        await client.drop_database(database)
+        await client.close()
+
+
+async def service_run(bootstrap: str, mongodb: str, prefix: str, count: int, duplicate_check: bool) -> float:
     name = "dup" if duplicate_check else "nodup"
     out_prefix = f"{prefix}{name}."
     # The service reads the shared command topic through its own prefix-free view: give it the
@@ -155,24 +183,12 @@ async def service_run(bootstrap: str, mongodb: str, prefix: str, count: int, dup
             started = time.perf_counter()
             await service.start()
             try:
-                # The service commits a batch only after its leads are stored and its events
-                # acknowledged, so committed == end offsets means every command is done.
-                while True:
-                    committed = await admin.list_consumer_group_offsets(settings.group_id)
-                    done = sum(m.offset for tp, m in committed.items() if tp.topic == prefix + LEADS_COMMANDS and m.offset > 0)
-                    if done >= target:
-                        print(f"committed {done} of {target}", file=sys.stderr)
-                        break
-                    await asyncio.sleep(0.2)
+                await until_committed(admin, settings.group_id, prefix + LEADS_COMMANDS, target)
                 elapsed = time.perf_counter() - started
             finally:
                 await service.stop()
-        client = make_client(mongodb)
-        stored = await client[settings.database]["leads"].count_documents({})
-        assert stored == count, f"{stored} leads stored, expected {count}"
-        await client.drop_database(settings.database)
-        await client.close()
-        return elapsed, stored
+        await count_and_drop(mongodb, settings.database, count)
+        return elapsed
     finally:
         await admin.close()
 
@@ -196,23 +212,17 @@ async def processes_run(bootstrap: str, mongodb: str, prefix: str, count: int, i
             target = await commands.total()
             started = time.perf_counter()
             procs.extend(start_service("leads", settings) for _ in range(instances))
-            while True:
+
+            def alive() -> None:
                 if any(p.poll() is not None for p in procs):
                     raise RuntimeError("a leads process exited during the benchmark (its stderr is above)")
-                committed = await admin.list_consumer_group_offsets(group_id)
-                done = sum(m.offset for tp, m in committed.items() if tp.topic == prefix + LEADS_COMMANDS and m.offset > 0)
-                if done >= target:
-                    break
-                await asyncio.sleep(0.2)
+
+            await until_committed(admin, group_id, prefix + LEADS_COMMANDS, target, alive)
             elapsed = time.perf_counter() - started
     finally:
         stop_all(procs)
         await admin.close()
-    client = make_client(mongodb)
-    stored = await client[database]["leads"].count_documents({})
-    await client.drop_database(database)
-    await client.close()
-    assert stored == count, f"{stored} leads stored, expected {count}"
+    await count_and_drop(mongodb, database, count)
     return elapsed
 
 
@@ -228,23 +238,22 @@ async def main() -> None:
     bootstrap, mongodb = stack.config.kafka_bootstrap, stack.config.mongodb_url
     results = []
     # Each contender gets its own copy of the input so none reads a warm page cache of the others' writes.
-    contenders: list[tuple[str, bool | int | None]] = [("bare aiokafka + insert_many", None), ("leads service", False)]
+    n = args.leads
+    contenders: list[tuple[str, Callable[[str], Awaitable[float]]]] = [
+        ("bare aiokafka + insert_many", lambda prefix: bare(bootstrap, mongodb, prefix, n)),
+        ("leads service", lambda prefix: service_run(bootstrap, mongodb, prefix, n, False)),
+    ]
     if not args.skip_dup:
-        contenders.append(("leads service + duplicate check", True))
+        contenders.append(("leads service + duplicate check", lambda prefix: service_run(bootstrap, mongodb, prefix, n, True)))
     if args.instances:
-        contenders.append((f"leads service x{args.instances} processes", args.instances))
-    for name, runner in contenders:
+        contenders.append((f"leads service x{args.instances} processes",
+                           lambda prefix: processes_run(bootstrap, mongodb, prefix, n, args.instances)))
+    for name, run in contenders:
         prefix = f"bench{uuid.uuid4().hex[:6]}."
-        print(f"producing {args.leads} commands for: {name} ...", file=sys.stderr)
-        await produce_commands(bootstrap, prefix, args.leads)
+        print(f"producing {n} commands for: {name} ...", file=sys.stderr)
+        await produce_commands(bootstrap, prefix, n)
         print(f"running: {name} ...", file=sys.stderr)
-        if runner is None:
-            elapsed = await bare(bootstrap, mongodb, prefix, args.leads)
-        elif type(runner) is int:
-            elapsed = await processes_run(bootstrap, mongodb, prefix, args.leads, runner)
-        else:
-            elapsed, _ = await service_run(bootstrap, mongodb, prefix, args.leads, runner)
-        results.append((name, elapsed))
+        results.append((name, await run(prefix)))
     base_rate = args.leads / results[0][1]
     print()
     print(f"{'contender':34} {'seconds':>9} {'leads/s':>10} {'vs bare':>8}")
