@@ -257,6 +257,11 @@ class BatchProcessor:
             return
 
 
+async def _raw_records(message: Any) -> None:
+    """A FastStream decoder that decodes nothing: ``BatchProcessor`` parses the raw records itself."""
+    return None
+
+
 def subscribe_batches(
     broker: KafkaBroker,
     settings: ServiceSettings,
@@ -280,6 +285,8 @@ def subscribe_batches(
         # Range assignment gives one instance the same partition number of every topic, and a lead
         # id hashes to the same partition number on every topic: one instance owns all of a lead.
         partition_assignment_strategy=(RangePartitionAssignor,),
+        # The handler reads the raw records: FastStream's per-record decoding is skipped.
+        decoder=_raw_records,
         title=title,
         description=description,
     )

@@ -25,6 +25,7 @@ from contracts.common import FieldError
 from contracts.qualification import DisqualifyLead
 from contracts.rejections import CommandRejected
 from contracts.topics import ACTIVITY_EVENTS, QUALIFICATION_COMMANDS
+from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
 from services.activity import domain as d
@@ -47,7 +48,7 @@ Publish = Callable[[Sequence[Outbound]], Awaitable[None]]
 
 
 def stable_id(*parts: str) -> str:
-    return str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(parts)))
+    return uuid5(_ID_NAMESPACE, "\x1f".join(parts))
 
 
 def task_id_of(message: Envelope) -> str:
@@ -60,7 +61,7 @@ def task_id_of(message: Envelope) -> str:
 def next_call_id(task_id: str) -> str:
     """uuid5(task_id, "next-call"): the one call a `no_answer` may schedule, whatever the redeliveries."""
     try:
-        return str(uuid.uuid5(uuid.UUID(task_id), "next-call"))
+        return uuid5(uuid.UUID(task_id), "next-call")
     except ValueError:  # an outside system chose a task id that is not a UUID
         return stable_id(d.next_call_id(task_id))
 

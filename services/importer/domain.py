@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
+from crmkit.ids import uuid5
+
 if TYPE_CHECKING:
     from services.importer.mapping import Mapping
 
@@ -64,15 +66,15 @@ class RowResult:
 
 def command_id(import_id: str, row_number: int) -> str:
     """The CloudEvents id of the create command for a row: the same on every retry or resume."""
-    return str(uuid.uuid5(IMPORT_NAMESPACE, f"command:{import_id}:{row_number}"))
+    return uuid5(IMPORT_NAMESPACE, f"command:{import_id}:{row_number}")
 
 
 def derive_lead_id(import_id: str, row_number: int, external_id: str | None, source: str | None) -> str:
     """Stable lead id: by source + external id when there is one (so a re-import updates the
     same lead), else by import and row (so a resumed import never creates a row twice)."""
     if external_id:
-        return str(uuid.uuid5(IMPORT_NAMESPACE, f"external:{source or ''}:{external_id}"))
-    return str(uuid.uuid5(IMPORT_NAMESPACE, f"row:{import_id}:{row_number}"))
+        return uuid5(IMPORT_NAMESPACE, f"external:{source or ''}:{external_id}")
+    return uuid5(IMPORT_NAMESPACE, f"row:{import_id}:{row_number}")
 
 
 def normalize_phone(value: str) -> str | None:

@@ -11,6 +11,7 @@ from contracts import Envelope, build_message
 from contracts.imports import ImportRowRejected
 from contracts.rejections import CommandRejected
 from contracts.topics import IMPORTS_COMMANDS, IMPORTS_EVENTS, LEADS_EVENTS
+from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import PrincipalRepository
 from services.importer import domain as d
@@ -84,7 +85,7 @@ class ImporterHandlers:
         payload = CommandRejected(command_id=message.id, command_type=message.type, reason_code=code, message=text)
         envelope = build_message(
             payload, source=self.source, subject=message.data.import_id,
-            id=str(uuid.uuid5(_REJECTION_NAMESPACE, message.id)), causationid=message.id,
+            id=uuid5(_REJECTION_NAMESPACE, message.id), causationid=message.id,
             correlationid=message.correlationid or message.id, actorid=message.actorid,
         )
         return Outbound(IMPORTS_EVENTS, envelope, key=message.data.import_id)

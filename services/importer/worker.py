@@ -28,6 +28,7 @@ from contracts.imports import (
 )
 from contracts.leads import CreateLead, DeleteLead, UpdateLead
 from contracts.topics import IMPORTS_EVENTS, LEADS_COMMANDS
+from crmkit.ids import uuid5
 from crmkit.messaging import Bus, Outbound, is_transient
 from services.importer import domain as d
 from services.importer.mapping import Mapping, build_mapping
@@ -42,7 +43,7 @@ _EVENT_NAMESPACE = uuid.UUID("0c3f1d7e-8a52-4c61-9e0b-2f4a6d8c1b35")
 
 
 def event_id(import_id: str, *parts: Any) -> str:
-    return str(uuid.uuid5(_EVENT_NAMESPACE, "\x1f".join([import_id, *map(str, parts)])))
+    return uuid5(_EVENT_NAMESPACE, "\x1f".join([import_id, *map(str, parts)]))
 
 
 def local_path(file_uri: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections import defaultdict
@@ -12,13 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import contracts.leads as ev
-from contracts import Envelope, build_message
+from contracts import Envelope, build_message, envelope_class
 from contracts.activity import LeadActivitySummary
 from contracts.common import FieldError
 from contracts.directory import CompanyUpserted, ContactUpserted, ProductUpserted
 from contracts.qualification import LeadDisqualified, LeadQualified
 from contracts.rejections import CommandRejected
 from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
+from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
@@ -56,8 +58,8 @@ def derived_lead_id(message: Envelope) -> str:
     if data.lead_id:
         return data.lead_id
     if data.external_id:
-        return str(uuid.uuid5(_ID_NAMESPACE, f"{message.source}\x1f{data.external_id}"))
-    return str(uuid.uuid5(_ID_NAMESPACE, f"msg\x1f{message.id}"))
+        return uuid5(_ID_NAMESPACE, f"{message.source}\x1f{data.external_id}")
+    return uuid5(_ID_NAMESPACE, f"msg\x1f{message.id}")
 
 
 def lead_id_of(message: Envelope) -> str:
@@ -98,6 +100,10 @@ def _payload(event: Any) -> Any:
     return simple[type(event)].model_validate(event.__dict__)
 
 
+def _event_id(cause: Envelope, subject: str | None, index: int, type_name: str) -> str:
+    return uuid5(_ID_NAMESPACE, f"{cause.id}\x1f{subject}\x1f{index}\x1f{type_name}")
+
+
 def to_messages(events: Sequence[Any], cause: Envelope, source: str, subject: str | None) -> list[Envelope]:
     messages = []
     for index, event in enumerate(events):
@@ -107,13 +113,68 @@ def to_messages(events: Sequence[Any], cause: Envelope, source: str, subject: st
                 payload,
                 source=source,
                 subject=subject,
-                id=str(uuid.uuid5(_ID_NAMESPACE, f"{cause.id}\x1f{subject}\x1f{index}\x1f{payload.TYPE}")),
+                id=_event_id(cause, subject, index, payload.TYPE),
                 correlationid=cause.correlationid or cause.id,
                 causationid=cause.id,
                 actorid=cause.actorid,
             )
         )
     return messages
+
+
+# Events that carry the whole card: their data is the card's JSON plus `changed_fields`.
+_CARD_EVENTS: dict[type, type[ev.Payload]] = {d.LeadCreated: ev.LeadCreated, d.LeadUpdated: ev.LeadUpdated}
+
+
+class CardJson:
+    """Each lead card's JSON, serialized once per batch and shared by its events and its stored document.
+
+    A card event is not re-validated against the contract: the card was validated as a domain
+    ``Lead``, whose JSON is the contract's ``LeadCard`` (a unit test holds the two equal). The
+    envelope is built with ``model_construct`` and published as the spliced bytes.
+    """
+
+    def __init__(self) -> None:
+        self._cards: dict[int, tuple[d.Lead, bytes]] = {}
+
+    def clear(self) -> None:
+        self._cards.clear()
+
+    def of(self, lead: d.Lead) -> bytes:
+        hit = self._cards.get(id(lead))
+        if hit is None or hit[0] is not lead:  # the lead is kept in the entry, so its id is not reused
+            hit = self._cards[id(lead)] = (lead, lead.model_dump_json().encode())
+        return hit[1]
+
+    def cached(self, lead: d.Lead) -> bytes | None:
+        hit = self._cards.get(id(lead))
+        return hit[1] if hit is not None and hit[0] is lead else None
+
+    def messages(self, events: Sequence[Any], cause: Envelope, source: str, subject: str | None) -> list[tuple[Envelope, bytes]]:
+        """``to_messages`` with each message's wire bytes; card events spliced from the card's JSON."""
+        out: list[tuple[Envelope, bytes]] = []
+        for index, event in enumerate(events):
+            cls = _CARD_EVENTS.get(type(event))
+            if cls is None:
+                payload = _payload(event)
+                message = build_message(
+                    payload, source=source, subject=subject, id=_event_id(cause, subject, index, payload.TYPE),
+                    correlationid=cause.correlationid or cause.id, causationid=cause.id, actorid=cause.actorid,
+                )
+                out.append((message, message.to_json_bytes()))
+                continue
+            changed = list(getattr(event, "changed_fields", ()))
+            card = cls.model_construct(**event.lead.__dict__, changed_fields=changed)
+            message = envelope_class(cls.TYPE).model_construct(
+                specversion="1.0", id=_event_id(cause, subject, index, cls.TYPE), type=cls.TYPE, source=source,
+                time=datetime.now(UTC), subject=subject, datacontenttype="application/json",
+                correlationid=cause.correlationid or cause.id, causationid=cause.id, actorid=cause.actorid, data=card,
+            )
+            unset = {name for name, value in message.__dict__.items() if value is None}
+            head = message.model_dump_json(exclude=unset | {"data"}).encode()
+            tail = b',"changed_fields":' + json.dumps(changed).encode() + b"}}"
+            out.append((message, head[:-1] + b',"data":' + self.of(event.lead)[:-1] + tail))
+        return out
 
 
 def rejection(cause: Envelope, exc: d.Rejected, source: str, lead_id: str | None) -> Envelope:
@@ -129,7 +190,7 @@ def rejection(cause: Envelope, exc: d.Rejected, source: str, lead_id: str | None
         payload,
         source=source,
         subject=lead_id,
-        id=str(uuid.uuid5(_ID_NAMESPACE, f"{cause.id}\x1frejected")),
+        id=uuid5(_ID_NAMESPACE, f"{cause.id}\x1frejected"),
         correlationid=cause.correlationid or cause.id,
         causationid=cause.id,
         actorid=cause.actorid,
@@ -188,11 +249,13 @@ class LeadsHandlers:
         self.clock = clock
         # Lead events serialized once, when stored with their lead, and published as those bytes.
         self._wire: dict[str, bytes] = {}
+        self._cards = CardJson()
 
     async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
         """Lead commands, upstream facts (qualification, activity, directory) in; lead events out."""
         messages = [item.message for item in batch]
         self._wire.clear()
+        self._cards.clear()
         await self.principals.apply([m for m in messages if PrincipalRepository.handles(m.type)])
         out: list[Envelope] = []
         for message in messages:
@@ -204,6 +267,7 @@ class LeadsHandlers:
         wire = self._wire
         outbound = [Outbound(LEADS_EVENTS, m, key=m.subject or _pipeline_key(m), value=wire.get(m.id)) for m in out]
         wire.clear()
+        self._cards.clear()
         records = [m for m in messages if m.type in DIRECTORY_RECORDS]
         if records:
             outbound.extend(await self._directory_records(records))
@@ -218,7 +282,7 @@ class LeadsHandlers:
         created = build_message(
             ev.PipelineCreated.model_validate(pipeline.model_dump()),
             source=self.source,
-            id=str(uuid.uuid5(_ID_NAMESPACE, "default-pipeline-created")),
+            id=uuid5(_ID_NAMESPACE, "default-pipeline-created"),
         )
         owed = await self.pipelines.ensure_default(pipeline, created.to_json_bytes().decode())
         if owed is None:
@@ -226,7 +290,7 @@ class LeadsHandlers:
         return [Outbound(LEADS_EVENTS, Envelope.model_validate_json(owed), key=pipeline.pipeline_id)]
 
     async def _pipeline_command(self, message: Envelope) -> list[Envelope]:
-        pipeline_id = getattr(message.data, "pipeline_id", None) or str(uuid.uuid5(_ID_NAMESPACE, f"pipeline\x1f{message.id}"))
+        pipeline_id = getattr(message.data, "pipeline_id", None) or uuid5(_ID_NAMESPACE, f"pipeline\x1f{message.id}")
         for _ in range(_MAX_ATTEMPTS):
             owed = await self.pipelines.recent_events(pipeline_id, message.id)
             if owed is not None:
@@ -315,7 +379,8 @@ class LeadsHandlers:
                     self.index.put_card(state.lead)  # later chunks of this batch match against it
                     indexed.add(lead_id)
             writes = [
-                LeadWrite(s.lead, s.recent[-self.settings.recent_messages_kept:], s.stored.version if s.stored else None)
+                LeadWrite(s.lead, s.recent[-self.settings.recent_messages_kept:], s.stored.version if s.stored else None,
+                          self._cards.cached(s.lead))
                 for s in states.values()
                 if s.dirty and s.lead is not None
             ]
@@ -365,15 +430,14 @@ class LeadsHandlers:
             state.created_by = message
         for target_id, outcome in outcomes:
             target = states[target_id]
-            events = to_messages(outcome.events, message, self.source, target_id)
+            events = self._cards.messages(outcome.events, message, self.source, target_id)
             if outcome.changed:
                 target.lead = outcome.lead
                 target.dirty = True
-            target.out.extend(events)
+            target.out.extend(e for e, _ in events)
             if target.lead is not None and (outcome.changed or target is state):
-                wire = [e.to_json_bytes() for e in events]
-                self._wire.update((e.id, raw) for e, raw in zip(events, wire))
-                target.recent.append(Recent(message.id, [raw.decode() for raw in wire]))
+                self._wire.update((e.id, raw) for e, raw in events)
+                target.recent.append(Recent(message.id, [raw.decode() for _, raw in events]))
                 target.dirty = True
 
     def _decide(self, message: Envelope, lead_id: str, states: dict[str, _LeadState], ctx: _Context) -> list[tuple[str, d.Outcome]]:
@@ -497,7 +561,7 @@ class LeadsHandlers:
                     _refresh_payload(lead_id, data),
                     source=self.source,
                     subject=lead_id,
-                    id=str(uuid.uuid5(_ID_NAMESPACE, f"{message.id}\x1frefresh\x1f{lead_id}")),
+                    id=uuid5(_ID_NAMESPACE, f"{message.id}\x1frefresh\x1f{lead_id}"),
                     correlationid=message.correlationid or message.id,
                     causationid=message.id,
                     actorid="svc-leads",

@@ -51,6 +51,7 @@ class LeadWrite:
     lead: Lead
     recent: list[Recent]
     expected_version: int | None
+    card_json: bytes | None = None  # the card's JSON when the caller has it already
 
 
 # A lead is stored as the fields the read side filters on, flat, plus the whole card and its recent
@@ -60,13 +61,23 @@ class LeadWrite:
 _BLOB_LEVEL = 1
 
 
+# In the blob, an event's copy of the card (its `data` is the card plus `changed_fields`) is stored
+# as this character instead; JSON text never holds a raw NUL, so it cannot be mistaken.
+_CARD_MARK = "\x00"
+
+
 def _lead_doc(write: LeadWrite) -> dict[str, Any]:
     lead = write.lead
     keys = match_keys(lead)
     # The card is serialized by pydantic's own (compiled) encoder and spliced in: the same JSON as
     # json.dumps(lead.model_dump(mode="json")), read back by _lead_from, at a fraction of the cost.
-    recent = json.dumps([{"id": r.message_id, "events": r.events} for r in write.recent], separators=(",", ":"), ensure_ascii=False)
-    blob = b'{"card":' + lead.model_dump_json().encode() + b',"recent":' + recent.encode() + b"}"
+    card = write.card_json or lead.model_dump_json().encode()
+    body = card[:-1].decode()
+    recent = json.dumps(
+        [{"id": r.message_id, "events": [e.replace(body, _CARD_MARK, 1) for e in r.events]} for r in write.recent],
+        separators=(",", ":"), ensure_ascii=False,
+    )
+    blob = b'{"card":' + card + b',"recent":' + recent.encode() + b"}"
     return {
         "_id": lead.lead_id,
         "version": lead.version,
@@ -94,8 +105,13 @@ def _lead_doc(write: LeadWrite) -> dict[str, Any]:
 
 
 def _lead_from(doc: dict[str, Any]) -> StoredLead:
-    blob = json.loads(zlib.decompress(doc["blob"]))
+    raw = zlib.decompress(doc["blob"]).decode()
+    blob = json.loads(raw)
     recent = [Recent(r["id"], list(r.get("events") or [])) for r in blob.get("recent") or []]
+    if any(_CARD_MARK in e for r in recent for e in r.events):
+        body = raw[len('{"card":'):raw.index(',"recent":')][:-1]  # the card's own text, as stored
+        for r in recent:
+            r.events = [e.replace(_CARD_MARK, body, 1) for e in r.events]
     return StoredLead(Lead.model_validate(blob["card"]), recent)
 
 

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from crmkit.ids import uuid5
+
 ReasonCode = Literal[
     "not_licensed", "forbidden", "not_found", "invalid_state", "invalid_transition", "conflict", "validation"
 ]
@@ -161,7 +163,7 @@ class Step:
 
 
 def stable_id(lead_id: str, what: str) -> str:
-    return str(uuid.uuid5(ID_NAMESPACE, f"{lead_id}\x1f{what}"))
+    return uuid5(ID_NAMESPACE, f"{lead_id}\x1f{what}")
 
 
 def company_id_for(lead_id: str) -> str:

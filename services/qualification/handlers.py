@@ -20,6 +20,7 @@ from contracts.qualification import (
 )
 from contracts.rejections import CommandRejected
 from contracts.topics import QUALIFICATION_EVENTS
+from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
 from services.qualification import domain as d
@@ -100,7 +101,7 @@ def qualification_rejected(cause: Envelope, problems: Sequence[d.Problem], sourc
         command_id=cause.id,
         reasons=[RejectionReason(code=p.code, field=p.field, message=p.message) for p in problems],
     )
-    return _message(payload, cause, source, str(uuid.uuid5(d.ID_NAMESPACE, f"{cause.id}\x1frejected")))
+    return _message(payload, cause, source, uuid5(d.ID_NAMESPACE, f"{cause.id}\x1frejected"))
 
 
 def command_rejected(cause: Envelope, problems: Sequence[d.Problem], source: str) -> Envelope:
@@ -114,7 +115,7 @@ def command_rejected(cause: Envelope, problems: Sequence[d.Problem], source: str
         lead_id=lead_id,
     )
     # Keyed by the lead when there is one (build_message takes the subject from lead_id), else by its id.
-    return _message(payload, cause, source, str(uuid.uuid5(d.ID_NAMESPACE, f"{cause.id}\x1frejected")))
+    return _message(payload, cause, source, uuid5(d.ID_NAMESPACE, f"{cause.id}\x1frejected"))
 
 
 def lead_change(message: Envelope) -> LeadChange | None:

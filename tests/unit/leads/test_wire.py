@@ -1,0 +1,88 @@
+"""Card events are spliced from the card's JSON and stored without a second copy of the card.
+
+The fast path must publish exactly what the validated path would: the same contract payload,
+the same envelope attributes. These tests hold the two equal on cards with every kind of data.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from datetime import UTC, datetime, timedelta
+
+from contracts import build_message, parse_message
+from contracts.leads import CreateLead
+from contracts.topics import LEADS_EVENTS
+from services.leads import domain as d
+from services.leads.handlers import CardJson, to_messages
+from services.leads.repository import LeadWrite, Recent, _lead_doc, _lead_from
+
+NOW = datetime(2025, 3, 10, 9, 0, 0, 123456, tzinfo=UTC)
+USER = d.Actor(user_id="u-1", licensed=True)
+
+
+def _cards() -> list[tuple[d.Lead, list]]:
+    pipe = d.default_pipeline(NOW)
+    plain = d.create_lead(USER, "L1", {"title": "Заявка «сайт»\n\"quoted\""}, pipe, NOW)
+    rich = d.create_lead(
+        USER, "L2",
+        {
+            "title": "Big order", "source": "web", "utm_source": "ads", "need_maturity": "interested",
+            "external_id": "ext-2", "description": "line1\nline2 \u0000 nul",
+            "contact": {"contact_id": "c-1", "name": "Иван Петров", "phone": "+7 912 000-00-00", "email": "i@example.ru"},
+            "company": {"company_id": "co-1", "name": "ООО Ромашка", "inn": "7701234567"},
+            "products": [{"product_id": "p-1", "name": "Plan", "kind": "configurable", "quantity": 2.5, "options": {"tier": "gold"}}],
+        },
+        pipe, NOW,
+    )
+    updated = d.update_lead(USER, rich.lead, {"title": "Bigger order"}, ["description"], NOW + timedelta(minutes=5))
+    summary = d.ActivitySummaryView(next_due_at=NOW + timedelta(days=1), next_task_id="t-1", open_count=2, state="due_soon")
+    with_activity = d.apply_activity_summary(updated.lead, summary, NOW + timedelta(minutes=6))
+    out = [(plain.lead, plain.events), (rich.lead, rich.events), (updated.lead, updated.events)]
+    out.append((with_activity.lead, with_activity.events))
+    qualified = d.apply_qualified(updated.lead, pipe, "deal-1", "co-1", NOW + timedelta(minutes=7))
+    out.append((qualified.lead, qualified.events))
+    return out
+
+
+def _cause() -> object:
+    return build_message(CreateLead(lead_id="L1", title="x"), source="test", actorid="u-1", correlationid="corr-1")
+
+
+def test_spliced_card_events_equal_the_validated_ones() -> None:
+    cause = _cause()
+    for lead, events in _cards():
+        spliced = CardJson().messages(events, cause, "crm/leads", lead.lead_id)
+        validated = to_messages(events, cause, "crm/leads", lead.lead_id)
+        assert len(spliced) == len(validated) > 0
+        for (message, wire), expected in zip(spliced, validated, strict=True):
+            parsed = parse_message(LEADS_EVENTS, wire)  # what a consumer reads
+            assert parsed.type == expected.type and parsed.id == expected.id
+            assert parsed.data.model_dump() == expected.data.model_dump()
+            got = parsed.model_dump(exclude={"data", "time"})
+            assert got == expected.model_dump(exclude={"data", "time"})
+            assert message.id == expected.id and message.subject == lead.lead_id
+
+
+def test_stored_blob_keeps_one_copy_of_the_card_and_reads_back_the_exact_events() -> None:
+    cause = _cause()
+    cards = CardJson()
+    for lead, events in _cards():
+        wire = [raw.decode() for _, raw in cards.messages(events, cause, "crm/leads", lead.lead_id)]
+        older = Recent("m-0", ['{"specversion":"1.0","id":"e-0","data":{"x":1}}'])
+        doc = _lead_doc(LeadWrite(lead, [older, Recent("m-1", wire)], None, cards.cached(lead)))
+        raw = zlib.decompress(doc["blob"]).decode()
+        if any(e.type in ("crm.lead.created", "crm.lead.updated") for e, _ in cards.messages(events, cause, "crm/leads", lead.lead_id)):
+            assert raw.count(json.dumps(lead.title, ensure_ascii=False)) == 1, "the card is stored once"
+        stored = _lead_from(doc)
+        assert stored.lead == lead
+        assert [r.events for r in stored.recent] == [older.events, wire]
+
+
+def test_blob_written_before_the_card_mark_still_reads() -> None:
+    lead, events = _cards()[1]
+    message = to_messages(events, _cause(), "crm/leads", lead.lead_id)[0]
+    event = message.to_json_bytes().decode()
+    blob = b'{"card":' + lead.model_dump_json().encode() + b',"recent":' + json.dumps([{"id": "m-1", "events": [event]}]).encode() + b"}"
+    stored = _lead_from({"blob": zlib.compress(blob)})
+    assert stored.lead == lead and stored.recent[0].events == [event]
