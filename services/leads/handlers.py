@@ -131,7 +131,8 @@ class CardJson:
 
     A card event is not re-validated against the contract: the card was validated as a domain
     ``Lead``, whose JSON is the contract's ``LeadCard`` (a unit test holds the two equal). The
-    envelope is built with ``model_construct`` and published as the spliced bytes.
+    envelope is built with ``model_construct``, published as the spliced bytes, and its ``data``
+    becomes the contract model only if some code reads it.
     """
 
     def __init__(self) -> None:
@@ -164,17 +165,33 @@ class CardJson:
                 out.append((message, message.to_json_bytes()))
                 continue
             changed = list(getattr(event, "changed_fields", ()))
-            card = cls.model_construct(**event.lead.__dict__, changed_fields=changed)
+            data = self.of(event.lead)[:-1] + b',"changed_fields":' + (json.dumps(changed).encode() if changed else b"[]") + b"}"
             message = envelope_class(cls.TYPE).model_construct(
                 specversion="1.0", id=_event_id(cause, subject, index, cls.TYPE), type=cls.TYPE, source=source,
                 time=datetime.now(UTC), subject=subject, datacontenttype="application/json",
-                correlationid=cause.correlationid or cause.id, causationid=cause.id, actorid=cause.actorid, data=card,
+                correlationid=cause.correlationid or cause.id, causationid=cause.id, actorid=cause.actorid,
+                data=_CardPayload(cls, data),
             )
             unset = {name for name, value in message.__dict__.items() if value is None}
             head = message.model_dump_json(exclude=unset | {"data"}).encode()
-            tail = b',"changed_fields":' + json.dumps(changed).encode() + b"}}"
-            out.append((message, head[:-1] + b',"data":' + self.of(event.lead)[:-1] + tail))
+            out.append((message, head[:-1] + b',"data":' + data + b"}"))
         return out
+
+
+class _CardPayload:
+    """A spliced card event's data: its JSON, validated into the contract model only if read."""
+
+    __slots__ = ("_cls", "_json", "_model")
+
+    def __init__(self, cls: type[ev.Payload], data: bytes) -> None:
+        self._cls = cls
+        self._json = data
+        self._model: ev.Payload | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._model is None:
+            self._model = self._cls.model_validate_json(self._json)
+        return getattr(self._model, name)
 
 
 def rejection(cause: Envelope, exc: d.Rejected, source: str, lead_id: str | None) -> Envelope:

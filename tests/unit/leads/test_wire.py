@@ -62,6 +62,7 @@ def test_spliced_card_events_equal_the_validated_ones() -> None:
             got = parsed.model_dump(exclude={"data", "time"})
             assert got == expected.model_dump(exclude={"data", "time"})
             assert message.id == expected.id and message.subject == lead.lead_id
+            assert message.data.model_dump() == expected.data.model_dump()  # read, it is the contract model
 
 
 def test_stored_blob_keeps_one_copy_of_the_card_and_reads_back_the_exact_events() -> None:
