@@ -122,7 +122,7 @@ class ImporterHandlers:
         out = await self._row_rejections(rejections)
         await self.imports.record_outcomes(outcomes, duplicates, self.clock())
         if outcomes:
-            self.runner.wake()  # the worker completes a job whose rows all have outcomes
+            self.runner.wake_soon()  # the worker completes a job whose rows all have outcomes
         return out
 
     async def _row_rejections(self, rejections: list[tuple[Envelope, str, int]]) -> list[Outbound]:

@@ -74,10 +74,28 @@ class JobRunner:
         self.clock = clock
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
+        self._wake_pending = False
         self.limits = Limits(max_file_bytes=settings.max_file_mb * 1024 * 1024, max_rows=settings.max_rows)
 
     def wake(self) -> None:
         self._wake.set()
+
+    def wake_soon(self) -> None:
+        """Wake the worker within ``outcome_check_s``; calls in between share one wake-up.
+
+        Row outcomes arrive a Kafka batch at a time, many batches a second during a large import;
+        each wake-up costs the worker a round of queries (jobs, counters, requests, a claim), so
+        they are coalesced rather than run once per batch.
+        """
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+
+        def fire() -> None:
+            self._wake_pending = False
+            self._wake.set()
+
+        asyncio.get_running_loop().call_later(self.settings.outcome_check_s, fire)
 
     # --- the loop -----------------------------------------------------------------------------
 
