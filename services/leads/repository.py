@@ -109,7 +109,10 @@ def _lead_from(doc: dict[str, Any]) -> StoredLead:
     blob = json.loads(raw)
     recent = [Recent(r["id"], list(r.get("events") or [])) for r in blob.get("recent") or []]
     if any(_CARD_MARK in e for r in recent for e in r.events):
-        body = raw[len('{"card":'):raw.index(',"recent":')][:-1]  # the card's own text, as stored
+        # The card's own text, as stored. The last `,"recent":` is the blob's own key: the card may hold
+        # one too (product options and external ids have keys from outside), the events cannot
+        # (they are JSON strings there, their quotes escaped).
+        body = raw[len('{"card":'):raw.rindex(',"recent":')][:-1]
         for r in recent:
             r.events = [e.replace(_CARD_MARK, body, 1) for e in r.events]
     return StoredLead(Lead.model_validate(blob["card"]), recent)

@@ -31,7 +31,10 @@ def _cards() -> list[tuple[d.Lead, list]]:
             "external_id": "ext-2", "description": "line1\nline2 \u0000 nul",
             "contact": {"contact_id": "c-1", "name": "Иван Петров", "phone": "+7 912 000-00-00", "email": "i@example.ru"},
             "company": {"company_id": "co-1", "name": "ООО Ромашка", "inn": "7701234567"},
-            "products": [{"product_id": "p-1", "name": "Plan", "kind": "configurable", "quantity": 2.5, "options": {"tier": "gold"}}],
+            # Keys from outside that look like the blob's own: the stored card is still found.
+            "products": [{"product_id": "p-1", "name": "Plan", "kind": "configurable", "quantity": 2.5,
+                          "options": {"tier": "gold", "recent": ",\"recent\":[]", "card": "x"}}],
+            "external_ids": {"recent": "r-1", "card": "c-1"},
         },
         pipe, NOW,
     )
