@@ -70,16 +70,21 @@ class LeadIndex:
 
     def put_card(self, card) -> None:
         """Index a lead card (domain lead or contract card): keys only while it is live."""
-        live = not getattr(card, "deleted", False) and not getattr(card, "merged_into", None)
-        links: dict[str, list[str]] = {}
-        if card.contact is not None and card.contact.contact_id:
-            links["contact"] = [card.contact.contact_id]
-        if card.company is not None and card.company.company_id:
-            links["company"] = [card.company.company_id]
-        products = [p.product_id for p in card.products or [] if p.product_id]
-        if products:
-            links["product"] = products
-        self.put(card.lead_id, match_keys(card) if live else {}, links)
+        self.put(card.lead_id, *index_entry(card))
+
+
+def index_entry(card) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """A card's duplicate keys (only while it is live) and its links to contacts, companies, products."""
+    live = not getattr(card, "deleted", False) and not getattr(card, "merged_into", None)
+    links: dict[str, list[str]] = {}
+    if card.contact is not None and card.contact.contact_id:
+        links["contact"] = [card.contact.contact_id]
+    if card.company is not None and card.company.company_id:
+        links["company"] = [card.company.company_id]
+    products = [p.product_id for p in card.products or [] if p.product_id]
+    if products:
+        links["product"] = products
+    return (match_keys(card) if live else {}), links
 
 
 class LeadEventsFeed:

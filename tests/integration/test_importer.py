@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import contextlib
 import uuid
 import zipfile
@@ -210,8 +212,19 @@ async def test_killed_importer_resumes_without_losing_or_doubling_rows(settings_
         lines = [HEADER, *csv_rows(rows // 2, prefix="kr")]
         lines += [f"Без внешнего {i},Мария {i},,maria{i}@example.ru,,,form," for i in range(rows // 2)]
         path = write_csv(tmp_path / "resume.csv", lines)
+        # The importer is killed after its first chunk is sent and checkpointed: held there, since
+        # a free-running importer can finish all 600 rows before the test sees the first progress.
+        runner = stack.importer.runner
+        send, first_chunk_done = runner._send_chunk, asyncio.Event()
+
+        async def send_then_hold(*args):
+            await send(*args)
+            first_chunk_done.set()
+            await asyncio.Event().wait()  # until the kill
+
+        runner._send_chunk = send_then_hold
         import_id = await stack.start(path)
-        await wait_until(lambda: stack.of("crm.import.progress", import_id), what="first chunk acked")
+        await asyncio.wait_for(first_chunk_done.wait(), timeout=60)
         await stack.importer.stop()
         job = await _job(stack, import_id)
         assert job["state"] == "running" and 0 < job["last_row_sent"] < rows + 1, job

@@ -90,3 +90,19 @@ def test_blob_written_before_the_card_mark_still_reads() -> None:
     blob = b'{"card":' + lead.model_dump_json().encode() + b',"recent":' + json.dumps([{"id": "m-1", "events": [event]}]).encode() + b"}"
     stored = _lead_from({"blob": zlib.compress(blob)})
     assert stored.lead == lead and stored.recent[0].events == [event]
+
+
+def test_index_entry_round_trips_through_the_stored_document_and_old_documents_still_read() -> None:
+    from services.leads.index import index_entry
+    from services.leads.repository import index_of_doc
+
+    for lead, _ in _cards():
+        doc = _lead_doc(LeadWrite(lead, [], None))
+        assert index_of_doc(doc) == index_entry(lead)
+    lead = _cards()[1][0]
+    keys, links = index_entry(lead)
+    assert keys and links["contact"] == ["c-1"] and links["company"] == ["co-1"] and links["product"] == ["p-1"]
+    old = {"_id": lead.lead_id, "deleted": False, "merged_into": None, "contact_id": "c-1", "company_id": "co-1",
+           "product_ids": ["p-1"], **{f"k_{k}": v for k, v in keys.items()}}
+    assert index_of_doc(old) == (keys, links)
+    assert index_of_doc({**old, "deleted": True}) == ({}, links)  # a deleted lead is no duplicate candidate
