@@ -469,8 +469,9 @@ class LeadsHandlers:
                 target.lead = outcome.lead
                 target.dirty = True
             target.out.extend(e for e, _ in events)
+            # Published as these bytes (a spliced card event has no other serialization).
+            self._wire.update((e.id, raw) for e, raw in events)
             if target.lead is not None and (outcome.changed or target is state):
-                self._wire.update((e.id, raw) for e, raw in events)
                 target.recent.append(Recent(message.id, [raw.decode() for _, raw in events]))
                 target.dirty = True
 
