@@ -106,22 +106,21 @@ def _event_id(cause: Envelope, subject: str | None, index: int, type_name: str) 
     return uuid5(_ID_NAMESPACE, f"{cause.id}\x1f{subject}\x1f{index}\x1f{type_name}")
 
 
+def _message(event: Any, index: int, cause: Envelope, source: str, subject: str | None) -> Envelope:
+    payload = _payload(event)
+    return build_message(
+        payload,
+        source=source,
+        subject=subject,
+        id=_event_id(cause, subject, index, payload.TYPE),
+        correlationid=cause.correlationid or cause.id,
+        causationid=cause.id,
+        actorid=cause.actorid,
+    )
+
+
 def to_messages(events: Sequence[Any], cause: Envelope, source: str, subject: str | None) -> list[Envelope]:
-    messages = []
-    for index, event in enumerate(events):
-        payload = _payload(event)
-        messages.append(
-            build_message(
-                payload,
-                source=source,
-                subject=subject,
-                id=_event_id(cause, subject, index, payload.TYPE),
-                correlationid=cause.correlationid or cause.id,
-                causationid=cause.id,
-                actorid=cause.actorid,
-            )
-        )
-    return messages
+    return [_message(event, index, cause, source, subject) for index, event in enumerate(events)]
 
 
 # Events that carry the whole card: their data is the card's JSON plus `changed_fields`.
@@ -159,11 +158,7 @@ class CardJson:
         for index, event in enumerate(events):
             cls = _CARD_EVENTS.get(type(event))
             if cls is None:
-                payload = _payload(event)
-                message = build_message(
-                    payload, source=source, subject=subject, id=_event_id(cause, subject, index, payload.TYPE),
-                    correlationid=cause.correlationid or cause.id, causationid=cause.id, actorid=cause.actorid,
-                )
+                message = _message(event, index, cause, source, subject)
                 out.append((message, message.to_json_bytes()))
                 continue
             changed = list(getattr(event, "changed_fields", ()))

@@ -15,4 +15,3 @@ def test_uuid5_equals_the_standard_library() -> None:
     for namespace in (uuid.NAMESPACE_DNS, uuid.UUID("6f1b8a52-3c1e-4f7e-9a51-0d6c8e2b7a10"), uuid.uuid4()):
         for name in names:
             assert uuid5(namespace, name) == str(uuid.uuid5(namespace, name)), name
-
