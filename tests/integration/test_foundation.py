@@ -6,15 +6,18 @@ import asyncio
 import json
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from pymongo import ReplaceOne
 from pymongo.errors import DuplicateKeyError
 
-from contracts import build_message, payload_class
+from contracts import build_message, parse_message, payload_class
 from contracts.examples import EXAMPLES
 from contracts.registry import TOPIC_TYPES
 from contracts.topics import DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC, LEADS_COMMANDS, dlq_topic
-from crmkit.messaging import Inbound
+from crmkit.messaging import Bus, Inbound, Outbound, ensure_topics
+from crmkit.metrics import Metrics
 from crmkit.mongo import is_ferretdb, make_client
+from crmkit.partitioning import partition_for
 from crmkit.service import Service
 from crmkit.settings import ServiceSettings
 from services.activity.app import CONSUMES as ACTIVITY_CONSUMES
@@ -218,3 +221,35 @@ async def test_the_local_ferretdb_serves_equality_filters_from_indexes(endpoints
     finally:
         await client.drop_database(isolation.db("foundation"))
         await client.close()
+
+
+async def test_the_bus_publishes_batches_in_order_to_the_partition_kafka_picks_for_each_key(settings_for, endpoints, isolation):
+    """Bus.publish packs its own record batches: every message arrives once, a key's messages in order
+    in the partition Kafka's default partitioner gives that key, including past a full batch."""
+    settings = settings_for(ServiceSettings, "bus")
+    await ensure_topics(endpoints.kafka, [settings.topic(LEADS_COMMANDS)], settings.topic_partitions)
+    bus = Bus(settings, Metrics("bus-test"), "bus-test")
+    await bus.start()
+    make = payload_class("crm.lead.create")
+    padding = "x" * 1000  # 1,500 of these on one key fill the producer's 512 KB batch three times
+    same = [build_message(make.model_validate({"title": f"same {i} {padding}"}), source="test", subject="one-lead")
+            for i in range(1500)]
+    spread = [build_message(make.model_validate({"title": f"spread {i}"}), source="test", subject=f"lead-{i}")
+              for i in range(500)]
+    interleaved = [m for pair in zip(same[:500], spread) for m in pair] + same[500:]
+    try:
+        await bus.publish([Outbound(LEADS_COMMANDS, m) for m in interleaved])
+    finally:
+        await bus.stop()
+    async with Collector(endpoints.kafka, isolation.prefix, LEADS_COMMANDS) as got:
+        await wait_until(lambda: len(got.got.records) >= 2000, timeout=60, what="2,000 records")
+        await asyncio.sleep(0.5)  # nothing more may come
+        records = list(got.got.records)
+    assert len(records) == 2000
+    partitions = sorted(range(settings.topic_partitions))
+    for record in records:
+        assert record.partition == partition_for(record.key, partitions)
+        assert record.partition == DefaultPartitioner()(record.key, partitions, partitions)
+    ids = [parse_message(LEADS_COMMANDS, r.value).id for r in records if r.key == b"one-lead"]
+    assert ids == [m.id for m in same]
+    assert sorted(r.key for r in records if r.key != b"one-lead") == sorted(m.subject.encode() for m in spread)
