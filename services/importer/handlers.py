@@ -15,11 +15,12 @@ from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import PrincipalRepository
 from services.importer import domain as d
-from services.importer.repository import ImportRepository, LeadIndex, Outcome
+from services.importer.repository import ImportRepository, LeadIndex, Outcome, Projected
 from services.importer.worker import JobRunner, event_id
 
 _OUTCOME_OF = {"crm.lead.created": "created", "crm.lead.updated": "updated", "crm.command.rejected": "rejected"}
 _REJECTION_NAMESPACE = uuid.UUID("3d0c1b6a-5e7f-4a28-b1c9-8e2f0a4d6c57")
+_ROW_FIELDS = set(d.ROW_FIELDS)
 
 
 def job_from_start(message: Envelope) -> d.ImportJob:
@@ -93,7 +94,7 @@ class ImporterHandlers:
     # --- lead events --------------------------------------------------------------------------
 
     async def on_lead_events(self, messages: list[Envelope]) -> list[Outbound]:
-        cards: dict[str, dict[str, Any]] = {}
+        cards: dict[str, Projected] = {}
         created_by: dict[str, str] = {}
         deleted: dict[str, bool] = {}
         outcomes: list[Outcome] = []
@@ -101,11 +102,13 @@ class ImporterHandlers:
         rejections: list[tuple[Envelope, str, int]] = []
         for message in messages:
             if message.type in ("crm.lead.created", "crm.lead.updated"):
-                card = message.data.model_dump(mode="json")
-                if card.get("external_id"):
-                    cards[card["lead_id"]] = card
-                    if message.type == "crm.lead.created" and card.get("import_id"):
-                        created_by[card["lead_id"]] = card["import_id"]
+                card = message.data
+                if card.external_id:
+                    # Only the fields a row can set, straight to the JSON the projection stores.
+                    fields = card.model_dump_json(include=_ROW_FIELDS)
+                    cards[card.lead_id] = Projected(card.external_id, fields, card.deleted)
+                    if message.type == "crm.lead.created" and card.import_id:
+                        created_by[card.lead_id] = card.import_id
             elif message.type in ("crm.lead.deleted", "crm.lead.restored"):
                 deleted[message.data.lead_id] = message.type == "crm.lead.deleted"
             ref = d.row_of_correlation(message.correlationid)
