@@ -986,7 +986,9 @@ def _refresh(lead: Lead, now: datetime | None, **updates: Any) -> Outcome:
     if not updates:
         return Outcome(lead, [])
     changed = _next(lead, now or lead.updated_at, **updates)
-    return Outcome(changed, [LeadUpdated(changed, _diff(lead, changed))])
+    # What differs is exactly what was updated (a copy shares every other field): no need to compare
+    # the two whole cards.
+    return Outcome(changed, [LeadUpdated(changed, tuple(name for name in Lead.model_fields if name in updates and name not in _BOOKKEEPING))])
 
 
 # --- duplicates -----------------------------------------------------------------------------

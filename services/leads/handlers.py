@@ -564,12 +564,15 @@ class LeadsHandlers:
             outcome = d.record_duplicates(lead, matches, ctx.now)
             if outcome.changed:
                 cause = state.created_by
-                events = to_messages(outcome.events, cause, self.source, lead.lead_id) if cause else []
+                # Spliced like the creation's events: the new card's JSON is made once, for the
+                # updated event and the stored document alike.
+                events = self._cards.messages(outcome.events, cause, self.source, lead.lead_id) if cause else []
                 # The creation and its duplicate check are one change: the card is stored once.
                 state.lead = outcome.lead
-                state.out.extend(events)
+                state.out.extend(e for e, _ in events)
+                self._wire.update((e.id, raw) for e, raw in events)
                 if state.recent:
-                    state.recent[-1].events.extend(e.to_json_bytes().decode() for e in events)
+                    state.recent[-1].events.extend(raw.decode() for _, raw in events)
 
     # --- directory ----------------------------------------------------------------------------
 

@@ -45,6 +45,12 @@ def _cards() -> list[tuple[d.Lead, list]]:
     out.append((with_activity.lead, with_activity.events))
     qualified = d.apply_qualified(updated.lead, pipe, "deal-1", "co-1", NOW + timedelta(minutes=7))
     out.append((qualified.lead, qualified.events))
+    # The duplicate check's events (duplicates-found, then the card updated) take the spliced path too.
+    match = d.DuplicateMatch(lead_id="L1", score=0.9, matched_on=["email", "name"])
+    duplicates = d.record_duplicates(rich.lead, [match], NOW)
+    assert [type(e) for e in duplicates.events] == [d.DuplicatesFound, d.LeadUpdated]
+    assert duplicates.events[1].changed_fields == ("duplicates",)
+    out.append((duplicates.lead, duplicates.events))
     return out
 
 
