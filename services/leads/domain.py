@@ -979,6 +979,21 @@ def record_duplicates(lead: Lead, matches: Iterable[DuplicateMatch], now: dateti
     return outcome
 
 
+def duplicates_at_creation(lead: Lead, matches: Iterable[DuplicateMatch]) -> Outcome:
+    """Duplicates found as the lead is created are part of its creation.
+
+    The lead is created with them, at the same version: one ``LeadCreated`` with the card as
+    stored, then the ``DuplicatesFound`` notice. (``record_duplicates`` is for a lead that exists.)
+    """
+    found = [
+        match for match in (_coerce(DuplicateMatch, item) for item in matches) if match.lead_id != lead.lead_id
+    ]
+    if not found:
+        return Outcome(lead, [])
+    created = lead.model_copy(update={"duplicates": found})
+    return Outcome(created, [LeadCreated(created), DuplicatesFound(lead.lead_id, tuple(found), created.version)])
+
+
 def _refresh(lead: Lead, now: datetime | None, **updates: Any) -> Outcome:
     if now is not None:
         _check_now(now)

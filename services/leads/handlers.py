@@ -561,6 +561,18 @@ class LeadsHandlers:
             matches = score_matches(keys, candidates, lead_id=lead.lead_id)
             if not matches:
                 continue
+            cause = state.created_by
+            if cause is not None and [m.type for m in state.out] == ["crm.lead.created"] and state.recent[-1:] and state.recent[-1].message_id == cause.id:
+                # The create is the lead's only message in this batch: the lead is created with its
+                # duplicates, one version and one card event (its events are made again, same ids).
+                outcome = d.duplicates_at_creation(lead, matches)
+                events = self._cards.messages(outcome.events, cause, self.source, lead.lead_id)
+                state.lead = outcome.lead
+                state.out = [e for e, _ in events]
+                self._wire.update((e.id, raw) for e, raw in events)
+                state.recent[-1] = Recent(cause.id, [raw.decode() for _, raw in events])
+                continue
+            # Later messages changed the lead in this batch: the duplicates are a change of their own.
             outcome = d.record_duplicates(lead, matches, ctx.now)
             if outcome.changed:
                 cause = state.created_by

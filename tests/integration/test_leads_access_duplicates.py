@@ -27,6 +27,11 @@ async def test_duplicates_found_by_normalized_phone_email_and_name(settings_for,
         assert match.lead_id == "D1"
         assert set(match.matched_on) == {"email", "phone", "name"} and match.score == 1.0
         assert [m.lead_id for m in (await repo.get("D2")).duplicates] == ["D1"]
+        # Found on creation, the duplicates are part of it: one version, the card published once with them.
+        d2 = [m for m in events.got.messages if m.subject == "D2"]
+        assert [m.type for m in d2] == ["crm.lead.created", "crm.lead.duplicates-found"]
+        assert d2[0].data.version == 1 and [m.lead_id for m in d2[0].data.duplicates] == ["D1"]
+        assert d2[1].data.version == 1 and (await repo.get("D2")).version == 1
         assert (await repo.get("D3")).duplicates == []
         assert not [m for m in events.got.of_type("crm.lead.duplicates-found") if m.subject in ("D1", "D3")]
         # Link it as a duplicate, then dismiss a match on the other lead.

@@ -600,6 +600,11 @@ def test_record_mark_and_dismiss_duplicates() -> None:
     assert found.events == [d.DuplicatesFound("L2", (match,), 2), d.LeadUpdated(found.lead, ("duplicates",))]
     assert d.record_duplicates(found.lead, [match], LATER).events == []
 
+    at_creation = d.duplicates_at_creation(second, [match, d.DuplicateMatch(lead_id="L2", score=1, matched_on=["email"])])
+    assert at_creation.lead.duplicates == [match] and at_creation.lead.version == second.version == 1
+    assert at_creation.events == [d.LeadCreated(at_creation.lead), d.DuplicatesFound("L2", (match,), 1)]
+    assert d.duplicates_at_creation(second, [d.DuplicateMatch(lead_id="L2", score=1, matched_on=["email"])]).events == []
+
     marked = d.mark_duplicate(USER, found.lead, first, LATER)
     assert marked.lead.duplicate_of == "L1" and marked.lead.version == 3
     assert d.mark_duplicate(USER, marked.lead, first, LATER).events == []

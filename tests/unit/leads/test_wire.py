@@ -51,6 +51,8 @@ def _cards() -> list[tuple[d.Lead, list]]:
     assert [type(e) for e in duplicates.events] == [d.DuplicatesFound, d.LeadUpdated]
     assert duplicates.events[1].changed_fields == ("duplicates",)
     out.append((duplicates.lead, duplicates.events))
+    at_creation = d.duplicates_at_creation(rich.lead, [match])
+    out.append((at_creation.lead, at_creation.events))
     return out
 
 
