@@ -15,7 +15,13 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -36,6 +42,7 @@ _DLQ_VALUE_LIMIT = 900_000
 _CONTENT_TYPE = b"application/cloudevents+json"
 # The producer's request limit; a record larger than this is refused as aiokafka's send refuses it.
 _MAX_REQUEST_BYTES = 2 * 1024 * 1024
+_RECORD_OVERHEAD = 4096  # headers and batch framing, generously
 # Header naming the process that produced a record (see Bus.instance_id).
 PRODUCER_INSTANCE = "crm-producer-instance"
 
@@ -66,8 +73,15 @@ class Outbound:
 BatchHandler = Callable[[list[Inbound]], Awaitable[Sequence[Outbound]]]
 
 
+# A record too large for the producer or the broker never fits, however often it is sent: bad data,
+# not an outage (retried, it would hold its partition forever).
+_UNSENDABLE = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for outages that a retry cures (database or broker unreachable), never for bad data."""
+    if isinstance(exc, _UNSENDABLE):
+        return False
     if isinstance(exc, (ConnectionFailure, ExecutionTimeout, WaitQueueTimeoutError)):
         return True
     if isinstance(exc, KafkaError):
@@ -134,27 +148,32 @@ class Bus:
             return
         producer = self._started()
         partitions: dict[str, list[int]] = {}
-        batches: dict[tuple[str, int], Any] = {}
-        futures = []
+        records = []
         counts: Counter[tuple[str, str]] = Counter()
-        for item in outbound:
+        for item in outbound:  # everything is checked before anything is sent
             topic = self._settings.topic(item.topic)
             if topic not in partitions:
                 partitions[topic] = sorted(await producer.partitions_for(topic))
             key = item.key_bytes()
-            partition = partition_for(key, partitions[topic])
             kind = item.message.type
-            headers = [("content-type", _CONTENT_TYPE), ("ce-type", kind.encode()), self._instance_header]
             value = item.value if item.value is not None else item.message.to_json_bytes()
-            if len(value) + len(key) > _MAX_REQUEST_BYTES:
-                raise MessageSizeTooLargeError(f"a {kind} of {len(value)} bytes exceeds the request limit")
+            if len(value) + len(key) > _MAX_REQUEST_BYTES - _RECORD_OVERHEAD:
+                raise MessageSizeTooLargeError(
+                    f"a {kind} of {len(value):,} bytes (subject {item.message.subject or '-'}) exceeds the "
+                    f"{_MAX_REQUEST_BYTES:,}-byte record limit"
+                )
+            headers = [("content-type", _CONTENT_TYPE), ("ce-type", kind.encode()), self._instance_header]
+            records.append((topic, partition_for(key, partitions[topic]), key, value, headers))
+            counts[(item.topic, kind)] += 1
+        batches: dict[tuple[str, int], Any] = {}
+        futures = []
+        for topic, partition, key, value, headers in records:
             batch = batches.get((topic, partition))
             if batch is None or batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 if batch is not None:  # full: hand it over, start the partition's next one
                     futures.append(await self._send_batch(batch, topic, partition))
                 batch = batches[(topic, partition)] = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None, headers=headers)  # a first record always fits
-            counts[(item.topic, kind)] += 1
         for (topic, partition), batch in batches.items():
             futures.append(await self._send_batch(batch, topic, partition))
         await asyncio.gather(*futures)

@@ -452,6 +452,8 @@ class LeadsHandlers:
             return
         try:
             outcomes = self._decide(message, lead_id, states, ctx)
+            for _, outcome in outcomes:
+                self._check_card_size(outcome)
         except d.Rejected as exc:
             state.out.append(rejection(message, exc, self.source, lead_id))
             return
@@ -469,6 +471,24 @@ class LeadsHandlers:
             if target.lead is not None and (outcome.changed or target is state):
                 target.recent.append(Recent(message.id, [raw.decode() for _, raw in events]))
                 target.dirty = True
+
+    def _check_card_size(self, outcome: d.Outcome) -> None:
+        """Refuse a change whose card would not fit the events that carry it."""
+        if not any(type(event) in _CARD_EVENTS for event in outcome.events):
+            return
+        size = len(self._cards.of(outcome.lead))  # made here once, reused for the events and the document
+        limit = self.settings.card_max_bytes
+        if size <= limit:
+            return
+        fields = outcome.lead.model_dump(mode="json")
+        biggest = max(fields, key=lambda name: len(json.dumps(fields[name], ensure_ascii=False)))
+        biggest_size = len(json.dumps(fields[biggest], ensure_ascii=False).encode())
+        raise d.Rejected(
+            "validation",
+            f"the lead card would take {size:,} bytes, more than the {limit:,} a lead may hold; "
+            f"shorten {biggest} ({biggest_size:,} bytes) and send it again",
+            [(biggest, f"{biggest_size:,} bytes; the whole card may take {limit:,}")],
+        )
 
     def _decide(self, message: Envelope, lead_id: str, states: dict[str, _LeadState], ctx: _Context) -> list[tuple[str, d.Outcome]]:
         """Which domain rule a message invokes, with the state it needs."""

@@ -24,4 +24,9 @@ class LeadsSettings(ServiceSettings):
     write_chunk: int = Field(
         250, description="Leads per concurrent unit of work inside a batch (computing overlaps storing)"
     )
+    card_max_bytes: int = Field(
+        1_000_000,
+        description="Largest lead card (as JSON) a change may produce; a bigger one is refused, since each "
+        "card event carries the whole card and a Kafka record has a size limit",
+    )
     page_size_max: int = Field(200, description="Largest page the HTTP list endpoints return")

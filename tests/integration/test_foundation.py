@@ -13,7 +13,7 @@ from pymongo.errors import DuplicateKeyError
 from contracts import build_message, parse_message, payload_class
 from contracts.examples import EXAMPLES
 from contracts.registry import TOPIC_TYPES
-from contracts.topics import DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC, LEADS_COMMANDS, dlq_topic
+from contracts.topics import DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC, LEADS_COMMANDS, LEADS_EVENTS, dlq_topic
 from crmkit.messaging import Bus, Inbound, Outbound, ensure_topics
 from crmkit.metrics import Metrics
 from crmkit.mongo import is_ferretdb, make_client
@@ -253,3 +253,39 @@ async def test_the_bus_publishes_batches_in_order_to_the_partition_kafka_picks_f
     ids = [parse_message(LEADS_COMMANDS, r.value).id for r in records if r.key == b"one-lead"]
     assert ids == [m.id for m in same]
     assert sorted(r.key for r in records if r.key != b"one-lead") == sorted(m.subject.encode() for m in spread)
+
+
+async def test_an_event_too_large_to_publish_parks_its_cause_in_the_dlq_and_the_rest_goes_on(settings_for, run_service, endpoints, isolation):
+    """A record too large for Kafka is bad data, not an outage: retrying it would hold the partition forever."""
+    settings = settings_for(ServiceSettings, "huge")
+    service = Service(settings, name="huge", description="answers each command with an event", publishes=(LEADS_EVENTS,))
+    handled: list[str] = []
+
+    async def answer(batch: list[Inbound]):
+        out = []
+        for inbound in batch:
+            handled.append(inbound.message.id)
+            size = 3_000_000 if inbound.message.data.title == "huge" else 10
+            event = build_message(payload_class("crm.command.rejected").model_validate(
+                {"command_id": inbound.message.id, "command_type": inbound.message.type, "reason_code": "validation",
+                 "message": "x" * size}), source="test", subject=inbound.message.id)
+            out.append(Outbound(LEADS_EVENTS, event))
+        return out
+
+    service.consume([LEADS_COMMANDS], answer, title="huge")
+    await run_service(service)
+    make = payload_class("crm.lead.create")
+    messages = [build_message(make.model_validate({"title": title}), source="test", subject="k") for title in ("before", "huge", "after")]
+    async with Producer(endpoints.kafka, isolation.prefix) as producer, Collector(
+        endpoints.kafka, isolation.prefix, dlq_topic(LEADS_COMMANDS), LEADS_EVENTS
+    ) as got:
+        for message in messages:
+            await producer.send(LEADS_COMMANDS, message, key="k")
+        await wait_until(lambda: len(got.got.of_type("crm.command.rejected")) >= 2 and got.got.records, timeout=60,
+                         what="the two small events and a DLQ record")
+        await asyncio.sleep(1)
+        dlq = [r for r in got.got.records if r.topic.endswith(".dlq")]
+        assert len(dlq) == 1 and parse_message(LEADS_COMMANDS, dlq[0].value).id == messages[1].id
+        assert "MessageSizeTooLarge" in headers_of(dlq[0])[DLQ_REASON]
+        assert {m.subject for m in got.got.of_type("crm.command.rejected")} == {messages[0].id, messages[2].id}
+        assert handled.count(messages[1].id) >= 2  # tried in its batch, then alone before it was parked

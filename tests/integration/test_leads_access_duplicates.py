@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from contracts.topics import DIRECTORY_EVENTS
+from contracts.topics import DIRECTORY_EVENTS, LEADS_COMMANDS
 from services.leads.repository import LeadRepository
 from tests.integration.leads_helpers import directory_event, payload
-from tests.integration.test_leads import expect_rejected, leads_stack, send_and_wait
+from tests.integration.test_leads import expect_rejected, leads_stack, rejection_for, send_and_wait
 from tests.support import command, wait_until
 
 
@@ -68,3 +68,18 @@ async def test_licence_gate(settings_for, run_service, endpoints, isolation):
 async def _revoked(principals, user_id: str) -> bool:
     doc = await principals.find_one({"_id": user_id})
     return doc is not None and "crm" not in (doc.get("licences") or [])
+
+
+async def test_a_lead_too_large_to_publish_is_refused_and_the_rest_goes_on(settings_for, run_service, endpoints, isolation):
+    """A valid create whose card would not fit a Kafka record is refused with a reason; the partition is not stuck."""
+    async with leads_stack(settings_for, run_service, endpoints, isolation) as (service, producer, events):
+        repo = LeadRepository(service.db)
+        huge = command(payload("crm.lead.create", lead_id="BIG", title="Huge", description="x" * 2_500_000), actor="bob")
+        await producer.send(LEADS_COMMANDS, huge, key="BIG")
+        after = command(payload("crm.lead.create", lead_id="BIG", title="Small now"), actor="bob")
+        await send_and_wait(producer, events, after)
+        refused = rejection_for(events, huge)
+        assert refused and refused[0].data.reason_code == "validation"
+        assert "description" in refused[0].data.message or any(e.field == "description" for e in refused[0].data.errors or [])
+        stored = await repo.get("BIG")
+        assert stored is not None and stored.title == "Small now" and stored.version == 1
