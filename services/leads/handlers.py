@@ -582,7 +582,8 @@ class LeadsHandlers:
             if not matches:
                 continue
             cause = state.created_by
-            if cause is not None and [m.type for m in state.out] == ["crm.lead.created"] and state.recent[-1:] and state.recent[-1].message_id == cause.id:
+            only_created = [m.type for m in state.out] == ["crm.lead.created"]
+            if cause is not None and only_created and state.recent[-1:] and state.recent[-1].message_id == cause.id:
                 # The create is the lead's only message in this batch: the lead is created with its
                 # duplicates, one version and one card event (its events are made again, same ids).
                 outcome = d.duplicates_at_creation(lead, matches)
@@ -599,7 +600,7 @@ class LeadsHandlers:
                 # Spliced like the creation's events: the new card's JSON is made once, for the
                 # updated event and the stored document alike.
                 events = self._cards.messages(outcome.events, cause, self.source, lead.lead_id) if cause else []
-                # The creation and its duplicate check are one change: the card is stored once.
+                # Stored once, at the new version, with the events of both changes.
                 state.lead = outcome.lead
                 state.out.extend(e for e, _ in events)
                 self._wire.update((e.id, raw) for e, raw in events)
