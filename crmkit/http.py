@@ -26,6 +26,22 @@ class ApiError(Exception):
         return JSONResponse({"error": self.code, "message": self.message}, status_code=self.status, headers=headers)
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def flag(value: Any, name: str, default: bool = False) -> bool:
+    """A yes/no parameter; anything else is refused rather than read as "no" (``dry_run=ture`` must not import)."""
+    if value is None:
+        return default
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ApiError(400, "validation", f"{name} must be true or false (or 1/0, yes/no, on/off), not {str(value)[:40]!r}")
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from crmkit.http import ApiError, authenticate, endpoint, json_response
+from crmkit.http import ApiError, authenticate, endpoint, flag, json_response
 from crmkit.principals import PrincipalRepository
 from services.importer import domain as d
 from services.importer.reports import ErrorReportWriter, write_template
@@ -31,7 +31,6 @@ _MEDIA = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 _SAFE_NAME = re.compile(r"[^\w.\-]+")
-_TRUE = {"1", "true", "yes", "on"}
 
 
 def parse_mapping(values: list[str]) -> dict[str, str] | None:
@@ -140,7 +139,7 @@ def routes(
             import_id=import_id, file_uri=str(path.resolve()), actor_id=principal.user_id, format=format_,
             pipeline_id=(form.get("pipeline_id") or form.get("pipeline") or None), stage_id=form.get("stage_id") or None,
             mapping=parse_mapping([str(v) for v in form.getlist("mapping")]),
-            dry_run=str(form.get("dry_run") or "").lower() in _TRUE, encoding=form.get("encoding") or None,
+            dry_run=flag(form.get("dry_run"), "dry_run"), encoding=form.get("encoding") or None,
             delimiter=parse_delimiter(form.get("delimiter")), sheet=form.get("sheet") or None,
             language=form.get("language") or None, file_name=upload.filename, created_at=clock(),
         )

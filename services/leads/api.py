@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from crmkit.http import ApiError, authenticate, endpoint, json_response
+from crmkit.http import ApiError, authenticate, endpoint, flag, json_response
 from crmkit.principals import PrincipalRepository
 from services.leads import domain as d
 from services.leads.repository import LeadRepository, PipelineRepository
@@ -63,7 +63,7 @@ def routes(
             page, cursor = await leads.search(
                 pipeline_id=q.get("pipeline_id"), stage_id=q.get("stage_id"), status=status,
                 responsible_id=q.get("responsible_id"), source=q.get("source"), text=q.get("q"),
-                include_deleted=q.get("include_deleted", "false").lower() in ("1", "true", "yes"),
+                include_deleted=flag(q.get("include_deleted"), "include_deleted"),
                 cursor=q.get("cursor"), limit=limit_of(request),
             )
         except ValueError as exc:

@@ -271,6 +271,10 @@ async def test_http_upload_status_template_and_errors(settings_for, run_service,
             csv_template = await http.get("/imports/template.csv?language=ru", headers=auth)
             assert "Название лида" in csv_template.content.decode("utf-8-sig")
             assert (await http.get("/imports/nope", headers=auth)).status_code == 404
+            # A mistyped yes/no is refused, not read as "no": dry_run=ture must not import for real.
+            typo = await http.post("/imports", headers=auth, files={"file": ("t.csv", b"title\nx\n")},
+                                   data={"pipeline_id": "default", "dry_run": "ture"})
+            assert typo.status_code == 400 and "dry_run" in typo.json()["message"]
 
 
 async def _count_is(collection, query, expected) -> bool:

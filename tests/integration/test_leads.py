@@ -230,6 +230,8 @@ async def test_activity_summary_and_read_side(settings_for, run_service, endpoin
             new_column = next(s for s in board["stages"] if s["stage_id"] == "new")
             assert new_column["count"] == 5 and len(new_column["leads"]) == 5
             assert (await http.get("/leads", params={"limit": "0"}, headers=auth)).status_code == 400
+            assert (await http.get("/leads", params={"include_deleted": "maybe"}, headers=auth)).status_code == 400
+            assert (await http.get("/leads", params={"include_deleted": "yes"}, headers=auth)).status_code == 200
 
 
 async def test_contact_renamed_upstream_updates_every_linked_lead(settings_for, run_service, endpoints, isolation):
