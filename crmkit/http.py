@@ -42,6 +42,14 @@ def flag(value: Any, name: str, default: bool = False) -> bool:
     raise ApiError(400, "validation", f"{name} must be true or false (or 1/0, yes/no, on/off), not {str(value)[:40]!r}")
 
 
+def limit_param(request: Request, default: int, maximum: int) -> int:
+    """The page size a list endpoint was asked for (``limit``), from 1 to ``maximum``."""
+    raw = request.query_params.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ApiError(400, "validation", f"limit must be a whole number from 1 to {maximum}.")
+    return int(raw)
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()

@@ -283,9 +283,8 @@ class BatchProcessor:
             if len(items) == 1:
                 record = items[0][0]
                 log.exception("handler %s failed on %s@%s", self._name, record.topic, record.offset)
-                await self._retrying(
-                    lambda: self._bus.dead_letter([(record, f"handler failed: {type(exc).__name__}: {exc}")])
-                )
+                reason = f"handler failed: {type(exc).__name__}: {exc}"
+                await self._retrying(lambda: self._bus.dead_letter([(record, reason)]))
                 return
             for item in items:
                 await self._run([item])

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from crmkit.http import ApiError, authenticate, endpoint, json_response
+from crmkit.http import ApiError, authenticate, endpoint, json_response, limit_param
 from crmkit.principals import PrincipalRepository
 from services.activity import domain as d
 from services.activity.repository import TaskRepository
@@ -43,10 +43,7 @@ def routes(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[Route]:
     def limit_of(request: Request) -> int:
-        raw = request.query_params.get("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= settings.page_size_max:
-            raise ApiError(400, "validation", f"limit must be a whole number from 1 to {settings.page_size_max}.")
-        return int(raw)
+        return limit_param(request, 100, settings.page_size_max)
 
     @endpoint
     async def list_tasks(request: Request) -> Response:

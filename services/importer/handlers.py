@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from contracts import Envelope, build_message
 from contracts.imports import ImportRowRejected

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from crmkit.http import ApiError, authenticate, endpoint, flag, json_response
+from crmkit.http import ApiError, authenticate, endpoint, flag, json_response, limit_param
 from crmkit.principals import PrincipalRepository
 from services.leads import domain as d
 from services.leads.repository import LeadRepository, PipelineRepository
@@ -39,10 +39,7 @@ def routes(
         await authenticate(request, settings.tokens, principals)
 
     def limit_of(request: Request, default: int = 50) -> int:
-        raw = request.query_params.get("limit", str(default))
-        if not raw.isdigit() or not 1 <= int(raw) <= settings.page_size_max:
-            raise ApiError(400, "validation", f"limit must be a whole number from 1 to {settings.page_size_max}.")
-        return int(raw)
+        return limit_param(request, default, settings.page_size_max)
 
     @endpoint
     async def get_lead(request: Request) -> Response:

@@ -14,12 +14,10 @@ from typing import Any
 
 import contracts.leads as ev
 from contracts import Envelope, build_message, envelope_class
-from contracts.activity import LeadActivitySummary
 from contracts.common import FieldError
 from contracts.directory import CompanyUpserted, ContactUpserted, ProductUpserted
-from contracts.qualification import LeadDisqualified, LeadQualified
 from contracts.rejections import CommandRejected
-from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
+from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS
 from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from crmkit.http import ApiError, authenticate, endpoint, json_response
+from crmkit.http import ApiError, authenticate, endpoint, json_response, limit_param
 from crmkit.principals import PrincipalRepository
 from services.qualification.repository import DealRepository, PipelineProjection, ReasonRepository
 from services.qualification.settings import QualificationSettings
@@ -33,10 +33,8 @@ def routes(
     @endpoint
     async def list_deals(request: Request) -> Response:
         await auth(request)
-        raw = request.query_params.get("limit", "50")
-        if not raw.isdigit() or not 1 <= int(raw) <= settings.page_size_max:
-            raise ApiError(400, "validation", f"limit must be a whole number from 1 to {settings.page_size_max}.")
-        found = await deals.list(lead_id=request.query_params.get("lead_id"), limit=int(raw))
+        limit = limit_param(request, 50, settings.page_size_max)
+        found = await deals.list(lead_id=request.query_params.get("lead_id"), limit=limit)
         return json_response({"items": [deal.model_dump(mode="json") for deal in found]})
 
     @endpoint

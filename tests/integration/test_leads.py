@@ -97,7 +97,6 @@ async def test_lead_lifecycle_and_refusals(settings_for, run_service, endpoints,
         assert not (await repo.get("L1")).deleted
 
         # Qualified by the qualification service: locked against changes until an admin reopens it.
-        from tests.integration.leads_helpers import directory_event  # noqa: F401  (same builder style)
         from contracts import build_message, payload_class
 
         qualified = build_message(

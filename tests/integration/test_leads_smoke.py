@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.topics import DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS
+from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS
 from services.leads.app import create_app
 from services.leads.repository import LeadRepository
 from services.leads.settings import LeadsSettings
