@@ -51,6 +51,14 @@ class FileRejected(Exception):
         self.message = message
 
 
+class UnreadableRow(list):
+    """A CSV record the parser could not read: no cells, and why (reported as that row's error)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class RowResult:
     """Outcome of one data row: a payload when valid, else the (column, reason) errors."""
@@ -128,6 +136,8 @@ def row_to_lead(
     max_cell_chars: int = DEFAULT_MAX_CELL_CHARS,
 ) -> RowResult:
     """Validate one row and shape it as `crm.lead.create` data (only non-empty values)."""
+    if isinstance(cells, UnreadableRow):
+        return RowResult(row_number, errors=[(None, cells.reason)])
     errors: list[tuple[str, str]] = []
     values: dict[str, str] = {}
     for index, field_name in mapping.columns.items():

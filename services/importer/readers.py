@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
-from services.importer.domain import DEFAULT_MAX_CELL_CHARS, FileRejected
+from services.importer.domain import DEFAULT_MAX_CELL_CHARS, FileRejected, UnreadableRow
 
 Format = Literal["csv", "xlsx"]
 Cells = list[str | None]
@@ -255,6 +255,8 @@ def _looks_binary(head: bytes) -> bool:
 
 
 def _is_empty(cells: Cells) -> bool:
+    if isinstance(cells, UnreadableRow):
+        return False  # reported, not skipped
     return all(cell is None or not cell.strip() for cell in cells)
 
 
@@ -309,6 +311,9 @@ def _open_csv(
     if header_row == 0:
         text_file.close()
         raise FileRejected("empty_file", "the file is empty")
+    if isinstance(header, UnreadableRow):
+        text_file.close()
+        raise FileRejected("malformed_csv", f"the header (row {header_row}) cannot be read: {header.reason}")
     return RowSource(
         header=[(cell or "").strip().lstrip("\ufeff") for cell in header],
         header_row=header_row,
@@ -322,7 +327,9 @@ def _open_csv(
 
 def _csv_records(text_file: io.TextIOWrapper, delimiter: str, encoding: str) -> Iterator[tuple[int, Cells, bool]]:
     """(row number, cells, converted?) per record; every record counts as a row, as in Excel."""
-    reader = csv.reader(text_file, delimiter=delimiter)
+    # Strict: a quote that never closes is an error, not a cell that silently swallows every row
+    # after it; text after a closing quote is an error, not a cell quietly losing its quotes.
+    reader = csv.reader(text_file, delimiter=delimiter, strict=True)
     number = 0
     while True:
         try:
@@ -336,10 +343,24 @@ def _csv_records(text_file: io.TextIOWrapper, delimiter: str, encoding: str) -> 
                 "save it as UTF-8 or name its encoding",
             ) from None
         except csv.Error as error:
-            # The usual cause is a quote that never closes and swallows the rest of the file.
-            raise FileRejected(
-                "malformed_csv", f"row {number + 1} cannot be read ({error}); check for an unbalanced quote"
-            ) from None
+            text = str(error)
+            if "unexpected end of data" in text:
+                raise FileRejected(
+                    "malformed_csv",
+                    f'row {number + 1} opens a quote (") that never closes, so it would swallow every row after '
+                    "it; close the quote or remove it",
+                ) from None
+            if "field larger than field limit" in text:
+                raise FileRejected(
+                    "malformed_csv",
+                    f"row {number + 1} has a cell over {csv.field_size_limit():,} characters: a quote that never "
+                    f"closes, or a cell far longer than a lead field holds; fix that row",
+                ) from None
+            # Only this record is unreadable (the parser goes on at the next line): the row is
+            # reported, the rest imported.
+            number += 1
+            yield number, UnreadableRow(f"the row cannot be read as CSV ({text}); check its quotes"), True
+            continue
         number += 1
         yield number, _trim([cell if cell != "" else None for cell in record]), True
 

@@ -139,13 +139,14 @@ async def test_bad_rows_are_reported_and_the_rest_imported(settings_for, run_ser
     lines.insert(2, "Плохой телефон,Пётр,12,petr@example.ru,ООО Лютик,7701234567,website,bad-1")   # row 3
     lines.append(",,,,,,website,bad-2")  # row 6: no title, no names
     lines.append("=HYPERLINK(\"x\"),Анна,+79120000000,not-an-email,ООО,123,website,bad-3")  # row 7
+    lines.append('"Кавычка"лишняя,Анна,+79120000001,a@example.ru,ООО,7701234567,website,bad-4')  # row 8: unreadable CSV
     path = write_csv(tmp_path / "rows.csv", lines)
     async with import_stack(settings_for, run_service, endpoints, isolation, tmp_path) as stack:
         done = await stack.run(path)
         assert done.type == "crm.import.completed"
-        assert (done.data.rows_total, done.data.created, done.data.rejected) == (6, 3, 3), done.data
+        assert (done.data.rows_total, done.data.created, done.data.rejected) == (7, 3, 4), done.data
         rejected = {(m.data.row, m.data.column) for m in stack.of("crm.import.row-rejected", done.data.import_id)}
-        assert {(3, "Телефон"), (6, "Название"), (7, "Эл. почта"), (7, "ИНН")} <= rejected, rejected
+        assert {(3, "Телефон"), (6, "Название"), (7, "Эл. почта"), (7, "ИНН"), (8, None)} <= rejected, rejected
         assert await stack.lead_count() == 3
         transport = httpx.ASGITransport(app=stack.importer.asgi())
         async with httpx.AsyncClient(transport=transport, base_url="http://importer") as http:

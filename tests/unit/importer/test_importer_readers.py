@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from services.importer import readers
-from services.importer.domain import FileRejected
+from services.importer.domain import FileRejected, UnreadableRow, row_to_lead
+from services.importer.mapping import build_mapping
 from services.importer.readers import Limits, detect_delimiter, detect_encoding, detect_format, open_rows
 
 CYRILLIC_CSV = "Название;Телефон;Компания\nЗаявка;8 912 345-67-89;ООО «Ромашка»\nВторая;+79120000000;Ёлка\n"
@@ -115,6 +116,36 @@ def test_unclosed_quote_rejects_the_file(write_csv):
         read_all(path)
 
     assert caught.value.code == "malformed_csv"
+
+
+def test_a_short_unclosed_quote_rejects_the_file_instead_of_swallowing_the_rows_after_it(write_csv):
+    # Under the field limit, a lenient parser would return one cell holding "B,2\nC,3\n" and two rows lost.
+    path = write_csv('Title,Phone\nA,"1\nB,2\nC,3\n')
+
+    with pytest.raises(FileRejected) as caught:
+        read_all(path)
+
+    assert caught.value.code == "malformed_csv" and "row 2" in caught.value.message and "never closes" in caught.value.message
+
+
+def test_text_after_a_closing_quote_makes_that_row_an_error_and_the_rest_is_read(write_csv):
+    path = write_csv('Title,Phone\nA,"1"2\nB,3\n')
+
+    _, rows, _ = read_all(path)
+
+    assert [number for number, _ in rows] == [2, 3]
+    assert isinstance(rows[0][1], UnreadableRow) and "quote" in rows[0][1].reason
+    assert rows[1] == (3, ["B", "3"])
+    mapping = build_mapping(["Title", "Phone"], None)
+    result = row_to_lead(2, rows[0][1], mapping, pipeline_id=None)
+    assert not result.ok and result.errors == [(None, rows[0][1].reason)]
+
+
+def test_an_unreadable_header_rejects_the_file(write_csv):
+    with pytest.raises(FileRejected) as caught:
+        read_all(write_csv('"Ti"tle,Phone\nA,1\n'))
+
+    assert caught.value.code == "malformed_csv" and "header" in caught.value.message
 
 
 # ---------------------------------------------------------------- refused files
