@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from contracts.topics import ACTIVITY_COMMANDS, ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS
 from crmkit.messaging import is_transient
 from crmkit.principals import PrincipalRepository
-from crmkit.service import Service
+from crmkit.service import Service, stop_if_cancelled
 from services.activity import api
 from services.activity.handlers import ActivityHandlers
 from services.activity.repository import LeadRepository, TaskRepository, TaskTypeRepository
@@ -45,6 +45,7 @@ def create_app(settings: ActivitySettings, clock: Callable[[], datetime] = lambd
                 await handlers.run_due_pass()
             except Exception as exc:  # the next pass tries again; an outage must not end the loop
                 log.log(logging.WARNING if is_transient(exc) else logging.ERROR, "due pass failed: %s", exc, exc_info=not is_transient(exc))
+            stop_if_cancelled()
             await asyncio.sleep(settings.due_pass_interval_s)
 
     service.on_startup(tasks.ensure_indexes)

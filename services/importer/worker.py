@@ -30,6 +30,7 @@ from contracts.leads import CreateLead, DeleteLead, UpdateLead
 from contracts.topics import IMPORTS_EVENTS, LEADS_COMMANDS
 from crmkit.ids import uuid5
 from crmkit.messaging import Bus, Outbound, is_transient
+from crmkit.service import stop_if_cancelled
 from services.importer import domain as d
 from services.importer.mapping import Mapping, build_mapping
 from services.importer.readers import Limits, RowSource, open_rows
@@ -111,12 +112,17 @@ class JobRunner:
                 else:
                     log.exception("import worker step failed")
                 worked = False
+            stop_if_cancelled()
             if not worked:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+                # lands as the event is set.
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
+                    async with asyncio.timeout(self.settings.poll_interval_s):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
                 self._wake.clear()
+                stop_if_cancelled()
 
     async def step(self) -> bool:
         """Do one piece of work; False when there was none."""
