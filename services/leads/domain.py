@@ -398,6 +398,9 @@ def create_pipeline(
     pipeline_id = (pipeline_id or "").strip()
     if not pipeline_id:
         raise Rejected("validation", "a pipeline needs an id", [("pipeline_id", "must not be blank")])
+    if len(pipeline_id) > ID_MAX_CHARS:
+        raise Rejected("validation", f"a pipeline id may have at most {ID_MAX_CHARS} characters",
+                       [("pipeline_id", f"{len(pipeline_id)} characters, at most {ID_MAX_CHARS}")])
     pipeline = Pipeline(
         pipeline_id=pipeline_id,
         name=_pipeline_name(name),
@@ -460,10 +463,20 @@ def delete_pipeline(actor: Actor, pipeline: Pipeline, *, lead_count: int, now: d
     return PipelineOutcome(deleted, [PipelineDeleted(deleted.pipeline_id, deleted.version)])
 
 
+# What a board can show: longer names, or more stages, are a mistake (or an attack on the events,
+# which carry the whole pipeline), not a pipeline.
+NAME_MAX_CHARS = 200
+ID_MAX_CHARS = 100
+STAGES_MAX = 50
+
+
 def _pipeline_name(name: str | None) -> str:
     name = (name or "").strip()
     if not name:
         raise Rejected("validation", "a pipeline needs a name", [("name", "must not be blank")])
+    if len(name) > NAME_MAX_CHARS:
+        raise Rejected("validation", f"a pipeline name may have at most {NAME_MAX_CHARS} characters; shorten it",
+                       [("name", f"{len(name)} characters, at most {NAME_MAX_CHARS}")])
     return name
 
 
@@ -480,6 +493,9 @@ def _transition_mode(mode: Any) -> str:
 
 def _build_stages(specs: Iterable[Any], previous: Pipeline | None) -> list[Stage]:
     items = [_as_mapping(spec) for spec in specs]
+    if len(items) > STAGES_MAX:
+        raise Rejected("validation", f"a pipeline may have at most {STAGES_MAX} stages; it was given {len(items)}",
+                       [("stages", f"{len(items)} stages, at most {STAGES_MAX}")])
     explicit = [str(item["stage_id"]).strip() for item in items if item.get("stage_id")]
     repeated = sorted({stage_id for stage_id in explicit if explicit.count(stage_id) > 1})
     if repeated:
@@ -499,6 +515,10 @@ def _build_stages(specs: Iterable[Any], previous: Pipeline | None) -> list[Stage
         status = _text(item.get("status")) or (kept.status if kept else "in_progress")
         if not name:
             errors.append((f"stages.{index}.name", "give the stage a name"))
+        elif len(name) > NAME_MAX_CHARS:
+            errors.append((f"stages.{index}.name", f"{len(name)} characters, at most {NAME_MAX_CHARS}"))
+        if len(stage_id) > ID_MAX_CHARS:
+            errors.append((f"stages.{index}.stage_id", f"{len(stage_id)} characters, at most {ID_MAX_CHARS}"))
         if status not in STATUSES:
             errors.append((f"stages.{index}.status", f"must be one of {', '.join(STATUSES)}"))
         if not errors:
@@ -566,7 +586,7 @@ _CYRILLIC = dict(
 
 def _unique_slug(name: str, taken: set[str]) -> str:
     text = "".join(_CYRILLIC.get(char, char) for char in name.lower()).replace("-", " ")
-    base = re.sub(r"[^a-z0-9]+", "_", text).strip("_") or "stage"
+    base = re.sub(r"[^a-z0-9]+", "_", text).strip("_")[:60].strip("_") or "stage"
     slug, counter = base, 2
     while slug in taken:
         slug, counter = f"{base}_{counter}", counter + 1

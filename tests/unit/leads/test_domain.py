@@ -108,6 +108,23 @@ def test_non_admin_cannot_create_a_pipeline() -> None:
     rejected("forbidden", d.create_pipeline, USER, "p", "P", None, "manual", NOW)
 
 
+def test_pipeline_names_ids_and_stage_counts_are_bounded() -> None:
+    stages = [{"name": "New", "status": "new"}, {"name": "Won", "status": "qualified"}, {"name": "Lost", "status": "unqualified"}]
+    long_name = "Воронка " * 30  # 240 characters
+    error = rejected("validation", d.create_pipeline, ADMIN, "p1", long_name, stages, None, NOW)
+    assert error.errors[0][0] == "name"
+    error = rejected("validation", d.create_pipeline, ADMIN, "p" * 101, "Sales", stages, None, NOW)
+    assert error.errors[0][0] == "pipeline_id"
+    many = [stages[0], *({"name": f"Step {i}", "status": "in_progress"} for i in range(60)), *stages[1:]]
+    error = rejected("validation", d.create_pipeline, ADMIN, "p1", "Sales", many, None, NOW)
+    assert error.errors[0][0] == "stages" and "50" in error.message
+    error = rejected("validation", d.create_pipeline, ADMIN, "p1", "Sales", [{**stages[0], "name": "x" * 201}, *stages[1:]], None, NOW)
+    assert error.errors[0][0] == "stages.0.name"
+    # A long (allowed) stage name still gets a short generated id.
+    made = d.create_pipeline(ADMIN, "p1", "Sales", [{**stages[0], "name": "Этап " * 40}, *stages[1:]], None, NOW).pipeline
+    assert len(made.stages[0].stage_id) <= 60
+
+
 def test_create_pipeline_refuses_an_existing_id_and_a_blank_name() -> None:
     existing = d.default_pipeline(NOW)
     rejected("conflict", d.create_pipeline, ADMIN, "default", "Again", None, "manual", NOW, existing=existing)
