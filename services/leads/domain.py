@@ -990,9 +990,7 @@ def apply_product(
 
 def record_duplicates(lead: Lead, matches: Iterable[DuplicateMatch], now: datetime) -> Outcome:
     """Record the leads that look like this one, replacing what an earlier search found."""
-    found = [
-        match for match in (_coerce(DuplicateMatch, item) for item in matches) if match.lead_id != lead.lead_id
-    ]
+    found = _other_leads(lead, matches)
     outcome = _refresh(lead, now, duplicates=found)
     if outcome.changed:
         outcome.events.insert(0, DuplicatesFound(lead.lead_id, tuple(found), outcome.lead.version))
@@ -1005,13 +1003,15 @@ def duplicates_at_creation(lead: Lead, matches: Iterable[DuplicateMatch]) -> Out
     The lead is created with them, at the same version: one ``LeadCreated`` with the card as
     stored, then the ``DuplicatesFound`` notice. (``record_duplicates`` is for a lead that exists.)
     """
-    found = [
-        match for match in (_coerce(DuplicateMatch, item) for item in matches) if match.lead_id != lead.lead_id
-    ]
+    found = _other_leads(lead, matches)
     if not found:
         return Outcome(lead, [])
     created = lead.model_copy(update={"duplicates": found})
     return Outcome(created, [LeadCreated(created), DuplicatesFound(lead.lead_id, tuple(found), created.version)])
+
+
+def _other_leads(lead: Lead, matches: Iterable[DuplicateMatch]) -> list[DuplicateMatch]:
+    return [match for match in (_coerce(DuplicateMatch, item) for item in matches) if match.lead_id != lead.lead_id]
 
 
 def _refresh(lead: Lead, now: datetime | None, **updates: Any) -> Outcome:
@@ -1022,8 +1022,9 @@ def _refresh(lead: Lead, now: datetime | None, **updates: Any) -> Outcome:
         return Outcome(lead, [])
     changed = _next(lead, now or lead.updated_at, **updates)
     # What differs is exactly what was updated (a copy shares every other field): no need to compare
-    # the two whole cards.
-    return Outcome(changed, [LeadUpdated(changed, tuple(name for name in Lead.model_fields if name in updates and name not in _BOOKKEEPING))])
+    # the two whole cards as _diff does.
+    changed_fields = tuple(name for name in Lead.model_fields if name in updates and name not in _BOOKKEEPING)
+    return Outcome(changed, [LeadUpdated(changed, changed_fields)])
 
 
 # --- duplicates -----------------------------------------------------------------------------

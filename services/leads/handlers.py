@@ -594,7 +594,6 @@ class LeadsHandlers:
             # Later messages changed the lead in this batch: the duplicates are a change of their own.
             outcome = d.record_duplicates(lead, matches, ctx.now)
             if outcome.changed:
-                cause = state.created_by
                 # Spliced like the creation's events: the new card's JSON is made once, for the
                 # updated event and the stored document alike.
                 events = self._cards.messages(outcome.events, cause, self.source, lead.lead_id) if cause else []

@@ -7,6 +7,12 @@ import asyncio
 from crmkit.service import _cancel_all, stop_if_cancelled
 
 
+async def _running(state: dict) -> None:
+    """Until the loop has made a few passes (it is then inside its awaited calls)."""
+    while state["passes"] < 3:
+        await asyncio.sleep(0.005)
+
+
 async def _swallowing_call(state: dict) -> None:
     """Like a driver call that returns normally although its task was cancelled (once)."""
     try:
@@ -26,7 +32,7 @@ async def test_stop_asks_again_until_a_loop_that_swallowed_the_cancel_ends():
             await _swallowing_call(state)
 
     task = asyncio.create_task(loop())
-    await asyncio.sleep(0.05)
+    await _running(state)
     await asyncio.wait_for(_cancel_all([task], "test", grace_s=5), 5)
     assert task.done() and task.cancelled() and state["swallowed"]
 
@@ -41,7 +47,7 @@ async def test_a_loop_checking_stop_if_cancelled_ends_on_the_first_cancel():
             stop_if_cancelled()
 
     task = asyncio.create_task(loop())
-    await asyncio.sleep(0.05)
+    await _running(state)
     passes = state["passes"]
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=2)
