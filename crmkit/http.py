@@ -45,9 +45,14 @@ def flag(value: Any, name: str, default: bool = False) -> bool:
 def limit_param(request: Request, default: int, maximum: int) -> int:
     """The page size a list endpoint was asked for (``limit``), from 1 to ``maximum``."""
     raw = request.query_params.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not is_ascii_digits(raw) or not 1 <= int(raw) <= maximum:
         raise ApiError(400, "validation", f"limit must be a whole number from 1 to {maximum}.")
     return int(raw)
+
+
+def is_ascii_digits(text: str) -> bool:
+    """Only 0-9: ``str.isdigit`` also takes '²' and other digits ``int()`` refuses (a 500 before)."""
+    return 0 < len(text) <= 18 and text.isascii() and text.isdigit()
 
 
 def _default(value: Any) -> Any:

@@ -86,7 +86,12 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, KafkaError):
         return True
+    if isinstance(exc, _FILE_ERRORS):
+        return False  # a missing or unreadable file stays so however often it is retried
     return isinstance(exc, (asyncio.TimeoutError, ConnectionError, OSError))
+
+
+_FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
 
 
 class Bus:

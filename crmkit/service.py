@@ -114,6 +114,7 @@ class Service:
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._background: list[Callable[[], Awaitable[None]]] = []
+        self._readiness: list[Callable[[], dict[str, Any]]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._start_task: asyncio.Task[None] | None = None
 
@@ -144,6 +145,10 @@ class Service:
     def background(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run ``loop`` as a task while the service runs (periodic passes)."""
         self._background.append(loop)
+
+    def readiness_detail(self, detail: Callable[[], dict[str, Any]]) -> None:
+        """Add a service's own figures to /health/ready (shown; they do not decide readiness)."""
+        self._readiness.append(detail)
 
     def add_routes(self, routes: Sequence[BaseRoute]) -> None:
         self.routes.extend(routes)
@@ -202,6 +207,8 @@ class Service:
             "retrying": self.health.retrying,
             "last_error": self.health.last_error,
         }
+        for detail in self._readiness:
+            checks.update(detail())
         return self.health.started and mongo_ok and kafka_ok, checks
 
     # --- HTTP ---------------------------------------------------------------------------------

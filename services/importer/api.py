@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -13,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,13 +22,18 @@ from services.importer import domain as d
 from services.importer.reports import ErrorReportWriter, write_template
 from services.importer.repository import ImportRepository
 from services.importer.settings import ImporterSettings
+from services.importer.uploads import Upload, UploadLimits, read_upload
 from services.importer.worker import JobRunner
 
 _MEDIA = {
     "csv": "text/csv; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
-_SAFE_NAME = re.compile(r"[^\w.\-]+")
+_IMPORT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,99}")
+UPLOAD_FIELDS = frozenset(
+    {"pipeline_id", "pipeline", "stage_id", "dry_run", "mapping", "format", "encoding", "delimiter", "sheet",
+     "language", "import_id"}
+)
 
 
 def parse_mapping(values: list[str]) -> dict[str, str] | None:
@@ -92,6 +95,7 @@ def status_view(job: d.ImportJob, counts: d.Counts) -> dict[str, Any]:
         "unknown_columns": job.unknown_columns,
         "warnings": job.warnings,
         "failure": {"code": job.failure_code, "reason": job.failure_reason} if job.state == "failed" else None,
+        "retrying": {"since": job.retrying_since, "error": job.retry_error} if job.retrying_since else None,
         "started_at": started,
         "finished_at": job.finished_at,
         "rows_per_second": round(job.rows_read / elapsed, 1) if elapsed else None,
@@ -117,48 +121,49 @@ def routes(
             raise ApiError(404, "not_found", f"Import {request.path_params['import_id']} does not exist.")
         return job
 
+    async def owned_job(request: Request) -> d.ImportJob:
+        principal = await auth(request)
+        job = await job_of(request)
+        if not d.may_see(job, principal.user_id, principal.is_admin):
+            raise ApiError(403, "forbidden", "This import belongs to another user; only they and administrators may see it.")
+        return job
+
+    limits = UploadLimits(
+        max_file_bytes=settings.max_file_mb * 1024 * 1024, max_field_bytes=settings.max_field_kb * 1024,
+        fields=UPLOAD_FIELDS,
+    )
+
     @endpoint
     async def upload(request: Request) -> Response:
         """Multipart `file` plus the options of crm.import.start as form fields; 202 with the status URL."""
         principal = await auth(request)
-        form = await request.form(max_part_size=settings.max_file_mb * 1024 * 1024)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(400, "validation", "send the file as the multipart field 'file'")
-        import_id = str(form.get("import_id") or uuid.uuid4())
-        if not re.fullmatch(r"[\w.\-]{1,100}", import_id):
-            raise ApiError(400, "validation", "import_id may hold letters, digits, '.', '_' and '-' only")
-        format_ = (form.get("format") or "") or None
-        if format_ not in (None, "csv", "xlsx"):
-            raise ApiError(400, "validation", "format must be 'csv' or 'xlsx'")
-        name = _SAFE_NAME.sub("_", Path(upload.filename or "upload").name)[:120] or "upload"
-        folder = Path(settings.uploads_dir) / import_id
-        path = folder / name
-        await asyncio.to_thread(_store, upload, folder, path, settings.max_file_mb * 1024 * 1024)
-        job = d.ImportJob(
-            import_id=import_id, file_uri=str(path.resolve()), actor_id=principal.user_id, format=format_,
-            pipeline_id=(form.get("pipeline_id") or form.get("pipeline") or None), stage_id=form.get("stage_id") or None,
-            mapping=parse_mapping([str(v) for v in form.getlist("mapping")]),
-            dry_run=flag(form.get("dry_run"), "dry_run"), encoding=form.get("encoding") or None,
-            delimiter=parse_delimiter(form.get("delimiter")), sheet=form.get("sheet") or None,
-            language=form.get("language") or None, file_name=upload.filename, created_at=clock(),
-        )
-        await upload.close()
-        if not await imports.create(job):
-            raise ApiError(409, "conflict", f"Import {import_id} exists already; GET /imports/{import_id} shows it.")
+
+        async def id_is_free(received: Upload) -> None:
+            # Checked when the file part begins, before a byte of it is written.
+            import_id = received.get("import_id")
+            if import_id is not None:
+                await _free_import_id(imports, _valid_import_id(import_id))
+
+        form = await read_upload(request, settings.uploads_dir, limits, id_is_free)
+        try:
+            import_id = _valid_import_id(form.get("import_id")) if form.get("import_id") else str(uuid.uuid4())
+            job = _upload_job(form, import_id, principal.user_id, clock())
+            if not await imports.create(job):
+                raise ApiError(409, "conflict", f"Import {import_id} exists already; GET /imports/{import_id} shows it.")
+        except BaseException:
+            form.discard()
+            raise
         runner.wake()
         return json_response({"import_id": import_id, "state": job.state, "status_url": f"/imports/{import_id}"}, 202)
 
     @endpoint
     async def status(request: Request) -> Response:
-        await auth(request)
-        job = await job_of(request)
+        job = await owned_job(request)
         return json_response(status_view(job, await runner.counts(job)))
 
     @endpoint
     async def errors(request: Request) -> Response:
-        await auth(request)
-        job = await job_of(request)
+        job = await owned_job(request)
         format_ = request.path_params["format"]
         language = request.query_params.get("language") or job.language or "en"
         with tempfile.TemporaryDirectory() as folder:
@@ -206,15 +211,28 @@ def _only_formats(handler):
     return wrapper
 
 
-def _store(upload: UploadFile, folder: Path, path: Path, limit: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    written = 0
-    upload.file.seek(0)
-    with open(path, "wb") as target:
-        while chunk := upload.file.read(1024 * 1024):
-            written += len(chunk)
-            if written > limit:
-                target.close()
-                path.unlink(missing_ok=True)
-                raise ApiError(413, "file_too_large", f"the file is over the limit of {limit // 1048576} MB; split it")
-            target.write(chunk)
+def _valid_import_id(value: str | None) -> str:
+    """A client's import id: a fixed pattern, so it can never name a path or hide a control character."""
+    if value is None or not _IMPORT_ID.fullmatch(value):
+        raise ApiError(400, "validation", "import_id must be 1 to 100 ASCII letters, digits, '.', '_' or '-', "
+                       "starting with a letter or digit")
+    return value
+
+
+async def _free_import_id(imports: ImportRepository, import_id: str) -> None:
+    if await imports.get(import_id) is not None:
+        raise ApiError(409, "conflict", f"Import {import_id} exists already; GET /imports/{import_id} shows it.")
+
+
+def _upload_job(form: Upload, import_id: str, actor_id: str, now: datetime) -> d.ImportJob:
+    format_ = form.get("format") or None
+    if format_ not in (None, "csv", "xlsx"):
+        raise ApiError(400, "validation", "format must be 'csv' or 'xlsx'")
+    return d.ImportJob(
+        import_id=import_id, file_uri=str(form.path), uploaded=True, actor_id=actor_id, format=format_,
+        pipeline_id=(form.get("pipeline_id") or form.get("pipeline") or None), stage_id=form.get("stage_id") or None,
+        mapping=parse_mapping(form.fields.get("mapping", [])),
+        dry_run=flag(form.get("dry_run"), "dry_run"), encoding=form.get("encoding") or None,
+        delimiter=parse_delimiter(form.get("delimiter")), sheet=form.get("sheet") or None,
+        language=form.get("language") or None, file_name=form.file_name, created_at=now,
+    )

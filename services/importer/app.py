@@ -8,6 +8,7 @@ from crmkit.service import Service
 from services.importer import api
 from services.importer.handlers import ImporterHandlers
 from services.importer.repository import ImportRepository, LeadIndex
+from services.importer.scheduler import JobScheduler
 from services.importer.settings import ImporterSettings
 from services.importer.worker import JobRunner
 
@@ -21,8 +22,10 @@ def create_app(settings: ImporterSettings) -> Service:
     index = LeadIndex(service.db)
     principals = PrincipalRepository(service.db, settings.service_principals)
     runner = JobRunner(settings, imports, index, service.bus, source=service.source)
+    scheduler = JobScheduler(settings, imports, runner, service.metrics.registry)
     handlers = ImporterHandlers(imports, index, principals, runner, source=service.source)
     service.runner = runner  # type: ignore[attr-defined]  # tests and the benchmark reach the seams through it
+    service.scheduler = scheduler  # type: ignore[attr-defined]
 
     async def start_up() -> None:
         await imports.ensure_indexes()
@@ -30,6 +33,7 @@ def create_app(settings: ImporterSettings) -> Service:
 
     service.on_startup(start_up)
     service.consume(CONSUMES, handlers.on_batch, title="importer")
-    service.background(runner.run_forever)
+    service.background(scheduler.run_forever)
+    service.readiness_detail(scheduler.readiness)
     service.add_routes(api.routes(settings, imports, runner, principals))
     return service

@@ -227,7 +227,7 @@ def row_to_lead(
         company["name"] = _collapse(values["company_name"])
     if "company_inn" in values:
         inn = re.sub(r"[\s-]", "", values["company_inn"])
-        if inn.isdigit() and len(inn) in (10, 12):
+        if inn.isascii() and inn.isdigit() and len(inn) in (10, 12):
             company["inn"] = inn
         else:
             errors.append(
@@ -342,7 +342,7 @@ def row_of_correlation(correlation: str | None) -> tuple[str, int] | None:
     if not correlation or not correlation.startswith(_CORRELATION_PREFIX):
         return None
     import_id, _, row = correlation[len(_CORRELATION_PREFIX):].rpartition(":")
-    if not import_id or not row.isdigit():
+    if not import_id or not (row.isascii() and row.isdigit()):
         return None
     return import_id, int(row)
 
@@ -466,6 +466,9 @@ class ImportJob:
     removed: int = 0
     restored: int = 0
     last_outcome_at: dt.datetime | None = None
+    uploaded: bool = False  # file_uri is a server-named upload, not a file named by the command
+    retrying_since: dt.datetime | None = None
+    retry_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -501,22 +504,37 @@ def is_finished(job: ImportJob, counts: Counts) -> bool:
     return job.state == "waiting" and counts.settled >= job.rows_read
 
 
-def command_refusal(command_type: str, licensed: bool, job: ImportJob | None) -> tuple[str, str] | None:
-    """Why an import command cannot be carried out, as (reason code, message), or None to go ahead."""
-    if not licensed:
+def command_refusal(
+    command_type: str, actor_id: str | None, licensed: bool, admin: bool, job: ImportJob | None
+) -> tuple[str, str] | None:
+    """Why an import command cannot be carried out, as (reason code, message), or None to go ahead.
+
+    The licence is checked before the job is looked at, so an unlicensed sender learns nothing
+    about which imports exist; a job belongs to the user who started it (and to administrators).
+    """
+    if not actor_id or not licensed:
         return "not_licensed", "only users holding a CRM licence may import leads; ask an administrator for one"
     if command_type == "crm.import.start":
+        if job is not None and job.actor_id != actor_id and not admin:
+            return "forbidden", "an import with this id was started by another user; choose another import_id"
         return None  # a repeated start of an existing job is simply a no-op
     if job is None:
         return "not_found", "there is no such import"
+    if job.actor_id != actor_id and not admin:
+        return "forbidden", "only the user who started an import, or an administrator, may cancel or revert it"
     if command_type == "crm.import.cancel" and job.state != "running":
-        return "invalid_state", f"the import is {job.state}, not running; only a running import can be cancelled"
+        return "invalid_state", f"the import is {job.state}; only an import still reading its file can be cancelled"
     if command_type == "crm.import.revert":
         if job.dry_run:
             return "invalid_state", "a dry run wrote nothing, so there is nothing to revert"
         if job.state != "completed":
             return "invalid_state", f"the import is {job.state}; only a completed import can be reverted"
     return None
+
+
+def may_see(job: ImportJob, user_id: str, admin: bool) -> bool:
+    """Whether a user may read an import's status and error reports: its owner and administrators."""
+    return admin or job.actor_id == user_id
 
 
 def rejection_errors(message: str, errors: Sequence[tuple[str, str]], columns: dict[str, str]) -> list[tuple[str | None, str]]:

@@ -15,6 +15,7 @@ from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import PrincipalRepository
 from services.importer import domain as d
 from services.importer.repository import ImportRepository, LeadIndex, Outcome, Projected
+from services.importer.sources import display_name
 from services.importer.worker import JobRunner, event_id
 
 _OUTCOME_OF = {"crm.lead.created": "created", "crm.lead.updated": "updated", "crm.command.rejected": "rejected"}
@@ -28,7 +29,7 @@ def job_from_start(message: Envelope) -> d.ImportJob:
         import_id=data.import_id, file_uri=data.file_uri, actor_id=message.actorid,
         format=data.format.value if data.format else None, pipeline_id=data.pipeline_id, stage_id=data.stage_id,
         mapping=data.mapping, dry_run=data.dry_run, encoding=data.encoding, delimiter=data.delimiter,
-        sheet=data.sheet, language=data.language, created_at=message.time,
+        sheet=data.sheet, language=data.language, created_at=message.time, file_name=display_name(data.file_uri),
     )
 
 
@@ -68,7 +69,9 @@ class ImporterHandlers:
 
     async def on_command(self, message: Envelope) -> list[Outbound]:
         principal = await self.principals.get(message.actorid or "")
-        refusal = d.command_refusal(message.type, principal.licensed, await self.imports.get(message.data.import_id))
+        # The job is read only for a licensed sender: the refusal of anyone else says nothing about it.
+        job = await self.imports.get(message.data.import_id) if message.actorid and principal.licensed else None
+        refusal = d.command_refusal(message.type, message.actorid, principal.licensed, principal.is_admin, job)
         if refusal is not None:
             return [self._rejected(message, *refusal)]
         import_id = message.data.import_id

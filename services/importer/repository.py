@@ -98,11 +98,18 @@ class ImportRepository:
         doc = await self._jobs.find_one({"_id": import_id})
         return _job_from(doc) if doc else None
 
-    async def claim(self, owner: str, now: datetime, lease_s: float) -> ImportJob | None:
-        """Take one job that needs the worker (running, reverting, or owing its final event)."""
+    async def claim(self, owner: str, now: datetime, lease_s: float, *, exclude: Sequence[str] = (),
+                    only: Sequence[str] | None = None) -> ImportJob | None:
+        """Take one job that needs the worker (running, reverting, or owing its final event).
+
+        ``exclude`` holds the jobs this instance runs already; ``only`` limits the choice to some ids."""
+        ids: dict[str, Any] = {"$nin": list(exclude)}
+        if only is not None:
+            ids["$in"] = list(only)
         doc = await self._jobs.find_one_and_update(
             {
                 "$and": [
+                    {"_id": ids},
                     {"$or": [{"state": {"$in": ["running", "reverting"]}},
                              {"state": {"$in": ["completed", "failed", "reverted"]}, "announced": False}]},
                     {"$or": [{"owner": owner}, {"owner": None}, {"lease_until": {"$lte": now}}]},
@@ -205,6 +212,14 @@ class ImportRepository:
 
     async def requests(self, import_id: str) -> dict[str, Any]:
         return dict(await self._requests.find_one({"_id": import_id}) or {})
+
+    async def cancelled_running(self, exclude: Sequence[str]) -> list[str]:
+        """Running jobs with a cancel request that this instance is not running."""
+        asked = [doc["_id"] async for doc in self._requests.find({"cancel": True}, {"_id": 1})]
+        if not asked:
+            return []
+        query = {"_id": {"$in": asked, "$nin": list(exclude)}, "state": "running"}
+        return [doc["_id"] async for doc in self._jobs.find(query, {"_id": 1})]
 
     async def pending_reverts(self) -> list[tuple[str, str | None]]:
         return [(doc["_id"], doc.get("revert_actor_id")) async for doc in self._requests.find({"revert": True, "revert_taken": {"$ne": True}})]

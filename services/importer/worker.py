@@ -13,6 +13,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,12 +31,12 @@ from contracts.leads import CreateLead, DeleteLead, UpdateLead
 from contracts.topics import IMPORTS_EVENTS, LEADS_COMMANDS
 from crmkit.ids import uuid5
 from crmkit.messaging import Bus, Outbound, is_transient
-from crmkit.service import stop_if_cancelled
 from services.importer import domain as d
 from services.importer.mapping import Mapping, build_mapping
 from services.importer.readers import Limits, RowSource, open_rows
 from services.importer.repository import ImportRepository, LeadIndex
 from services.importer.settings import ImporterSettings
+from services.importer.sources import display_name, resolve_import_file
 
 log = logging.getLogger("services.importer")
 
@@ -45,10 +46,6 @@ _EVENT_NAMESPACE = uuid.UUID("0c3f1d7e-8a52-4c61-9e0b-2f4a6d8c1b35")
 
 def event_id(import_id: str, *parts: Any) -> str:
     return uuid5(_EVENT_NAMESPACE, "\x1f".join([import_id, *map(str, parts)]))
-
-
-def local_path(file_uri: str) -> str:
-    return file_uri[len("file://"):] if file_uri.startswith("file://") else file_uri
 
 
 def report_uri(settings: ImporterSettings, import_id: str) -> str:
@@ -98,72 +95,71 @@ class JobRunner:
 
         asyncio.get_running_loop().call_later(self.settings.outcome_check_s, fire)
 
-    # --- the loop -----------------------------------------------------------------------------
+    async def wait_for_work(self, timeout: float) -> None:
+        """Until something wakes the worker, or ``timeout`` seconds."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that lands
+        # as the event is set.
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+        self._wake.clear()
 
-    async def run_forever(self) -> None:
-        while True:
-            try:
-                worked = await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if is_transient(exc):
-                    log.warning("import worker: dependency unavailable (%s: %s)", type(exc).__name__, exc)
-                else:
-                    log.exception("import worker step failed")
-                worked = False
-            stop_if_cancelled()
-            if not worked:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
-                # lands as the event is set.
-                try:
-                    async with asyncio.timeout(self.settings.poll_interval_s):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-                self._wake.clear()
-                stop_if_cancelled()
+    async def handle(self, job: d.ImportJob) -> None:
+        """The work a claimed job needs now: read and send its file, revert it, or announce its end."""
+        if job.state == "running":
+            await self._run_guarded(job)
+        elif job.state == "reverting":
+            await self.revert(job)
+        else:
+            await self.announce(job)
 
-    async def step(self) -> bool:
-        """Do one piece of work; False when there was none."""
+    async def housekeeping(self) -> None:
+        """Complete jobs whose rows all have outcomes, and turn revert requests into reverting jobs."""
         for job in await self.imports.waiting():
             await self.try_complete(job.import_id)
         for import_id, actor in await self.imports.pending_reverts():
             await self.imports.update(import_id, {"state": "reverting", "revert_actor_id": actor, "announced": False},
                                       expect_state="completed")
             await self.imports.request(import_id, revert_taken=True)
-        job = await self.imports.claim(self.owner, self.clock(), self.settings.job_lease_s)
-        if job is None:
-            return False
-        try:
-            if job.state == "running":
-                await self._run_guarded(job)
-            elif job.state == "reverting":
-                await self.revert(job)
-            else:
-                await self.announce(job)
-        finally:
-            await self.imports.release(job.import_id, self.owner)
-        return True
 
     async def _run_guarded(self, job: d.ImportJob) -> None:
         try:
             await self.run(job)
         except d.FileRejected as exc:
             await self.fail(job, exc.code, exc.message)
-        except FileNotFoundError:
-            await self.fail(job, "file_not_found", f"the file {job.file_uri} does not exist or is not readable by the importer")
         except Exception as exc:
             if is_transient(exc):
                 raise
             log.exception("import %s failed", job.import_id)
-            await self.fail(job, "internal_error", f"the import stopped on an unexpected error: {type(exc).__name__}: {exc}")
+            await self.fail(job, "internal_error", f"the import stopped on an unexpected error: {type(exc).__name__}")
+
+    def file_path(self, job: d.ImportJob) -> Path:
+        """The checked path of the job's file: an upload under its server name, or a file inside the roots."""
+        if job.uploaded:
+            return resolve_import_file(job.file_uri, [self.settings.uploads_dir])
+        return resolve_import_file(job.file_uri, self.settings.file_roots, forbidden=[self.settings.uploads_dir])
+
+    async def _from_file(self, job: d.ImportJob, read: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a read of the job's file in a thread; the file's own errors fail this import, never retry."""
+        try:
+            return await asyncio.to_thread(read, *args, **kwargs)
+        except d.FileRejected:
+            raise
+        except OSError as exc:
+            name = job.file_name or display_name(job.file_uri)
+            raise d.FileRejected("file_unreadable", f"the file {name!r} could not be read ({exc.strerror or type(exc).__name__})") from None
 
     # --- reading and sending ------------------------------------------------------------------
 
     async def run(self, job: d.ImportJob) -> None:
-        source: RowSource = await asyncio.to_thread(
-            open_rows, local_path(job.file_uri), format=job.format, encoding=job.encoding, delimiter=job.delimiter,
+        if (await self.imports.requests(job.import_id)).get("cancel"):
+            await self._finish_reading(job, cancelled=True)  # cancelled before a row was read
+            return
+        path = self.file_path(job)
+        source: RowSource = await self._from_file(
+            job, open_rows, path, format=job.format, encoding=job.encoding, delimiter=job.delimiter,
             sheet=job.sheet, limits=self.limits, start_after_row=job.last_row_sent,
         )
         try:
@@ -172,7 +168,7 @@ class JobRunner:
                 await self._announce_start(job, source, mapping)
             rows = iter(source)
             while True:
-                chunk = await asyncio.to_thread(self._read_chunk, rows, mapping, job)
+                chunk = await self._from_file(job, self._read_chunk, rows, mapping, job)
                 if not chunk:
                     break
                 await self._send_chunk(job, chunk, mapping)
@@ -187,8 +183,10 @@ class JobRunner:
                     break
         finally:
             source.close()
-        finished = {"state": "waiting", "cancelled": job.cancel_requested, "cancel_requested": job.cancel_requested,
-                    "last_outcome_at": self.clock()}
+        await self._finish_reading(job, cancelled=job.cancel_requested)
+
+    async def _finish_reading(self, job: d.ImportJob, *, cancelled: bool) -> None:
+        finished = {"state": "waiting", "cancelled": cancelled, "cancel_requested": cancelled, "last_outcome_at": self.clock()}
         await self.imports.update(job.import_id, finished, expect_state="running")
         await self.try_complete(job.import_id)
 
@@ -203,7 +201,7 @@ class JobRunner:
 
     async def _announce_start(self, job: d.ImportJob, source: RowSource, mapping: Mapping) -> None:
         started = ImportStarted(
-            import_id=job.import_id, file_uri=job.file_uri, format=source.format,
+            import_id=job.import_id, file_uri=job.file_name or display_name(job.file_uri), format=source.format,
             pipeline_id=job.pipeline_id or "default", dry_run=job.dry_run,
         )
         await self.bus.publish([self._event(job, started, "started")])

@@ -61,11 +61,25 @@ def test_correlation_round_trip():
 
 def test_command_refusals():
     done = d.ImportJob("i1", "f.csv", "u", state="completed")
-    assert d.command_refusal("crm.import.start", False, None)[0] == "not_licensed"
-    assert d.command_refusal("crm.import.cancel", True, None)[0] == "not_found"
-    assert d.command_refusal("crm.import.cancel", True, done)[0] == "invalid_state"
-    assert d.command_refusal("crm.import.revert", True, done) is None
-    assert d.command_refusal("crm.import.revert", True, d.ImportJob("i1", "f", "u", state="completed", dry_run=True))[0] == "invalid_state"
+    refusal = d.command_refusal
+    assert refusal("crm.import.start", "u", False, False, None)[0] == "not_licensed"
+    assert refusal("crm.import.start", None, True, False, None)[0] == "not_licensed"  # no actorid at all
+    assert refusal("crm.import.cancel", "u", True, False, None)[0] == "not_found"
+    assert refusal("crm.import.cancel", "u", True, False, done)[0] == "invalid_state"
+    assert refusal("crm.import.cancel", "u", True, False, d.ImportJob("i1", "f", "u", state="running")) is None
+    assert refusal("crm.import.revert", "u", True, False, done) is None
+    assert refusal("crm.import.revert", "u", True, False, d.ImportJob("i1", "f", "u", state="completed", dry_run=True))[0] == "invalid_state"
+
+
+def test_an_import_belongs_to_its_owner_and_administrators():
+    done = d.ImportJob("i1", "f.csv", "owner", state="completed")
+    assert d.command_refusal("crm.import.revert", "other", True, False, done)[0] == "forbidden"
+    assert d.command_refusal("crm.import.cancel", "other", True, False, d.ImportJob("i1", "f", "owner"))[0] == "forbidden"
+    assert d.command_refusal("crm.import.start", "other", True, False, done)[0] == "forbidden"
+    assert d.command_refusal("crm.import.revert", "admin", True, True, done) is None
+    # The licence comes first: an unlicensed sender is refused the same for a job that exists and one that does not.
+    assert d.command_refusal("crm.import.revert", "other", False, False, done) == d.command_refusal("crm.import.revert", "other", False, False, None)
+    assert d.may_see(done, "owner", False) and d.may_see(done, "admin", True) and not d.may_see(done, "other", False)
 
 
 def test_finished_when_every_row_read_has_an_outcome():

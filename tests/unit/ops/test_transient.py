@@ -18,3 +18,11 @@ def test_outages_are_retried():
 def test_records_too_large_and_bad_data_are_not():
     for exc in (MessageSizeTooLargeError("3,000,000 bytes"), RecordListTooLargeError(), DuplicateKeyError("dup"), ValueError("bad")):
         assert not is_transient(exc), exc
+
+
+def test_file_errors_are_the_files_not_an_outage():
+    # A directory or missing file named by an import used to be retried every second forever.
+    for exc in (IsADirectoryError(21, "Is a directory"), FileNotFoundError(2, "No such file"), PermissionError(13, "denied"),
+                NotADirectoryError(20, "Not a directory")):
+        assert not is_transient(exc), exc
+    assert is_transient(OSError("Multiple exceptions: [Errno 111] Connect call failed"))
