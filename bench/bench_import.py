@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import resource
 import subprocess
 import sys
@@ -113,7 +114,8 @@ async def end_to_end(config, path: Path, rows: int, fmt: str) -> tuple[int, floa
     prefix = f"b{uuid.uuid4().hex[:8]}."
     common = dict(kafka_bootstrap_servers=config.kafka_bootstrap, mongodb_url=config.mongodb_url, topic_prefix=prefix)
     leads = create_leads(LeadsSettings(**common, database=f"{prefix[:-1]}_leads", group_id=prefix + "leads", duplicate_check=False))
-    importer = create_importer(ImporterSettings(**common, database=f"{prefix[:-1]}_importer", group_id=prefix + "importer"))
+    importer = create_importer(ImporterSettings(**common, database=f"{prefix[:-1]}_importer", group_id=prefix + "importer",
+                                                file_roots=[str(path.parent)]))
     await leads.start()
     await importer.start()
     try:
@@ -170,7 +172,8 @@ async def end_to_end_processes(
     prefix = f"b{uuid.uuid4().hex[:8]}."
     names = ["importer"] + ([] if dry_run else ["leads"])
     databases = {name: f"{prefix[:-1]}_{name}" for name in names}
-    services: list[tuple[str, dict[str, str]]] = [("importer", {})]  # deployed defaults: completion is checked as outcomes arrive
+    # Deployed defaults (completion is checked as outcomes arrive), reading the bench's folder.
+    services: list[tuple[str, dict[str, str]]] = [("importer", {"FILE_ROOTS": json.dumps([str(path.parent)])})]
     if not dry_run:
         services += [("leads", {"DUPLICATE_CHECK": "false"})] * leads_instances
     procs = [

@@ -45,6 +45,12 @@ def service_env(spec: ServiceSpec, config: StackConfig, extra: dict[str, str] | 
     env.setdefault("MONGODB_URL", config.mongodb_url)
     env.setdefault(f"{spec.env_prefix}TOKENS", json.dumps(DEMO_TOKENS))
     env.setdefault(f"{spec.env_prefix}HTTP_PORT", str(spec.port))
+    if spec.name == "importer":
+        # Uploads under server names, and the inbox whose files crm.import.start may name, in the run folder.
+        inbox = config.run_dir / "import-inbox"
+        inbox.mkdir(parents=True, exist_ok=True)
+        env.setdefault("IMPORTER_UPLOADS_DIR", str(config.run_dir / "imports"))
+        env.setdefault("IMPORTER_FILE_ROOTS", json.dumps([str(inbox)]))
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
     return env

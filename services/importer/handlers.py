@@ -68,10 +68,11 @@ class ImporterHandlers:
     # --- commands -----------------------------------------------------------------------------
 
     async def on_command(self, message: Envelope) -> list[Outbound]:
-        principal = await self.principals.get(message.actorid or "")
+        principal = await self.principals.get(message.actorid) if message.actorid else None
+        licensed = principal is not None and principal.licensed
         # The job is read only for a licensed sender: the refusal of anyone else says nothing about it.
-        job = await self.imports.get(message.data.import_id) if message.actorid and principal.licensed else None
-        refusal = d.command_refusal(message.type, message.actorid, principal.licensed, principal.is_admin, job)
+        job = await self.imports.get(message.data.import_id) if licensed else None
+        refusal = d.command_refusal(message.type, message.actorid, licensed, licensed and principal.is_admin, job)
         if refusal is not None:
             return [self._rejected(message, *refusal)]
         import_id = message.data.import_id

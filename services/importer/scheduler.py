@@ -131,6 +131,9 @@ class JobScheduler:
                 delay = min(delay * 2, self.settings.retry_backoff_max_s)
                 try:
                     fresh = await self.imports.renew(job.import_id, self.runner.owner, self.clock(), self.settings.job_lease_s)
+                    if fresh is not None and fresh.state == "running" and (await self.imports.requests(job.import_id)).get("cancel"):
+                        await self.runner.end_cancelled(fresh)  # a cancel ends a job that cannot get going
+                        return
                 except Exception as exc:
                     if not is_transient(exc):
                         raise

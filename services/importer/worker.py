@@ -155,7 +155,7 @@ class JobRunner:
 
     async def run(self, job: d.ImportJob) -> None:
         if (await self.imports.requests(job.import_id)).get("cancel"):
-            await self._finish_reading(job, cancelled=True)  # cancelled before a row was read
+            await self.end_cancelled(job)  # cancelled before a row was read
             return
         path = self.file_path(job)
         source: RowSource = await self._from_file(
@@ -184,6 +184,10 @@ class JobRunner:
         finally:
             source.close()
         await self._finish_reading(job, cancelled=job.cancel_requested)
+
+    async def end_cancelled(self, job: d.ImportJob) -> None:
+        """End a running job on its cancel request, keeping the rows it sent so far."""
+        await self._finish_reading(job, cancelled=True)
 
     async def _finish_reading(self, job: d.ImportJob, *, cancelled: bool) -> None:
         finished = {"state": "waiting", "cancelled": cancelled, "cancel_requested": cancelled, "last_outcome_at": self.clock()}

@@ -80,8 +80,8 @@ class ImportStack:
 async def import_stack(settings_for, run_service, endpoints, isolation, tmp_path, **overrides):
     leads = await run_service(create_leads(settings_for(LeadsSettings, "leads", duplicate_check=False)))
     importer_settings = settings_for(
-        ImporterSettings, "importer", tokens=TOKENS, uploads_dir=str(tmp_path / "uploads"), job_lease_s=2.0,
-        poll_interval_s=0.2, **{"file_roots": [str(tmp_path)], **overrides},
+        ImporterSettings, "importer", uploads_dir=str(tmp_path / "uploads"), job_lease_s=2.0,
+        poll_interval_s=0.2, **{"tokens": TOKENS, "file_roots": [str(tmp_path)], **overrides},
     )
     importer = await run_service(create_importer(importer_settings))
     async with Producer(endpoints.kafka, isolation.prefix) as producer, Collector(

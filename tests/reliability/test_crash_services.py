@@ -7,6 +7,7 @@ once, and afterwards every import row, qualification or task has taken effect ex
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 
@@ -71,6 +72,7 @@ async def test_importer_crash_under_load(scenario: Scenario) -> None:
     # A job's lease passes to the restarted process once it expires: 5 s instead of 30 s keeps the run short.
     importer = await scenario.start_service(
         "importer", IMPORTER_JOB_LEASE_S="5", IMPORTER_POLL_INTERVAL_S="0.5", IMPORTER_UPLOADS_DIR=str(run_dir / "uploads"),
+        IMPORTER_FILE_ROOTS=json.dumps([str(run_dir)]),
     )
 
     path = run_dir / f"{scenario.prefix}leads.csv"
