@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 from contracts import topics as contract_topics
 from contracts.topics import dlq_topic
 
+from . import phones
 from .asyncapi import build_asyncapi
 from .messaging import BatchHandler, BatchProcessor, Bus, Health, ensure_topics, subscribe_batches
 from .metrics import Metrics
@@ -92,6 +93,7 @@ class Service:
         self.name = name
         self.description = description
         self.version = version
+        phones.configure(settings.phone_region)
         self.source = f"crm/{name}"
         self.metrics = Metrics(name)
         self.health = Health()

@@ -42,6 +42,9 @@ class ServiceSettings(BaseSettings):
         default_factory=lambda: ["svc-importer", "svc-qualification", "svc-activity", "svc-leads"],
         description="User ids of the platform's own services, trusted as system actors",
     )
+    phone_region: str = Field(
+        "RU", description="Region (ISO 3166 code) of phone numbers written without a country code", min_length=2, max_length=2
+    )
     log_level: str = Field("WARNING", description="Python log level")
     gc_freeze: bool = Field(
         True, description="After start-up, exempt the objects then alive from Python's cycle collector (gc.freeze)"

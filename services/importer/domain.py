@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from crmkit.ids import uuid5
+from crmkit.phones import normalize_phone
 
 if TYPE_CHECKING:
     from services.importer.mapping import Mapping
@@ -83,23 +84,6 @@ def derive_lead_id(import_id: str, row_number: int, external_id: str | None, sou
     if external_id:
         return uuid5(IMPORT_NAMESPACE, f"external:{source or ''}:{external_id}")
     return uuid5(IMPORT_NAMESPACE, f"row:{import_id}:{row_number}")
-
-
-def normalize_phone(value: str) -> str | None:
-    """Digits with a leading +; Russian 8/7/+7 forms become the same +7 number. None if invalid."""
-    text = value.strip()
-    digits = re.sub(r"\D", "", text)
-    international = text.startswith("+") or text.startswith("00")
-    if text.startswith("00"):
-        digits = digits[2:]
-    if len(digits) == 11 and digits[0] in "78" and not (international and digits[0] == "8"):
-        return "+7" + digits[1:]
-    # Russian area and mobile codes start with 3, 4, 8 or 9; people often drop the 8/+7.
-    if len(digits) == 10 and digits[0] in "3489" and not international:
-        return "+7" + digits
-    if international and 8 <= len(digits) <= 15:
-        return "+" + digits
-    return None
 
 
 def parse_date(value: str) -> dt.date | None:
@@ -198,7 +182,7 @@ def row_to_lead(
     if "contact_name" in values:
         contact["name"] = _collapse(values["contact_name"])
     if "contact_phone" in values:
-        phone = normalize_phone(values["contact_phone"])
+        phone = normalize_phone(values["contact_phone"])  # one rule for the system: crmkit.phones
         if phone:
             contact["phone"] = phone
         else:

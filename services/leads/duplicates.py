@@ -6,13 +6,12 @@ import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
+from crmkit.phones import phone_key
 from services.leads.domain import DuplicateMatch, Lead
 
 WEIGHTS: dict[str, float] = {"email": 0.6, "phone": 0.5, "name": 0.3}
 # A shared name alone is weak evidence, but it is what a person checks first, so it is kept.
 MIN_SCORE = 0.3
-# Fewer digits than a national number cannot tell two clients apart.
-MIN_PHONE_DIGITS = 10
 
 
 def normalize_email(email: str | None) -> str | None:
@@ -23,14 +22,8 @@ def normalize_email(email: str | None) -> str | None:
 
 
 def normalize_phone(phone: str | None) -> str | None:
-    digits = re.sub(r"\D", "", phone or "")
-    if len(digits) == 11 and digits[0] == "8":
-        # Russian trunk prefix: 8 912 ... is dialled at home for +7 912 ...
-        digits = "7" + digits[1:]
-    elif len(digits) == 10 and digits[0] == "9":
-        # A Russian mobile written without any country or trunk prefix.
-        digits = "7" + digits
-    return digits if len(digits) >= MIN_PHONE_DIGITS else None
+    """The phone's key: the digits of its E.164 form, the same rule the importer validates with."""
+    return phone_key(phone)
 
 
 def normalize_name(name: str | None) -> str | None:

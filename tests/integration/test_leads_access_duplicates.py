@@ -83,3 +83,19 @@ async def test_a_lead_too_large_to_publish_is_refused_and_the_rest_goes_on(setti
         assert "description" in refused[0].data.message or any(e.field == "description" for e in refused[0].data.errors or [])
         stored = await repo.get("BIG")
         assert stored is not None and stored.title == "Small now" and stored.version == 1
+
+
+async def test_a_number_from_a_form_and_the_same_from_an_import_are_duplicates(settings_for, run_service, endpoints, isolation):
+    # A web form sends the number as typed; the importer sends it normalised (+7...). One rule keys both:
+    # before, '495 123 45 67' was keyed 4951234567 and '+74951234567' 74951234567, and no match was found.
+    async with leads_stack(settings_for, run_service, endpoints, isolation) as (service, producer, events):
+        repo = LeadRepository(service.db)
+        await send_and_wait(producer, events, command(payload(
+            "crm.lead.create", lead_id="P1", title="From the form", contact={"name": "Анна", "phone": "495 123 45 67"}), actor="bob"))
+        await send_and_wait(producer, events, command(payload(
+            "crm.lead.create", lead_id="P2", title="From the import", contact={"name": "Ольга", "phone": "+74951234567"},
+            import_id="imp-1", import_row=2), actor="bob"))
+        found = await wait_until(lambda: [m for m in events.got.of_type("crm.lead.duplicates-found") if m.subject == "P2"],
+                                 what="the form's lead found as a duplicate of the imported one")
+        assert [(m.lead_id, m.matched_on) for m in found[0].data.matches] == [("P1", ["phone"])]
+        assert [m.lead_id for m in (await repo.get("P2")).duplicates] == ["P1"]
