@@ -71,6 +71,7 @@ class Lead(_Model):
     utm_source: str | None = None
     utm_medium: str | None = None
     utm_campaign: str | None = None
+    closed_version: int | None = None  # the version at which the lead was last seen qualified or unqualified
 
 
 class Actor(_Model):
@@ -140,6 +141,8 @@ class Closing(_Model):
     reason: str | None = None
     comment: str | None = None
     started_at: AwareDatetime
+    lead_version: int = 0  # the lead's version when the process was planned
+    previous_command_id: str | None = None  # the process this one follows, when the lead was reopened
 
 
 @dataclass(frozen=True)
@@ -166,12 +169,33 @@ def stable_id(lead_id: str, what: str) -> str:
     return uuid5(ID_NAMESPACE, f"{lead_id}\x1f{what}")
 
 
-def company_id_for(lead_id: str) -> str:
-    return stable_id(lead_id, "company")
+def company_id_for(lead_id: str, command_id: str | None = None) -> str:
+    """The company a lead's qualification creates; a later qualification (after a reopen) gets another."""
+    return stable_id(lead_id if command_id is None else f"{lead_id}\x1f{command_id}", "company")
 
 
-def deal_id_for(lead_id: str) -> str:
-    return stable_id(lead_id, "deal")
+def deal_id_for(lead_id: str, command_id: str | None = None) -> str:
+    """The deal of a lead's first qualification; a requalification after a reopen makes a new deal."""
+    return stable_id(lead_id if command_id is None else f"{lead_id}\x1f{command_id}", "deal")
+
+
+def event_id(closing: Closing, event_type: str) -> str:
+    """An event of a process: fixed by the lead for its first closing, by the command for a later one."""
+    key = closing.lead_id if closing.previous_command_id is None else f"{closing.lead_id}\x1f{closing.command_id}"
+    return stable_id(key, event_type)
+
+
+def reopened_since(lead: Lead, closing: Closing) -> bool:
+    """Whether the lead was closed by this process (or later) and then reopened by an administrator.
+
+    Only then may it be closed again: a lead whose closing the leads service has not applied yet
+    still looks open here, so being open alone proves nothing."""
+    return (
+        lead.status not in FINAL_STATUSES
+        and lead.closed_version is not None
+        and lead.closed_version >= closing.lead_version
+        and lead.version > lead.closed_version
+    )
 
 
 def reason_id_for(command_id: str) -> str:
@@ -189,7 +213,7 @@ def _lead_problems(lead_id: str, lead: Lead | None, closing: Closing | None, com
         problems.append(Problem("invalid_state", f"lead {lead_id} is deleted; restore it first with crm.lead.restore", "lead_id"))
     if lead.status in FINAL_STATUSES:
         problems.append(Problem("invalid_state", f"lead {lead_id} is already {lead.status} and locked", "lead_id"))
-    elif closing is not None and closing.command_id != command_id:
+    elif closing is not None and closing.command_id != command_id and not reopened_since(lead, closing):
         # The leads service has not told us yet, but this service already closed (or is closing) it.
         if closing.state != "done":
             problems.append(
@@ -281,10 +305,16 @@ def check_disqualification(
 # --- plans ------------------------------------------------------------------------------------
 
 
-def plan_qualification(request: QualifyRequest, lead: Lead, actor: Actor, command_id: str, now: datetime) -> Closing:
-    """The process to run, with every id fixed up front so each step can be repeated."""
+def plan_qualification(
+    request: QualifyRequest, lead: Lead, actor: Actor, command_id: str, now: datetime, *, previous: Closing | None = None
+) -> Closing:
+    """The process to run, with every id fixed up front so each step can be repeated.
+
+    ``previous`` is the process that closed the lead before it was reopened: the first deal and
+    company keep their ids (and their history); this one gets ids of its own."""
     _check_now(now)
-    company_id = request.company_id or company_id_for(lead.lead_id)
+    again = command_id if previous is not None else None
+    company_id = request.company_id or company_id_for(lead.lead_id, again)
     new_company = None
     if not request.company_id:
         new_company = Company(
@@ -299,7 +329,7 @@ def plan_qualification(request: QualifyRequest, lead: Lead, actor: Actor, comman
     deal = None
     if request.qualification_type == "deal_and_company":
         deal = Deal(
-            deal_id=deal_id_for(lead.lead_id),
+            deal_id=deal_id_for(lead.lead_id, again),
             lead_id=lead.lead_id,
             company_id=company_id,
             contact=lead.contact,
@@ -324,11 +354,13 @@ def plan_qualification(request: QualifyRequest, lead: Lead, actor: Actor, comman
         new_company=new_company,
         deal=deal,
         started_at=now,
+        lead_version=lead.version,
+        previous_command_id=previous.command_id if previous else None,
     )
 
 
 def plan_disqualification(
-    lead: Lead, reason: Reason, comment: str | None, command_id: str, now: datetime
+    lead: Lead, reason: Reason, comment: str | None, command_id: str, now: datetime, *, previous: Closing | None = None
 ) -> Closing:
     _check_now(now)
     return Closing(
@@ -340,6 +372,8 @@ def plan_disqualification(
         reason=reason.text,
         comment=(comment or "").strip() or None,
         started_at=now,
+        lead_version=lead.version,
+        previous_command_id=previous.command_id if previous else None,
     )
 
 

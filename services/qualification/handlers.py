@@ -63,7 +63,8 @@ def _message(payload: Payload, cause: Envelope, source: str, message_id: str, ti
 
 
 def qualification_events(closing: d.Closing, cause: Envelope, source: str) -> list[Envelope]:
-    """The events a qualification owes, with ids and time fixed by the lead, so any replay is identical."""
+    """The events a qualification owes, with ids and time fixed by its process, so any replay is identical
+    (and a requalification after a reopen publishes events of its own, not the first one's again)."""
     lead_id = closing.lead_id
     payloads: list[Payload] = []
     if closing.new_company is not None:
@@ -84,14 +85,14 @@ def qualification_events(closing: d.Closing, cause: Envelope, source: str) -> li
             deal_id=closing.deal.deal_id if closing.deal else None,
         )
     )
-    return [_message(p, cause, source, d.stable_id(lead_id, p.TYPE), closing.started_at) for p in payloads]
+    return [_message(p, cause, source, d.event_id(closing, p.TYPE), closing.started_at) for p in payloads]
 
 
 def disqualification_events(closing: d.Closing, cause: Envelope, source: str) -> list[Envelope]:
     payload = LeadDisqualified(
         lead_id=closing.lead_id, reason_id=closing.reason_id, reason=closing.reason, comment=closing.comment
     )
-    return [_message(payload, cause, source, d.stable_id(closing.lead_id, payload.TYPE), closing.started_at)]
+    return [_message(payload, cause, source, d.event_id(closing, payload.TYPE), closing.started_at)]
 
 
 def qualification_rejected(cause: Envelope, problems: Sequence[d.Problem], source: str) -> Envelope:
@@ -234,10 +235,11 @@ class QualificationHandlers:
             )
             if problems:
                 return [qualification_rejected(message, problems, self.source)]
-            closing = d.plan_qualification(request, lead, actor, message.id, self.clock())
+            previous = stored.closing if stored else None  # the process of a lead since reopened
+            closing = d.plan_qualification(request, lead, actor, message.id, self.clock(), previous=previous)
             outbox = qualification_events(closing, message, self.source)
             stored = StoredClosing(closing, [e.to_json_bytes().decode() for e in outbox])
-            if await self.closings.start(closing, stored.outbox):
+            if await self.closings.start(closing, stored.outbox, replacing=previous):
                 return await self._run(stored)
             # Another command got to this lead first: decide again against what it stored.
         raise RuntimeError(f"lead {request.lead_id} kept changing under command {message.id}")
@@ -269,11 +271,12 @@ class QualificationHandlers:
             )
             if problems:
                 return [command_rejected(message, problems, self.source)]
+            replacing = stored.closing if stored else None  # the process of a lead since reopened
             closing = d.plan_disqualification(
-                lead, d.reason_of(reasons, data.reason_id), data.comment, message.id, self.clock()
+                lead, d.reason_of(reasons, data.reason_id), data.comment, message.id, self.clock(), previous=replacing
             )
             outbox = disqualification_events(closing, message, self.source)
-            if await self.closings.start(closing, [e.to_json_bytes().decode() for e in outbox]):
+            if await self.closings.start(closing, [e.to_json_bytes().decode() for e in outbox], replacing=replacing):
                 return outbox
         raise RuntimeError(f"lead {data.lead_id} kept changing under command {message.id}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +13,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.qualification.domain import Closing, Company, Deal, Lead, ProcessState, Reason, default_reasons
+from services.qualification.domain import FINAL_STATUSES, Closing, Company, Deal, Lead, ProcessState, Reason, default_reasons
 
 _DUPLICATE_KEY = 11000
 
@@ -26,15 +28,31 @@ class LeadChange:
     whole: bool
 
 
-async def _bulk_ignoring_duplicates(col: Any, ops: list[Any]) -> None:
+@dataclass(frozen=True)
+class _Upsert:
+    """One version-guarded write of a projection (kept as data so it can be redone alone)."""
+
+    filter: dict[str, Any]
+    update: dict[str, Any]
+    upsert: bool = True
+
+
+async def _bulk_ignoring_duplicates(col: Any, ops: list[_Upsert]) -> None:
     """Run upserts guarded by version; a guard that fails on an existing document is a stale fact."""
     if not ops:
         return
     try:
-        await col.bulk_write(ops, ordered=False)
+        await col.bulk_write([UpdateOne(o.filter, o.update, upsert=o.upsert) for o in ops], ordered=False)
     except BulkWriteError as exc:
         if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
             raise
+    except KeyError:
+        # FerretDB 1.24 leaves `n` and `nModified` out of an update reply that carries write errors
+        # (a stale fact's upsert collides with the newer document), and pymongo's bulk merge reads
+        # them: the batch went to the DLQ. Redone one write at a time, only in that case.
+        for o in ops:
+            with contextlib.suppress(DuplicateKeyError):
+                await col.update_one(o.filter, o.update, upsert=o.upsert)
 
 
 class LeadProjection:
@@ -44,15 +62,17 @@ class LeadProjection:
         self._col = db["leads"]
 
     async def apply(self, changes: Sequence[LeadChange]) -> None:
-        ops: list[Any] = []
+        ops: list[_Upsert] = []
         for change in changes:
             values = {**change.fields, "version": change.version}
+            if change.fields.get("status") in FINAL_STATUSES:
+                values["closed_version"] = change.version  # so a later open status shows a reopen
             # Equal versions are let through: a card and its stage-changed event share one version.
             guard = {"_id": change.lead_id, "version": {"$lte": change.version}}
             if change.whole:
-                ops.append(UpdateOne(guard, {"$set": values}, upsert=True))
+                ops.append(_Upsert(guard, {"$set": values}, upsert=True))
             else:  # a partial fact about a lead whose card we have not seen cannot make a card
-                ops.append(UpdateOne(guard, {"$set": values}))
+                ops.append(_Upsert(guard, {"$set": values}, upsert=False))
         await _bulk_ignoring_duplicates(self._col, ops)
 
     async def get(self, lead_id: str) -> Lead | None:
@@ -70,7 +90,7 @@ class PipelineProjection:
 
     async def apply(self, changes: Sequence[tuple[str, int, dict[str, Any]]]) -> None:
         ops = [
-            UpdateOne(
+            _Upsert(
                 {"_id": pipeline_id, "version": {"$lte": version}},
                 {"$set": {**values, "version": version}},
                 upsert=True,
@@ -100,7 +120,7 @@ class ReasonRepository:
     async def seed(self, pipeline_ids: Iterable[str]) -> None:
         defaults = [r.model_dump() for r in default_reasons()]
         ops = [
-            UpdateOne(
+            _Upsert(
                 {"_id": pipeline_id},
                 {"$setOnInsert": {"reasons": defaults, "version": 0, "_recent": []}},
                 upsert=True,
@@ -152,6 +172,7 @@ class ClosingRepository:
 
     def __init__(self, db: AsyncDatabase) -> None:
         self._col = db["closings"]
+        self._history = db["closings_history"]  # earlier processes of reopened leads
 
     async def get(self, lead_id: str) -> StoredClosing | None:
         doc = await self._col.find_one({"_id": lead_id})
@@ -160,10 +181,22 @@ class ClosingRepository:
         outbox = list(doc.pop("_outbox", []))
         return StoredClosing(Closing.model_validate({k: v for k, v in doc.items() if k != "_id"}), outbox)
 
-    async def start(self, closing: Closing, outbox: list[str]) -> bool:
-        """Store a new process; False if the lead already has one (then read it again)."""
+    async def start(self, closing: Closing, outbox: list[str], *, replacing: Closing | None = None) -> bool:
+        """Store a new process; False if the lead already has one (then read it again).
+
+        ``replacing`` is the finished process of a lead that was reopened: it moves to
+        ``closings_history`` and the new one takes its place, unless another got there first."""
         doc = closing.model_dump()
         doc.update({"_id": closing.lead_id, "_outbox": outbox})
+        if replacing is not None:
+            old = await self._col.find_one({"_id": closing.lead_id, "command_id": replacing.command_id, "state": "done"})
+            if old is None:
+                return False
+            old["_id"] = f"{closing.lead_id}\x1f{replacing.command_id}"
+            with contextlib.suppress(DuplicateKeyError):
+                await self._history.insert_one(old)
+            result = await self._col.replace_one({"_id": closing.lead_id, "command_id": replacing.command_id, "state": "done"}, doc)
+            return result.matched_count == 1
         try:
             await self._col.insert_one(doc)
         except DuplicateKeyError:
@@ -194,7 +227,7 @@ class CompanyRepository:
 
     async def upsert_known(self, records: Sequence[tuple[str, int, dict[str, Any]]]) -> None:
         ops = [
-            UpdateOne(
+            _Upsert(
                 {"_id": company_id, "version": {"$lt": version}},
                 {"$set": {**values, "company_id": company_id, "version": version, "origin": "directory"}},
                 upsert=True,

@@ -329,3 +329,46 @@ async def test_administrators_edit_the_reason_list(settings_for, run_service, en
 
 async def reason_ids_are(reason_ids, expected: list[str]) -> bool:
     return await reason_ids() == expected
+
+
+async def test_a_reopened_lead_is_qualified_again_into_a_new_deal(settings_for, run_service, endpoints, isolation):
+    # Deal and company ids came from the lead id alone, and the finished first process blocked any
+    # other: a lead an administrator reopened could never be qualified again.
+    leads, qualification = await start_both(settings_for, run_service)
+    async with Producer(endpoints.kafka, isolation.prefix) as producer, Collector(
+        endpoints.kafka, isolation.prefix, QUALIFICATION_EVENTS, LEADS_EVENTS
+    ) as events:
+        await grant_all(producer, leads, qualification)
+        await create_lead(producer, qualification, "RQ1", responsible_id="bob", **RICH_LEAD)
+        await producer.send(QUALIFICATION_COMMANDS, qualify("RQ1"))
+        first = await wait_until(lambda: lead_status(leads, "RQ1", "qualified"), what="first qualification applied")
+        await producer.send(LEADS_COMMANDS, command(payload("crm.lead.reopen", lead_id="RQ1"), actor="alice"))
+        await wait_until(lambda: lead_status(leads, "RQ1", "in_progress"), what="lead reopened")
+        projection = LeadProjection(qualification.db)
+        await wait_until(lambda: _projected_open(projection, "RQ1"), what="the reopen seen by qualification")
+
+        again = qualify("RQ1", new_company={"name": "ООО Лютик"})
+        await producer.send(QUALIFICATION_COMMANDS, again)
+        second = await wait_until(lambda: _requalified(leads, "RQ1", first.qualified_deal_id), what="second qualification applied")
+        assert second.qualified_deal_id != first.qualified_deal_id
+        assert second.qualified_company_id != first.qualified_company_id
+        deals = await DealRepository(qualification.db).list(lead_id="RQ1", limit=10)
+        assert {d.deal_id for d in deals} == {first.qualified_deal_id, second.qualified_deal_id}  # the first deal's history kept
+        assert len(distinct(events, "crm.lead.qualified", "RQ1")) == 2
+        assert not [m for m in events.got.of_type("crm.qualification.rejected") if m.data.command_id == again.id]
+        # The lead is closed again: a third qualification without a reopen is refused.
+        third = qualify("RQ1")
+        await producer.send(QUALIFICATION_COMMANDS, third)
+        refused = await wait_until(lambda: [m for m in events.got.of_type("crm.qualification.rejected") if m.data.command_id == third.id],
+                                   what="third qualification refused")
+        assert refused[0].data.reasons[0].code.value == "invalid_state"
+
+
+async def _projected_open(projection, lead_id):
+    lead = await projection.get(lead_id)
+    return lead is not None and lead.status == "in_progress" and lead.closed_version is not None
+
+
+async def _requalified(leads, lead_id, first_deal_id):
+    lead = await LeadRepository(leads.db).get(lead_id)
+    return lead if lead is not None and lead.status == "qualified" and lead.qualified_deal_id != first_deal_id else None

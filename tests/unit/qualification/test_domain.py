@@ -187,3 +187,27 @@ def test_only_administrators_edit_reasons() -> None:
     removed, problems = d.remove_reason(ADMIN, "default", True, reasons, "duplicate")
     assert problems == [] and "duplicate" not in {r.reason_id for r in removed}
     assert codes(d.remove_reason(ADMIN, "default", True, removed, "duplicate")[1]) == [("not_found", "reason_id")]
+
+
+def test_a_reopened_lead_may_be_closed_again_with_ids_of_its_own() -> None:
+    first = d.plan_qualification(request(), lead(version=3), USER, "cmd-0", NOW)
+    done = first.model_copy(update={"state": "done"})
+    # Seen qualified at version 4 (this process landed), then reopened at version 5.
+    reopened = lead(version=5, status="in_progress", closed_version=4)
+    assert d.reopened_since(reopened, done)
+    assert check(the_lead=reopened, closing=done) == []
+    second = d.plan_qualification(request(), reopened, USER, "cmd-9", NOW, previous=done)
+    assert second.deal.deal_id != first.deal.deal_id and second.company_id != first.company_id
+    assert second.previous_command_id == "cmd-0" and second.lead_version == 5
+    assert d.event_id(second, "crm.lead.qualified") != d.event_id(first, "crm.lead.qualified")
+    # The same command planned twice fixes the same ids (a redelivery replays, never doubles).
+    assert d.plan_qualification(request(), reopened, USER, "cmd-9", NOW, previous=done).deal.deal_id == second.deal.deal_id
+
+
+def test_an_open_lead_whose_closing_has_not_landed_is_not_reopened() -> None:
+    done = d.plan_qualification(request(), lead(version=3), USER, "cmd-0", NOW).model_copy(update={"state": "done"})
+    # The leads service has not applied the qualification yet: open, never seen closed since.
+    assert not d.reopened_since(lead(version=4, status="in_progress"), done)
+    assert [p.code for p in check(the_lead=lead(version=4), closing=done)] == ["invalid_state"]
+    # Closed by an earlier process, reopened, then this one planned: its own closing has not landed.
+    assert not d.reopened_since(lead(version=9, status="in_progress", closed_version=6), done.model_copy(update={"lead_version": 8}))
