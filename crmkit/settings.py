@@ -39,8 +39,10 @@ class ServiceSettings(BaseSettings):
         description="HTTP bearer tokens mapped to user ids, as JSON: {\"token\": \"user-id\"}",
     )
     service_principals: list[str] = Field(
-        default_factory=lambda: ["svc-importer", "svc-qualification", "svc-activity", "svc-leads"],
-        description="User ids of the platform's own services, trusted as system actors",
+        default_factory=list,
+        description="User ids trusted as licensed administrators without any grant (load generators in tests "
+        "and benchmarks). Empty by default and in production: anyone who may write a commands topic can name "
+        "one as `actorid`; the platform's own services need none",
     )
     log_level: str = Field("WARNING", description="Python log level")
     gc_freeze: bool = Field(
