@@ -472,9 +472,15 @@ async def test_another_users_tasks_and_day_are_for_administrators(settings_for, 
         for task_id, who in (("hers", "alice"), ("his", "bob")):
             await producer.send(ACTIVITY_COMMANDS, task_cmd("L1", task_id, fixed + HOUR, actor=who))
         await wait_until(lambda: len(events.got.of_type("crm.task.created")) == 2, what="two tasks")
+        # Nor does he work her task by command.
+        takeover = command(payload("crm.task.complete", task_id="hers"), actor="bob", subject="L1")
+        await producer.send(ACTIVITY_COMMANDS, takeover)
+        refused = await rejection_for(events, takeover)
+        assert refused.reason_code == "forbidden" and "assigned to another user" in refused.message
 
     transport = httpx.ASGITransport(app=activity.asgi())
     async with httpx.AsyncClient(transport=transport, base_url="http://activity") as http:
+        assert (await TaskRepository(activity.db).view("hers")).status == "open"
         bob, alice = {"Authorization": "Bearer tok-bob"}, {"Authorization": "Bearer tok-alice"}
         for path, params in (("/tasks", {"assignee_id": "alice"}), ("/my-day", {"assignee_id": "alice"}), ("/tasks/hers", {})):
             refused = await http.get(path, params=params, headers=bob)
