@@ -33,7 +33,7 @@ _TITLES = frozenset({"title"})
 _NAMES = frozenset({"name", "text", "text_ru", "product_name"})
 _SHORT = frozenset({
     "source", "marketing_event", "utm_source", "utm_medium", "utm_campaign", "inn", "industry", "segment",
-    "product_kind", "type",
+    "product_kind",
 })
 _EMAILS = frozenset({"email"})
 _PHONES = frozenset({"phone"})

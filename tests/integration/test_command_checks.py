@@ -233,3 +233,22 @@ async def test_activity_commands_checked_before_anything_is_read(settings_for, r
         assert fields_of(await refusal_of(events, nul_lead)) == {"lead_id"}
         assert no_dead_letters(events.got.records)
         assert {t.task_id for t in await TaskRepository(activity.db).search()} == {"task-1"}
+
+
+# --- importer (its command checks are its own; the missing actor was a crmkit bug) ---------------
+
+
+async def test_importer_a_command_without_actor_is_not_licensed(settings_for, run_service, endpoints, isolation, tmp_path):
+    from contracts.imports import StartImport
+    from contracts.topics import IMPORTS_COMMANDS, IMPORTS_EVENTS
+    from services.importer.app import create_app as create_importer
+    from services.importer.settings import ImporterSettings
+
+    await run_service(create_importer(settings_for(ImporterSettings, "importer", uploads_dir=str(tmp_path / "uploads"))))
+    async with Producer(endpoints.kafka, isolation.prefix) as producer, Collector(
+        endpoints.kafka, isolation.prefix, IMPORTS_EVENTS, dlq_topic(IMPORTS_COMMANDS)
+    ) as events:
+        start = anonymous(StartImport(import_id="imp-anon", file_uri=str(tmp_path / "leads.csv")), subject="imp-anon")
+        await producer.send(IMPORTS_COMMANDS, start)
+        assert (await refusal_of(events, start)).reason_code == "not_licensed"
+        assert no_dead_letters(events.got.records)
