@@ -37,6 +37,8 @@ _SHORT = frozenset({
 })
 _EMAILS = frozenset({"email"})
 _PHONES = frozenset({"phone"})
+# Mappings whose keys are data (an option's name, a file's column), not field names.
+_DATA_MAPPINGS = frozenset({"options", "fields", "mapping", "external_ids", "product_options"})
 # Ids name things (keys, lookups, record keys); a task's `type` is the id of its type.
 _IDS_ALSO = frozenset({"type", "type_id"})
 
@@ -92,7 +94,8 @@ def field_errors(value: Any, path: str = "", name: str = "") -> list[tuple[str, 
     """Every bounded-field problem in a payload (a model, mapping, list or scalar), as (dotted path, problem).
 
     A string's rule comes from the name of the field holding it (``name``, the last part of ``path``);
-    the keys of a mapping that is data (a product's options) are bounded as keys.
+    the keys of a mapping that is data (a product's options) are bounded as keys, those of any other
+    mapping are field names.
     """
     if isinstance(value, str):
         problem = text_error(name, value)
@@ -105,14 +108,15 @@ def field_errors(value: Any, path: str = "", name: str = "") -> list[tuple[str, 
                 errors += field_errors(item, f"{path}.{key}" if path else key, key)
         return errors
     if isinstance(value, Mapping):
+        data_keys = name in _DATA_MAPPINGS  # else its keys are field names, as in a model
         errors = []
         for key, item in value.items():
             key = str(key)
-            problem = _key_error(key)
+            problem = _key_error(key) if data_keys else None
             if problem:
                 errors.append((path or name or "value", problem))
                 continue
-            errors += field_errors(item, f"{path}.{key}" if path else key, name)
+            errors += field_errors(item, f"{path}.{key}" if path else key, name if data_keys else key)
         return errors
     if isinstance(value, (list, tuple)):
         if len(value) > LIST_MAX_ITEMS:
@@ -125,11 +129,11 @@ def field_errors(value: Any, path: str = "", name: str = "") -> list[tuple[str, 
 
 
 def _key_error(key: str) -> str | None:
+    # Keys are names people gave (option names, a file's column headers, which may hold a line break).
     if len(key) > KEY_MAX_CHARS:
         return f"a key of {len(key):,} characters, at most {KEY_MAX_CHARS}"
-    found = _INVISIBLE.search(key)
-    if found:
-        return f"a key holds the control character U+{ord(found.group()):04X}"
+    if "\x00" in key:
+        return "a key holds a NUL character"
     return None
 
 

@@ -112,3 +112,10 @@ def test_the_rejection_is_stable_and_keyed_by_a_well_formed_lead() -> None:
     assert first.data.reason_code == "validation" and first.data.errors[0].field == "title"
     malformed = access.rejection(message, refusal, source="crm/test", namespace=NS, lead_id="L\x001")
     assert malformed.subject is None and malformed.data.lead_id is None
+
+
+def test_field_errors_reads_plain_mappings_too() -> None:
+    """What the importer can check a row's planned lead with, before it sends the command."""
+    row = {"title": "x" * 2_000, "contact": {"email": "a@b\x00.c", "name": "ok"}, "products": [{"options": {"k\x00": "v"}}]}
+    assert [path for path, _ in access.field_errors(row)] == ["title", "contact.email", "products.0.options"]
+    assert access.field_errors({"description": "multi\nline", "options": {"Цвет\nкорпуса": "red"}}) == []
