@@ -223,9 +223,19 @@ def owner_or_admin(principal: Principal, owner_id: str | None) -> bool:
 
 
 def rejection(
-    cause: Envelope, refusal: Refusal, *, source: str, namespace: uuid.UUID, lead_id: str | None = None
+    cause: Envelope,
+    refusal: Refusal,
+    *,
+    source: str,
+    namespace: uuid.UUID,
+    lead_id: str | None = None,
+    message_id: str | None = None,
 ) -> Envelope:
-    """The `crm.command.rejected` for ``cause``: a stable id (a redelivery repeats it), keyed by the lead when known."""
+    """The `crm.command.rejected` for ``cause``: a stable id (a redelivery repeats it), keyed by the lead when known.
+
+    ``message_id`` overrides the id derived from ``namespace``, for a service that answers one command
+    with two events.
+    """
     if lead_id is not None and text_error("id", lead_id):
         lead_id = None  # a malformed id is not a record key; the command id keys the rejection instead
     payload = CommandRejected(
@@ -240,7 +250,7 @@ def rejection(
         payload,
         source=source,
         subject=lead_id,
-        id=uuid5(namespace, f"{cause.id}\x1frejected"),
+        id=message_id or uuid5(namespace, f"{cause.id}\x1frejected"),
         correlationid=cause.correlationid or cause.id,
         causationid=cause.id,
         actorid=cause.actorid if cause.actorid and not text_error("id", cause.actorid) else None,

@@ -102,7 +102,9 @@ def qualification_rejected(cause: Envelope, problems: Sequence[d.Problem], sourc
     return _message(payload, cause, source, uuid5(d.ID_NAMESPACE, f"{cause.id}\x1frejected"))
 
 
-def command_rejected(cause: Envelope, problems: Sequence[d.Problem] | access.Refusal, source: str) -> Envelope:
+def command_rejected(
+    cause: Envelope, problems: Sequence[d.Problem] | access.Refusal, source: str, message_id: str | None = None
+) -> Envelope:
     if isinstance(problems, access.Refusal):
         refusal = problems
     else:
@@ -111,15 +113,19 @@ def command_rejected(cause: Envelope, problems: Sequence[d.Problem] | access.Ref
         )
     # Keyed by the lead when there is one, else by the command id.
     return access.rejection(
-        cause, refusal, source=source, namespace=d.ID_NAMESPACE, lead_id=getattr(cause.data, "lead_id", None)
+        cause, refusal, source=source, namespace=d.ID_NAMESPACE, lead_id=getattr(cause.data, "lead_id", None),
+        message_id=message_id,
     )
 
 
 def refused(cause: Envelope, refusal: access.Refusal, source: str) -> list[Envelope]:
     """The answer to a command refused before anything was read: ``crm.command.rejected``, and for a
     qualify also ``crm.qualification.rejected``, the outcome its sender waits for on the public topic."""
-    out = [command_rejected(cause, refusal, source)]
-    if cause.type == "crm.lead.qualify" and access.text_error("lead_id", cause.data.lead_id) is None:
+    if cause.type != "crm.lead.qualify":
+        return [command_rejected(cause, refusal, source)]
+    # Its own id: the qualification.rejected keeps the id it always had for this command.
+    out = [command_rejected(cause, refusal, source, uuid5(d.ID_NAMESPACE, f"{cause.id}\x1fcommand-rejected"))]
+    if access.text_error("lead_id", cause.data.lead_id) is None:
         field = refusal.errors[0][0] if len(refusal.errors) == 1 else None
         out.append(qualification_rejected(cause, [d.Problem(refusal.code, refusal.message, field)], source))
     return out

@@ -188,6 +188,7 @@ async def test_qualification_commands_checked_before_anything_is_read(settings_f
             what="crm.qualification.rejected of the anonymous qualify",
         )
         assert [r.code.value for r in outcome[0].data.reasons] == ["not_licensed"]
+        assert outcome[0].id != rejection_for(events, no_actor[0])[0].id  # two events, two ids: neither is deduped away
         assert no_dead_letters(events.got.records)
         assert await ClosingRepository(qualification.db).get("Q1") is None
 
