@@ -23,7 +23,7 @@ _GRANTS = {
 
 @dataclass(frozen=True)
 class Principal:
-    """A user (or one of the platform's services) as far as access checks go."""
+    """A user as far as access checks go (``service``: one of the deployment's trusted system actors)."""
 
     user_id: str
     licences: frozenset[str] = field(default_factory=frozenset)
@@ -83,5 +83,6 @@ class PrincipalRepository:
                 found[user_id] = Principal(user_id)
         return found
 
-    async def get(self, user_id: str) -> Principal:
-        return (await self.get_many([user_id]))[user_id]
+    async def get(self, user_id: str | None) -> Principal:
+        """The user's licences and roles; a blank or missing id is nobody: no licence, no role."""
+        return (await self.get_many([user_id or ""])).get(user_id or "") or Principal(user_id or "")

@@ -39,8 +39,10 @@ class ServiceSettings(BaseSettings):
         description="HTTP bearer tokens mapped to user ids, as JSON: {\"token\": \"user-id\"}",
     )
     service_principals: list[str] = Field(
-        default_factory=lambda: ["svc-importer", "svc-qualification", "svc-activity", "svc-leads"],
-        description="User ids of the platform's own services, trusted as system actors",
+        default_factory=list,
+        description="User ids trusted as licensed administrators without any grant (load generators in tests "
+        "and benchmarks). Empty by default and in production: anyone who may write a commands topic can name "
+        "one as `actorid`; the platform's own services need none",
     )
     phone_region: str = Field(
         "RU", description="Region (ISO 3166 code) of phone numbers written without a country code", min_length=2, max_length=2

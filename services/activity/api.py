@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from crmkit.access import owner_or_admin
 from crmkit.http import ApiError, authenticate, endpoint, json_response, limit_param
-from crmkit.principals import PrincipalRepository
+from crmkit.principals import Principal, PrincipalRepository
 from services.activity import domain as d
 from services.activity.repository import TaskRepository
 from services.activity.settings import ActivitySettings
@@ -36,6 +37,22 @@ def _time(raw: str, name: str) -> datetime:
     return value
 
 
+def _assignee(principal: Principal, asked: str | None, what: str, *, all_for_admin: bool = False) -> str | None:
+    """Whose tasks a caller reads: their own by default; another user's only as an administrator.
+
+    None (every assignee) for an administrator who named nobody, where ``all_for_admin``.
+    """
+    if asked and not owner_or_admin(principal, asked):
+        raise ApiError(
+            403, "forbidden",
+            f"Only administrators may read another user's {what}; user {principal.user_id} is not one. "
+            f"Leave out assignee_id to read your own.",
+        )
+    if asked:
+        return asked
+    return None if all_for_admin and principal.is_admin else principal.user_id
+
+
 def routes(
     settings: ActivitySettings,
     tasks: TaskRepository,
@@ -47,14 +64,15 @@ def routes(
 
     @endpoint
     async def list_tasks(request: Request) -> Response:
-        await authenticate(request, settings.tokens, principals)
+        principal = await authenticate(request, settings.tokens, principals)
         q = request.query_params
+        assignee_id = _assignee(principal, q.get("assignee_id"), "tasks", all_for_admin=True)
         status = q.get("status")
         if status and status not in _STATUSES:
             raise ApiError(400, "validation", f"status must be one of {', '.join(_STATUSES)}.")
         due_before = _time(q["due_before"], "due_before") if q.get("due_before") else None
         found = await tasks.search(
-            lead_id=q.get("lead_id"), assignee_id=q.get("assignee_id"), status=status, due_before=due_before,
+            lead_id=q.get("lead_id"), assignee_id=assignee_id, status=status, due_before=due_before,
             limit=limit_of(request),
         )
         now = clock()
@@ -62,17 +80,22 @@ def routes(
 
     @endpoint
     async def get_task(request: Request) -> Response:
-        await authenticate(request, settings.tokens, principals)
+        principal = await authenticate(request, settings.tokens, principals)
         task = await tasks.view(request.path_params["task_id"])
         if task is None:
             raise ApiError(404, "not_found", f"Task {request.path_params['task_id']} does not exist.")
+        if not owner_or_admin(principal, task.assignee_id):
+            raise ApiError(
+                403, "forbidden",
+                f"Task {task.task_id} is assigned to another user; only its assignee and administrators may read it.",
+            )
         return json_response(task_json(task, clock()))
 
     @endpoint
     async def my_day(request: Request) -> Response:
         principal = await authenticate(request, settings.tokens, principals)
         q = request.query_params
-        assignee_id = q.get("assignee_id") or principal.user_id
+        assignee_id = _assignee(principal, q.get("assignee_id"), "day plan")
         try:
             zone = ZoneInfo(q.get("tz") or settings.day_timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:

@@ -212,6 +212,16 @@ def require_admin(actor: Actor, action: str) -> None:
         raise Rejected("forbidden", f"only administrators may {action}; user {actor.user_id} is not one")
 
 
+def require_assignee_or_admin(actor: Actor, task: Task, action: str) -> None:
+    """A task belongs to its assignee: only they, or an administrator, read it or act on it."""
+    require_licensed(actor)
+    if not actor.is_admin and actor.user_id != task.assignee_id:
+        raise Rejected(
+            "forbidden",
+            f"task {task.task_id} is assigned to another user; only its assignee or an administrator may {action} it",
+        )
+
+
 def require_workable_lead(lead: LeadInfo | None, lead_id: str) -> LeadInfo:
     """A lead tasks may be planned on: known, not deleted, not qualified or unqualified."""
     if lead is None or not lead.known:
@@ -301,7 +311,7 @@ def create_task(
 
 def update_task(actor: Actor, task: Task, lead: LeadInfo | None, changes: Mapping[str, Any], now: datetime) -> Change:
     """Reschedule, reassign, retitle or reprioritise an open task; nothing given, nothing changes."""
-    require_licensed(actor)
+    require_assignee_or_admin(actor, task, "change")
     _require_open(task, "changed")
     require_workable_lead(lead, task.lead_id)
     updates = {k: (utc(v) if isinstance(v, datetime) else v) for k, v in changes.items() if k in UPDATABLE_FIELDS and v is not None}
@@ -355,7 +365,7 @@ def complete_task(
     now: datetime,
 ) -> Change:
     """Complete an open task: done; a call without answer (maybe with the next call); or close the lead."""
-    require_licensed(actor)
+    require_assignee_or_admin(actor, task, "complete")
     _require_open(task, "completed")
     outcome = outcome or "done"
     if next_call_at is not None and outcome != "no_answer":
@@ -390,7 +400,7 @@ def complete_task(
 
 
 def cancel_task(actor: Actor, task: Task, comment: str | None, now: datetime) -> Change:
-    require_licensed(actor)
+    require_assignee_or_admin(actor, task, "cancel")
     _require_open(task, "cancelled")
     cancelled = _next(task, now, status="cancelled", comment=comment, completed_at=utc(now), completed_by=actor.user_id)
     return Change(cancelled, [TaskCancelled(cancelled)])

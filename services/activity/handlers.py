@@ -21,10 +21,9 @@ from contracts.activity import (
     TaskUpdated,
     TaskView,
 )
-from contracts.common import FieldError
 from contracts.qualification import DisqualifyLead
-from contracts.rejections import CommandRejected
 from contracts.topics import ACTIVITY_EVENTS, QUALIFICATION_COMMANDS
+from crmkit import access
 from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
@@ -40,6 +39,7 @@ _ID_NAMESPACE = uuid.UUID("3d0c7b1e-6a0f-4a57-b8e4-2f1e9c4d7a21")
 _MAX_ATTEMPTS = 8
 
 TASK_COMMANDS = {"crm.task.create", "crm.task.update", "crm.task.complete", "crm.task.cancel"}
+USER_COMMANDS = TASK_COMMANDS | {"crm.task.type.add"}
 LEAD_FACTS = {"crm.lead.created", "crm.lead.updated", "crm.lead.deleted", "crm.lead.restored", "crm.lead.stage-changed"}
 # Lead facts first, so a task command that shares a batch with its lead's creation finds the lead.
 _PHASES = {**{t: 0 for t in LEAD_FACTS}, "crm.lead.disqualified": 1}
@@ -97,25 +97,10 @@ def _outbound(event: Any, cause: Envelope, source: str, index: int, now: datetim
     return Outbound(ACTIVITY_EVENTS, message)
 
 
-def rejection(cause: Envelope, exc: d.Rejected, source: str, lead_id: str | None) -> Outbound:
-    payload = CommandRejected(
-        command_id=cause.id,
-        command_type=cause.type,
-        reason_code=exc.code,
-        message=exc.message,
-        errors=[FieldError(field=f, message=m) for f, m in exc.errors] or None,
-        lead_id=lead_id,
-    )
-    message = build_message(
-        payload,
-        source=source,
-        subject=lead_id,
-        id=stable_id(cause.id, "rejected"),
-        correlationid=cause.correlationid or cause.id,
-        causationid=cause.id,
-        actorid=cause.actorid,
-    )
-    return Outbound(ACTIVITY_EVENTS, message, key=lead_id or cause.id)
+def rejection(cause: Envelope, exc: d.Rejected | access.Refusal, source: str, lead_id: str | None) -> Outbound:
+    refusal = exc if isinstance(exc, access.Refusal) else access.Refusal(exc.code, exc.message, tuple(exc.errors))
+    message = access.rejection(cause, refusal, source=source, namespace=_ID_NAMESPACE, lead_id=lead_id)
+    return Outbound(ACTIVITY_EVENTS, message, key=message.subject or cause.id)
 
 
 def summary_message(summary: d.Summary, cause_id: str, correlation_id: str, source: str, now: datetime) -> Outbound:
@@ -207,12 +192,19 @@ class ActivityHandlers:
         """Task commands, lead facts and disqualifications in; task events, summaries and disqualify commands out."""
         messages = [item.message for item in batch]
         await self.principals.apply([m for m in messages if PrincipalRepository.handles(m.type)])
-        self._actors = await self.principals.get_many(
-            {m.actorid for m in messages if m.actorid and (m.type in TASK_COMMANDS or m.type == "crm.task.type.add")}
-        )
+        out: list[Outbound] = []
+        # A command with no actor, or with a field out of bounds, is answered before anything is read.
+        screened = []
+        for message in messages:
+            refusal = access.screen(message) if message.type in USER_COMMANDS else None
+            if refusal is None:
+                screened.append(message)
+            else:
+                out.append(rejection(message, refusal, self.source, getattr(message.data, "lead_id", None) or message.subject))
+        messages = screened
+        self._actors = await self.principals.get_many(access.actor_ids(m for m in messages if m.type in USER_COMMANDS))
         self._types = None
         self._leads = {}
-        out: list[Outbound] = []
         touched: dict[str, Envelope] = {}
         for message in sorted(messages, key=lambda m: _PHASES.get(m.type, 2)):
             result = await self._route(message)
@@ -249,6 +241,9 @@ class ActivityHandlers:
                 await self._ensure_follow_up(stored.task)
                 return _Result(_replay(seen), stored.task.lead_id)
             lead_id = stored.task.lead_id if stored else getattr(message.data, "lead_id", None)
+            refused = await self._licence(message)
+            if refused is not None:  # before the task's lead or type is read: nothing is learnt of them
+                return _Result([rejection(message, refused, self.source, getattr(message.data, "lead_id", None) or message.subject)])
             now = self.clock()
             try:
                 change = await self._decide(message, task_id, stored, now)
@@ -297,6 +292,10 @@ class ActivityHandlers:
                 return d.cancel_task(actor, task, data.comment, now)
         raise AssertionError(f"unrouted message type {message.type}")
 
+    async def _licence(self, message: Envelope) -> access.Refusal | None:
+        principal = await self._actor(message.actorid)
+        return access.licence_refusal(message, {principal.user_id: principal})
+
     async def _actor(self, user_id: str | None) -> Principal:
         found = self._actors.get(user_id or "")
         return found if found is not None else await self.principals.get(user_id or "")
@@ -321,6 +320,9 @@ class ActivityHandlers:
         data = message.data
         if await self.types.added_by(data.type_id) == message.id:
             return _Result()
+        refused = await self._licence(message)
+        if refused is not None:
+            return _Result([rejection(message, refused, self.source, None)])
         try:
             actor = actor_of(await self._actor(message.actorid))
             d.add_task_type(actor, data.type_id, data.name, await self._task_types())

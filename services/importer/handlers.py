@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 
 from contracts import Envelope, build_message
 from contracts.imports import ImportRowRejected
-from contracts.rejections import CommandRejected
 from contracts.topics import IMPORTS_COMMANDS, IMPORTS_EVENTS, LEADS_EVENTS
-from crmkit.ids import uuid5
+from crmkit.access import Refusal, rejection, screen, text_error
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import PrincipalRepository
 from services.importer import domain as d
@@ -68,6 +67,9 @@ class ImporterHandlers:
     # --- commands -----------------------------------------------------------------------------
 
     async def on_command(self, message: Envelope) -> list[Outbound]:
+        screened = screen(message)  # no actor, or fields out of bounds: refused before anything is read
+        if screened is not None:
+            return [self._rejected(message, screened.code, screened.message, screened.errors)]
         principal = await self.principals.get(message.actorid) if message.actorid else None
         licensed = principal is not None and principal.licensed
         # The job is read only for a licensed sender: the refusal of anyone else says nothing about it.
@@ -85,14 +87,13 @@ class ImporterHandlers:
         self.runner.wake()
         return []
 
-    def _rejected(self, message: Envelope, code: str, text: str) -> Outbound:
-        payload = CommandRejected(command_id=message.id, command_type=message.type, reason_code=code, message=text)
-        envelope = build_message(
-            payload, source=self.source, subject=message.data.import_id,
-            id=uuid5(_REJECTION_NAMESPACE, message.id), causationid=message.id,
-            correlationid=message.correlationid or message.id, actorid=message.actorid,
-        )
-        return Outbound(IMPORTS_EVENTS, envelope, key=message.data.import_id)
+    def _rejected(self, message: Envelope, code: str, text: str, errors: tuple[tuple[str, str], ...] = ()) -> Outbound:
+        refusal = Refusal(code, text, errors)
+        envelope = rejection(message, refusal, source=self.source, namespace=_REJECTION_NAMESPACE)
+        import_id = message.data.import_id
+        # Keyed by the import (its events stay in order), unless its id is itself what was refused.
+        key = import_id if text_error("id", import_id) is None else message.id
+        return Outbound(IMPORTS_EVENTS, envelope.model_copy(update={"subject": key}), key=key)
 
     # --- lead events --------------------------------------------------------------------------
 

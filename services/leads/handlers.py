@@ -14,10 +14,9 @@ from typing import Any
 
 import contracts.leads as ev
 from contracts import Envelope, build_message, envelope_class
-from contracts.common import FieldError
 from contracts.directory import CompanyUpserted, ContactUpserted, ProductUpserted
-from contracts.rejections import CommandRejected
 from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS
+from crmkit import access
 from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
@@ -50,6 +49,12 @@ LEAD_SCOPED = {
     "crm.lead.dismiss-duplicate", "crm.lead.refresh-snapshot", "crm.lead.qualified", "crm.lead.disqualified", "crm.lead.activity-summary",
 }
 DIRECTORY_RECORDS = {"crm.contact.upserted", "crm.company.upserted", "crm.product.upserted"}
+# Commands sent on a user's behalf: screened and licence-checked before anything else happens.
+USER_COMMANDS = PIPELINE_COMMANDS | {
+    "crm.lead.create", "crm.lead.update", "crm.lead.assign", "crm.lead.move", "crm.lead.change-pipeline",
+    "crm.lead.delete", "crm.lead.restore", "crm.lead.reopen", "crm.lead.mark-duplicate", "crm.lead.merge",
+    "crm.lead.dismiss-duplicate",
+}
 
 
 def derived_lead_id(message: Envelope) -> str:
@@ -189,24 +194,9 @@ class _CardPayload:
         return getattr(self._model, name)
 
 
-def rejection(cause: Envelope, exc: d.Rejected, source: str, lead_id: str | None) -> Envelope:
-    payload = CommandRejected(
-        command_id=cause.id,
-        command_type=cause.type,
-        reason_code=exc.code,
-        message=exc.message,
-        errors=[FieldError(field=f, message=m) for f, m in exc.errors] or None,
-        lead_id=lead_id,
-    )
-    return build_message(
-        payload,
-        source=source,
-        subject=lead_id,
-        id=uuid5(_ID_NAMESPACE, f"{cause.id}\x1frejected"),
-        correlationid=cause.correlationid or cause.id,
-        causationid=cause.id,
-        actorid=cause.actorid,
-    )
+def rejection(cause: Envelope, exc: d.Rejected | access.Refusal, source: str, lead_id: str | None) -> Envelope:
+    refusal = exc if isinstance(exc, access.Refusal) else access.Refusal(exc.code, exc.message, tuple(exc.errors))
+    return access.rejection(cause, refusal, source=source, namespace=_ID_NAMESPACE, lead_id=lead_id)
 
 
 # --- the batch ------------------------------------------------------------------------------
@@ -270,6 +260,15 @@ class LeadsHandlers:
         self._cards.clear()
         await self.principals.apply([m for m in messages if PrincipalRepository.handles(m.type)])
         out: list[Envelope] = []
+        # A command with no actor, or with a field out of bounds, is answered before anything is read.
+        screened = []
+        for message in messages:
+            refusal = _screen(message)
+            if refusal is None:
+                screened.append(message)
+            else:
+                out.append(rejection(message, refusal, self.source, getattr(message.data, "lead_id", None)))
+        messages = screened
         for message in messages:
             if message.type in PIPELINE_COMMANDS:
                 out.extend(await self._pipeline_command(message))
@@ -307,8 +306,12 @@ class LeadsHandlers:
             owed = await self.pipelines.recent_events(pipeline_id, message.id)
             if owed is not None:
                 return [Envelope.model_validate_json(e) for e in owed]
+            principal = await self.principals.get(message.actorid)
+            refused = access.licence_refusal(message, {principal.user_id: principal})
+            if refused is not None:  # before the pipeline is read: nothing is learnt of it
+                return [rejection(message, refused, self.source, None)]
             existing = await self.pipelines.get(pipeline_id)
-            actor = actor_of(await self.principals.get(message.actorid or ""))
+            actor = actor_of(principal)
             now = self.clock()
             try:
                 outcome = await self._pipeline_outcome(message, actor, pipeline_id, existing, now)
@@ -426,10 +429,12 @@ class LeadsHandlers:
         raise RuntimeError(f"leads {sorted(pending)[:5]} kept changing under this batch")
 
     async def _context(self, messages: list[Envelope]) -> _Context:
-        actors = {m.actorid for m in messages if m.actorid}
-        contact_ids = {m.data.contact.contact_id for m in messages if m.type in ("crm.lead.create", "crm.lead.update") and m.data.contact and m.data.contact.contact_id}
-        company_ids = {m.data.company.company_id for m in messages if m.type in ("crm.lead.create", "crm.lead.update") and m.data.company and m.data.company.company_id}
-        product_ids = {p.product_id for m in messages if m.type in ("crm.lead.create", "crm.lead.update") for p in (m.data.products or [])}
+        actors = access.actor_ids(messages)
+        linking = ("crm.lead.create", "crm.lead.update", "crm.lead.refresh-snapshot")
+        contact_ids = {m.data.contact.contact_id for m in messages if m.type in linking and m.data.contact and m.data.contact.contact_id}
+        company_ids = {m.data.company.company_id for m in messages if m.type in linking and m.data.company and m.data.company.company_id}
+        product_ids = {p.product_id for m in messages if m.type in linking[:2] for p in (m.data.products or [])}
+        product_ids |= {m.data.product_id for m in messages if m.type == "crm.lead.refresh-snapshot" and m.data.product_id}
         return _Context(
             pipelines=await self.pipelines.all(),
             actors=await self.principals.get_many(actors),
@@ -448,6 +453,12 @@ class LeadsHandlers:
                 self._wire[event.id] = raw.encode()
                 state.out.append(event)
             return
+        if message.type in USER_COMMANDS:
+            # Before the lead is looked at: an unlicensed actor learns nothing of whether it exists.
+            refused = access.licence_refusal(message, ctx.actors)
+            if refused is not None:
+                state.out.append(rejection(message, refused, self.source, lead_id))
+                return
         try:
             outcomes = self._decide(message, lead_id, states, ctx)
             for _, outcome in outcomes:
@@ -531,7 +542,7 @@ class LeadsHandlers:
                 summary = d.ActivitySummaryView.model_validate(data.model_dump(exclude={"lead_id"}))
                 return [(lead_id, d.apply_activity_summary(lead, summary, now))]
             case "crm.lead.refresh-snapshot":
-                return [(lead_id, _refresh_from_command(lead, data, now))]
+                return [(lead_id, _refresh_from_directory(lead, data, ctx, now))]
             case "crm.lead.dismiss-duplicate":
                 return [(lead_id, d.dismiss_duplicate(actor, lead, data.duplicate_lead_id, now))]
             case "crm.lead.mark-duplicate":
@@ -646,12 +657,28 @@ def _refresh_payload(lead_id: str, data: Any) -> ev.RefreshLeadSnapshot:
     )
 
 
-def _refresh_from_command(lead: d.Lead, data: ev.RefreshLeadSnapshot, now: datetime) -> d.Outcome:
+def _refresh_from_directory(lead: d.Lead, data: ev.RefreshLeadSnapshot, ctx: _Context, now: datetime) -> d.Outcome:
+    """Refresh a snapshot from the record as this service stored it from the directory topic.
+
+    The command only names the record: its copy of the data is not trusted, since anyone who may write
+    the commands topic could send one. A record the service never received changes nothing.
+    """
     if data.contact is not None:
-        return d.apply_contact(lead, d.ContactRef.model_validate(data.contact.model_dump()), now)
+        known = ctx.contacts.get(data.contact.contact_id or "")
+        if known is None:
+            return d.Outcome(lead, [])
+        fields = {k: known.get(k) for k in ("contact_id", "name", "phone", "email")}
+        return d.apply_contact(lead, d.ContactRef.model_validate(fields), now)
     if data.company is not None:
-        return d.apply_company(lead, d.CompanyRef.model_validate(data.company.model_dump()), now)
-    return d.apply_product(lead, data.product_id or "", data.product_name, data.product_kind, data.product_options, now)
+        known = ctx.companies.get(data.company.company_id or "")
+        if known is None:
+            return d.Outcome(lead, [])
+        return d.apply_company(lead, d.CompanyRef.model_validate({k: known.get(k) for k in ("company_id", "name", "inn")}), now)
+    known = ctx.products.get(data.product_id or "")
+    if known is None:
+        return d.Outcome(lead, [])
+    options = known.get("options")
+    return d.apply_product(lead, known["product_id"], known.get("name"), known.get("kind"), list(options) if options is not None else None, now)
 
 
 def _directory_target(data: Any) -> tuple[str, str]:
@@ -690,6 +717,14 @@ def _with_snapshots(fields: dict[str, Any], ctx: _Context) -> dict[str, Any]:
             lines.append(line)
         fields["products"] = lines
     return fields
+
+
+def _screen(message: Envelope) -> access.Refusal | None:
+    if message.type in USER_COMMANDS:
+        return access.screen(message)
+    if message.type == "crm.lead.refresh-snapshot":  # internal, acts for no user: its ids are still bounded
+        return access.bounds_refusal(message)
+    return None
 
 
 def _touches(messages: list[Envelope], lead_ids: set[str]) -> bool:

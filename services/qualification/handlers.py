@@ -8,7 +8,6 @@ from typing import Any
 
 from contracts import Envelope, build_message
 from contracts.base import Payload
-from contracts.common import FieldError
 from contracts.qualification import (
     CompanyCreated,
     DealCreated,
@@ -17,8 +16,8 @@ from contracts.qualification import (
     QualificationRejected,
     RejectionReason,
 )
-from contracts.rejections import CommandRejected
 from contracts.topics import QUALIFICATION_EVENTS
+from crmkit import access
 from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
@@ -104,18 +103,33 @@ def qualification_rejected(cause: Envelope, problems: Sequence[d.Problem], sourc
     return _message(payload, cause, source, uuid5(d.ID_NAMESPACE, f"{cause.id}\x1frejected"))
 
 
-def command_rejected(cause: Envelope, problems: Sequence[d.Problem], source: str) -> Envelope:
-    lead_id = getattr(cause.data, "lead_id", None)
-    payload = CommandRejected(
-        command_id=cause.id,
-        command_type=cause.type,
-        reason_code=problems[0].code,
-        message=d.summary(problems),
-        errors=[FieldError(field=p.field or "command", message=p.message) for p in problems],
-        lead_id=lead_id,
+def command_rejected(
+    cause: Envelope, problems: Sequence[d.Problem] | access.Refusal, source: str, message_id: str | None = None
+) -> Envelope:
+    if isinstance(problems, access.Refusal):
+        refusal = problems
+    else:
+        refusal = access.Refusal(
+            problems[0].code, d.summary(problems), tuple((p.field or "command", p.message) for p in problems)
+        )
+    # Keyed by the lead when there is one, else by the command id.
+    return access.rejection(
+        cause, refusal, source=source, namespace=d.ID_NAMESPACE, lead_id=getattr(cause.data, "lead_id", None),
+        message_id=message_id,
     )
-    # Keyed by the lead when there is one (build_message takes the subject from lead_id), else by its id.
-    return _message(payload, cause, source, uuid5(d.ID_NAMESPACE, f"{cause.id}\x1frejected"))
+
+
+def refused(cause: Envelope, refusal: access.Refusal, source: str) -> list[Envelope]:
+    """The answer to a command refused before anything was read: ``crm.command.rejected``, and for a
+    qualify also ``crm.qualification.rejected``, the outcome its sender waits for on the public topic."""
+    if cause.type != "crm.lead.qualify":
+        return [command_rejected(cause, refusal, source)]
+    # Its own id: the qualification.rejected keeps the id it always had for this command.
+    out = [command_rejected(cause, refusal, source, uuid5(d.ID_NAMESPACE, f"{cause.id}\x1fcommand-rejected"))]
+    if access.text_error("lead_id", cause.data.lead_id) is None:
+        field = refusal.errors[0][0] if len(refusal.errors) == 1 else None
+        out.append(qualification_rejected(cause, [d.Problem(refusal.code, refusal.message, field)], source))
+    return out
 
 
 def lead_change(message: Envelope) -> LeadChange | None:
@@ -184,7 +198,9 @@ class QualificationHandlers:
         out: list[Envelope] = []
         for message in messages:
             if message.type in COMMANDS:
-                out.extend(await self._command(message))
+                # A command with no actor, or with a field out of bounds, is answered before anything is read.
+                refusal = access.screen(message)
+                out.extend(refused(message, refusal, self.source) if refusal else await self._command(message))
         return [Outbound(QUALIFICATION_EVENTS, m, key=m.subject or m.id) for m in out]
 
     # --- projections --------------------------------------------------------------------------
@@ -218,7 +234,11 @@ class QualificationHandlers:
         return await self._edit_reasons(message)
 
     async def _actor(self, message: Envelope) -> d.Actor:
-        return actor_of(await self.principals.get(message.actorid or ""))
+        return actor_of(await self.principals.get(message.actorid))
+
+    async def _licence(self, message: Envelope) -> access.Refusal | None:
+        principal = await self.principals.get(message.actorid)
+        return access.licence_refusal(message, {principal.user_id: principal})
 
     async def _qualify(self, message: Envelope) -> list[Envelope]:
         request = qualify_request(message.data)
@@ -226,6 +246,8 @@ class QualificationHandlers:
             stored = await self.closings.get(request.lead_id)
             if stored is not None and stored.closing.command_id == message.id:
                 return await self._run(stored)  # a redelivery: finish what is left, publish the same events
+            if (refusal := await self._licence(message)) is not None:  # before the lead or company is read
+                return refused(message, refusal, self.source)
             lead = await self.leads.get(request.lead_id)
             actor = await self._actor(message)
             company_known = await self.companies.exists(request.company_id) if request.company_id else None
@@ -263,6 +285,8 @@ class QualificationHandlers:
             stored = await self.closings.get(data.lead_id)
             if stored is not None and stored.closing.command_id == message.id:
                 return [Envelope.model_validate_json(e) for e in stored.outbox]
+            if (refusal := await self._licence(message)) is not None:  # before the lead is read
+                return refused(message, refusal, self.source)
             lead = await self.leads.get(data.lead_id)
             reasons = (await self.reasons.get(lead.pipeline_id)).reasons if lead else []
             problems = d.check_disqualification(
@@ -283,6 +307,8 @@ class QualificationHandlers:
     async def _edit_reasons(self, message: Envelope) -> list[Envelope]:
         data = message.data
         pipeline_id = data.pipeline_id
+        if (refusal := await self._licence(message)) is not None:  # before the pipeline is read
+            return refused(message, refusal, self.source)
         exists = await self.pipelines.exists(pipeline_id)
         actor = await self._actor(message)
         for _attempt in range(_MAX_ATTEMPTS):

@@ -415,7 +415,7 @@ async def test_http_lists_tasks_and_my_day(settings_for, run_service, endpoints,
     async with Producer(endpoints.kafka, isolation.prefix) as producer, Collector(
         endpoints.kafka, isolation.prefix, ACTIVITY_EVENTS
     ) as events:
-        await activity_ready(activity, producer, users=("alice", "bob"))
+        await activity_ready(activity, producer, users=("alice", "bob"), admins=("alice",))  # she reads bob's too
         await producer.send(LEADS_EVENTS, lead_card("L1"))
         await producer.send(LEADS_EVENTS, lead_card("L2"))
         await lead_known(activity, "L1")
@@ -455,3 +455,45 @@ async def test_http_lists_tasks_and_my_day(settings_for, run_service, endpoints,
         assert [t["task_id"] for t in day["overdue"]] == ["late"]
         bobs = (await http.get("/my-day", params={"assignee_id": "bob"}, headers=alice)).json()
         assert [t["task_id"] for t in bobs["today"]] == ["bobs"] and bobs["overdue"] == []
+
+
+async def test_another_users_tasks_and_day_are_for_administrators(settings_for, run_service, endpoints, isolation):
+    """A manager sees their own tasks and day; another user's (a list, a day plan, one task) are 403."""
+    fixed = datetime(2030, 6, 10, 12, 0, tzinfo=UTC)
+    activity = await start_activity(
+        settings_for, run_service, clock=lambda: fixed, tokens={"tok-alice": "alice", "tok-bob": "bob"}
+    )
+    async with Producer(endpoints.kafka, isolation.prefix) as producer, Collector(
+        endpoints.kafka, isolation.prefix, ACTIVITY_EVENTS
+    ) as events:
+        await activity_ready(activity, producer, users=("alice", "bob"), admins=("alice",))
+        await producer.send(LEADS_EVENTS, lead_card("L1"))
+        await lead_known(activity, "L1")
+        for task_id, who in (("hers", "alice"), ("his", "bob")):
+            await producer.send(ACTIVITY_COMMANDS, task_cmd("L1", task_id, fixed + HOUR, actor=who))
+        await wait_until(lambda: len(events.got.of_type("crm.task.created")) == 2, what="two tasks")
+        # Nor does he work her task by command.
+        takeover = command(payload("crm.task.complete", task_id="hers"), actor="bob", subject="L1")
+        await producer.send(ACTIVITY_COMMANDS, takeover)
+        refused = await rejection_for(events, takeover)
+        assert refused.reason_code == "forbidden" and "assigned to another user" in refused.message
+
+    transport = httpx.ASGITransport(app=activity.asgi())
+    async with httpx.AsyncClient(transport=transport, base_url="http://activity") as http:
+        assert (await TaskRepository(activity.db).view("hers")).status == "open"
+        bob, alice = {"Authorization": "Bearer tok-bob"}, {"Authorization": "Bearer tok-alice"}
+        for path, params in (("/tasks", {"assignee_id": "alice"}), ("/my-day", {"assignee_id": "alice"}), ("/tasks/hers", {})):
+            refused = await http.get(path, params=params, headers=bob)
+            assert refused.status_code == 403, (path, refused.text)
+            assert refused.json()["error"] == "forbidden" and "administrators" in refused.json()["message"]
+        # His own, by default and by name; a lead's tasks show him only his.
+        assert [t["task_id"] for t in (await http.get("/tasks", headers=bob)).json()["items"]] == ["his"]
+        assert [t["task_id"] for t in (await http.get("/tasks", params={"lead_id": "L1"}, headers=bob)).json()["items"]] == ["his"]
+        assert [t["task_id"] for t in (await http.get("/tasks", params={"assignee_id": "bob"}, headers=bob)).json()["items"]] == ["his"]
+        assert (await http.get("/my-day", headers=bob)).json()["today"][0]["task_id"] == "his"
+        assert (await http.get("/tasks/his", headers=bob)).status_code == 200
+        # The administrator reads anyone's.
+        assert sorted(t["task_id"] for t in (await http.get("/tasks", headers=alice)).json()["items"]) == ["hers", "his"]
+        assert [t["task_id"] for t in (await http.get("/tasks", params={"assignee_id": "bob"}, headers=alice)).json()["items"]] == ["his"]
+        assert (await http.get("/my-day", params={"assignee_id": "bob"}, headers=alice)).json()["today"][0]["task_id"] == "his"
+        assert (await http.get("/tasks/his", headers=alice)).status_code == 200

@@ -286,3 +286,16 @@ async def test_commands_without_an_actor_or_licence_learn_nothing(settings_for, 
 def _rejections(stack, ids):
     found = {m.data.command_id: m for m in stack.events.got.of_type("crm.command.rejected") if m.data.command_id in ids}
     return found if len(found) == len(ids) else None
+
+
+async def test_import_commands_are_bounded_like_every_command(settings_for, run_service, endpoints, isolation, tmp_path):
+    async with secured(settings_for, run_service, endpoints, isolation, tmp_path) as stack:
+        bad = [command(StartImport(import_id="imp\x00x", file_uri="a.csv")), command(StartImport(import_id="imp-long", file_uri="x" * 40_000)),
+               command(CancelImport(import_id="i" * 101))]
+        for message in bad:
+            await stack.producer.send(IMPORTS_COMMANDS, message, key="k")
+        found = await wait_until(lambda: _rejections(stack, [m.id for m in bad]), what="the malformed commands refused")
+        fields = [[e.field for e in found[m.id].data.errors] for m in bad]
+        assert fields == [["import_id"], ["file_uri"], ["import_id"]], fields
+        assert all(found[m.id].data.reason_code == "validation" for m in bad)
+        assert not stack.of("crm.import.started", "imp-long") and not stack.of("crm.import.failed", "imp-long")

@@ -259,9 +259,8 @@ async def test_refusals_change_nothing_and_a_listed_reason_disqualifies(settings
         assert reasons_of(unknown) == [("not_found", "lead_id")]
         assert reasons_of(no_pipeline) == [("validation", "deal_pipeline_id")]
         assert reasons_of(unlicensed) == [("not_licensed", None)]
-        assert reasons_of(everything) == [
-            ("not_licensed", None), ("validation", "company_id"), ("validation", "deal_pipeline_id")
-        ]
+        # The licence comes first: an unlicensed actor learns nothing of the company or the pipelines.
+        assert reasons_of(everything) == [("not_licensed", None)]
         refused = await wait_until(
             lambda: [m for m in events.got.of_type("crm.command.rejected") if m.data.command_id == free_text.id],
             what="free-text reason refused",

@@ -280,3 +280,17 @@ def test_my_day_splits_today_and_overdue():
 def test_times_must_be_aware():
     with pytest.raises(ValueError):
         d.utc(datetime(2025, 1, 1))
+
+
+def test_only_the_assignee_or_an_administrator_works_a_task():
+    colleague = Actor(user_id="u-2", licensed=True)
+    mine = task()
+    for call, args in (
+        (d.update_task, (colleague, mine, LEAD, {"title": "taken over"}, NOW)),
+        (d.cancel_task, (colleague, mine, None, NOW)),
+    ):
+        assert "assigned to another user" in rejected("forbidden", call, *args).message
+    rejected("forbidden", d.complete_task, colleague, mine, LEAD, outcome=None, comment=None, next_call_at=None,
+             reason_id=None, call_id="C", now=NOW)
+    assert d.update_task(USER, mine, LEAD, {"assignee_id": "u-2"}, NOW).task.assignee_id == "u-2"  # handing it over
+    assert d.cancel_task(ADMIN, mine, None, NOW).task.status == "cancelled"
