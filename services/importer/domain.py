@@ -43,15 +43,6 @@ _DATE_DMY_RE = re.compile(r"^(\d{1,2})[./](\d{1,2})[./](\d{4})$")
 _EXCEL_EPOCH = dt.date(1899, 12, 30)
 
 
-class FileRejected(Exception):
-    """The whole file cannot be imported; `code` is stable for machines, `message` is for people."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
 class UnreadableRow(list):
     """A CSV record the parser could not read: no cells, and why (reported as that row's error)."""
 

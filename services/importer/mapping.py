@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from services.importer.domain import FileRejected
+from services.importer.errors import FileRejected
 
 # Field → aliases. The first Russian and the first English alias are the canonical ones used
 # in the template; matching ignores case, spaces and punctuation (see normalize_column).

@@ -12,7 +12,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
-from services.importer.domain import DEFAULT_MAX_CELL_CHARS, FileRejected, UnreadableRow
+from services.importer.domain import DEFAULT_MAX_CELL_CHARS, UnreadableRow
+from services.importer.errors import FileRejected
 
 Format = Literal["csv", "xlsx"]
 Cells = list[str | None]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from services.importer.domain import FileRejected
+from services.importer.errors import FileRejected
 
 # Extensions an uploaded file keeps, so a person looking in the uploads folder sees what it is;
 # everything else about the client's name stays out of the path.

@@ -32,6 +32,7 @@ from contracts.topics import IMPORTS_EVENTS, LEADS_COMMANDS
 from crmkit.ids import uuid5
 from crmkit.messaging import Bus, Outbound, is_transient
 from services.importer import domain as d
+from services.importer.errors import FileRejected
 from services.importer.mapping import Mapping, build_mapping
 from services.importer.readers import Limits, RowSource, open_rows
 from services.importer.repository import ImportRepository, LeadIndex
@@ -127,7 +128,7 @@ class JobRunner:
     async def _run_guarded(self, job: d.ImportJob) -> None:
         try:
             await self.run(job)
-        except d.FileRejected as exc:
+        except FileRejected as exc:
             await self.fail(job, exc.code, exc.message)
         except Exception as exc:
             if is_transient(exc):
@@ -145,11 +146,11 @@ class JobRunner:
         """Run a read of the job's file in a thread; the file's own errors fail this import, never retry."""
         try:
             return await asyncio.to_thread(read, *args, **kwargs)
-        except d.FileRejected:
+        except FileRejected:
             raise
         except OSError as exc:
             name = job.file_name or display_name(job.file_uri)
-            raise d.FileRejected("file_unreadable", f"the file {name!r} could not be read ({exc.strerror or type(exc).__name__})") from None
+            raise FileRejected("file_unreadable", f"the file {name!r} could not be read ({exc.strerror or type(exc).__name__})") from None
 
     # --- reading and sending ------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.importer.domain import FileRejected
+from services.importer.errors import FileRejected
 from services.importer.mapping import LEAD_FIELDS, build_mapping, canonical_header, field_for_column
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from services.importer import readers
-from services.importer.domain import FileRejected, UnreadableRow, row_to_lead
+from services.importer.domain import UnreadableRow, row_to_lead
+from services.importer.errors import FileRejected
 from services.importer.mapping import build_mapping
 from services.importer.readers import Limits, detect_delimiter, detect_encoding, detect_format, open_rows
 
