@@ -34,7 +34,7 @@ from contracts.imports import StartImport  # noqa: E402
 from contracts.topics import DIRECTORY_EVENTS, IMPORTS_COMMANDS  # noqa: E402
 from crmctl.stack import Stack  # noqa: E402
 from crmkit.mongo import make_client  # noqa: E402
-from services.importer.domain import row_to_lead  # noqa: E402
+from services.importer.rows import row_to_lead  # noqa: E402
 from services.importer.mapping import build_mapping  # noqa: E402
 from services.importer.readers import open_rows  # noqa: E402
 

@@ -27,7 +27,7 @@ from contracts.imports import (
     ImportRowRejected,
     ImportStarted,
 )
-from contracts.leads import CreateLead, DeleteLead, UpdateLead
+from contracts.leads import CreateLead, UpdateLead
 from contracts.topics import IMPORTS_EVENTS, LEADS_COMMANDS
 from crmkit.ids import uuid5
 from crmkit.messaging import Bus, Outbound, is_transient
@@ -36,6 +36,8 @@ from services.importer.errors import FileRejected
 from services.importer.mapping import Mapping, build_mapping
 from services.importer.readers import Limits, RowSource, open_rows
 from services.importer.repository import ImportRepository, LeadIndex
+from services.importer.revert import revert_commands
+from services.importer.rows import RowResult, row_to_lead
 from services.importer.settings import ImporterSettings
 from services.importer.sources import display_name, resolve_import_file
 
@@ -195,10 +197,10 @@ class JobRunner:
         await self.imports.update(job.import_id, finished, expect_state="running")
         await self.try_complete(job.import_id)
 
-    def _read_chunk(self, rows: Iterator[tuple[int, list]], mapping: Mapping, job: d.ImportJob) -> list[tuple[list, d.RowResult]]:
+    def _read_chunk(self, rows: Iterator[tuple[int, list]], mapping: Mapping, job: d.ImportJob) -> list[tuple[list, RowResult]]:
         chunk = []
         for row_number, cells in rows:
-            result = d.row_to_lead(row_number, cells, mapping, pipeline_id=job.pipeline_id, stage_id=job.stage_id)
+            result = row_to_lead(row_number, cells, mapping, pipeline_id=job.pipeline_id, stage_id=job.stage_id)
             chunk.append((cells, result))
             if len(chunk) >= self.settings.chunk_rows:
                 break
@@ -220,7 +222,7 @@ class JobRunner:
         await self.imports.update(job.import_id, fields)
 
     async def _send_chunk(
-        self, job: d.ImportJob, chunk: list[tuple[list, d.RowResult]], mapping: Mapping
+        self, job: d.ImportJob, chunk: list[tuple[list, RowResult]], mapping: Mapping
     ) -> None:
         results = [result for _, result in chunk]
         cells_of = {result.row_number: cells for cells, result in chunk}
@@ -357,40 +359,16 @@ class JobRunner:
 
     async def revert(self, job: d.ImportJob) -> None:
         """Delete the leads the import created; put back the fields it changed on the others."""
-        removed = restored = 0
+        done = {"removed": 0, "restored": 0}
         batch: list[Outbound] = []
-        correlation = f"crm-import-revert:{job.import_id}"
-        actor = job.revert_actor_id or job.actor_id
-
-        async def flush() -> None:
-            await self.bus.publish(batch)
-            batch.clear()
-
-        async for row, lead_id in self.imports.rows_with(job.import_id, "created"):
-            message = build_message(DeleteLead(lead_id=lead_id), source=self.source, actorid=actor,
-                                    id=event_id(job.import_id, "revert-delete", row), correlationid=correlation)
-            batch.append(Outbound(LEADS_COMMANDS, message, key=lead_id))
-            removed += 1
+        async for what, command in revert_commands(self.imports, job, self.source, event_id):
+            batch.append(command)
+            done[what] += 1
             if len(batch) >= self.settings.chunk_rows:
-                await flush()
-        updated = [row async for row, _ in self.imports.rows_with(job.import_id, "updated")]
-        # Latest row first, so a lead updated by several rows ends with the values from before the first.
-        for row in sorted(updated, reverse=True):
-            saved = await self.imports.previous_of(job.import_id, row)
-            if saved is None:
-                continue
-            lead_id, values = saved
-            set_values, clear = d.revert_of(values)
-            message = build_message(
-                UpdateLead.model_validate({**set_values, "lead_id": lead_id, "clear": clear}),
-                source=self.source, actorid=actor, id=event_id(job.import_id, "revert-update", row),
-                correlationid=correlation,
-            )
-            batch.append(Outbound(LEADS_COMMANDS, message, key=lead_id))
-            restored += 1
-            if len(batch) >= self.settings.chunk_rows:
-                await flush()
-        await flush()
+                await self.bus.publish(batch)
+                batch.clear()
+        await self.bus.publish(batch)
+        removed, restored = done["removed"], done["restored"]
         await self.imports.update(
             job.import_id, {"state": "reverted", "removed": removed, "restored": restored, "announced": False},
             expect_state="reverting",

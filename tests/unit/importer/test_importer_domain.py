@@ -7,8 +7,10 @@ import uuid
 
 import pytest
 
-from services.importer import domain
-from services.importer.domain import command_id, derive_lead_id, normalize_phone, parse_date, row_to_lead
+from services.importer import domain, rows
+from crmkit.phones import normalize_phone
+from services.importer.domain import command_id, derive_lead_id
+from services.importer.rows import parse_date, row_to_lead
 from services.importer.mapping import build_mapping
 
 HEADER = [
@@ -172,7 +174,7 @@ def test_parse_date_accepts_iso_russian_and_excel_serials(raw, expected):
 
 def test_date_fields_are_validated_when_the_contract_has_one(monkeypatch):
     # v1 has no date field; this shows the rule that applies as soon as one is listed.
-    monkeypatch.setattr(domain, "DATE_FIELDS", frozenset({"description"}))
+    monkeypatch.setattr(rows, "DATE_FIELDS", frozenset({"description"}))
 
     good = row_to_lead(2, row(Название="Лид", Описание="45000"), MAPPING, pipeline_id="p")
     bad = row_to_lead(2, row(Название="Лид", Описание="позже"), MAPPING, pipeline_id="p")

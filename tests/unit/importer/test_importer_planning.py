@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from services.importer import domain as d
+from services.importer.rows import RowResult
 
 SOURCE = "crm/importer"
 
 
-def result(row: int, **lead) -> d.RowResult:
-    return d.RowResult(row_number=row, lead={"title": "T", **lead})
+def result(row: int, **lead) -> RowResult:
+    return RowResult(row_number=row, lead={"title": "T", **lead})
 
 
 def test_unknown_external_id_creates_with_a_stable_id():
@@ -50,7 +51,7 @@ def test_resent_rows_repeat_their_first_command():
 
 
 def test_invalid_row_is_rejected_with_its_errors():
-    plan = d.plan_row(d.RowResult(4, None, [("Телефон", "bad")]), import_id="i1", source=SOURCE, known=None)
+    plan = d.plan_row(RowResult(4, None, [("Телефон", "bad")]), import_id="i1", source=SOURCE, known=None)
     assert plan.action == "rejected" and plan.errors == [("Телефон", "bad")]
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from services.importer import readers
-from services.importer.domain import UnreadableRow, row_to_lead
+from services.importer.readers import xlsx_reader
+from services.importer.rows import UnreadableRow, row_to_lead
 from services.importer.errors import FileRejected
 from services.importer.mapping import build_mapping
 from services.importer.readers import Limits, detect_delimiter, detect_encoding, detect_format, open_rows
@@ -345,7 +346,7 @@ def test_calamine_failure_falls_back_to_openpyxl(write_xlsx, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("calamine cannot read this")
 
-    monkeypatch.setattr(readers, "_calamine_rows", broken)
+    monkeypatch.setattr(xlsx_reader, "_calamine_rows", broken)
     header, rows, source = read_all(path)
 
     assert source.engine == "openpyxl"

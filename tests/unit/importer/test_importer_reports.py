@@ -7,7 +7,7 @@ import csv
 import openpyxl
 import pytest
 
-from services.importer.domain import row_to_lead
+from services.importer.rows import row_to_lead
 from services.importer.mapping import LEAD_FIELDS, build_mapping
 from services.importer.readers import open_rows
 from services.importer.reports import ErrorReportWriter, neutralize, write_error_report, write_template

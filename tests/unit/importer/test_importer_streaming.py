@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import tracemalloc
 
-from services.importer.domain import command_id, derive_lead_id, row_to_lead
+from services.importer.domain import command_id, derive_lead_id
+from services.importer.rows import row_to_lead
 from services.importer.mapping import build_mapping
 from services.importer.readers import open_rows
 
