@@ -13,7 +13,7 @@ from crmkit.principals import PrincipalRepository
 from crmkit.service import Service, stop_if_cancelled
 from services.activity import api
 from services.activity.handlers import ActivityHandlers
-from services.activity.repository import LeadRepository, TaskRepository, TaskTypeRepository
+from services.activity.repository import LeadProjection, TaskRepository, TaskTypeRepository
 from services.activity.settings import ActivitySettings
 
 CONSUMES = (ACTIVITY_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS, DIRECTORY_EVENTS)
@@ -30,7 +30,7 @@ def create_app(settings: ActivitySettings, clock: Callable[[], datetime] = lambd
         publishes=PUBLISHES,
     )
     tasks = TaskRepository(service.db, settings.recent_messages_kept)
-    leads = LeadRepository(service.db)
+    leads = LeadProjection(service.db)
     types = TaskTypeRepository(service.db)
     principals = PrincipalRepository(service.db, settings.service_principals)
     handlers = ActivityHandlers(

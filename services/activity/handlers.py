@@ -28,7 +28,7 @@ from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
 from services.activity import domain as d
-from services.activity.repository import LeadRepository, Owed, Recent, StoredTask, TaskRepository, TaskTypeRepository
+from services.activity.repository import LeadProjection, Owed, Recent, StoredTask, TaskRepository, TaskTypeRepository
 from services.activity.settings import ActivitySettings
 
 log = logging.getLogger("services.activity")
@@ -167,7 +167,7 @@ class ActivityHandlers:
         self,
         settings: ActivitySettings,
         tasks: TaskRepository,
-        leads: LeadRepository,
+        leads: LeadProjection,
         types: TaskTypeRepository,
         principals: PrincipalRepository,
         source: str,

@@ -200,7 +200,7 @@ class TaskRepository:
         return [Owed(doc["task_id"], doc["_id"], doc["message"]) async for doc in cursor]
 
 
-class LeadRepository:
+class LeadProjection:
     """The projection of leads from crm.leads.events.v1, newest version wins."""
 
     def __init__(self, db: AsyncDatabase) -> None:

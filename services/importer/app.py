@@ -7,7 +7,7 @@ from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
 from services.importer import api
 from services.importer.handlers import ImporterHandlers
-from services.importer.repository import ImportRepository, LeadIndex
+from services.importer.repository import ImportRepository, ExternalIdProjection
 from services.importer.scheduler import JobScheduler
 from services.importer.settings import ImporterSettings
 from services.importer.worker import JobRunner
@@ -19,7 +19,7 @@ PUBLISHES = (IMPORTS_EVENTS, LEADS_COMMANDS,)
 def create_app(settings: ImporterSettings) -> Service:
     service = Service(settings, name="importer", description="Streams CSV and XLSX files into leads.", publishes=PUBLISHES)
     imports = ImportRepository(service.db)
-    index = LeadIndex(service.db)
+    index = ExternalIdProjection(service.db)
     principals = PrincipalRepository(service.db, settings.service_principals)
     runner = JobRunner(settings, imports, index, service.bus, source=service.source)
     scheduler = JobScheduler(settings, imports, runner, service.metrics.registry)

@@ -13,7 +13,7 @@ from crmkit.access import Refusal, rejection, screen, text_error
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import PrincipalRepository
 from services.importer import domain as d
-from services.importer.repository import ImportRepository, LeadIndex, Outcome, Projected
+from services.importer.repository import ImportRepository, ExternalIdProjection, Outcome, Projected
 from services.importer.sources import display_name
 from services.importer.worker import JobRunner, event_id
 
@@ -38,7 +38,7 @@ class ImporterHandlers:
     def __init__(
         self,
         imports: ImportRepository,
-        index: LeadIndex,
+        index: ExternalIdProjection,
         principals: PrincipalRepository,
         runner: JobRunner,
         source: str,

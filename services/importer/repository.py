@@ -260,7 +260,7 @@ class ImportRepository:
             yield doc["row"], doc.get("column"), doc["reason"], doc.get("cells") or []
 
 
-class LeadIndex:
+class ExternalIdProjection:
     """The importer's projection of leads with an external id, keyed by the external id.
 
     Keyed by external id so that a chunk's lookups are `_id $in`, served from the `_id` index on

@@ -35,7 +35,7 @@ from services.importer import domain as d
 from services.importer.errors import FileRejected
 from services.importer.mapping import Mapping, build_mapping
 from services.importer.readers import Limits, RowSource, open_rows
-from services.importer.repository import ImportRepository, LeadIndex
+from services.importer.repository import ImportRepository, ExternalIdProjection
 from services.importer.revert import revert_commands
 from services.importer.rows import RowResult, row_to_lead
 from services.importer.settings import ImporterSettings
@@ -62,7 +62,7 @@ class JobRunner:
         self,
         settings: ImporterSettings,
         imports: ImportRepository,
-        index: LeadIndex,
+        index: ExternalIdProjection,
         bus: Bus,
         source: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -23,7 +23,7 @@ from crmkit.messaging import Inbound
 from crmkit.principals import PrincipalRepository
 from services.activity.app import create_app
 from services.activity.handlers import next_call_id
-from services.activity.repository import LeadRepository as ActivityLeads
+from services.activity.repository import LeadProjection as ActivityLeads
 from services.activity.repository import TaskRepository
 from services.activity.settings import ActivitySettings
 from services.leads import domain as leads_domain
