@@ -1,0 +1,133 @@
+"""The replica's own reader of the topics: every partition assigned by hand, resumed from the store's checkpoint.
+
+Each replica holds a whole copy of the read model, so it reads every partition itself instead of
+sharing them in a consumer group; the offsets it reached live in the store beside the rows, not
+in Kafka, so they can never disagree with the data (a group's committed offsets could run ahead
+of a store that was lost, or behind one that was rebuilt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from crmkit.messaging import BatchProcessor, is_transient
+from crmkit.service import stop_if_cancelled
+from services.analytics.handlers import AnalyticsHandlers
+from services.analytics.repository import AnalyticsStore
+from services.analytics.settings import AnalyticsSettings
+
+log = logging.getLogger("services.analytics.feed")
+
+
+class TopicFeed:
+    """Reads the consumed topics from the checkpoint on, through ``BatchProcessor`` (DLQ, retries)."""
+
+    def __init__(
+        self,
+        settings: AnalyticsSettings,
+        topics: Sequence[str],
+        store: AnalyticsStore,
+        handlers: AnalyticsHandlers,
+        processor: BatchProcessor,
+    ) -> None:
+        self._settings = settings
+        self._topics = list(topics)
+        self._store = store
+        self._handlers = handlers
+        self._processor = processor
+        self._rebuild = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self.rebuilds = 0
+        self.end_offsets: dict[tuple[str, int], int] = {}
+
+    def request_rebuild(self) -> None:
+        """Empty the read model and read every topic again from the beginning (at the next poll)."""
+        self._rebuild.set()
+
+    def lag(self) -> int:
+        """Records on the topics not yet in the read model, as of the last look at the ends."""
+        positions = self._handlers.positions
+        return sum(max(0, end - positions.get(key, 0)) for key, end in self.end_offsets.items())
+
+    async def _open(self) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            client_id=f"crm-{self._settings.service_name}-feed",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            partitions = []
+            for contract in self._topics:
+                physical = self._settings.topic(contract)
+                found = consumer.partitions_for_topic(physical)
+                if not found:
+                    await consumer._client.force_metadata_update()  # topics created a moment ago
+                    found = consumer.partitions_for_topic(physical) or set()
+                partitions.extend(TopicPartition(physical, p) for p in sorted(found))
+            consumer.assign(partitions)
+            self._seek_to_checkpoint(consumer)
+        except BaseException:
+            await consumer.stop()
+            raise
+        return consumer
+
+    def _seek_to_checkpoint(self, consumer: AIOKafkaConsumer) -> None:
+        positions = self._handlers.positions
+        for tp in consumer.assignment():
+            consumer.seek(tp, positions.get((self._settings.contract_topic(tp.topic), tp.partition), 0))
+
+    async def _refresh_ends(self, consumer: AIOKafkaConsumer) -> None:
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        self.end_offsets = {(self._settings.contract_topic(tp.topic), tp.partition): o for tp, o in ends.items()}
+
+    async def run(self) -> None:
+        """Poll, apply, repeat; an outage closes the consumer and opens it again from the checkpoint."""
+        while True:
+            try:
+                consumer = await self._open()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("analytics feed: cannot reach Kafka (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+                continue
+            self._consumer = consumer
+            try:
+                await self._poll(consumer)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("analytics feed: %s; reopening from the checkpoint", exc)
+            finally:
+                self._consumer = None
+                await consumer.stop()
+            stop_if_cancelled()
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> None:
+        polls = 0
+        while True:
+            if self._rebuild.is_set():
+                self._rebuild.clear()
+                await asyncio.to_thread(self._store.reset)
+                self._handlers.reload_positions()
+                self._seek_to_checkpoint(consumer)
+                self.rebuilds += 1
+            if polls % 25 == 0:
+                await self._refresh_ends(consumer)
+            polls += 1
+            batches = await consumer.getmany(timeout_ms=self._settings.poll_timeout_ms, max_records=self._settings.batch_max_records)
+            records = [r for part in batches.values() for r in part]
+            if records:
+                await self._processor.process(records)
+                await self._handlers.advance([(self._settings.contract_topic(r.topic), r.partition, r.offset) for r in records])
+            elif polls % 25 != 1:
+                await self._refresh_ends(consumer)  # idle: keep the lag figure current
+            stop_if_cancelled()

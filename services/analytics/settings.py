@@ -1,0 +1,25 @@
+"""Settings of the analytics service (environment prefix ``ANALYTICS_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from crmkit.settings import ServiceSettings
+
+
+class AnalyticsSettings(ServiceSettings):
+    """Analytics service configuration; every field can be set as ``ANALYTICS_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="ANALYTICS_", extra="ignore")
+
+    service_name: str = "analytics"
+    database: str = "crm_analytics"  # MongoDB: only the licences and roles that HTTP access checks read
+    group_id: str = "crm-analytics"  # not a consumer group (each replica reads every partition): names the DLQ copies
+    http_port: int = 8005
+    store_path: str = Field(
+        ".run/analytics/analytics.duckdb",
+        description="DuckDB file holding this replica's whole read model and the offsets it reached; "
+        "`:memory:` keeps it in memory (rebuilt from the topics at every start). One file per replica.",
+    )
+    poll_timeout_ms: int = Field(200, description="Longest wait for new records before the feed looks again")
