@@ -10,7 +10,7 @@ from services.analytics import domain as d
 _W = 640
 _ROW = 26
 _LABEL_W = 170
-_BAR_W = 330
+_BAR_W = 240  # leaves room after the longest bar for its figures
 _TOP = 34
 _FONT = "font-family='system-ui, sans-serif' font-size='12'"
 _COLOURS = {"bar": "#3b6fb6", "created": "#3b6fb6", "qualified": "#2e9d5b"}
@@ -86,7 +86,7 @@ def chart(report: d.Report) -> str:
     rows = report.rows
     if report.name == "funnel":
         items = [
-            (r["name"], r["reached"], f"{r['reached']} reached · {r['now_in']} now · {_pct(r['conversion_from_first'])} of first")
+            (r["name"], r["reached"], f"{r['reached']} · now {r['now_in']} · {_pct(r['conversion_from_first'])} of first")
             for r in rows
         ]
         return bars(f"Funnel: {report.extra.get('pipeline_id')}", items, "funnel")
@@ -98,12 +98,12 @@ def chart(report: d.Report) -> str:
         return bars("Disqualification reasons", items, "reasons")
     if report.name == "stages":
         items = [
-            (r["name"], r["median_days"] or 0.0, "no finished stays" if r["median_days"] is None else f"median {r['median_days']} d · p90 {r['p90_days']} d")
+            (r["name"], r["median_days"] or 0.0, "no finished stays" if r["median_days"] is None else f"median {r['median_days']} d, p90 {r['p90_days']} d")
             for r in rows
         ]
         return bars(f"Days in stage: {report.extra.get('pipeline_id')}", items, "stages")
     if report.name == "responsible":
-        items = [(r["responsible_id"], r["leads"], f"{r['leads']} leads · {r['open_tasks']} open · {r['overdue_tasks']} overdue") for r in rows]
+        items = [(r["responsible_id"], r["leads"], f"{r['leads']} leads · tasks {r['open_tasks']} open, {r['overdue_tasks']} late") for r in rows]
         return bars("Leads per responsible", items, "responsible")
     if report.name == "trend":
         return trend(f"Leads created and qualified per {report.extra.get('period')}", rows)
