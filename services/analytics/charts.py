@@ -36,7 +36,7 @@ def bars(title: str, items: Sequence[tuple[str, float, str]], chart: str, maximu
     for i, (label, value, text) in enumerate(items):
         y = _TOP + i * _ROW
         width = max(0.0, value) / top * _BAR_W
-        short = label if len(label) <= 26 else label[:25] + "…"
+        short = label if len(label) <= 22 else label[:21] + "…"  # what fits left of the bars
         body.append(
             f"<g class='bar' data-label='{escape(label)}' data-value='{value}'>"
             f"<text x='{_LABEL_W - 6}' y='{y + 15}' text-anchor='end'>{escape(short)}</text>"

@@ -24,21 +24,23 @@ import duckdb
 from services.analytics import domain as d
 
 # Bump when the tables change: a store of another schema is rebuilt from the topics at start.
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _FILTER_COLUMNS = "created_at TIMESTAMP, responsible_id VARCHAR, source VARCHAR, deleted BOOLEAN"
 _TABLES = {
     "leads": (
         "lead_id VARCHAR, version BIGINT, pipeline_id VARCHAR, stage_id VARCHAR, status VARCHAR, responsible_id VARCHAR,"
         " source VARCHAR, utm_source VARCHAR, utm_medium VARCHAR, utm_campaign VARCHAR, marketing_event VARCHAR,"
-        " created_at TIMESTAMP, qualified_at TIMESTAMP, deleted BOOLEAN, reason_id VARCHAR, reason VARCHAR"
+        " created_at TIMESTAMP, qualified_at TIMESTAMP, deleted BOOLEAN, reason_id VARCHAR, reason VARCHAR, has_deal BOOLEAN"
     ),
     # Visits and stays repeat the lead's filter columns so the funnel and stage times need no join.
     "visits": f"lead_id VARCHAR, pipeline_id VARCHAR, stage_id VARCHAR, {_FILTER_COLUMNS}",
     "stays": f"lead_id VARCHAR, pipeline_id VARCHAR, stage_id VARCHAR, days DOUBLE, {_FILTER_COLUMNS}",
     "pipelines": "pipeline_id VARCHAR, version BIGINT, name VARCHAR, deleted BOOLEAN",
     "stages": "pipeline_id VARCHAR, stage_id VARCHAR, name VARCHAR, status VARCHAR, position INTEGER",
-    "tasks": "task_id VARCHAR, version BIGINT, lead_id VARCHAR, assignee_id VARCHAR, status VARCHAR, due_at TIMESTAMP",
+    # Tasks repeat their lead's pipeline and filter columns (deleted while the lead is unknown): no join either.
+    "tasks": f"task_id VARCHAR, version BIGINT, lead_id VARCHAR, assignee_id VARCHAR, status VARCHAR, due_at TIMESTAMP,"
+    f" pipeline_id VARCHAR, {_FILTER_COLUMNS}",
     "deals": "deal_id VARCHAR, lead_id VARCHAR",
     "offsets": "topic VARCHAR, part INTEGER, next_offset BIGINT",
 }
@@ -123,8 +125,8 @@ class AnalyticsStore:
             try:
                 self._apply_leads(cur, changes.leads)
                 self._apply_pipelines(cur, changes.pipelines)
-                self._apply_tasks(cur, changes.tasks)
                 self._apply_deals(cur, changes.deals)
+                self._apply_tasks(cur, changes.tasks)
                 self._apply_offsets(cur, changes.offsets)
                 cur.execute("COMMIT")
             except BaseException:
@@ -155,6 +157,7 @@ class AnalyticsStore:
         ids = [f.lead.lead_id for f in fresh]
         for table in ("leads", "visits", "stays"):
             cur.execute(f"DELETE FROM {table} WHERE lead_id IN (SELECT unnest(?))", [ids])
+        with_deal = {r[0] for r in cur.execute("SELECT DISTINCT lead_id FROM deals WHERE lead_id IN (SELECT unnest(?))", [ids]).fetchall()}
         leads, visits, stays = [], [], []
         for f in fresh:
             x = f.lead
@@ -162,7 +165,7 @@ class AnalyticsStore:
             leads.append(
                 (x.lead_id, x.version, x.pipeline_id, x.stage_id, x.status, x.responsible_id, x.source, x.utm_source,
                  x.utm_medium, x.utm_campaign, x.marketing_event, created, _naive(x.qualified_at), x.deleted,
-                 x.reason_id, x.reason)
+                 x.reason_id, x.reason, x.lead_id in with_deal)
             )
             tail = (created, x.responsible_id, x.source, x.deleted)
             visits.extend((v.lead_id, v.pipeline_id, v.stage_id, *tail) for v in f.visits)
@@ -170,6 +173,15 @@ class AnalyticsStore:
         self._insert(cur, "leads", leads)
         self._insert(cur, "visits", visits)
         self._insert(cur, "stays", stays)
+        # The leads' tasks take the cards' new pipeline, responsible, source and deletion.
+        cols = _columns([(r[0], r[2], r[11], r[5], r[6], r[13]) for r in leads])
+        cur.execute(
+            "UPDATE tasks SET pipeline_id = b.pipeline_id, created_at = b.created_at, responsible_id = b.responsible_id,"
+            " source = b.source, deleted = b.deleted FROM (SELECT unnest($1) AS lead_id, unnest($2) AS pipeline_id,"
+            " unnest($3) AS created_at, unnest($4) AS responsible_id, unnest($5) AS source, unnest($6) AS deleted) b"
+            " WHERE tasks.lead_id = b.lead_id",
+            cols,
+        )
 
     def _apply_pipelines(self, cur: Any, pipelines: list[d.PipelineFacts]) -> None:
         if not pipelines:
@@ -192,16 +204,31 @@ class AnalyticsStore:
             return
         held = self._held_versions(cur, "tasks", "task_id", [t.task_id for t in tasks])
         fresh = [t for t in tasks if t.version > held.get(t.task_id, -1)]
-        if fresh:
-            cur.execute("DELETE FROM tasks WHERE task_id IN (SELECT unnest(?))", [[t.task_id for t in fresh]])
-            self._insert(cur, "tasks", [(t.task_id, t.version, t.lead_id, t.assignee_id, t.status, _naive(t.due_at)) for t in fresh])
+        if not fresh:
+            return
+        cur.execute("DELETE FROM tasks WHERE task_id IN (SELECT unnest(?))", [[t.task_id for t in fresh]])
+        known = {
+            row[0]: row[1:]
+            for row in cur.execute(
+                "SELECT lead_id, pipeline_id, created_at, responsible_id, source, deleted FROM leads WHERE lead_id IN (SELECT unnest(?))",
+                [list({t.lead_id for t in fresh})],
+            ).fetchall()
+        }
+        unknown = (None, None, None, None, True)  # counted once the lead's card arrives
+        self._insert(
+            cur, "tasks",
+            [(t.task_id, t.version, t.lead_id, t.assignee_id, t.status, _naive(t.due_at), *known.get(t.lead_id, unknown)) for t in fresh],
+        )
 
     def _apply_deals(self, cur: Any, deals: list[d.DealRow]) -> None:
         if not deals:
             return
         ids = [x.deal_id for x in deals]
         held = {row[0] for row in cur.execute("SELECT deal_id FROM deals WHERE deal_id IN (SELECT unnest(?))", [ids]).fetchall()}
-        self._insert(cur, "deals", [(x.deal_id, x.lead_id) for x in {x.deal_id: x for x in deals}.values() if x.deal_id not in held])
+        new = [(x.deal_id, x.lead_id) for x in {x.deal_id: x for x in deals}.values() if x.deal_id not in held]
+        self._insert(cur, "deals", new)
+        if new:
+            cur.execute("UPDATE leads SET has_deal = true WHERE lead_id IN (SELECT unnest(?))", [[lead for _, lead in new]])
 
     def _apply_offsets(self, cur: Any, offsets: dict[tuple[str, int], int]) -> None:
         if not offsets:
@@ -218,22 +245,23 @@ class AnalyticsStore:
         return self._con.cursor()
 
     @staticmethod
-    def _where(f: d.Filters, *, pipeline: bool = True, responsible: bool = True, prefix: str = "") -> tuple[str, list]:
-        clauses, params = [f"NOT {prefix}deleted"], []
+    def _where(f: d.Filters, *, pipeline: bool = True, responsible: bool = True) -> tuple[str, list]:
+        """The filters on a table with the lead's filter columns (leads, visits, stays, tasks)."""
+        clauses, params = ["NOT deleted"], []
         if pipeline and f.pipeline_id:
-            clauses.append(f"{prefix}pipeline_id = ?")
+            clauses.append("pipeline_id = ?")
             params.append(f.pipeline_id)
         if f.created_from:
-            clauses.append(f"{prefix}created_at >= ?")
+            clauses.append("created_at >= ?")
             params.append(_naive(f.created_from))
         if f.created_to:
-            clauses.append(f"{prefix}created_at < ?")
+            clauses.append("created_at < ?")
             params.append(_naive(f.created_to))
         if responsible and f.responsible_id:
-            clauses.append(f"{prefix}responsible_id = ?")
+            clauses.append("responsible_id = ?")
             params.append(f.responsible_id)
         if f.source:
-            clauses.append(f"{prefix}source = ?")
+            clauses.append("source = ?")
             params.append(f.source)
         return " AND ".join(clauses), params
 
@@ -264,18 +292,16 @@ class AnalyticsStore:
     def source_groups(self, f: d.Filters) -> list[dict]:
         if f.by not in d.SOURCE_DIMENSIONS:  # the column name is spliced: only the known ones
             raise ValueError(f"unknown dimension {f.by!r}")
-        where, params = self._where(f, prefix="l.")
+        where, params = self._where(f)
         rows = self._cursor().execute(
             f"""
-            SELECT l.{f.by}, count(*),
-                   count(*) FILTER (WHERE l.status IN ('new', 'in_progress')),
-                   count(*) FILTER (WHERE l.status = 'qualified'),
-                   count(*) FILTER (WHERE l.status = 'unqualified'),
-                   quantile_cont((epoch(l.qualified_at) - epoch(l.created_at)) / 86400.0, 0.5)
-                       FILTER (WHERE l.status = 'qualified'),
-                   count(*) FILTER (WHERE x.lead_id IS NOT NULL)
-            FROM leads l LEFT JOIN (SELECT DISTINCT lead_id FROM deals) x ON x.lead_id = l.lead_id
-            WHERE {where} GROUP BY 1
+            SELECT {f.by}, count(*),
+                   count(*) FILTER (WHERE status IN ('new', 'in_progress')),
+                   count(*) FILTER (WHERE status = 'qualified'),
+                   count(*) FILTER (WHERE status = 'unqualified'),
+                   quantile_cont((epoch(qualified_at) - epoch(created_at)) / 86400.0, 0.5) FILTER (WHERE status = 'qualified'),
+                   count(*) FILTER (WHERE has_deal)
+            FROM leads WHERE {where} GROUP BY 1
             """,
             params,
         ).fetchall()
@@ -308,13 +334,12 @@ class AnalyticsStore:
             params,
         ).fetchall()
         # Tasks count against the user they are assigned to, on the leads the other filters select.
-        where, params = self._where(f, responsible=False, prefix="l.")
+        where, params = self._where(f, responsible=False)
         if f.responsible_id:
-            where += " AND t.assignee_id = ?"
+            where += " AND assignee_id = ?"
             params.append(f.responsible_id)
         tasks = cur.execute(
-            f"SELECT t.assignee_id, count(*), count(*) FILTER (WHERE t.due_at < ?) FROM tasks t"
-            f" JOIN leads l ON l.lead_id = t.lead_id WHERE t.status = 'open' AND {where} GROUP BY 1",
+            f"SELECT assignee_id, count(*), count(*) FILTER (WHERE due_at < ?) FROM tasks WHERE status = 'open' AND {where} GROUP BY 1",
             [_naive(now), *params],
         ).fetchall()
         return (

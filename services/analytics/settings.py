@@ -22,4 +22,6 @@ class AnalyticsSettings(ServiceSettings):
         description="DuckDB file holding this replica's whole read model and the offsets it reached; "
         "`:memory:` keeps it in memory (rebuilt from the topics at every start). One file per replica.",
     )
+    batch_max_records: int = Field(20_000, description="Most records applied in one read-model transaction")
+    batch_timeout_ms: int = Field(500, description="Longest wait to fill a transaction once records arrive")
     poll_timeout_ms: int = Field(200, description="Longest wait for new records before the feed looks again")
