@@ -9,9 +9,11 @@ from html.parser import HTMLParser
 
 import pytest
 import uvicorn
+from typer.testing import CliRunner
 from PIL import Image
 
 from contracts.topics import DIRECTORY_EVENTS
+from crmctl.cli import app as crm
 from services.analytics.app import create_app
 from services.analytics.settings import AnalyticsSettings
 from tests import analytics_data as data
@@ -133,6 +135,25 @@ async def test_dashboard_in_headless_chromium(endpoints, isolation, settings_for
         # A drawn page: the bars' blue and the qualified columns' green are on it, not only white and text.
         assert (0x3B, 0x6F, 0xB6) in colours, "no bars drawn"
         assert (0x2E, 0x9D, 0x5B) in colours, "no qualified columns drawn"
+
+        # The CLI reads the same service: a table with the funnel's bars, JSON and CSV.
+        def cli(*args: str):
+            return asyncio.to_thread(CliRunner().invoke, crm, [*args, "--url", f"http://127.0.0.1:{port}", "--token", "tok-alice"])
+
+        table = await cli("report", "funnel")
+        assert table.exit_code == 0, table.output
+        bars = [line for line in table.output.splitlines() if "█" in line]
+        assert [line.split()[0] for line in bars] == ["New", "Processing", "Qualified", "Unqualified"]
+        assert bars[0].count("█") == 40 and bars[1].count("█") == round(4 / 9 * 40)  # scaled to New's 9
+        as_json = await cli("report", "sources", "--by", "utm_source", "--json")
+        assert as_json.exit_code == 0, as_json.output
+        assert '"value": "google"' in as_json.output
+        as_csv = await cli("report", "reasons", "--source", "web", "--csv")
+        assert as_csv.output.splitlines()[1:] == [",".join(map(str, r)) for r in data.REASONS_WEB]
+        refused = await cli("report", "trend", "--period", "month")
+        assert refused.exit_code == 1 and "period must be one of" in refused.output
+        status = await cli("analytics", "status")
+        assert '"lag": 0' in status.output and '"leads": 12' in status.output
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 60)
