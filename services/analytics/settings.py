@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -18,10 +20,13 @@ class AnalyticsSettings(ServiceSettings):
     group_id: str = "crm-analytics"  # not a consumer group (each replica reads every partition): names the DLQ copies
     http_port: int = 8005
     store_path: str = Field(
-        ".run/analytics/analytics.duckdb",
-        description="DuckDB file holding this replica's whole read model and the offsets it reached; "
-        "`:memory:` keeps it in memory (rebuilt from the topics at every start). One file per replica.",
+        "",
+        description="DuckDB file holding this replica's whole read model and the offsets it reached (one file per "
+        "replica); empty: `.run/analytics/<database>.duckdb`; `:memory:` rebuilds from the topics at every start.",
     )
     batch_max_records: int = Field(20_000, description="Most records applied in one read-model transaction")
     batch_timeout_ms: int = Field(500, description="Longest wait to fill a transaction once records arrive")
     poll_timeout_ms: int = Field(200, description="Longest wait for new records before the feed looks again")
+
+    def store_file(self) -> str:
+        return self.store_path or str(Path(".run") / "analytics" / f"{self.database}.duckdb")
