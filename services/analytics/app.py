@@ -27,7 +27,7 @@ def create_app(settings: AnalyticsSettings, clock: Callable[[], datetime] = lamb
         description="Reports on the funnel, sources, reasons, time in stage and responsible users; a dashboard.",
         publishes=(),
     )
-    store = AnalyticsStore(settings.store_file())
+    store = AnalyticsStore(settings.store_file(), memory_limit=settings.store_memory_limit, threads=settings.store_threads)
     principals = PrincipalRepository(service.db, settings.service_principals)
     handlers = AnalyticsHandlers(store, principals)
     processor = BatchProcessor(settings, service.bus, handlers.on_batch, service.metrics, service.health, "analytics")

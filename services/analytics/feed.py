@@ -64,13 +64,11 @@ class TopicFeed:
         )
         await consumer.start()
         try:
+            await consumer.topics()  # fetches the cluster's metadata: topics created a moment ago included
             partitions = []
             for contract in self._topics:
                 physical = self._settings.topic(contract)
-                found = consumer.partitions_for_topic(physical)
-                if not found:
-                    await consumer._client.force_metadata_update()  # topics created a moment ago
-                    found = consumer.partitions_for_topic(physical) or set()
+                found = consumer.partitions_for_topic(physical) or set()
                 partitions.extend(TopicPartition(physical, p) for p in sorted(found))
             consumer.assign(partitions)
             self._seek_to_checkpoint(consumer)

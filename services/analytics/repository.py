@@ -68,14 +68,19 @@ def _columns(rows: Sequence[tuple]) -> list[list]:
     return [[row[i] for row in rows] for i in range(width)]
 
 
+class StoreUnavailable(OSError):
+    """The DuckDB file cannot be written now (disk full, I/O error, out of memory): an outage, retried."""
+
+
 class AnalyticsStore:
     """One replica's whole read model in one DuckDB file (or in memory for ``:memory:``)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, memory_limit: str = "2GB", threads: int = 0) -> None:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._con = duckdb.connect(path)
+        config = {"memory_limit": memory_limit, **({"threads": threads} if threads else {})}
+        self._con = duckdb.connect(path, config=config)
         self._write_lock = threading.Lock()
         self._ensure_schema()
 
@@ -129,6 +134,10 @@ class AnalyticsStore:
                 self._apply_tasks(cur, changes.tasks)
                 self._apply_offsets(cur, changes.offsets)
                 cur.execute("COMMIT")
+            except (duckdb.IOException, duckdb.OutOfMemoryException) as exc:
+                cur.execute("ROLLBACK")
+                # Not the records' fault: retried like an outage instead of parking them in the DLQ.
+                raise StoreUnavailable(f"the analytics store cannot be written: {exc}") from exc
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise

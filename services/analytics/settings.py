@@ -24,6 +24,8 @@ class AnalyticsSettings(ServiceSettings):
         description="DuckDB file holding this replica's whole read model and the offsets it reached (one file per "
         "replica); empty: `.run/analytics/<database>.duckdb`; `:memory:` rebuilds from the topics at every start.",
     )
+    store_memory_limit: str = Field("2GB", description="Most memory DuckDB may use (it would otherwise take 80% of the machine's)")
+    store_threads: int = Field(0, description="Threads DuckDB answers a report with; 0: one per core")
     batch_max_records: int = Field(20_000, description="Most records applied in one read-model transaction")
     batch_timeout_ms: int = Field(500, description="Longest wait to fill a transaction once records arrive")
     poll_timeout_ms: int = Field(200, description="Longest wait for new records before the feed looks again")

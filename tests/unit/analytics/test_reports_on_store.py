@@ -79,3 +79,10 @@ def test_records_before_the_checkpoint_are_skipped() -> None:
 def test_unknown_pipeline_is_refused() -> None:
     with pytest.raises(reports.UnknownPipeline):
         reports.build(fed(data.all_events()), "funnel", d.parse_filters({"pipeline_id": "nope"}), NOW)
+
+
+def test_a_store_that_cannot_be_written_is_an_outage_not_bad_data() -> None:
+    from crmkit.messaging import is_transient
+    from services.analytics.repository import StoreUnavailable
+
+    assert is_transient(StoreUnavailable("disk full"))  # retried; the records are not parked in the DLQ
