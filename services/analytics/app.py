@@ -37,13 +37,15 @@ def create_app(settings: AnalyticsSettings, clock: Callable[[], datetime] = lamb
     service.feed = feed  # type: ignore[attr-defined]
 
     def status() -> dict:
-        return {"store": store.path, "lag": feed.lag(), "rebuilds": feed.rebuilds, **store.counts()}
+        return {"store": store.path, "lag": feed.lag(), "rebuilds": feed.rebuilds, "feed_error": feed.last_error, **store.counts()}
 
     async def close_store() -> None:
         await asyncio.to_thread(store.close)
 
     service.background(feed.run)
-    service.readiness_detail(lambda: {"analytics_lag": feed.lag(), "analytics_rebuilds": feed.rebuilds})
+    service.readiness_detail(
+        lambda: {"analytics_lag": feed.lag(), "analytics_rebuilds": feed.rebuilds, "analytics_feed_error": feed.last_error}
+    )
     service.on_shutdown(close_store)
     service.add_routes(api.routes(settings, store, principals, status, feed.request_rebuild, clock))
     return service

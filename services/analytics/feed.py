@@ -13,6 +13,8 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from crmkit.messaging import BatchProcessor, is_transient
 from crmkit.service import stop_if_cancelled
@@ -40,8 +42,8 @@ class TopicFeed:
         self._handlers = handlers
         self._processor = processor
         self._rebuild = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
         self.rebuilds = 0
+        self.last_error: str | None = None
         self.end_offsets: dict[tuple[str, int], int] = {}
 
     def request_rebuild(self) -> None:
@@ -64,18 +66,27 @@ class TopicFeed:
         )
         await consumer.start()
         try:
-            await consumer.topics()  # fetches the cluster's metadata: topics created a moment ago included
-            partitions = []
-            for contract in self._topics:
-                physical = self._settings.topic(contract)
-                found = consumer.partitions_for_topic(physical) or set()
-                partitions.extend(TopicPartition(physical, p) for p in sorted(found))
-            consumer.assign(partitions)
+            consumer.assign(await self._partitions())
             self._seek_to_checkpoint(consumer)
         except BaseException:
             await consumer.stop()
             raise
         return consumer
+
+    async def _partitions(self) -> list[TopicPartition]:
+        """Every partition of the consumed topics, as the brokers describe them now."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap_servers, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            described = await admin.describe_topics([self._settings.topic(t) for t in self._topics])
+        finally:
+            await admin.close()
+        found = []
+        for topic in described:
+            if topic.get("error_code"):
+                raise KafkaError(f"topic {topic.get('topic')} cannot be described (error {topic['error_code']})")
+            found.extend(TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"])
+        return sorted(found)
 
     def _seek_to_checkpoint(self, consumer: AIOKafkaConsumer) -> None:
         positions = self._handlers.positions
@@ -87,26 +98,25 @@ class TopicFeed:
         self.end_offsets = {(self._settings.contract_topic(tp.topic), tp.partition): o for tp, o in ends.items()}
 
     async def run(self) -> None:
-        """Poll, apply, repeat; an outage closes the consumer and opens it again from the checkpoint."""
+        """Poll, apply, repeat; any failure closes the consumer and opens it again from the checkpoint.
+
+        A failure that is not an outage (a bug) is logged and shown in /health/ready rather than ending
+        the loop: the service would otherwise answer with figures that silently stop moving.
+        """
         while True:
             try:
                 consumer = await self._open()
+                try:
+                    self.last_error = None
+                    await self._poll(consumer)
+                finally:
+                    await consumer.stop()
             except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.warning("analytics feed: cannot reach Kafka (%s); retrying", exc)
-                await asyncio.sleep(1.0)
-                continue
-            self._consumer = consumer
-            try:
-                await self._poll(consumer)
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.warning("analytics feed: %s; reopening from the checkpoint", exc)
-            finally:
-                self._consumer = None
-                await consumer.stop()
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                transient = is_transient(exc)
+                log.log(logging.WARNING if transient else logging.ERROR, "analytics feed: %s; reopening from the checkpoint",
+                        exc, exc_info=not transient)
+                await asyncio.sleep(1.0 if transient else 5.0)
             stop_if_cancelled()
 
     async def _gather(self, consumer: AIOKafkaConsumer) -> list:
