@@ -130,6 +130,16 @@ async def test_reports_from_the_topics_rebuild_restart_and_redelivery(endpoints,
             assert (await http.get("/reports/funnel", params={"pipeline_id": "nope"}, headers=ALICE)).status_code == 404
             assert (await http.get("/reports/profit", headers=ALICE)).status_code == 404
 
+            # The dashboard: the token may come as ?token= (a plain page cannot send a header); bad filters
+            # are shown on the page, escaped.
+            assert (await http.get("/")).status_code == 401
+            page = await http.get("/", params={"token": "tok-alice", "pipeline_id": "p2"})
+            assert page.status_code == 200 and "Funnel: p2" in page.text and "<script" not in page.text
+            page = await http.get("/", params={"token": "tok-alice", "by": "<script>alert(1)</script>"})
+            assert page.status_code == 400 and "filter-error" in page.text and "<script>" not in page.text
+            page = await http.get("/", params={"token": "tok-alice", "pipeline_id": "<b>x</b>"})
+            assert page.status_code == 200 and "is not a pipeline" in page.text and "<b>x</b>" not in page.text
+
             # Redelivered events (the same records again, at new offsets) count once.
             before = applied(service)
             again = [m for t, m in data.all_events() if m.type in ("crm.deal.created", "crm.lead.disqualified")]
