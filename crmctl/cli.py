@@ -131,6 +131,9 @@ def _print_status(include_services: bool) -> None:
 
 from .imports import imports_app  # noqa: E402  (registered last: `crm import`, `crm import-template`)
 app.add_typer(imports_app)
+from .analytics import analytics_app, report_app  # noqa: E402  (`crm report <name>`, `crm analytics rebuild|status`)
+app.add_typer(report_app)
+app.add_typer(analytics_app, name="analytics")
 
 
 def main() -> None:

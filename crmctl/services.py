@@ -27,6 +27,7 @@ SERVICES = (
     ServiceSpec("qualification", "services.qualification", 8002, "QUALIFICATION_"),
     ServiceSpec("importer", "services.importer", 8003, "IMPORTER_"),
     ServiceSpec("activity", "services.activity", 8004, "ACTIVITY_"),
+    ServiceSpec("analytics", "services.analytics", 8005, "ANALYTICS_"),
 )
 
 
@@ -51,6 +52,9 @@ def service_env(spec: ServiceSpec, config: StackConfig, extra: dict[str, str] | 
         inbox.mkdir(parents=True, exist_ok=True)
         env.setdefault("IMPORTER_UPLOADS_DIR", str(config.run_dir / "imports"))
         env.setdefault("IMPORTER_FILE_ROOTS", json.dumps([str(inbox)]))
+    if spec.name == "analytics":
+        # The replica's DuckDB read model lives in the run folder (rebuilt from the topics if removed).
+        env.setdefault("ANALYTICS_STORE_PATH", str(config.run_dir / "analytics" / "analytics.duckdb"))
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
     return env

@@ -1,0 +1,124 @@
+"""HTTP side of the analytics service: the reports as JSON, CSV and SVG, the dashboard, rebuild and status."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from html import escape
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from crmkit.http import ApiError, authenticate, endpoint, json_response
+from crmkit.principals import Principal, PrincipalRepository
+from services.analytics import charts, dashboard, reports
+from services.analytics import domain as d
+from services.analytics.repository import AnalyticsStore
+from services.analytics.settings import AnalyticsSettings
+
+_FORMATS = {"": "json", ".csv": "csv", ".svg": "svg"}
+
+
+def to_csv(report: d.Report) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    columns = reports.COLUMNS[report.name]
+    writer.writerow(columns)
+    for row in report.rows:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    return out.getvalue()
+
+
+def routes(
+    settings: AnalyticsSettings,
+    store: AnalyticsStore,
+    principals: PrincipalRepository,
+    status: Callable[[], dict[str, Any]],
+    rebuild: Callable[[], None],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> list[Route]:
+    async def who(request: Request) -> Principal:
+        """The bearer token, or ``?token=`` for a browser (a plain page cannot send a header)."""
+        if "authorization" not in request.headers and request.query_params.get("token"):
+            token = request.query_params["token"]
+            scope = dict(request.scope)
+            scope["headers"] = [*request.scope["headers"], (b"authorization", f"Bearer {token}".encode())]
+            request = Request(scope)
+        return await authenticate(request, settings.tokens, principals)
+
+    def filters_of(request: Request) -> d.Filters:
+        try:
+            return d.parse_filters(request.query_params)
+        except d.FilterError as exc:
+            raise ApiError(400, "validation", exc.message) from exc
+
+    async def run(name: str, f: d.Filters) -> d.Report:
+        try:
+            return await asyncio.to_thread(reports.build, store, name, f, clock())
+        except reports.UnknownPipeline as exc:
+            raise ApiError(404, "not_found", f"pipeline_id {exc.args[0]!r} is not a pipeline the analytics read model knows.") from exc
+
+    @endpoint
+    async def report(request: Request) -> Response:
+        await who(request)
+        raw = request.path_params["name"]
+        name, dot, ext = raw.partition(".")
+        fmt = _FORMATS.get(dot + ext)
+        if name not in d.REPORTS or fmt is None:
+            raise ApiError(404, "not_found", f"No report {raw!r}; reports: {', '.join(d.REPORTS)} (add .csv or .svg).")
+        result = await run(name, filters_of(request))
+        if fmt == "csv":
+            return Response(to_csv(result), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f"attachment; filename={name}.csv"})
+        if fmt == "svg":
+            return Response(charts.chart(result), media_type="image/svg+xml")
+        return json_response(result.as_json())
+
+    @endpoint
+    async def page(request: Request) -> Response:
+        await who(request)
+        try:
+            f = filters_of(request)
+            error = None
+        except ApiError as exc:
+            f, error = d.Filters(), exc.message
+        found: dict[str, d.Report | str] = {}
+        for name in dashboard.DASHBOARD_REPORTS:
+            try:
+                found[name] = await run(name, f)
+            except ApiError as exc:
+                found[name] = exc.message
+        lists = await asyncio.to_thread(
+            lambda: (store.pipelines(), store.distinct_values("responsible_id"), store.distinct_values("source"))
+        )
+        html = dashboard.render(
+            found, f, token=request.query_params.get("token"), pipelines=lists[0], responsibles=lists[1], sources=lists[2]
+        )
+        if error:
+            html = html.replace("<form", f"<p class='error' id='filter-error'>{escape(error)}</p><form", 1)
+        return HTMLResponse(html, status_code=400 if error else 200)
+
+    @endpoint
+    async def start_rebuild(request: Request) -> Response:
+        principal = await who(request)
+        if not principal.is_admin:
+            raise ApiError(403, "forbidden", "Only administrators may rebuild the analytics read model.")
+        rebuild()
+        return json_response({"rebuilding": True, **status()}, status=202)
+
+    @endpoint
+    async def show_status(request: Request) -> Response:
+        await who(request)
+        return json_response(status())
+
+    return [
+        Route("/", page),
+        Route("/reports/{name}", report),
+        Route("/admin/rebuild", start_rebuild, methods=["POST"]),
+        Route("/admin/status", show_status),
+    ]
