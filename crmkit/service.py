@@ -20,8 +20,12 @@ from contracts import topics as contract_topics
 from contracts.topics import dlq_topic
 
 from .asyncapi import build_asyncapi
+from .httpmetrics import ObservedHttp
+from .lag import LagMonitor
+from .logs import configure_logging
 from .messaging import BatchHandler, BatchProcessor, Bus, Health, ensure_topics, subscribe_batches
 from .metrics import Metrics
+from . import tracing
 from .mongo import make_client, ping, until_available
 from .settings import ServiceSettings
 
@@ -104,8 +108,11 @@ class Service:
             max_request_size=2 * 1024 * 1024,
             graceful_timeout=20.0,
             log_level=logging.DEBUG,  # per-batch logs only when asked for
+            # A logger of ours: FastStream's default one has its own handler, writing ANSI colours.
+            logger=logging.getLogger(f"crm.faststream.{name}"),
         )
         self.bus = Bus(settings, self.metrics, client_id=f"crm-{name}")
+        self.lag = LagMonitor(settings, self.metrics)
         self.mongo = make_client(settings.mongodb_url)
         self.db = self.mongo[settings.database]
         self.consumes: list[str] = []
@@ -123,13 +130,17 @@ class Service:
     def consume(self, topics: Sequence[str], handler: BatchHandler, *, group_suffix: str = "", title: str = "") -> None:
         """Subscribe ``handler`` to ``topics`` in the service's consumer group, in batches, at least once."""
         self.consumes.extend(t for t in topics if t not in self.consumes)
-        processor = BatchProcessor(self.settings, self.bus, handler, self.metrics, self.health, title or handler.__name__)
+        group = self.settings.group_id + group_suffix
+        processor = BatchProcessor(
+            self.settings, self.bus, handler, self.metrics, self.health, title or handler.__name__, group=group, service=self.name
+        )
+        self.lag.watch(group, [self.settings.topic(t) for t in topics])
         subscribe_batches(
             self.broker,
             self.settings,
             processor,
             topics=topics,
-            group_id=self.settings.group_id + group_suffix,
+            group_id=group,
             title=title or f"{self.name}:{','.join(topics)}",
             description=handler.__doc__ or "",
         )
@@ -173,6 +184,8 @@ class Service:
         await until_available(self.broker.start, f"{self.name}: consumers")
         for loop in self._background:
             self._tasks.append(asyncio.create_task(loop(), name=f"{self.name}-background"))
+        if self.lag.groups and self.settings.lag_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self.lag.run_forever(), name=f"{self.name}-lag"))
         self.health.started = True
         log.info("%s started", self.name)
 
@@ -224,7 +237,7 @@ class Service:
             topic_descriptions=TOPIC_DESCRIPTIONS,
         )
 
-    def asgi(self) -> Starlette:
+    def asgi(self) -> ObservedHttp:
         """The HTTP app; its lifespan starts the service in the background so health answers at once."""
 
         async def live(_: Request) -> Response:
@@ -255,7 +268,8 @@ class Service:
             Route("/asyncapi.json", asyncapi),
             *self.routes,
         ]
-        return Starlette(routes=routes, lifespan=lifespan)
+        app = Starlette(routes=routes, lifespan=lifespan)
+        return ObservedHttp(app, self.name, self.metrics)
 
 
 TOPIC_DESCRIPTIONS = {
@@ -273,10 +287,8 @@ TOPIC_DESCRIPTIONS = {
 
 def serve(service: Service) -> None:
     """Run a service under uvicorn until SIGTERM/SIGINT; shutdown lets the batch in hand finish."""
-    logging.basicConfig(
-        level=service.settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(service.name, service.settings.log_level, service.settings.log_format)
+    tracing.configure(service.name, service.settings.otlp_endpoint)
     config = uvicorn.Config(
         service.asgi(),
         host=service.settings.http_host,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from contracts.topics import DIRECTORY_EVENTS, IMPORTS_COMMANDS, IMPORTS_EVENTS, LEADS_COMMANDS, LEADS_EVENTS
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
-from services.importer import api
+from services.importer import api, jobs_api
 from services.importer.handlers import ImporterHandlers
+from services.importer.ops import ImportMetrics
 from services.importer.repository import ImportRepository, LeadIndex
 from services.importer.scheduler import JobScheduler
 from services.importer.settings import ImporterSettings
@@ -34,6 +35,9 @@ def create_app(settings: ImporterSettings) -> Service:
     service.on_startup(start_up)
     service.consume(CONSUMES, handlers.on_batch, title="importer")
     service.background(scheduler.run_forever)
+    import_metrics = ImportMetrics(imports, service.metrics.registry)
+    service.background(lambda: import_metrics.run_forever(settings.lag_interval_s))
     service.readiness_detail(scheduler.readiness)
     service.add_routes(api.routes(settings, imports, runner, principals))
+    service.add_routes(jobs_api.routes(settings, imports, runner, principals))
     return service

@@ -279,7 +279,7 @@ class JobRunner:
         message = build_message(
             payload, source=self.source, subject=plan.lead_id, actorid=job.actor_id,
             id=d.command_id(job.import_id, plan.row_number),
-            correlationid=d.correlation_id(job.import_id, plan.row_number),
+            correlationid=d.correlation_id(job.import_id, plan.row_number), traceparent=job.traceparent,
         )
         return Outbound(LEADS_COMMANDS, message, key=plan.lead_id)
 
@@ -367,7 +367,8 @@ class JobRunner:
 
         async for row, lead_id in self.imports.rows_with(job.import_id, "created"):
             message = build_message(DeleteLead(lead_id=lead_id), source=self.source, actorid=actor,
-                                    id=event_id(job.import_id, "revert-delete", row), correlationid=correlation)
+                                    id=event_id(job.import_id, "revert-delete", row), correlationid=correlation,
+                                    traceparent=job.traceparent)
             batch.append(Outbound(LEADS_COMMANDS, message, key=lead_id))
             removed += 1
             if len(batch) >= self.settings.chunk_rows:
@@ -383,7 +384,7 @@ class JobRunner:
             message = build_message(
                 UpdateLead.model_validate({**set_values, "lead_id": lead_id, "clear": clear}),
                 source=self.source, actorid=actor, id=event_id(job.import_id, "revert-update", row),
-                correlationid=correlation,
+                correlationid=correlation, traceparent=job.traceparent,
             )
             batch.append(Outbound(LEADS_COMMANDS, message, key=lead_id))
             restored += 1
@@ -403,7 +404,7 @@ class JobRunner:
     def _event(self, job: d.ImportJob, payload: Any, *parts: Any) -> Outbound:
         message: Envelope = build_message(
             payload, source=self.source, subject=job.import_id, id=event_id(job.import_id, *parts),
-            actorid=job.actor_id,
+            actorid=job.actor_id, traceparent=job.traceparent,
         )
         return Outbound(IMPORTS_EVENTS, message, key=job.import_id)
 

@@ -114,6 +114,8 @@ def _message(event: Any, index: int, cause: Envelope, source: str, subject: str 
         correlationid=cause.correlationid or cause.id,
         causationid=cause.id,
         actorid=cause.actorid,
+        traceparent=cause.traceparent,
+        tracestate=cause.tracestate,
     )
 
 
@@ -165,6 +167,7 @@ class CardJson:
                 specversion="1.0", id=_event_id(cause, subject, index, cls.TYPE), type=cls.TYPE, source=source,
                 time=datetime.now(UTC), subject=subject, datacontenttype="application/json",
                 correlationid=cause.correlationid or cause.id, causationid=cause.id, actorid=cause.actorid,
+                traceparent=cause.traceparent, tracestate=cause.tracestate,
                 data=_CardPayload(cls, data),
             )
             unset = {name for name, value in message.__dict__.items() if value is None}
@@ -206,6 +209,8 @@ def rejection(cause: Envelope, exc: d.Rejected, source: str, lead_id: str | None
         correlationid=cause.correlationid or cause.id,
         causationid=cause.id,
         actorid=cause.actorid,
+        traceparent=cause.traceparent,
+        tracestate=cause.tracestate,
     )
 
 

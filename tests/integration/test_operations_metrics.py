@@ -1,0 +1,125 @@
+"""Operations on the real stack: /metrics counts exactly what was sent, and consumer lag rises and falls."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS, dlq_topic
+from crmkit.messaging import Inbound
+from crmkit.service import Service
+from crmkit.settings import ServiceSettings
+from services.leads.app import create_app
+from services.leads.settings import LeadsSettings
+from tests.integration.leads_helpers import grant, payload
+from tests.support import Collector, Producer, command, wait_until
+
+
+async def scrape(service: Service) -> dict[tuple[str, frozenset], float]:
+    """GET /metrics through the service's own HTTP app, as Prometheus reads it: {(sample, labels): value}."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.asgi()), base_url="http://svc") as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` (0 when there is none)."""
+    wanted = set(labels.items())
+    return sum(v for (n, l), v in samples.items() if n == name and wanted <= l)
+
+
+async def test_metrics_count_creates_rejections_and_poison_records_exactly(settings_for, run_service, endpoints, isolation):
+    service = await run_service(create_app(settings_for(LeadsSettings, "leads", lag_interval_s=0.2, tokens={"t-alice": "alice"})))
+    async with Producer(endpoints.kafka, isolation.prefix) as producer, \
+            Collector(endpoints.kafka, isolation.prefix, LEADS_EVENTS, dlq_topic(LEADS_COMMANDS)) as seen:
+        await grant(producer, "alice")
+        await wait_until(lambda: seen.got.of_type("crm.pipeline.created"), what="default pipeline announced")
+        creates = [command(payload("crm.lead.create", lead_id=f"M{i}", title=f"Lead {i}")) for i in range(5)]
+        unlicensed = [command(payload("crm.lead.create", lead_id=f"X{i}", title="no"), actor="mallory") for i in range(3)]
+        missing = [command(payload("crm.lead.move", lead_id="nowhere", stage_id="processing")) for _ in range(2)]
+        await producer.send_many(LEADS_COMMANDS, creates + unlicensed + missing)
+        for i in range(4):
+            await producer.send_raw(LEADS_COMMANDS, b"{not json" + bytes([i]), key=b"poison")
+        await wait_until(lambda: len(seen.got.of_type("crm.command.rejected")) >= 5 and len(seen.got.of_type("crm.lead.created")) >= 5
+                         and len([r for r in seen.got.records if r.topic.endswith(".dlq")]) >= 4, what="every command answered")
+
+        async def counted():
+            samples = await scrape(service)
+            return samples if value(samples, "crm_published_total", type="crm.command.rejected") >= 5 else None
+
+        samples = await wait_until(counted, what="rejections published and counted")
+        assert value(samples, "crm_commands_rejected_total", type="crm.lead.create", reason_code="not_licensed") == 3
+        assert value(samples, "crm_commands_rejected_total", type="crm.lead.move", reason_code="not_found") == 2
+        assert value(samples, "crm_commands_rejected_total") == 5
+        assert value(samples, "crm_dead_lettered_total", topic=LEADS_COMMANDS, reason="invalid_message",
+                     group=isolation.group("leads")) == 4
+        assert value(samples, "crm_published_total", type="crm.lead.created") == 5
+        assert value(samples, "crm_handled_total", type="crm.lead.create") == 8
+        assert value(samples, "crm_handled_total", type="crm.lead.move") == 2
+        assert value(samples, "crm_handler_seconds_total", type="crm.lead.create") > 0
+        assert value(samples, "crm_consumed_total", topic=LEADS_COMMANDS) == 10  # poison is never "consumed"
+        assert value(samples, "process_resident_memory_bytes") > 0
+        assert value(samples, "process_open_fds") > 0
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.asgi()), base_url="http://svc") as client:
+            headers = {"Authorization": "Bearer t-alice"}
+            ok = [await client.get(f"/leads/M{i}", headers=headers) for i in range(3)]
+            missing_lead = await client.get("/leads/none-such", headers=headers)
+        assert [r.status_code for r in ok] == [200, 200, 200] and missing_lead.status_code == 404
+        samples = await scrape(service)
+        assert value(samples, "crm_http_requests_total", route="/leads/{lead_id}", method="GET", status="200") == 3
+        assert value(samples, "crm_http_requests_total", route="/leads/{lead_id}", method="GET", status="404") == 1
+        assert value(samples, "crm_http_request_seconds_count", route="/leads/{lead_id}", method="GET") == 4
+
+        async def caught_up():
+            s = await scrape(service)
+            lag = [v for (n, l), v in s.items() if n == "crm_consumer_lag" and ("topic", LEADS_COMMANDS) in l]
+            return lag and sum(lag) == 0
+
+        await wait_until(caught_up, what="the leads group's lag on its commands topic read and at 0")
+
+
+def _recording_service(settings: ServiceSettings) -> tuple[Service, list[Inbound]]:
+    seen: list[Inbound] = []
+    service = Service(settings, name="recorder", description="records what it reads", publishes=())
+
+    async def record(batch: list[Inbound]):
+        seen.extend(batch)
+        return []
+
+    service.consume([LEADS_COMMANDS], record, title="recorder")
+    return service, seen
+
+
+async def test_consumer_lag_reaches_n_while_the_consumer_is_stopped_and_falls_to_zero(settings_for, run_service, endpoints, isolation):
+    service, seen = _recording_service(settings_for(ServiceSettings, "lagging", lag_interval_s=0.2))
+    await run_service(service)
+
+    async def lag() -> float | None:
+        samples = await scrape(service)
+        rows = [v for (n, l), v in samples.items() if n == "crm_consumer_lag" and ("topic", LEADS_COMMANDS) in l]
+        return sum(rows) if rows else None
+
+    async with Producer(endpoints.kafka, isolation.prefix) as producer:
+        await producer.send(LEADS_COMMANDS, command(payload("crm.lead.create", lead_id="first", title="t")))
+        await wait_until(lambda: len(seen) == 1, what="the first record read")
+        await wait_until(lambda: _is(lag(), 0), what="lag 0 once the first record is committed")
+
+        await service.broker.stop()  # the consumer stops; the service (and its lag monitor) runs on
+        n = 37
+        await producer.send_many(LEADS_COMMANDS, [command(payload("crm.lead.create", lead_id=f"L{i}", title="t")) for i in range(n)])
+        await wait_until(lambda: _is(lag(), n), what=f"lag {n} while the consumer is stopped")
+        assert len(seen) == 1
+
+        await service.broker.start()
+        await wait_until(lambda: len(seen) == 1 + n, what="the stopped consumer catching up")
+        await wait_until(lambda: _is(lag(), 0), what="lag back to 0")
+
+
+async def _is(awaitable, expected: float) -> bool:
+    return (await awaitable) == expected
