@@ -167,7 +167,9 @@ def _contract_topic(physical: str) -> str:
     return physical[at:] if at >= 0 else physical
 
 
-async def replay_records(bootstrap: str, topic: str, chosen_by: Filter, *, dry_run: bool = False) -> dict[str, Any]:
+async def replay_records(
+    bootstrap: str, topic: str, chosen_by: Filter, *, dry_run: bool = False, limit: int | None = None
+) -> dict[str, Any]:
     """Put the chosen DLQ records back on their original topic, each for the group that parked it only.
 
     The copy carries ``dlq-replay-group``: the consumers of that group apply it, those of every other
@@ -175,7 +177,7 @@ async def replay_records(bootstrap: str, topic: str, chosen_by: Filter, *, dry_r
     """
     async with DlqReader(bootstrap) as reader:
         records = await reader.read(topic)
-    chosen = [r for r in records if chosen_by.matches(r)]
+    chosen = [r for r in records if chosen_by.matches(r)][:limit]
     targets = Counter((headers_of(r).get(DLQ_TOPIC) or topic.removesuffix(DLQ_SUFFIX), headers_of(r).get(DLQ_GROUP, "every group")) for r in chosen)
     report = {
         "dlq_topic": topic, "records": len(records), "chosen": len(chosen), "dry_run": dry_run,
@@ -257,6 +259,7 @@ def replay(
     reason: str = typer.Option(None, help="Only records with this reason code, or whose reason contains this text."),
     reason_contains: str = typer.Option(None, "--reason-contains", hidden=True, help="Same as --reason (older name)."),
     offsets: str = typer.Option(None, help="Only these DLQ offsets, e.g. 3,5,10-20."),
+    limit: int = typer.Option(None, help="Replay at most this many of the chosen records (oldest first)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be re-published; send nothing."),
     as_json: bool = _JSON,
     bootstrap: str = _BOOTSTRAP,
@@ -267,7 +270,7 @@ def replay(
     keeps its records (Kafka topics are append-only); one that fails again is parked again afresh.
     """
     chosen_by = Filter(group, reason or reason_contains, parse_offsets(offsets))
-    report = asyncio.run(replay_records(bootstrap_of(bootstrap), topic, chosen_by, dry_run=dry_run))
+    report = asyncio.run(replay_records(bootstrap_of(bootstrap), topic, chosen_by, dry_run=dry_run, limit=limit))
     if as_json:
         print(json.dumps(report, indent=2))
         return

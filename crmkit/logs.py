@@ -18,7 +18,7 @@ CONTEXT_FIELDS = ("message_id", "message_type", "correlation_id", "lead_id", "im
 # (the group coordinator is still being elected, a topic's metadata is not there yet) and then cures.
 TRANSIENT_NOISE = re.compile(
     r"GroupCoordinatorNotAvailable|CoordinatorNotAvailable|NotCoordinatorForGroup|Topic .* not found|"
-    r"UnknownTopicOrPartition|LeaderNotAvailable|NodeNotReady|Coordinator dead|"
+    r"UnknownTopicOrPartition|LeaderNotAvailable|NotLeaderForPartition|NodeNotReady|Coordinator dead|"
     r"Group Coordinator Request failed|Unable connect to node with id|Unable to update metadata",
     re.IGNORECASE,
 )

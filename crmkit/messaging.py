@@ -42,7 +42,7 @@ from contracts.topics import (
 
 from .metrics import Metrics
 from .logs import message_fields
-from .tracing import MessageSpans, carry_traces
+from .tracing import MessageSpans, carry_traces, traceparent_for
 from .partitioning import partition_for
 from .settings import ServiceSettings
 
@@ -186,7 +186,12 @@ class Bus:
                 partitions[topic] = sorted(await producer.partitions_for(topic))
             key = item.key_bytes()
             kind = item.message.type
-            value = item.value if item.value is not None else item.message.to_json_bytes()
+            value = item.value
+            if item.message.traceparent is None:
+                # Published on the service's own initiative (a due-task pass, a job's event): it starts its trace.
+                item.message.traceparent, value = traceparent_for(item.message.id), None
+            if value is None:
+                value = item.message.to_json_bytes()
             if len(value) + len(key) > _MAX_REQUEST_BYTES - _RECORD_OVERHEAD:
                 raise MessageSizeTooLargeError(
                     f"a {kind} of {len(value):,} bytes (subject {item.message.subject or '-'}) exceeds the "

@@ -27,6 +27,7 @@ from .messaging import BatchHandler, BatchProcessor, Bus, Health, ensure_topics,
 from .metrics import Metrics
 from . import tracing
 from .mongo import make_client, ping, until_available
+from .openapi import COMMON_OPERATIONS, Operation, build_openapi
 from .settings import ServiceSettings
 
 log = logging.getLogger("crmkit.service")
@@ -118,6 +119,7 @@ class Service:
         self.consumes: list[str] = []
         self.publishes: list[str] = list(publishes)
         self.routes: list[BaseRoute] = []
+        self.http_operations: dict[tuple[str, str], Operation] = dict(COMMON_OPERATIONS)
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._background: list[Callable[[], Awaitable[None]]] = []
@@ -163,6 +165,10 @@ class Service:
 
     def add_routes(self, routes: Sequence[BaseRoute]) -> None:
         self.routes.extend(routes)
+
+    def describe_http(self, operations: dict[tuple[str, str], Operation]) -> None:
+        """Add what the routes' code cannot say (query parameters, answers) to the OpenAPI document."""
+        self.http_operations.update(operations)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -237,21 +243,47 @@ class Service:
             topic_descriptions=TOPIC_DESCRIPTIONS,
         )
 
-    def asgi(self) -> ObservedHttp:
-        """The HTTP app; its lifespan starts the service in the background so health answers at once."""
+    def openapi(self) -> dict[str, Any]:
+        return build_openapi(
+            title=f"crm {self.name} service", version=self.version, description=self.description,
+            routes=self.http_routes(), operations=self.http_operations,
+        )
+
+    def http_routes(self) -> list[BaseRoute]:
+        """The service's own routes behind the ones every service answers."""
 
         async def live(_: Request) -> Response:
+            """Liveness: the process runs (nothing else is checked)."""
             return JSONResponse({"status": "live", "service": self.name})
 
         async def ready(_: Request) -> Response:
+            """Readiness: started, and Kafka and MongoDB answer now (503 otherwise, with each check)."""
             ok, checks = await self.ready()
             return JSONResponse({"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503)
 
         async def metrics(_: Request) -> Response:
+            """Prometheus metrics of this instance (see the README's list)."""
             return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
         async def asyncapi(_: Request) -> Response:
+            """The AsyncAPI document of the topics this service reads and writes."""
             return JSONResponse(self.asyncapi())
+
+        async def openapi(_: Request) -> Response:
+            """The OpenAPI document of this HTTP API."""
+            return JSONResponse(self.openapi())
+
+        return [
+            Route("/health/live", live),
+            Route("/health/ready", ready),
+            Route("/metrics", metrics),
+            Route("/asyncapi.json", asyncapi),
+            Route("/openapi.json", openapi),
+            *self.routes,
+        ]
+
+    def asgi(self) -> ObservedHttp:
+        """The HTTP app; its lifespan starts the service in the background so health answers at once."""
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -261,14 +293,7 @@ class Service:
             finally:
                 await self.stop()
 
-        routes: list[BaseRoute] = [
-            Route("/health/live", live),
-            Route("/health/ready", ready),
-            Route("/metrics", metrics),
-            Route("/asyncapi.json", asyncapi),
-            *self.routes,
-        ]
-        app = Starlette(routes=routes, lifespan=lifespan)
+        app = Starlette(routes=self.http_routes(), lifespan=lifespan)
         return ObservedHttp(app, self.name, self.metrics)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contracts.topics import DIRECTORY_EVENTS, IMPORTS_COMMANDS, IMPORTS_EVENTS, LEADS_COMMANDS, LEADS_EVENTS
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
-from services.importer import api, jobs_api
+from services.importer import api, jobs_api, openapi
 from services.importer.handlers import ImporterHandlers
 from services.importer.ops import ImportMetrics
 from services.importer.repository import ImportRepository, LeadIndex
@@ -39,5 +39,6 @@ def create_app(settings: ImporterSettings) -> Service:
     service.background(lambda: import_metrics.run_forever(settings.lag_interval_s))
     service.readiness_detail(scheduler.readiness)
     service.add_routes(api.routes(settings, imports, runner, principals))
+    service.describe_http(openapi.OPERATIONS)
     service.add_routes(jobs_api.routes(settings, imports, runner, principals))
     return service

@@ -74,6 +74,8 @@ async def test_one_trace_from_an_upload_through_every_service_to_the_deal(settin
             await wait_until(lambda: [m for m in bus.got.of_type("crm.lead.updated") if m.subject == lead_id and m.data.status == "qualified"],
                              what="the lead card qualified")
             await wait_until(lambda: _spans_of(exporter, "importer", lead_id), what="the importer counting the row's outcome")
+            await wait_until(lambda: [m for m in bus.got.of_type("crm.import.completed") if m.subject == import_id],
+                             timeout=60, what="the import completed")
 
         published = [m for m in bus.got.messages if m.subject in (lead_id, import_id) or getattr(m.data, "lead_id", None) == lead_id]
         kinds = {m.type for m in published}
