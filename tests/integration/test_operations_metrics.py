@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
 from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS, dlq_topic
+from crmctl.cli import app as crm
 from crmkit.messaging import Inbound
 from crmkit.service import Service
 from crmkit.settings import ServiceSettings
@@ -83,6 +88,15 @@ async def test_metrics_count_creates_rejections_and_poison_records_exactly(setti
 
         await wait_until(caught_up, what="the leads group's lag on its commands topic read and at 0")
 
+        # `crm tail` decodes the topic through the contracts and filters by type and lead.
+        tailed = await asyncio.to_thread(CliRunner().invoke, crm, [
+            "tail", isolation.prefix + LEADS_EVENTS, "--from-beginning", "--type", "crm.lead.created", "--lead", "M3",
+            "--count", "1", "--bootstrap", endpoints.kafka])
+        assert tailed.exit_code == 0, tailed.output
+        shown = [json.loads(line) for line in tailed.stdout.splitlines()]
+        assert [(m["type"], m["subject"], m["data"]["title"]) for m in shown] == [("crm.lead.created", "M3", "Lead 3")]
+        assert shown[0]["traceparent"]
+
 
 def _recording_service(settings: ServiceSettings) -> tuple[Service, list[Inbound]]:
     seen: list[Inbound] = []
@@ -115,6 +129,12 @@ async def test_consumer_lag_reaches_n_while_the_consumer_is_stopped_and_falls_to
         await producer.send_many(LEADS_COMMANDS, [command(payload("crm.lead.create", lead_id=f"L{i}", title="t")) for i in range(n)])
         await wait_until(lambda: _is(lag(), n), what=f"lag {n} while the consumer is stopped")
         assert len(seen) == 1
+        # `crm lag` reads the same from the brokers.
+        listed = await asyncio.to_thread(CliRunner().invoke, crm, [
+            "lag", "--json", "--group", isolation.group("lagging"), "--bootstrap", endpoints.kafka])
+        assert listed.exit_code == 0, listed.output
+        rows = json.loads(listed.stdout)
+        assert sum(r["lag"] for r in rows if r["topic"] == isolation.prefix + LEADS_COMMANDS) == n
 
         await service.broker.start()
         await wait_until(lambda: len(seen) == 1 + n, what="the stopped consumer catching up")
