@@ -28,19 +28,11 @@ from faststream.kafka.annotations import KafkaMessage
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WaitQueueTimeoutError
 
 from contracts import ContractError, Envelope, parse_message
-from contracts.topics import (
-    DLQ_GROUP,
-    DLQ_OFFSET,
-    DLQ_PARTITION,
-    DLQ_REASON,
-    DLQ_REASON_CODE,
-    DLQ_REPLAY_GROUP,
-    DLQ_SERVICE,
-    DLQ_TOPIC,
-    dlq_topic,
-)
+from contracts.topics import DLQ_GROUP, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_REASON_CODE, DLQ_REPLAY_GROUP
+from contracts.topics import DLQ_SERVICE, DLQ_TOPIC, dlq_topic
 
 from .metrics import Metrics
+from .records import replay_group, rejection_of
 from .logs import message_fields
 from .tracing import MessageSpans, carry_traces, traceparent_for
 from .partitioning import partition_for
@@ -88,19 +80,6 @@ BatchHandler = Callable[[list[Inbound]], Awaitable[Sequence[Outbound]]]
 # A record too large for the producer or the broker never fits, however often it is sent: bad data,
 # not an outage (retried, it would hold its partition forever).
 _UNSENDABLE = (MessageSizeTooLargeError, RecordListTooLargeError)
-
-REJECTED_TYPE = "crm.command.rejected"
-# Why a record was parked (header dlq-reason-code, label of crm_dead_lettered_total).
-DLQ_REASON_CODES = ("invalid_message", "handler_error", "too_large")
-
-
-def replay_group(record: Any) -> str | None:
-    """The group a replayed record is meant for (header dlq-replay-group), None for an ordinary record."""
-    for key, value in record.headers or ():
-        if key == DLQ_REPLAY_GROUP:
-            return value.decode(errors="replace")
-    return None
-
 
 def is_transient(exc: BaseException) -> bool:
     """True for outages that a retry cures (database or broker unreachable), never for bad data."""
@@ -200,10 +179,9 @@ class Bus:
             headers = [("content-type", _CONTENT_TYPE), ("ce-type", kind.encode()), self._instance_header]
             records.append((topic, partition_for(key, partitions[topic]), key, value, headers))
             counts[(item.topic, kind)] += 1
-            if kind == REJECTED_TYPE:
-                data = item.message.data
-                code = getattr(data, "reason_code", "?")
-                rejections[(getattr(data, "command_type", "?"), getattr(code, "value", code))] += 1
+            refused = rejection_of(item.message)
+            if refused is not None:
+                rejections[refused] += 1
         batches: dict[tuple[str, int], Any] = {}
         futures = []
         for topic, partition, key, value, headers in records:

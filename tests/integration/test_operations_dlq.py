@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import uuid
 
+from typer.testing import CliRunner
+
 from contracts import parse_message
 from contracts.examples import EXAMPLES
 from contracts.topics import DLQ_GROUP, DLQ_REASON_CODE, DLQ_SERVICE, LEADS_EVENTS, dlq_topic
+from crmctl.cli import app as crm
 from crmctl.dlq import Filter, replay_records, summary
 from services.activity.app import create_app
 from services.activity.handlers import ActivityHandlers
@@ -56,6 +60,18 @@ async def test_a_record_parked_by_two_groups_is_replayed_to_one_and_only_that_on
         assert rows[0]["records"] == 2
         assert sorted((b["group"], b["reason_code"], b["records"]) for b in rows[0]["by"]) == [
             (group_a, "handler_error", 1), (group_b, "handler_error", 1)]
+
+        shown = await asyncio.to_thread(CliRunner().invoke, crm, ["dlq", "show", dlq_name, "--group", group_b, "--bootstrap", endpoints.kafka])
+        assert shown.exit_code == 0, shown.output
+        sample = json.loads(shown.stdout)
+        assert [(r["group"], r["service"], r["message"]["type"], r["message"]["subject"]) for r in sample] == [
+            (group_b, "activity", "crm.lead.created", "BAD")]
+        assert "a bug that this lead's card trips" in sample[0]["reason"]
+        if endpoints.origin == "local stack":  # `crm status` looks at the local stack only
+            status = await asyncio.to_thread(CliRunner().invoke, crm, ["status", "--json"])
+            assert status.exit_code == 0, status.output
+            activity_row = next(r for r in json.loads(status.stdout) if r["component"] == "activity")
+            assert activity_row["dlq"] >= 2  # the status counts the DLQ records each service parked
 
         monkeypatch.setattr(ActivityHandlers, "_lead_fact", original)  # the fix is deployed
         dry = await replay_records(endpoints.kafka, dlq_name, Filter(group=group_a), dry_run=True)

@@ -143,3 +143,52 @@ async def test_consumer_lag_reaches_n_while_the_consumer_is_stopped_and_falls_to
 
 async def _is(awaitable, expected: float) -> bool:
     return (await awaitable) == expected
+
+
+async def test_each_other_service_counts_its_rejections_and_poison_records_exactly(settings_for, run_service, endpoints, isolation, tmp_path):
+    from contracts.examples import EXAMPLES
+    from contracts.topics import ACTIVITY_COMMANDS, IMPORTS_COMMANDS, QUALIFICATION_COMMANDS
+    from services.activity.app import create_app as create_activity
+    from services.activity.settings import ActivitySettings
+    from services.importer.app import create_app as create_importer
+    from services.importer.settings import ImporterSettings
+    from services.qualification.app import create_app as create_qualification
+    from services.qualification.settings import QualificationSettings
+
+    cases = {  # service: (its commands topic, a command type, how many refused, how many poison records)
+        "qualification": (QUALIFICATION_COMMANDS, "crm.lead.qualify", 3, 2),
+        "activity": (ACTIVITY_COMMANDS, "crm.task.create", 4, 1),
+        "importer": (IMPORTS_COMMANDS, "crm.import.start", 2, 3),
+    }
+    services = {
+        "qualification": await run_service(create_qualification(settings_for(QualificationSettings, "qualification"))),
+        "activity": await run_service(create_activity(settings_for(ActivitySettings, "activity", due_pass_interval_s=0))),
+        "importer": await run_service(create_importer(settings_for(
+            ImporterSettings, "importer", uploads_dir=str(tmp_path / "up"), file_roots=[str(tmp_path)]))),
+    }
+    async with Producer(endpoints.kafka, isolation.prefix) as producer:
+        for name, (topic, kind, refused, poison) in cases.items():
+            for i in range(refused):  # mallory holds no licence: each is refused not_licensed
+                data = dict(EXAMPLES[kind]["data"])
+                for field in ("task_id", "import_id"):
+                    if field in data:
+                        data[field] = f"{name}-{i}"
+                await producer.send(topic, command(payload(kind, **data), actor="mallory"))
+            for i in range(poison):
+                await producer.send_raw(topic, b"\x00not a message" + bytes([i]), key=b"poison")
+    for name, (topic, kind, refused, poison) in cases.items():
+        async def counted(service=services[name], refused=refused, poison=poison, topic=topic):
+            samples = await scrape(service)
+            done = (value(samples, "crm_commands_rejected_total") >= refused
+                    and value(samples, "crm_dead_lettered_total", topic=topic) >= poison)
+            return samples if done else None
+
+        samples = await wait_until(counted, timeout=60, what=f"{name}'s refusals and poison counted")
+        assert value(samples, "crm_commands_rejected_total", type=kind) == refused, name
+        assert value(samples, "crm_commands_rejected_total") == refused, name
+        if name != "qualification":  # a qualify's refusal lists every reason; its first here is the unknown lead
+            assert value(samples, "crm_commands_rejected_total", type=kind, reason_code="not_licensed") == refused, name
+        assert value(samples, "crm_dead_lettered_total", topic=topic, reason="invalid_message") == poison, name
+        assert value(samples, "crm_handled_total", type=kind) == refused, name
+        refusal = "crm.qualification.rejected" if name == "qualification" else "crm.command.rejected"  # as the contract has it
+        assert value(samples, "crm_published_total", type=refusal) == refused, name
