@@ -65,6 +65,8 @@ class Operation:
     request_body: dict[str, Any] | None = None
     public: bool = False  # no bearer token needed
     extra: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # a pydantic model whose JSON Schema the answer follows (extra fields may be added)
+    page: bool = False  # the answer is {"items": [model, ...], ...}
 
 
 def _path_parameters(route: Route) -> list[dict[str, Any]]:
@@ -91,6 +93,7 @@ def build_openapi(
     usual errors); the drift test makes sure none is missing.
     """
     paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
     for route in routes:
         if not isinstance(route, Route):
             continue
@@ -101,8 +104,7 @@ def build_openapi(
             op = operations.get((method, path), Operation())
             summary, details = _doc(route.endpoint)
             responses: dict[str, Any] = {
-                op.ok_status: {"description": op.ok, "content": {op.ok_media: {"schema": {"type": "object"}
-                                                                                if op.ok_media == "application/json" else {"type": "string"}}}}
+                op.ok_status: {"description": op.ok, "content": {op.ok_media: {"schema": _answer_schema(op, schemas)}}}
             }
             errors = op.errors if op.public else tuple(dict.fromkeys(("401", "403", *op.errors)))
             for status in errors:
@@ -128,11 +130,28 @@ def build_openapi(
         "info": {"title": title, "version": version, "description": description},
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": {"Error": ERROR_SCHEMA},
+            "schemas": dict(sorted(schemas.items())),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "A token mapped to a user id by the deployment (<PREFIX>_TOKENS)."}},
         },
     }
+
+
+def _answer_schema(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
+    """The answer's schema; a model's JSON Schema (and those it uses) goes to the components once."""
+    if op.ok_media != "application/json":
+        return {"type": "string", "format": "binary"} if "octet" in op.ok_media else {"type": "string"}
+    if op.model is None:
+        return {"type": "object"}
+    name = op.model.__name__
+    if name not in schemas:
+        schema = op.model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+    ref = {"$ref": f"#/components/schemas/{name}"}
+    if not op.page:
+        return ref
+    return {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": ref}}}
 
 
 LIMIT = Param("limit", "Page size.", "integer", minimum=1)

@@ -1,5 +1,6 @@
 """What the activity HTTP routes' code cannot say by itself, for the OpenAPI document."""
 
+from contracts.activity import TaskView
 from crmkit.openapi import LIMIT, Operation, Param
 
 OPERATIONS = {
@@ -11,8 +12,8 @@ OPERATIONS = {
             Param("due_before", "Only tasks due before this RFC 3339 time with offset."),
             LIMIT,
         ),
-        ok="Tasks with their state against the clock.", errors=("400",)),
-    ("GET", "/tasks/{task_id}"): Operation(ok="One task.", errors=("404",)),
+        ok="Tasks, each with its `state` against the clock while open.", errors=("400",), model=TaskView, page=True),
+    ("GET", "/tasks/{task_id}"): Operation(ok="One task with its `state` against the clock while open.", errors=("404",), model=TaskView),
     ("GET", "/my-day"): Operation(
         query=(
             Param("assignee_id", "Whose day (another user's: administrators only); the caller's by default."),

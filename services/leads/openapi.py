@@ -1,10 +1,11 @@
 """What the leads HTTP routes' code cannot say by itself, for the OpenAPI document: query parameters and answers."""
 
+from contracts.cards import LeadCard, PipelineCard
 from crmkit.openapi import LIMIT, Operation, Param
 
 OPERATIONS = {
     ("GET", "/leads/{lead_id}"): Operation(
-        ok="The lead card as stored, with days in status and the last activity.", errors=("404",)),
+        ok="The lead card as stored, plus `locked`, `days_in_status` and `last_activity`.", errors=("404",), model=LeadCard),
     ("GET", "/leads"): Operation(
         query=(
             Param("pipeline_id", "Only leads of this pipeline."),
@@ -17,8 +18,8 @@ OPERATIONS = {
             Param("cursor", "The `next_cursor` of the previous page."),
             LIMIT,
         ),
-        ok="A page of lead cards with `next_cursor` (absent on the last page).", errors=("400", "503")),
-    ("GET", "/pipelines"): Operation(ok="Every live pipeline with its stages."),
+        ok="A page of lead cards with `next_cursor` (absent on the last page).", errors=("400", "503"), model=LeadCard, page=True),
+    ("GET", "/pipelines"): Operation(ok="Every live pipeline with its stages, the default first.", model=PipelineCard, page=True),
     ("GET", "/pipelines/{pipeline_id}/board"): Operation(
         query=(LIMIT,), ok="The pipeline's stages, each with its count and first leads.", errors=("400", "404")),
 }

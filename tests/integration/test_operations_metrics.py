@@ -32,6 +32,14 @@ async def scrape(service: Service) -> dict[tuple[str, frozenset], float]:
     }
 
 
+def conforms(document: dict, path: str, status: str, body) -> None:
+    """Validate an answer against the schema the OpenAPI document gives for it (its $refs resolved in the document)."""
+    from jsonschema import Draft202012Validator
+
+    schema = document["paths"][path]["get"]["responses"][status]["content"]["application/json"]["schema"]
+    Draft202012Validator({**schema, "components": document["components"]}).validate(body)
+
+
 def value(samples: dict, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels`` (0 when there is none)."""
     wanted = set(labels.items())
@@ -75,7 +83,13 @@ async def test_metrics_count_creates_rejections_and_poison_records_exactly(setti
             headers = {"Authorization": "Bearer t-alice"}
             ok = [await client.get(f"/leads/M{i}", headers=headers) for i in range(3)]
             missing_lead = await client.get("/leads/none-such", headers=headers)
+            pipelines = await client.get("/pipelines", headers=headers)
+            document = (await client.get("/openapi.json")).json()
         assert [r.status_code for r in ok] == [200, 200, 200] and missing_lead.status_code == 404
+        # The answers follow the schemas the service publishes for them.
+        conforms(document, "/leads/{lead_id}", "200", ok[0].json())
+        conforms(document, "/leads/{lead_id}", "404", missing_lead.json())
+        conforms(document, "/pipelines", "200", pipelines.json())
         samples = await scrape(service)
         assert value(samples, "crm_http_requests_total", route="/leads/{lead_id}", method="GET", status="200") == 3
         assert value(samples, "crm_http_requests_total", route="/leads/{lead_id}", method="GET", status="404") == 1
