@@ -35,6 +35,12 @@ class Envelope(BaseModel):
         None,
         description="The user on whose behalf a command is sent; licence-checked. Set on commands.",
     )
+    traceparent: str | None = Field(
+        None,
+        description="W3C trace context (CloudEvents distributed-tracing extension): a command that carries one "
+        "continues that trace, and every message published in response carries it on.",
+    )
+    tracestate: str | None = Field(None, description="W3C tracestate that goes with `traceparent`, when there is one.")
     data: Any = Field(description="The payload of the message type.")
 
     def to_json_bytes(self) -> bytes:

@@ -120,6 +120,8 @@ def build_message(
     causationid: str | None = None,
     id: str | None = None,  # noqa: A002 - named after the CloudEvents attribute
     time: datetime | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> Envelope:
     """Wrap `payload` in its typed envelope; subject defaults to the payload's `lead_id`."""
     envelope = envelope_class(payload.TYPE)
@@ -136,6 +138,8 @@ def build_message(
         actorid=actorid,
         correlationid=correlationid,
         causationid=causationid,
+        traceparent=traceparent,
+        tracestate=tracestate,
         data=payload,
     )
 

@@ -29,6 +29,12 @@ DLQ_REASON = "dlq-reason"
 DLQ_TOPIC = "dlq-topic"
 DLQ_PARTITION = "dlq-partition"
 DLQ_OFFSET = "dlq-offset"
+DLQ_GROUP = "dlq-group"  # the consumer group that parked it
+DLQ_SERVICE = "dlq-service"  # the service (crm/<name>) whose consumer parked it
+DLQ_REASON_CODE = "dlq-reason-code"  # invalid_message | handler_error | too_large
+# Set by `crm dlq replay` on a record put back on its original topic: only this consumer group
+# applies it; every other group reading that topic skips it (it applied or parked it already).
+DLQ_REPLAY_GROUP = "dlq-replay-group"
 
 
 def dlq_topic(topic: str) -> str:

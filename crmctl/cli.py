@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import typer
@@ -11,6 +12,8 @@ from rich.table import Table
 from . import services as svc
 from .deals import deals_app
 from .dlq import dlq_app
+from .jobs import jobs_app
+from . import ops
 from .stack import Stack, StackError
 
 console = Console(stderr=True)
@@ -33,6 +36,10 @@ stack_app = typer.Typer(
 app.add_typer(stack_app, name="stack")
 app.add_typer(deals_app, name="deals")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(jobs_app, name="imports")
+app.command("lag")(ops.lag)
+app.command("tail")(ops.tail)
+app.command("logs")(ops.logs)
 
 
 def _fail(exc: Exception) -> None:
@@ -111,21 +118,57 @@ def down(
 
 
 @app.command()
-def status() -> None:
-    """Show what runs: Kafka, FerretDB and each service with its port and readiness."""
-    _print_status(include_services=True)
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Show what runs: Kafka, FerretDB and each service with its port, readiness, consumer lag and DLQ records."""
+    _print_status(include_services=True, as_json=as_json)
 
 
-def _print_status(include_services: bool) -> None:
+def _bus_figures(bootstrap: str) -> tuple[dict[str, int], dict[str, int]] | None:
+    """(lag by service, DLQ records by the service that parked them), or None when Kafka does not answer."""
+    import asyncio
+
+    from .dlq import summary
+
+    async def read() -> tuple[dict[str, int], dict[str, int]]:
+        lag: dict[str, int] = {}
+        for row in await ops.read_lag(bootstrap):
+            name = ops.service_of_group(row.group)
+            lag[name] = lag.get(name, 0) + row.lag
+        parked: dict[str, int] = {}
+        for topic in await summary(bootstrap):
+            for part in topic.get("by", ()):
+                parked[part["service"]] = parked.get(part["service"], 0) + part["records"]
+        return lag, parked
+
+    try:
+        return asyncio.run(asyncio.wait_for(read(), 20))
+    except Exception:
+        return None
+
+
+def _print_status(include_services: bool, as_json: bool = False) -> None:
     stack = Stack()
-    table = Table("component", "pid", "address", "ready")
-    for name, info in stack.status().items():
-        table.add_row(name, str(info["pid"] or "-"), str(info["address"]), "yes" if info["ready"] else "no")
+    rows = [
+        {"component": name, "pid": info["pid"], "address": str(info["address"]), "ready": bool(info["ready"])}
+        for name, info in stack.status().items()
+    ]
     if include_services:
+        kafka_up = any(r["component"].startswith("kafka") and r["ready"] for r in rows)
+        figures = _bus_figures(stack.config.kafka_bootstrap) if kafka_up else None
         for spec in svc.SERVICES:
             pid = svc.process_for(spec, stack.config).pid()
             ready = pid is not None and svc.http_ready(spec.port)
-            table.add_row(spec.name, str(pid or "-"), f"http://127.0.0.1:{spec.port}", "yes" if ready else "no")
+            row = {"component": spec.name, "pid": pid, "address": f"http://127.0.0.1:{spec.port}", "ready": ready}
+            if figures is not None:
+                row.update(lag=figures[0].get(spec.name, 0), dlq=figures[1].get(spec.name, 0))
+            rows.append(row)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("component", "pid", "address", "ready", "lag", "DLQ")
+    for row in rows:
+        table.add_row(row["component"], str(row["pid"] or "-"), row["address"], "yes" if row["ready"] else "no",
+                      str(row.get("lag", "")), str(row.get("dlq", "")))
     Console().print(table)
 
 

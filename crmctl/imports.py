@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .jobs import TOKEN_HELP, resolve_token
+
 console = Console(stderr=True)
 
 imports_app = typer.Typer(
@@ -45,14 +47,14 @@ def import_file(
     delimiter: str | None = typer.Option(None, "--delimiter", help="CSV delimiter: ',', ';' or 'tab'; detected by default."),
     stage: str | None = typer.Option(None, "--stage", help="Stage for rows without a stage column."),
     url: str = typer.Option("http://127.0.0.1:8003", "--url", help="Base URL of the importer service."),
-    token: str = typer.Option("demo-admin", "--token", help="Bearer token of the user the import runs as."),
+    token: str = typer.Option(None, "--token", help=TOKEN_HELP),
 ) -> None:
     """Upload FILE to the importer, show its progress with rows per second, and print the counts.
 
     Columns map by lead field name, Russian or English header aliases, or --mapping. Rows with
     problems are reported with their row and column; the rest are imported. Exits 1 when the
     import fails (unreadable file, no known column, ...)."""
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {resolve_token(token)}"}
     data: dict[str, str | list[str]] = {"pipeline_id": pipeline, "dry_run": "true" if dry_run else "false"}
     if mapping:
         data["mapping"] = "\n".join(mapping)

@@ -254,4 +254,6 @@ def rejection(
         correlationid=cause.correlationid or cause.id,
         causationid=cause.id,
         actorid=cause.actorid if cause.actorid and not text_error("id", cause.actorid) else None,
+        traceparent=cause.traceparent,
+        tracestate=cause.tracestate,
     )

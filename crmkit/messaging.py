@@ -28,9 +28,13 @@ from faststream.kafka.annotations import KafkaMessage
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WaitQueueTimeoutError
 
 from contracts import ContractError, Envelope, parse_message
-from contracts.topics import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, dlq_topic
+from contracts.topics import DLQ_GROUP, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_REASON_CODE, DLQ_REPLAY_GROUP
+from contracts.topics import DLQ_SERVICE, DLQ_TOPIC, dlq_topic
 
 from .metrics import Metrics
+from .records import replay_group, rejection_of
+from .logs import message_fields
+from .tracing import MessageSpans, carry_traces, traceparent_for
 from .partitioning import partition_for
 from .settings import ServiceSettings
 
@@ -76,7 +80,6 @@ BatchHandler = Callable[[list[Inbound]], Awaitable[Sequence[Outbound]]]
 # A record too large for the producer or the broker never fits, however often it is sent: bad data,
 # not an outage (retried, it would hold its partition forever).
 _UNSENDABLE = (MessageSizeTooLargeError, RecordListTooLargeError)
-
 
 def is_transient(exc: BaseException) -> bool:
     """True for outages that a retry cures (database or broker unreachable), never for bad data."""
@@ -155,13 +158,19 @@ class Bus:
         partitions: dict[str, list[int]] = {}
         records = []
         counts: Counter[tuple[str, str]] = Counter()
+        rejections: Counter[tuple[str, str]] = Counter()
         for item in outbound:  # everything is checked before anything is sent
             topic = self._settings.topic(item.topic)
             if topic not in partitions:
                 partitions[topic] = sorted(await producer.partitions_for(topic))
             key = item.key_bytes()
             kind = item.message.type
-            value = item.value if item.value is not None else item.message.to_json_bytes()
+            value = item.value
+            if item.message.traceparent is None:
+                # Published on the service's own initiative (a due-task pass, a job's event): it starts its trace.
+                item.message.traceparent, value = traceparent_for(item.message.id), None
+            if value is None:
+                value = item.message.to_json_bytes()
             if len(value) + len(key) > _MAX_REQUEST_BYTES - _RECORD_OVERHEAD:
                 raise MessageSizeTooLargeError(
                     f"a {kind} of {len(value):,} bytes (subject {item.message.subject or '-'}) exceeds the "
@@ -170,6 +179,9 @@ class Bus:
             headers = [("content-type", _CONTENT_TYPE), ("ce-type", kind.encode()), self._instance_header]
             records.append((topic, partition_for(key, partitions[topic]), key, value, headers))
             counts[(item.topic, kind)] += 1
+            refused = rejection_of(item.message)
+            if refused is not None:
+                rejections[refused] += 1
         batches: dict[tuple[str, int], Any] = {}
         futures = []
         for topic, partition, key, value, headers in records:
@@ -184,15 +196,21 @@ class Bus:
         await asyncio.gather(*futures)
         for (topic, kind), count in counts.items():
             self._metrics.published.labels(topic=topic, type=kind).inc(count)
+        # Counted here, the one path every refusal of every service takes, once it is acknowledged.
+        for (kind, code), count in rejections.items():
+            self._metrics.rejected.labels(type=kind, reason_code=code).inc(count)
 
     async def _send_batch(self, batch: Any, topic: str, partition: int) -> Any:
         batch.close()
         return await self._started().send_batch(batch, topic, partition=partition)
 
-    async def dead_letter(self, records: Sequence[tuple[Any, str]]) -> None:
-        """Copy bad records to ``<topic>.dlq`` with the reason and where they came from."""
+    async def dead_letter(self, records: Sequence[tuple[Any, str, str]], group: str) -> None:
+        """Copy bad records to ``<topic>.dlq`` with the reason, where they came from and which group parked them.
+
+        ``records`` are (record, reason code, reason text); the code is one of ``DLQ_REASON_CODES``.
+        """
         futures = []
-        for record, reason in records:
+        for record, code, reason in records:
             value = record.value or b""
             if len(value) > _DLQ_VALUE_LIMIT:
                 reason = f"{reason} (record of {len(value)} bytes cut to {_DLQ_VALUE_LIMIT})"
@@ -204,13 +222,17 @@ class Bus:
                     DLQ_TOPIC: record.topic,
                     DLQ_PARTITION: str(record.partition),
                     DLQ_OFFSET: str(record.offset),
+                    DLQ_GROUP: group,
+                    DLQ_SERVICE: self._client_id.removeprefix("crm-"),
+                    DLQ_REASON_CODE: code,
                 }
             )
+            headers.pop(DLQ_REPLAY_GROUP, None)  # a replayed record that fails again is parked afresh
             futures.append(
                 await self._send(dlq_topic(record.topic), value, record.key, [(k, v.encode()) for k, v in headers.items()])
             )
-            self._metrics.dead_lettered.labels(topic=self._settings.contract_topic(record.topic)).inc()
-            log.warning("dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason)
+            self._metrics.dead_lettered.labels(topic=self._settings.contract_topic(record.topic), group=group, reason=code).inc()
+            log.warning("dead-lettered %s[%s]@%s for group %s: %s", record.topic, record.partition, record.offset, group, reason)
         await asyncio.gather(*futures)
 
 
@@ -247,6 +269,8 @@ class BatchProcessor:
         metrics: Metrics,
         health: Health,
         name: str,
+        group: str = "",
+        service: str = "",
     ) -> None:
         self._settings = settings
         self._bus = bus
@@ -254,45 +278,64 @@ class BatchProcessor:
         self._metrics = metrics
         self._health = health
         self._name = name
+        self.group = group or settings.group_id
+        self._service = service or name
 
     async def process(self, records: Sequence[Any]) -> None:
         good: list[tuple[Any, Inbound]] = []
-        bad: list[tuple[Any, str]] = []
+        bad: list[tuple[Any, str, str]] = []
         consumed: Counter[str] = Counter()
         for record in records:
+            meant_for = replay_group(record)
+            if meant_for is not None:
+                # A DLQ replay is for the group that parked the record; the others handled it already.
+                applies = meant_for == self.group
+                self._metrics.replays.labels(group=self.group, outcome="applied" if applies else "skipped").inc()
+                if not applies:
+                    continue
             topic = self._settings.contract_topic(record.topic)
             try:
                 message = parse_message(topic, record.value if record.value is not None else b"")
             except ContractError as exc:
-                bad.append((record, str(exc)))
+                bad.append((record, "invalid_message", str(exc)))
                 continue
             good.append((record, Inbound(topic, record.partition, record.offset, message)))
             consumed[topic] += 1
         for topic, count in consumed.items():
             self._metrics.consumed.labels(topic=topic).inc(count)
         if bad:
-            await self._retrying(lambda: self._bus.dead_letter(bad))
+            await self._retrying(lambda: self._bus.dead_letter(bad, self.group))
         if good:
+            spans = MessageSpans(self._service, self.group)
+            for _, inbound in good:
+                spans.begin(inbound.topic, inbound.message)
             started = time.perf_counter()
-            await self._run(good)
-            self._metrics.batch_seconds.labels(handler=self._name).observe(time.perf_counter() - started)
+            try:
+                await self._run(good, spans.contexts)
+            finally:
+                spans.end()
+            elapsed = time.perf_counter() - started
+            self._metrics.batch_seconds.labels(handler=self._name).observe(elapsed)
+            self._metrics.handled_batch((inbound.message.type for _, inbound in good), elapsed)
 
-    async def _run(self, items: list[tuple[Any, Inbound]]) -> None:
+    async def _run(self, items: list[tuple[Any, Inbound]], traces: dict[str, tuple[str | None, str | None]]) -> None:
         async def attempt() -> None:
             outbound = await self._handler([inbound for _, inbound in items])
-            await self._bus.publish(outbound)
+            await self._bus.publish(carry_traces(outbound, traces))
 
         try:
             await self._retrying(attempt)
         except Exception as exc:  # a bug or data the handler cannot take: isolate the culprit
             if len(items) == 1:
-                record = items[0][0]
-                log.exception("handler %s failed on %s@%s", self._name, record.topic, record.offset)
+                record, inbound = items[0]
+                log.exception("handler %s failed on %s@%s", self._name, record.topic, record.offset,
+                              extra=message_fields(inbound.message))
+                code = "too_large" if isinstance(exc, _UNSENDABLE) else "handler_error"
                 reason = f"handler failed: {type(exc).__name__}: {exc}"
-                await self._retrying(lambda: self._bus.dead_letter([(record, reason)]))
+                await self._retrying(lambda: self._bus.dead_letter([(record, code, reason)], self.group))
                 return
             for item in items:
-                await self._run([item])
+                await self._run([item], traces)
 
     async def _retrying(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run ``fn``; on an outage wait with capped exponential backoff and try again, forever."""

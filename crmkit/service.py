@@ -21,9 +21,14 @@ from contracts.topics import dlq_topic
 
 from . import phones
 from .asyncapi import build_asyncapi
+from .httpmetrics import ObservedHttp
+from .lag import LagMonitor
+from .logs import configure_logging
 from .messaging import BatchHandler, BatchProcessor, Bus, Health, ensure_topics, subscribe_batches
 from .metrics import Metrics
+from . import tracing
 from .mongo import make_client, ping, until_available
+from .openapi import COMMON_OPERATIONS, Operation, build_openapi
 from .settings import ServiceSettings
 
 log = logging.getLogger("crmkit.service")
@@ -106,13 +111,17 @@ class Service:
             max_request_size=2 * 1024 * 1024,
             graceful_timeout=20.0,
             log_level=logging.DEBUG,  # per-batch logs only when asked for
+            # A logger of ours: FastStream's default one has its own handler, writing ANSI colours.
+            logger=logging.getLogger(f"crm.faststream.{name}"),
         )
         self.bus = Bus(settings, self.metrics, client_id=f"crm-{name}")
+        self.lag = LagMonitor(settings, self.metrics)
         self.mongo = make_client(settings.mongodb_url)
         self.db = self.mongo[settings.database]
         self.consumes: list[str] = []
         self.publishes: list[str] = list(publishes)
         self.routes: list[BaseRoute] = []
+        self.http_operations: dict[tuple[str, str], Operation] = dict(COMMON_OPERATIONS)
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._background: list[Callable[[], Awaitable[None]]] = []
@@ -125,13 +134,17 @@ class Service:
     def consume(self, topics: Sequence[str], handler: BatchHandler, *, group_suffix: str = "", title: str = "") -> None:
         """Subscribe ``handler`` to ``topics`` in the service's consumer group, in batches, at least once."""
         self.consumes.extend(t for t in topics if t not in self.consumes)
-        processor = BatchProcessor(self.settings, self.bus, handler, self.metrics, self.health, title or handler.__name__)
+        group = self.settings.group_id + group_suffix
+        processor = BatchProcessor(
+            self.settings, self.bus, handler, self.metrics, self.health, title or handler.__name__, group=group, service=self.name
+        )
+        self.lag.watch(group, [self.settings.topic(t) for t in topics])
         subscribe_batches(
             self.broker,
             self.settings,
             processor,
             topics=topics,
-            group_id=self.settings.group_id + group_suffix,
+            group_id=group,
             title=title or f"{self.name}:{','.join(topics)}",
             description=handler.__doc__ or "",
         )
@@ -155,6 +168,10 @@ class Service:
     def add_routes(self, routes: Sequence[BaseRoute]) -> None:
         self.routes.extend(routes)
 
+    def describe_http(self, operations: dict[tuple[str, str], Operation]) -> None:
+        """Add what the routes' code cannot say (query parameters, answers) to the OpenAPI document."""
+        self.http_operations.update(operations)
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     def all_topics(self) -> list[str]:
@@ -175,6 +192,8 @@ class Service:
         await until_available(self.broker.start, f"{self.name}: consumers")
         for loop in self._background:
             self._tasks.append(asyncio.create_task(loop(), name=f"{self.name}-background"))
+        if self.lag.groups and self.settings.lag_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self.lag.run_forever(), name=f"{self.name}-lag"))
         self.health.started = True
         log.info("%s started", self.name)
 
@@ -226,21 +245,47 @@ class Service:
             topic_descriptions=TOPIC_DESCRIPTIONS,
         )
 
-    def asgi(self) -> Starlette:
-        """The HTTP app; its lifespan starts the service in the background so health answers at once."""
+    def openapi(self) -> dict[str, Any]:
+        return build_openapi(
+            title=f"crm {self.name} service", version=self.version, description=self.description,
+            routes=self.http_routes(), operations=self.http_operations,
+        )
+
+    def http_routes(self) -> list[BaseRoute]:
+        """The service's own routes behind the ones every service answers."""
 
         async def live(_: Request) -> Response:
+            """Liveness: the process runs (nothing else is checked)."""
             return JSONResponse({"status": "live", "service": self.name})
 
         async def ready(_: Request) -> Response:
+            """Readiness: started, and Kafka and MongoDB answer now (503 otherwise, with each check)."""
             ok, checks = await self.ready()
             return JSONResponse({"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503)
 
         async def metrics(_: Request) -> Response:
+            """Prometheus metrics of this instance (see the README's list)."""
             return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
         async def asyncapi(_: Request) -> Response:
+            """The AsyncAPI document of the topics this service reads and writes."""
             return JSONResponse(self.asyncapi())
+
+        async def openapi(_: Request) -> Response:
+            """The OpenAPI document of this HTTP API."""
+            return JSONResponse(self.openapi())
+
+        return [
+            Route("/health/live", live),
+            Route("/health/ready", ready),
+            Route("/metrics", metrics),
+            Route("/asyncapi.json", asyncapi),
+            Route("/openapi.json", openapi),
+            *self.routes,
+        ]
+
+    def asgi(self) -> ObservedHttp:
+        """The HTTP app; its lifespan starts the service in the background so health answers at once."""
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -250,14 +295,8 @@ class Service:
             finally:
                 await self.stop()
 
-        routes: list[BaseRoute] = [
-            Route("/health/live", live),
-            Route("/health/ready", ready),
-            Route("/metrics", metrics),
-            Route("/asyncapi.json", asyncapi),
-            *self.routes,
-        ]
-        return Starlette(routes=routes, lifespan=lifespan)
+        app = Starlette(routes=self.http_routes(), lifespan=lifespan)
+        return ObservedHttp(app, self.name, self.metrics)
 
 
 TOPIC_DESCRIPTIONS = {
@@ -275,10 +314,8 @@ TOPIC_DESCRIPTIONS = {
 
 def serve(service: Service) -> None:
     """Run a service under uvicorn until SIGTERM/SIGINT; shutdown lets the batch in hand finish."""
-    logging.basicConfig(
-        level=service.settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(service.name, service.settings.log_level, service.settings.log_format)
+    tracing.configure(service.name, service.settings.otlp_endpoint)
     config = uvicorn.Config(
         service.asgi(),
         host=service.settings.http_host,

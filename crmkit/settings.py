@@ -48,6 +48,13 @@ class ServiceSettings(BaseSettings):
         "RU", description="Region (ISO 3166 code) of phone numbers written without a country code", min_length=2, max_length=2
     )
     log_level: str = Field("WARNING", description="Python log level")
+    log_format: str = Field(
+        "auto", description="Log line format: `json` (one JSON object a line), `text`, or `auto` (text on a terminal, else JSON)"
+    )
+    lag_interval_s: float = Field(5.0, description="Seconds between two reads of the consumer groups' lag (crm_consumer_lag)")
+    otlp_endpoint: str = Field(
+        "", description="OpenTelemetry OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces); empty: spans are not exported"
+    )
     gc_freeze: bool = Field(
         True, description="After start-up, exempt the objects then alive from Python's cycle collector (gc.freeze)"
     )

@@ -11,7 +11,7 @@ from contracts.topics import ACTIVITY_COMMANDS, ACTIVITY_EVENTS, DIRECTORY_EVENT
 from crmkit.messaging import is_transient
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service, stop_if_cancelled
-from services.activity import api
+from services.activity import api, openapi
 from services.activity.handlers import ActivityHandlers
 from services.activity.repository import LeadProjection, TaskRepository, TaskTypeRepository
 from services.activity.settings import ActivitySettings
@@ -53,4 +53,5 @@ def create_app(settings: ActivitySettings, clock: Callable[[], datetime] = lambd
     if settings.due_pass_interval_s > 0:
         service.background(due_passes)
     service.add_routes(api.routes(settings, tasks, principals, clock))
+    service.describe_http(openapi.OPERATIONS)
     return service

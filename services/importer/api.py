@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from crmkit import tracing
 from crmkit.http import ApiError, authenticate, endpoint, flag, json_response
 from crmkit.principals import PrincipalRepository
 from services.importer import domain as d
@@ -235,4 +236,5 @@ def _upload_job(form: Upload, import_id: str, actor_id: str, now: datetime) -> d
         dry_run=flag(form.get("dry_run"), "dry_run"), encoding=form.get("encoding") or None,
         delimiter=parse_delimiter(form.get("delimiter")), sheet=form.get("sheet") or None,
         language=form.get("language") or None, file_name=form.file_name, created_at=now,
+        traceparent=tracing.current()[0],  # the upload's request span: the import runs in its trace
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 from contracts.topics import DIRECTORY_EVENTS, IMPORTS_COMMANDS, IMPORTS_EVENTS, LEADS_COMMANDS, LEADS_EVENTS
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
-from services.importer import api
+from services.importer import api, jobs_api, openapi
 from services.importer.handlers import ImporterHandlers
-from services.importer.repository import ImportRepository, ExternalIdProjection
+from services.importer.ops import ImportMetrics
+from services.importer.repository import ExternalIdProjection, ImportRepository
 from services.importer.scheduler import JobScheduler
 from services.importer.settings import ImporterSettings
 from services.importer.worker import JobRunner
@@ -34,6 +35,10 @@ def create_app(settings: ImporterSettings) -> Service:
     service.on_startup(start_up)
     service.consume(CONSUMES, handlers.on_batch, title="importer")
     service.background(scheduler.run_forever)
+    import_metrics = ImportMetrics(imports, service.metrics.registry)
+    service.background(lambda: import_metrics.run_forever(settings.lag_interval_s))
     service.readiness_detail(scheduler.readiness)
     service.add_routes(api.routes(settings, imports, runner, principals))
+    service.describe_http(openapi.OPERATIONS)
+    service.add_routes(jobs_api.routes(settings, imports, runner, principals))
     return service

@@ -205,6 +205,7 @@ class ImportJob:
     removed: int = 0
     restored: int = 0
     last_outcome_at: dt.datetime | None = None
+    traceparent: str | None = None  # the trace the import runs in (its upload's or start command's)
     uploaded: bool = False  # file_uri is a server-named upload, not a file named by the command
     retrying_since: dt.datetime | None = None
     retry_error: str | None = None

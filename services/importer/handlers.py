@@ -29,6 +29,7 @@ def job_from_start(message: Envelope) -> d.ImportJob:
         format=data.format.value if data.format else None, pipeline_id=data.pipeline_id, stage_id=data.stage_id,
         mapping=data.mapping, dry_run=data.dry_run, encoding=data.encoding, delimiter=data.delimiter,
         sheet=data.sheet, language=data.language, created_at=message.time, file_name=display_name(data.file_uri),
+        traceparent=message.traceparent,
     )
 
 

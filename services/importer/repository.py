@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -73,7 +73,11 @@ class ImportRepository:
         self._requests = db["import_requests"]
 
     async def ensure_indexes(self) -> None:
-        await ensure_indexes(self._jobs, [IndexModel([("state", ASCENDING)], name="state_1")])
+        await ensure_indexes(self._jobs, [
+            IndexModel([("state", ASCENDING)], name="state_1"),
+            IndexModel([("created_at", DESCENDING)], name="created_at_-1"),
+            IndexModel([("actor_id", ASCENDING), ("created_at", DESCENDING)], name="actor_id_1_created_at_-1"),
+        ])
         await ensure_indexes(
             self._rows, [IndexModel([("import_id", ASCENDING), ("outcome", ASCENDING)], name="import_id_1_outcome_1")]
         )
@@ -145,6 +149,24 @@ class ImportRepository:
             change["$inc"] = inc
         result = await self._jobs.update_one(query, change)
         return result.matched_count == 1
+
+    async def listed(self, actor_id: str | None, *, state: str | None, limit: int, offset: int) -> list[ImportJob]:
+        """Jobs newest first: one user's (``actor_id``) or everyone's (None), optionally in one state."""
+        query: dict[str, Any] = {}
+        if actor_id is not None:
+            query["actor_id"] = actor_id
+        if state is not None:
+            query["state"] = state
+        cursor = self._jobs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).skip(offset).limit(limit)
+        return [_job_from(doc) async for doc in cursor]
+
+    async def count_by_state(self) -> dict[str, int]:
+        """How many jobs are in each state (for the jobs-by-state metric)."""
+        pipeline = [{"$group": {"_id": "$state", "n": {"$sum": 1}}}]
+        return {doc["_id"]: doc["n"] async for doc in await self._jobs.aggregate(pipeline)}
+
+    async def running(self) -> list[ImportJob]:
+        return [_job_from(doc) async for doc in self._jobs.find({"state": "running"})]
 
     async def waiting(self) -> list[ImportJob]:
         return [_job_from(doc) async for doc in self._jobs.find({"state": "waiting"})]

@@ -21,7 +21,8 @@ async def revert_commands(
     actor = job.revert_actor_id or job.actor_id
     async for row, lead_id in imports.rows_with(job.import_id, "created"):
         message = build_message(DeleteLead(lead_id=lead_id), source=source, actorid=actor,
-                                id=event_id(job.import_id, "revert-delete", row), correlationid=correlation)
+                                id=event_id(job.import_id, "revert-delete", row), correlationid=correlation,
+                                traceparent=job.traceparent)
         yield "removed", Outbound(LEADS_COMMANDS, message, key=lead_id)
     updated = [row async for row, _ in imports.rows_with(job.import_id, "updated")]
     # Latest row first, so a lead updated by several rows ends with the values from before the first.
@@ -34,5 +35,6 @@ async def revert_commands(
         message = build_message(
             UpdateLead.model_validate({**set_values, "lead_id": lead_id, "clear": clear}),
             source=source, actorid=actor, id=event_id(job.import_id, "revert-update", row), correlationid=correlation,
+            traceparent=job.traceparent,
         )
         yield "restored", Outbound(LEADS_COMMANDS, message, key=lead_id)

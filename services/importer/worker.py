@@ -282,7 +282,7 @@ class JobRunner:
         message = build_message(
             payload, source=self.source, subject=plan.lead_id, actorid=job.actor_id,
             id=d.command_id(job.import_id, plan.row_number),
-            correlationid=d.correlation_id(job.import_id, plan.row_number),
+            correlationid=d.correlation_id(job.import_id, plan.row_number), traceparent=job.traceparent,
         )
         return Outbound(LEADS_COMMANDS, message, key=plan.lead_id)
 
@@ -382,7 +382,7 @@ class JobRunner:
     def _event(self, job: d.ImportJob, payload: Any, *parts: Any) -> Outbound:
         message: Envelope = build_message(
             payload, source=self.source, subject=job.import_id, id=event_id(job.import_id, *parts),
-            actorid=job.actor_id,
+            actorid=job.actor_id, traceparent=job.traceparent,
         )
         return Outbound(IMPORTS_EVENTS, message, key=job.import_id)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
-from services.leads import api
+from services.leads import api, openapi
 from crmkit.mongo import is_ferretdb
 from services.leads.handlers import LeadsHandlers
 from services.leads.index import LeadEventsFeed, LeadIndex
@@ -49,4 +49,5 @@ def create_app(settings: LeadsSettings) -> Service:
     service.on_shutdown(feed.stop)
     service.consume(CONSUMES, handlers.on_batch, title="leads")
     service.add_routes(api.routes(settings, leads, pipelines, principals))
+    service.describe_http(openapi.OPERATIONS)
     return service

@@ -119,6 +119,8 @@ def _message(event: Any, index: int, cause: Envelope, source: str, subject: str 
         correlationid=cause.correlationid or cause.id,
         causationid=cause.id,
         actorid=cause.actorid,
+        traceparent=cause.traceparent,
+        tracestate=cause.tracestate,
     )
 
 
@@ -170,6 +172,7 @@ class CardJson:
                 specversion="1.0", id=_event_id(cause, subject, index, cls.TYPE), type=cls.TYPE, source=source,
                 time=datetime.now(UTC), subject=subject, datacontenttype="application/json",
                 correlationid=cause.correlationid or cause.id, causationid=cause.id, actorid=cause.actorid,
+                traceparent=cause.traceparent, tracestate=cause.tracestate,
                 data=_CardPayload(cls, data),
             )
             unset = {name for name, value in message.__dict__.items() if value is None}

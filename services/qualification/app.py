@@ -5,7 +5,7 @@ from __future__ import annotations
 from contracts.topics import DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
-from services.qualification import api
+from services.qualification import api, openapi
 from services.qualification.handlers import QualificationHandlers
 from services.qualification.repository import (
     ClosingRepository,
@@ -50,4 +50,5 @@ def create_app(settings: QualificationSettings) -> Service:
     service.on_startup(start_up)
     service.consume(CONSUMES, handlers.on_batch, title="qualification")
     service.add_routes(api.routes(settings, deals, pipelines, reasons, principals))
+    service.describe_http(openapi.OPERATIONS)
     return service

@@ -171,13 +171,15 @@ def test_required_nullable_fields_survive_serialization():
 def test_cloudevents_extensions_are_kept_and_unknown_data_fields_ignored():
     record = {
         "specversion": "1.0", "id": "m-1", "type": "crm.lead.move", "source": "s",
-        "time": "2025-03-14T09:30:00Z", "traceparent": "00-abc-def-01",
+        "time": "2025-03-14T09:30:00Z", "traceparent": "00-abc-def-01", "partitionkey": "L1",
         "data": {"lead_id": "L1", "stage_id": "new", "added_in_a_later_minor": True},
     }
 
     message = parse_message(LEADS_COMMANDS, json.dumps(record))
 
-    assert message.model_extra == {"traceparent": "00-abc-def-01"}
+    assert message.model_extra == {"partitionkey": "L1"}  # traceparent is a declared attribute now
+    assert message.traceparent == "00-abc-def-01"
+    assert json.loads(message.to_json_bytes())["partitionkey"] == "L1"
     assert json.loads(message.to_json_bytes())["traceparent"] == "00-abc-def-01"
     assert message.data == MoveLead(lead_id="L1", stage_id="new")
 
