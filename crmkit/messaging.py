@@ -159,6 +159,7 @@ class Bus:
         records = []
         counts: Counter[tuple[str, str]] = Counter()
         rejections: Counter[tuple[str, str]] = Counter()
+        refused_commands: set[str | None] = set()
         for item in outbound:  # everything is checked before anything is sent
             topic = self._settings.topic(item.topic)
             if topic not in partitions:
@@ -180,7 +181,11 @@ class Bus:
             records.append((topic, partition_for(key, partitions[topic]), key, value, headers))
             counts[(item.topic, kind)] += 1
             refused = rejection_of(item.message)
-            if refused is not None:
+            # A qualify refused before anything is read is answered twice (crm.command.rejected and
+            # crm.qualification.rejected): one refused command, counted once.
+            command_id = getattr(item.message.data, "command_id", None)
+            if refused is not None and command_id not in refused_commands:
+                refused_commands.add(command_id)
                 rejections[refused] += 1
         batches: dict[tuple[str, int], Any] = {}
         futures = []

@@ -116,6 +116,8 @@ def routes(
         await who(request)
         return json_response(status())
 
+    # The filters are read as a whole by the domain's parser, which names any unknown one.
+    report.query_parameters = page.query_parameters = d.KNOWN_PARAMS  # type: ignore[attr-defined]
     return [
         Route("/", page),
         Route("/reports/{name}", report),

@@ -10,7 +10,7 @@ from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_EVENTS, QU
 from crmkit.messaging import BatchProcessor
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
-from services.analytics import api
+from services.analytics import api, openapi
 from services.analytics.feed import TopicFeed
 from services.analytics.handlers import AnalyticsHandlers
 from services.analytics.repository import AnalyticsStore
@@ -48,4 +48,5 @@ def create_app(settings: AnalyticsSettings, clock: Callable[[], datetime] = lamb
     )
     service.on_shutdown(close_store)
     service.add_routes(api.routes(settings, store, principals, status, feed.request_rebuild, clock))
+    service.describe_http(openapi.OPERATIONS)
     return service

@@ -228,15 +228,15 @@ def _day_or_time(raw: str, param: str, *, end: bool) -> datetime:
     return value.astimezone(UTC)
 
 
-_KNOWN_PARAMS = frozenset({"pipeline_id", "created_from", "created_to", "responsible_id", "source", "by", "period", "token"})
+KNOWN_PARAMS = frozenset({"pipeline_id", "created_from", "created_to", "responsible_id", "source", "by", "period", "token"})
 
 
 def parse_filters(params: Mapping[str, str]) -> Filters:
     """Read report filters from query parameters; a bad value raises FilterError naming it."""
-    unknown = sorted(set(params) - _KNOWN_PARAMS)
+    unknown = sorted(set(params) - KNOWN_PARAMS)
     if unknown:
-        raise FilterError(unknown[0], f"unknown parameter {unknown[0]!r}; known: {', '.join(sorted(_KNOWN_PARAMS - {'token'}))}.")
-    text = {k: (params.get(k) or "").strip() for k in _KNOWN_PARAMS}
+        raise FilterError(unknown[0], f"unknown parameter {unknown[0]!r}; known: {', '.join(sorted(KNOWN_PARAMS - {'token'}))}.")
+    text = {k: (params.get(k) or "").strip() for k in KNOWN_PARAMS}
     for name in ("pipeline_id", "responsible_id", "source"):
         if len(text[name]) > 200:
             raise FilterError(name, f"{name} is longer than 200 characters.")

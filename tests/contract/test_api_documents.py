@@ -42,7 +42,8 @@ def _functions(fn, seen=None):
 
 def query_parameters_read(endpoint) -> set[str]:
     """Query parameter names the route's code reads: ``q.get("x")``, ``q["x"]``, ``query_params.get("x")``, limit helpers."""
-    found: set[str] = set()
+    # A route whose parameters are parsed as a whole (the analytics filters) says which it reads.
+    found: set[str] = set(getattr(endpoint, "query_parameters", ()))
     for fn in _functions(endpoint):
         if not fn.__module__.startswith("services."):
             continue

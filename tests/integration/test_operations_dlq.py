@@ -16,7 +16,7 @@ from crmctl.cli import app as crm
 from crmctl.dlq import Filter, replay_records, summary
 from services.activity.app import create_app
 from services.activity.handlers import ActivityHandlers
-from services.activity.repository import LeadRepository
+from services.activity.repository import LeadProjection
 from services.activity.settings import ActivitySettings
 from tests.integration.test_operations_metrics import scrape, value
 from tests.support import Collector, Producer, headers_of, wait_until
@@ -50,7 +50,7 @@ async def test_a_record_parked_by_two_groups_is_replayed_to_one_and_only_that_on
         await producer.send(LEADS_EVENTS, lead_created("GOOD"))
         await wait_until(lambda: len(dlq.got.records) >= 2, what="the bad record parked by both groups")
         for service in (first, second):
-            await wait_until(lambda: LeadRepository(service.db).get("GOOD"), what="the good record applied by each group")
+            await wait_until(lambda: LeadProjection(service.db).get("GOOD"), what="the good record applied by each group")
         parked = {headers_of(r)[DLQ_GROUP]: headers_of(r) for r in dlq.got.records}
         assert set(parked) == {group_a, group_b} and len(dlq.got.records) == 2
         assert {h[DLQ_SERVICE] for h in parked.values()} == {"activity"}
@@ -79,12 +79,12 @@ async def test_a_record_parked_by_two_groups_is_replayed_to_one_and_only_that_on
         report = await replay_records(endpoints.kafka, dlq_name, Filter(group=group_a))
         assert report["chosen"] == 1 and report["records"] == 2
 
-        await wait_until(lambda: LeadRepository(first.db).get("BAD"), what="group A applying the replayed record")
+        await wait_until(lambda: LeadProjection(first.db).get("BAD"), what="group A applying the replayed record")
 
         async def skipped_by_b():
             return value(await scrape(second), "crm_dlq_replays_total", group=group_b, outcome="skipped") == 1
 
         await wait_until(skipped_by_b, what="group B meeting the replay and skipping it")
-        assert await LeadRepository(second.db).get("BAD") is None
+        assert await LeadProjection(second.db).get("BAD") is None
         assert value(await scrape(first), "crm_dlq_replays_total", group=group_a, outcome="applied") == 1
         assert len(dlq.got.records) == 2  # applied, so parked nowhere again

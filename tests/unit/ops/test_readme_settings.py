@@ -11,7 +11,7 @@ from crmkit.settings import ServiceSettings
 
 README = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
 SETTINGS = [("leads", "LeadsSettings"), ("qualification", "QualificationSettings"), ("importer", "ImporterSettings"),
-            ("activity", "ActivitySettings")]
+            ("activity", "ActivitySettings"), ("analytics", "AnalyticsSettings")]
 
 
 def test_every_shared_setting_is_in_the_readme():
