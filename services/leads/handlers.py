@@ -341,10 +341,9 @@ class LeadsHandlers:
                 actor, existing, name=data.name,
                 stages=[s.model_dump() for s in data.stages] if data.stages is not None else None,
                 transition_mode=_value(data.transition_mode), now=now,
-                leads_per_stage=await self.leads.count_by_stage(pipeline_id),
+                leads_per_stage=await self.leads.count_by_stage(pipeline_id, [s.stage_id for s in existing.stages]),
             )
-        counts = await self.leads.count_by_stage(pipeline_id)
-        return d.delete_pipeline(actor, existing, lead_count=sum(counts.values()), now=now)
+        return d.delete_pipeline(actor, existing, lead_count=await self.leads.count_in_pipeline(pipeline_id), now=now)
 
     # --- leads --------------------------------------------------------------------------------
 
