@@ -10,7 +10,7 @@ from crmkit.service import Service
 from services.leads import api
 from crmkit.mongo import is_ferretdb, until_available
 from services.leads.handlers import LeadsHandlers
-from services.leads.index import LeadEventsFeed, LeadIndex
+from services.leads.index import LeadIndex
 from services.leads import readmodel
 from services.leads.repository import DirectoryRepository, LeadRepository, LeadsMeta, PipelineRepository
 from services.leads.settings import LeadsSettings
@@ -30,7 +30,6 @@ def create_app(settings: LeadsSettings) -> Service:
     )
     leads = LeadRepository(service.db)
     index = LeadIndex()
-    feed = LeadEventsFeed(settings.kafka_bootstrap_servers, settings.topic(LEADS_EVENTS), index, service.bus.instance_id)
     pipelines = PipelineRepository(service.db)
     directory = DirectoryRepository(service.db)
     principals = PrincipalRepository(service.db, settings.service_principals)
@@ -41,10 +40,7 @@ def create_app(settings: LeadsSettings) -> Service:
         ferretdb = await is_ferretdb(service.db)
         await leads.ensure_indexes(ferretdb=ferretdb)
         leads.strict_versions = not ferretdb
-        await feed.mark()
-        for lead_id, keys, links in await leads.all_keys():
-            index.put(lead_id, keys, links)
-        await feed.start()
+        leads.ferretdb = ferretdb
         owed = await handlers.announce_default_pipeline()
         if owed:
             await service.bus.publish(owed)
@@ -62,7 +58,6 @@ def create_app(settings: LeadsSettings) -> Service:
 
     service.on_startup(start_up)
     service.background(lambda: until_available(migrate_read_fields, "leads: read fields"))
-    service.on_shutdown(feed.stop)
     service.consume(CONSUMES, handlers.on_batch, title="leads")
     service.add_routes(api.routes(settings, leads, pipelines, principals))
     return service

@@ -127,6 +127,7 @@ def query_words(q: str) -> list[str]:
 def read_fields(lead: Lead) -> dict[str, Any]:
     """Every read-side field of the stored lead document."""
     keys = match_keys(lead) if not lead.deleted and not lead.merged_into else {}
+    products = sorted({p.product_id for p in lead.products if p.product_id})
     return {
         **list_keys(lead),
         "ix_terms": terms(lead),
@@ -135,6 +136,7 @@ def read_fields(lead: Lead) -> dict[str, Any]:
         "ix_name": keys.get("name"),
         "ix_contact": lead.contact.contact_id if lead.contact and lead.contact.contact_id else None,
         "ix_company": lead.company.company_id if lead.company and lead.company.company_id else None,
-        "product_ids": sorted({p.product_id for p in lead.products if p.product_id}) or None,
+        "product_ids": products or None,
+        "ix_products": f" {' '.join(products)} " if products else None,
         "ixv": READ_FIELDS_VERSION,
     }

@@ -7,7 +7,8 @@ import json
 import logging
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,10 +18,9 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne, Up
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from crmkit.mongo import ensure_indexes, find_by_ids
+from crmkit.mongo import IDS_PER_QUERY, ensure_indexes, find_by_ids
 from services.leads.domain import Lead, Pipeline
 from services.leads import readmodel
-from services.leads.index import index_entry
 
 log = logging.getLogger("services.leads.repository")
 
@@ -69,9 +69,9 @@ class LeadWrite:
 #   ix_status, ix_responsible, ix_source  (services/leads/readmodel.py); None when the lead has no value
 #   ix_terms                            the search words, " word word ... "
 #   ix_email, ix_phone, ix_name         normalised duplicate keys, only while the lead is live
-#   ix_contact, ix_company, product_ids the linked upstream records (snapshot fan-out)
+#   ix_contact, ix_company, product_ids the linked upstream records (snapshot fan-out); ix_products the
+#   ix_products                         product ids as " id id ", searched on FerretDB (no array index)
 #   ixv                                 the version of these read fields (older ones are rewritten at start)
-#   index                               duplicate keys and links as one JSON string (older instances read it)
 #   blob                                zlib of {"card": <card JSON>, "recent": [applied messages and their events]}
 _BLOB_LEVEL = 1
 
@@ -83,7 +83,6 @@ _CARD_MARK = "\x00"
 
 def _lead_doc(write: LeadWrite) -> dict[str, Any]:
     lead = write.lead
-    keys, links = index_entry(lead)
     # The card is serialized by pydantic's own (compiled) encoder and spliced in: the same JSON as
     # json.dumps(lead.model_dump(mode="json")), read back by _lead_from, at a fraction of the cost.
     card = write.card_json or lead.model_dump_json().encode()
@@ -106,10 +105,6 @@ def _lead_doc(write: LeadWrite) -> dict[str, Any]:
         "title": lead.title,
         "contact_name": lead.contact.name if lead.contact else None,
         "company_name": lead.company.name if lead.company else None,
-        # What the in-memory index is warmed from at start, read nowhere else: one string, since
-        # FerretDB's cost of a write grows with the number of fields (22 fields 0.125 ms a lead,
-        # 8 fields 0.072 ms, measured).
-        "index": json.dumps([keys, links], separators=(",", ":"), ensure_ascii=False),
         **readmodel.read_fields(lead),
         "blob": Binary(zlib.compress(blob, _BLOB_LEVEL)),
     }
@@ -129,34 +124,13 @@ def _lead_from(doc: dict[str, Any]) -> StoredLead:
     return StoredLead(Lead.model_validate(blob["card"]), recent)
 
 
-def index_of_doc(doc: dict[str, Any]) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """A stored lead's duplicate keys (if live) and links; documents written before `index` existed
-    kept them as separate fields."""
-    if isinstance(doc.get("index"), str):
-        keys, links = json.loads(doc["index"])
-        return keys, links
-    live = not doc.get("deleted") and not doc.get("merged_into")
-    keys = {k: doc[f"k_{k}"] for k in ("email", "phone", "name") if live and doc.get(f"k_{k}")}
-    return keys, links_of_doc(doc)
-
-
-def links_of_doc(doc: dict[str, Any]) -> dict[str, list[str]]:
-    links: dict[str, list[str]] = {}
-    if doc.get("contact_id"):
-        links["contact"] = [doc["contact_id"]]
-    if doc.get("company_id"):
-        links["company"] = [doc["company_id"]]
-    if doc.get("product_ids"):
-        links["product"] = list(doc["product_ids"])
-    return links
-
-
 class LeadRepository:
     """Lead cards with their per-lead record of recently applied messages (for exactly-once effects)."""
 
-    def __init__(self, db: AsyncDatabase, *, strict_versions: bool = True) -> None:
+    def __init__(self, db: AsyncDatabase, *, strict_versions: bool = True, ferretdb: bool = False) -> None:
         self._col = db["leads"]
         self.strict_versions = strict_versions
+        self.ferretdb = ferretdb
 
     async def ensure_indexes(self, *, ferretdb: bool = False) -> None:
         """The read side's indexes: one per list key, the duplicate keys and the links (both backends).
@@ -220,13 +194,33 @@ class LeadRepository:
             }
         return conflicted
 
-    async def all_keys(self) -> list[tuple[str, dict[str, str], dict[str, list[str]]]]:
-        """Every lead's duplicate keys and links, for warming the in-memory index at start."""
-        fields = ("index", "k_email", "k_phone", "k_name", "contact_id", "company_id", "product_ids", "deleted", "merged_into")
-        out = []
-        async for doc in self._col.find({}, {f: 1 for f in fields}):
-            out.append((doc["_id"], *index_of_doc(doc)))
-        return out
+    async def duplicate_candidates(self, keys: Iterable[Mapping[str, str]]) -> dict[str, dict[str, str]]:
+        """Live stored leads sharing any normalised key with these, with their keys: one indexed
+        ``$in`` lookup per key kind (and 500 values) for a whole chunk of creates."""
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for lead_keys in keys:
+            for kind, value in lead_keys.items():
+                wanted[kind].add(value)
+        found: dict[str, dict[str, str]] = {}
+        projection = {f"ix_{kind}": 1 for kind in ("email", "phone", "name")}
+        for kind, values in wanted.items():
+            ordered = sorted(values)
+            for start in range(0, len(ordered), IDS_PER_QUERY):
+                query = {f"ix_{kind}": {"$in": ordered[start:start + IDS_PER_QUERY]}}
+                async for doc in self._col.find(query, projection):
+                    found[doc["_id"]] = {k: doc[f"ix_{k}"] for k in ("email", "phone", "name") if doc.get(f"ix_{k}")}
+        return found
+
+    async def linked(self, kind: str, record_id: str) -> list[str]:
+        """Leads linked to an upstream contact, company or product (for the snapshot fan-out)."""
+        if kind == "product":
+            # SQLite cannot index an array: there a product is found in a string, in SQL; MongoDB
+            # indexes the array's elements.
+            plain = self.ferretdb and not re.search(r"[\s\\.+*?()|\[\]{}^$]", record_id)
+            query: dict[str, Any] = {"ix_products": {"$regex": f" {record_id} "}} if plain else {"product_ids": record_id}
+        else:
+            query = {f"ix_{kind}": record_id}
+        return sorted([doc["_id"] async for doc in self._col.find(query, {"_id": 1})])
 
     async def _count(self, query: dict[str, Any]) -> int:
         """A count served from an index (the patched FerretDB counts an ``ix_`` range in SQLite)."""

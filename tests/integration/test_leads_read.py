@@ -166,3 +166,49 @@ async def test_search_input_is_bounded_and_a_slow_read_is_a_503(settings_for, ru
                 reply = await http.get(path, headers=BOB)
                 assert reply.status_code == 503, (path, reply.text)
                 assert reply.json()["error"] == "timeout" and "longer than" in reply.json()["message"]
+
+
+async def test_a_fresh_instance_matches_duplicates_and_fans_out_changes_from_the_database(settings_for, run_service, endpoints, isolation):
+    """No lead is held in memory: an instance started after the leads were stored still finds them."""
+    from contracts.topics import DIRECTORY_EVENTS
+    from services.leads.app import create_app
+    from services.leads.repository import LeadRepository
+    from services.leads.settings import LeadsSettings
+    from tests.integration.leads_helpers import directory_event
+    from tests.integration.test_leads import TOKENS
+
+    async with leads_stack(settings_for, run_service, endpoints, isolation) as (service, producer, events):
+        products = [{"product_id": "P1", "name": "Насос"}, {"product_id": "prod.2 x", "name": "Кран"}]
+        await send_and_wait(producer, events, command(payload(
+            "crm.lead.create", lead_id="A1", title="Первая", products=products,
+            contact={"contact_id": "K1", "name": "Анна Ёлкина", "email": "Anna@Example.ru", "phone": "+7 912 111-22-33"},
+            company={"company_id": "C1", "name": "ООО Ёлка"},
+        ), actor="bob"))
+        await service.stop()
+        # A second instance of the same service (same database and group), started afterwards.
+        fresh = await run_service(create_app(settings_for(LeadsSettings, "leads", tokens=TOKENS)))
+        await send_and_wait(producer, events, command(payload(
+            "crm.lead.create", lead_id="A2", title="Вторая", contact={"name": "Елкина Анна", "email": "anna@example.ru "},
+        ), actor="bob"))
+        repo = LeadRepository(fresh.db)
+        second = await repo.get("A2")
+        assert [(m.lead_id, sorted(m.matched_on)) for m in second.duplicates] == [("A1", ["email", "name"])]
+
+        for event in (
+            directory_event("crm.contact.upserted", contact_id="K1", name="Анна Сосновая", version=2),
+            directory_event("crm.company.upserted", company_id="C1", name="ООО Сосна", version=2),
+            directory_event("crm.product.upserted", product_id="P1", name="Насос 2", kind="simple", version=2),
+            directory_event("crm.product.upserted", product_id="prod.2 x", name="Кран 2", kind="simple", version=2),
+        ):
+            await producer.send(DIRECTORY_EVENTS, event, key=event.data.model_dump().get("contact_id") or "x")
+
+        async def refreshed():
+            lead = await repo.get("A1")
+            names = (lead.contact.name, lead.company.name, sorted(p.name for p in lead.products))
+            return names == ("Анна Сосновая", "ООО Сосна", ["Кран 2", "Насос 2"])
+
+        await wait_until(refreshed, what="contact, company and both products refreshed on the linked lead")
+        transport = httpx.ASGITransport(app=fresh.asgi())
+        async with httpx.AsyncClient(transport=transport, base_url="http://leads") as http:
+            found = (await http.get("/leads", params={"q": "сосн"}, headers=BOB)).json()["items"]
+            assert [item["lead_id"] for item in found] == ["A1"]  # the search follows the refreshed names
