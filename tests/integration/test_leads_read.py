@@ -212,3 +212,40 @@ async def test_a_fresh_instance_matches_duplicates_and_fans_out_changes_from_the
         async with httpx.AsyncClient(transport=transport, base_url="http://leads") as http:
             found = (await http.get("/leads", params={"q": "сосн"}, headers=BOB)).json()["items"]
             assert [item["lead_id"] for item in found] == ["A1"]  # the search follows the refreshed names
+
+
+async def test_leads_stored_before_the_read_fields_get_them_at_start(settings_for, run_service, endpoints, isolation):
+    """A database written by the earlier version: its leads are listed, counted and found after a start."""
+    from datetime import UTC, datetime
+
+    from services.leads import domain as d
+    from services.leads.repository import LeadWrite, _lead_doc
+    from crmkit.mongo import make_client
+
+    now = datetime.now(UTC)
+    pipeline = d.default_pipeline(now)
+    actor = d.Actor(user_id="bob", licensed=True)
+    old_docs = []
+    for i in range(30):
+        lead = d.create_lead(actor, f"OLD{i:02d}", {"title": f"Старая заявка {i}", "contact": {"name": f"Фёдор {i}"}}, pipeline, now).lead
+        doc = _lead_doc(LeadWrite(lead, [], None))
+        old_docs.append({k: v for k, v in doc.items() if not k.startswith("ix") and k != "product_ids"})
+    client = make_client(endpoints.mongodb)
+    try:
+        await client[isolation.db("leads")]["leads"].insert_many(old_docs)
+    finally:
+        await client.close()
+    async with leads_stack(settings_for, run_service, endpoints, isolation) as (service, producer, events):
+        transport = httpx.ASGITransport(app=service.asgi())
+        async with httpx.AsyncClient(transport=transport, base_url="http://leads") as http:
+            async def listed():
+                # 403 until bob's licence has arrived, then the list as far as the migration got.
+                reply = await http.get("/leads", params={"limit": "200"}, headers=BOB)
+                return reply.status_code == 200 and len(reply.json()["items"]) == 30
+            await wait_until(listed, what="the 30 stored leads listed after the migration")
+            found = (await http.get("/leads", params={"q": "федор"}, headers=BOB)).json()["items"]
+            assert len(found) == 30
+            board = (await http.get("/pipelines/default/board", headers=BOB)).json()
+            assert next(s for s in board["stages"] if s["stage_id"] == "new")["count"] == 30
+        meta = await service.db["leads_meta"].find_one({"_id": "read_fields"})
+        assert meta["version"] >= 1
