@@ -8,8 +8,10 @@ In one run on the local stack:
   requests   each request kind below, ``--clients`` concurrent clients for ``--seconds`` each:
              p50/p99 in ms, beside ``bare find_one``: the same clients reading one lead by ``_id``
              straight from the database (the floor of any read);
+  other lists  ``--others``: N tasks and N deals stored too, an activity and a qualification process,
+             and ``/tasks``, ``/my-day`` and ``/deals`` timed the same way.
 
-Run: .venv/bin/python bench/bench_read.py [--leads 100000] [--clients 4] [--seconds 5] [--fresh]
+Run: .venv/bin/python bench/bench_read.py [--leads 100000] [--clients 4] [--seconds 5] [--fresh] [--others]
 """
 
 from __future__ import annotations
@@ -91,6 +93,45 @@ async def populate(mongodb: str, database: str, count: int, fresh: bool) -> None
         await client.close()
 
 
+async def populate_others(mongodb: str, database: str, count: int) -> None:
+    """N tasks and N deals, stored as the activity and qualification repositories store them."""
+    from services.activity.domain import Task
+    from services.activity.repository import TaskRepository, _task_doc
+    from services.qualification.domain import Deal
+    from services.qualification.repository import _list_keys, ensure_indexes
+
+    client = make_client(mongodb)
+    try:
+        activity, qualification = client[f"{database}_activity"], client[f"{database}_qualification"]
+        for db in (activity, qualification):
+            await db["principals"].update_one({"_id": "bench"}, {"$set": {"licences": ["crm"], "roles": ["admin"]}}, upsert=True)
+        await TaskRepository(activity).ensure_indexes()
+        await ensure_indexes(qualification)
+        rnd = random.Random(count)
+        now = datetime.now(UTC)
+        have = await activity["tasks"].estimated_document_count()
+        for base in range(have, count, 1000):
+            docs = []
+            for i in range(base, min(base + 1000, count)):
+                due = now + timedelta(minutes=rnd.randrange(-60 * 24 * 30, 60 * 24 * 30))
+                docs.append(_task_doc(Task(
+                    task_id=f"T{i:07d}", lead_id=f"L{rnd.randrange(count):07d}", type="call", title=f"Call {i}",
+                    start_at=due - timedelta(hours=1), due_at=due, assignee_id=f"user{rnd.randrange(20)}",
+                    status=rnd.choices(["open", "done", "cancelled"], weights=[60, 35, 5])[0], created_at=now, updated_at=now,
+                ), []))
+            await activity["tasks"].insert_many(docs)
+        have = await qualification["deals"].estimated_document_count()
+        for base in range(have, count, 1000):
+            docs = []
+            for i in range(base, min(base + 1000, count)):
+                deal = Deal(deal_id=f"D{i:07d}", lead_id=f"L{i:07d}", company_id="C", title=f"Deal {i}",
+                            responsible_id="bench", deal_pipeline_id="sales", created_at=now - timedelta(seconds=i))
+                docs.append({**deal.model_dump(), "_id": deal.deal_id, **_list_keys(deal)})
+            await qualification["deals"].insert_many(docs)
+    finally:
+        await client.close()
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -99,15 +140,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def start_leads(bootstrap: str, mongodb: str, database: str) -> tuple[object, str, float]:
+async def start_leads(bootstrap: str, mongodb: str, database: str, name: str = "leads") -> tuple[object, str, float]:
     port = free_port()
     settings = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MONGODB_URL": mongodb, "TOPIC_PREFIX": f"{database}.",
-        "DATABASE": database, "GROUP_ID": f"{database}.leads", "HTTP_PORT": str(port),
-        "TOKENS": f'{{"{TOKEN}": "bench"}}',
+        "DATABASE": database if name == "leads" else f"{database}_{name}", "GROUP_ID": f"{database}.{name}",
+        "HTTP_PORT": str(port), "TOKENS": f'{{"{TOKEN}": "bench"}}',
     }
     started = time.perf_counter()
-    proc = start_service("leads", settings)
+    proc = start_service(name, settings)
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=url) as http:
         while True:
@@ -138,18 +179,54 @@ async def timed(clients: int, seconds: float, call: Callable[[int], Awaitable[No
     return took
 
 
+async def other_lists(bootstrap: str, mongodb: str, database: str, args) -> list[tuple[str, list[float]]]:
+    """/tasks, /my-day and /deals from their own service processes."""
+    rows: list[tuple[str, list[float]]] = []
+    procs = []
+    try:
+        activity, activity_url, _ = await start_leads(bootstrap, mongodb, database, "activity")
+        procs.append(activity)
+        qualification, qualification_url, _ = await start_leads(bootstrap, mongodb, database, "qualification")
+        procs.append(qualification)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(headers=headers, timeout=60) as http:
+            async def get(url: str, params: dict) -> None:
+                reply = await http.get(url, params=params)
+                if reply.status_code != 200:
+                    raise RuntimeError(f"{url} {params}: {reply.status_code} {reply.text[:200]}")
+
+            kinds = [
+                ("GET /tasks?limit=50", lambda i: get(f"{activity_url}/tasks", {"limit": "50"})),
+                ("GET /tasks?assignee_id=&status=open", lambda i: get(f"{activity_url}/tasks", {"limit": "50", "assignee_id": f"user{i % 20}", "status": "open"})),
+                ("GET /tasks?lead_id=", lambda i: get(f"{activity_url}/tasks", {"lead_id": f"L{i * 7919 % args.leads:07d}"})),
+                ("GET /my-day?assignee_id=", lambda i: get(f"{activity_url}/my-day", {"assignee_id": f"user{i % 20}"})),
+                ("GET /deals?limit=50", lambda i: get(f"{qualification_url}/deals", {"limit": "50"})),
+                ("GET /deals?lead_id=", lambda i: get(f"{qualification_url}/deals", {"lead_id": f"L{i * 7919 % args.leads:07d}"})),
+            ]
+            for name, call in kinds:
+                await call(0)
+                rows.append((name, await timed(args.clients, args.seconds, call)))
+                print(f"  {name}: done", file=sys.stderr)
+    finally:
+        stop_all(procs)
+    return rows
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--fresh", action="store_true", help="store the leads again")
+    parser.add_argument("--others", action="store_true", help="also N tasks and N deals and their lists")
     args = parser.parse_args()
     stack = Stack()
     stack.up()
     bootstrap, mongodb = stack.config.kafka_bootstrap, stack.config.mongodb_url
     database = f"bench_read_{args.leads}"
     await populate(mongodb, database, args.leads, args.fresh)
+    if args.others:
+        await populate_others(mongodb, database, args.leads)
     proc, url, start_s = await start_leads(bootstrap, mongodb, database)
     rss = rss_mb(proc.pid)
     rnd = random.Random(7)
@@ -187,6 +264,8 @@ async def main() -> None:
                 await call(0)  # warm
                 rows.append((name, await timed(args.clients, args.seconds, call)))
                 print(f"  {name}: done", file=sys.stderr)
+        if args.others:
+            rows += await other_lists(bootstrap, mongodb, database, args)
     finally:
         await client.close()
         stop_all([proc])

@@ -36,11 +36,12 @@ def routes(
     principals: PrincipalRepository,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[Route]:
-    async def auth(request: Request) -> None:
-        await authenticate(request, settings.tokens, principals)
-
     def bounded():
         return read_time_limit(settings.read_time_limit_s)
+
+    async def auth(request: Request) -> None:
+        with bounded():
+            await authenticate(request, settings.tokens, principals)
 
     def limit_of(request: Request, default: int = 50) -> int:
         return limit_param(request, default, settings.page_size_max)
@@ -77,14 +78,16 @@ def routes(
     @endpoint
     async def list_pipelines(request: Request) -> Response:
         await auth(request)
-        found = await pipelines.all()
+        with bounded():
+            found = await pipelines.all()
         ordered = sorted(found.values(), key=lambda p: (not p.is_default, p.name))
         return json_response({"items": [p.model_dump(mode="json") for p in ordered]})
 
     @endpoint
     async def board(request: Request) -> Response:
         await auth(request)
-        pipeline = await pipelines.get(request.path_params["pipeline_id"])
+        with bounded():
+            pipeline = await pipelines.get(request.path_params["pipeline_id"])
         if pipeline is None or pipeline.deleted:
             raise ApiError(404, "not_found", f"Pipeline {request.path_params['pipeline_id']} does not exist.")
         per_stage = limit_of(request, default=20)
