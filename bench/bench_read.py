@@ -60,6 +60,11 @@ async def populate(mongodb: str, database: str, count: int, fresh: bool) -> None
         if fresh:
             await client.drop_database(database)
         have = await db["leads"].estimated_document_count()
+        # Stored in the current shape: the service's one-off migration has nothing to do (it would
+        # otherwise read every lead once, in the background, while the requests are timed).
+        from services.leads.readmodel import READ_FIELDS_VERSION
+
+        await db["leads_meta"].update_one({"_id": "read_fields"}, {"$set": {"version": READ_FIELDS_VERSION}}, upsert=True)
         if have >= count:
             print(f"reusing {have} leads in {database}", file=sys.stderr)
             return
@@ -106,7 +111,9 @@ async def populate_others(mongodb: str, database: str, count: int) -> None:
         for db in (activity, qualification):
             await db["principals"].update_one({"_id": "bench"}, {"$set": {"licences": ["crm"], "roles": ["admin"]}}, upsert=True)
         await TaskRepository(activity).ensure_indexes()
+        await TaskRepository(activity).mark_list_keys_done()  # stored in the current shape (see populate)
         await ensure_indexes(qualification)
+        await qualification["qualification_meta"].update_one({"_id": "deal_list_keys"}, {"$set": {"version": 1}}, upsert=True)
         rnd = random.Random(count)
         now = datetime.now(UTC)
         have = await activity["tasks"].estimated_document_count()
