@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -94,10 +95,10 @@ def routes(
         stage_ids = [stage.stage_id for stage in pipeline.stages]
         with bounded():
             counts = await leads.count_by_stage(pipeline.pipeline_id, stage_ids)
-            pages = [
-                await leads.search(pipeline_id=pipeline.pipeline_id, stage_id=stage_id, limit=per_stage)
-                for stage_id in stage_ids
-            ]
+            # The columns at once: each is its own index range, so one waits for the database less.
+            pages = await asyncio.gather(*(
+                leads.search(pipeline_id=pipeline.pipeline_id, stage_id=stage_id, limit=per_stage) for stage_id in stage_ids
+            ))
         now = clock()
         columns = []
         for stage, (page, cursor) in zip(pipeline.stages, pages, strict=True):

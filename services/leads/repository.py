@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -235,10 +236,9 @@ class LeadRepository:
 
     async def count_by_stage(self, pipeline_id: str, stage_ids: Iterable[str]) -> dict[str, int]:
         """Live leads in each of these stages of the pipeline: one index range count per stage."""
-        counts = {}
-        for stage_id in stage_ids:
-            counts[stage_id] = await self._count(_range("stage", (pipeline_id, stage_id), deleted=False))
-        return counts
+        ids = list(stage_ids)
+        found = await asyncio.gather(*(self._count(_range("stage", (pipeline_id, s), deleted=False)) for s in ids))
+        return dict(zip(ids, found, strict=True))
 
     async def count_in_pipeline(self, pipeline_id: str) -> int:
         return await self._count(_range("pipeline", (pipeline_id,), deleted=False))
