@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .mongo import QueryTimeout
 from .principals import Principal, PrincipalRepository
 
 
@@ -83,13 +84,15 @@ async def authenticate(request: Request, tokens: dict[str, str], principals: Pri
 
 
 def endpoint(fn):
-    """Turn ApiError raised by a route into its JSON response."""
+    """Turn ApiError raised by a route into its JSON response (and a query past its time limit into a 503)."""
 
     async def wrapper(request: Request) -> Response:
         try:
             return await fn(request)
         except ApiError as exc:
             return exc.response()
+        except QueryTimeout as exc:
+            return ApiError(503, "timeout", str(exc)).response()
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__

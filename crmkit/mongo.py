@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
+import pymongo
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .messaging import is_transient
@@ -24,6 +27,29 @@ def make_client(url: str) -> AsyncMongoClient:
         socketTimeoutMS=30000,
         retryWrites=False,  # FerretDB has no retryable writes; handlers are idempotent instead
     )
+
+
+class QueryTimeout(Exception):
+    """A read query ran past its time limit; the server was told to stop it (HTTP 503)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"The query took longer than {seconds:g} s and was stopped; narrow it down "
+                         "(a filter, a longer search word) or try again.")
+        self.seconds = seconds
+
+
+@contextlib.contextmanager
+def read_time_limit(seconds: float) -> Iterator[None]:
+    """Bound every database call inside: pymongo sends the rest of the time as ``maxTimeMS`` (the
+    server ends the query; the patched FerretDB interrupts SQLite) and gives up on the socket after
+    it, which closes the connection and so cancels the command on the server too."""
+    try:
+        with pymongo.timeout(seconds):
+            yield
+    except PyMongoError as exc:
+        if exc.timeout:
+            raise QueryTimeout(seconds) from exc
+        raise
 
 
 async def ping(db: AsyncDatabase, timeout: float = 2.0) -> bool:

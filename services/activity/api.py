@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from crmkit.access import owner_or_admin
 from crmkit.http import ApiError, authenticate, endpoint, json_response, limit_param
+from crmkit.mongo import read_time_limit
 from crmkit.principals import Principal, PrincipalRepository
 from services.activity import domain as d
 from services.activity.repository import TaskRepository
@@ -62,6 +63,9 @@ def routes(
     def limit_of(request: Request) -> int:
         return limit_param(request, 100, settings.page_size_max)
 
+    def bounded():
+        return read_time_limit(settings.read_time_limit_s)
+
     @endpoint
     async def list_tasks(request: Request) -> Response:
         principal = await authenticate(request, settings.tokens, principals)
@@ -71,17 +75,22 @@ def routes(
         if status and status not in _STATUSES:
             raise ApiError(400, "validation", f"status must be one of {', '.join(_STATUSES)}.")
         due_before = _time(q["due_before"], "due_before") if q.get("due_before") else None
-        found = await tasks.search(
-            lead_id=q.get("lead_id"), assignee_id=assignee_id, status=status, due_before=due_before,
-            limit=limit_of(request),
-        )
+        try:
+            with bounded():
+                found, cursor = await tasks.search(
+                    lead_id=q.get("lead_id"), assignee_id=assignee_id, status=status, due_before=due_before,
+                    cursor=q.get("cursor"), limit=limit_of(request),
+                )
+        except ValueError as exc:
+            raise ApiError(400, "validation", str(exc)) from exc
         now = clock()
-        return json_response({"items": [task_json(t, now) for t in found]})
+        return json_response({"items": [task_json(t, now) for t in found], "next_cursor": cursor})
 
     @endpoint
     async def get_task(request: Request) -> Response:
         principal = await authenticate(request, settings.tokens, principals)
-        task = await tasks.view(request.path_params["task_id"])
+        with bounded():
+            task = await tasks.view(request.path_params["task_id"])
         if task is None:
             raise ApiError(404, "not_found", f"Task {request.path_params['task_id']} does not exist.")
         if not owner_or_admin(principal, task.assignee_id):
@@ -104,8 +113,9 @@ def routes(
         local = now.astimezone(zone)
         day_start = datetime(local.year, local.month, local.day, tzinfo=zone)
         day_end = day_start + timedelta(days=1)
-        overdue = await tasks.search(assignee_id=assignee_id, status="open", due_before=day_start, limit=settings.page_size_max)
-        today_all = await tasks.search(assignee_id=assignee_id, due_from=day_start, due_before=day_end, limit=settings.page_size_max)
+        with bounded():
+            overdue, _ = await tasks.search(assignee_id=assignee_id, status="open", due_before=day_start, limit=settings.page_size_max)
+            today_all, _ = await tasks.search(assignee_id=assignee_id, due_from=day_start, due_before=day_end, limit=settings.page_size_max)
         today, late = d.my_day([*overdue, *today_all], day_start, day_end)
         return json_response(
             {

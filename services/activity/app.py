@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from contracts.topics import ACTIVITY_COMMANDS, ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS
 from crmkit.messaging import is_transient
+from crmkit.mongo import until_available
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service, stop_if_cancelled
 from services.activity import api, openapi
@@ -48,7 +49,16 @@ def create_app(settings: ActivitySettings, clock: Callable[[], datetime] = lambd
             stop_if_cancelled()
             await asyncio.sleep(settings.due_pass_interval_s)
 
+    async def migrate_list_keys() -> None:
+        """Tasks stored before their list keys get them once, in the background."""
+        if await tasks.list_keys_stale():
+            changed = await tasks.migrate_list_keys()
+            await tasks.mark_list_keys_done()
+            if changed:
+                log.info("list keys written for %d stored tasks", changed)
+
     service.on_startup(tasks.ensure_indexes)
+    service.background(lambda: until_available(migrate_list_keys, "activity: list keys"))
     service.consume(CONSUMES, handlers.on_batch, title="activity")
     if settings.due_pass_interval_s > 0:
         service.background(due_passes)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 
+from crmkit import listkeys
 from crmkit.mongo import ensure_indexes
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
@@ -44,9 +45,34 @@ class Owed:
     message: str
 
 
+# The lists of GET /tasks and /my-day, soonest due first: one indexed key per way of filtering them
+# (crmkit/listkeys.py), so a page is one range of one index on MongoDB and on the patched FerretDB.
+TASK_LISTS = ("assignee_status", "assignee", "lead", "status", "all")
+LIST_KEYS_VERSION = 1
+
+
+def _list_values(task: Task) -> dict[str, tuple[str, ...] | None]:
+    return {
+        "assignee_status": (task.assignee_id, task.status) if task.assignee_id else None,
+        "assignee": (task.assignee_id,) if task.assignee_id else None,
+        "lead": (task.lead_id,) if task.lead_id else None,
+        "status": (task.status,),
+        "all": (),
+    }
+
+
+def _list_keys(task: Task) -> dict[str, Any]:
+    keys: dict[str, Any] = {
+        f"ix_{name}": listkeys.key(values, task.due_at, task.task_id) if values is not None else None
+        for name, values in _list_values(task).items()
+    }
+    return {**keys, "ixv": LIST_KEYS_VERSION}
+
+
 def _task_doc(task: Task, recent: Sequence[Recent]) -> dict[str, Any]:
     doc = task.model_dump()
     doc["_id"] = task.task_id
+    doc.update(_list_keys(task))
     doc["_recent"] = [{"id": r.message_id, "events": r.events} for r in recent]
     return doc
 
@@ -57,7 +83,7 @@ def _stored_from(doc: dict[str, Any]) -> StoredTask:
 
 
 def _task_from(doc: dict[str, Any]) -> Task:
-    return Task.model_validate({k: v for k, v in doc.items() if k not in _INTERNAL})
+    return Task.model_validate({k: v for k, v in doc.items() if k not in _INTERNAL and not k.startswith("ix")})
 
 
 def _expected(task: Task) -> dict[str, Any]:
@@ -70,6 +96,10 @@ def _expected(task: Task) -> dict[str, Any]:
     }
 
 
+_KEYED = {"assignee_status": ("assignee_id", "status"), "assignee": ("assignee_id",), "lead": ("lead_id",),
+          "status": ("status",), "all": ()}
+
+
 class TaskRepository:
     """Tasks with their per-task record of recently applied messages (for exactly-once effects)."""
 
@@ -77,6 +107,15 @@ class TaskRepository:
         self._col = db["tasks"]
         self._notices = db["due_notices"]
         self._recent_kept = recent_kept
+        self._meta = db["activity_meta"]
+
+    async def list_keys_stale(self) -> bool:
+        """Whether stored tasks may lack their list keys (a database from before them)."""
+        doc = await self._meta.find_one({"_id": "list_keys"})
+        return not doc or doc.get("version", 0) < LIST_KEYS_VERSION
+
+    async def mark_list_keys_done(self) -> None:
+        await self._meta.update_one({"_id": "list_keys"}, {"$set": {"version": LIST_KEYS_VERSION}}, upsert=True)
 
     async def ensure_indexes(self) -> None:
         await ensure_indexes(
@@ -87,6 +126,7 @@ class TaskRepository:
                 IndexModel([("assignee_id", ASCENDING), ("due_at", ASCENDING)]),
                 IndexModel([("due_at", ASCENDING), ("_id", ASCENDING)]),
                 IndexModel([("_recent.id", ASCENDING)]),
+                *[IndexModel([(f"ix_{name}", ASCENDING)], name=f"ix_{name}_1") for name in TASK_LISTS],
             ]
         )
         await ensure_indexes(self._notices, [IndexModel([("settled", ASCENDING), ("at", ASCENDING)])])
@@ -137,22 +177,53 @@ class TaskRepository:
         status: str | None = None,
         due_before: datetime | None = None,
         due_from: datetime | None = None,
+        cursor: str | None = None,
         limit: int = 100,
-    ) -> list[Task]:
-        """Tasks matching every filter given, soonest due first."""
-        query: dict[str, Any] = {}
-        for name, value in (("lead_id", lead_id), ("assignee_id", assignee_id), ("status", status)):
-            if value:
-                query[name] = value
-        due: dict[str, Any] = {}
-        if due_before is not None:
-            due["$lt"] = due_before
-        if due_from is not None:
-            due["$gte"] = due_from
-        if due:
-            query["due_at"] = due
-        cursor = self._col.find(query, {"_recent": 0}).sort([("due_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
-        return [_task_from(d) async for d in cursor]
+    ) -> tuple[list[Task], str | None]:
+        """Tasks matching every filter given, soonest due first, and the cursor of the next page.
+
+        One range of one list key (the most selective filter given), the due bounds and the cursor
+        being ends of that range; the other filters are checked on its rows.
+        """
+        given = {"lead_id": lead_id, "assignee_id": assignee_id, "status": status}
+        plain = {k: v for k, v in given.items() if v}
+        values = {
+            "assignee_status": (assignee_id, status) if assignee_id and status else None,
+            "assignee": (assignee_id,) if assignee_id else None,
+            "lead": (lead_id,) if lead_id else None,
+            "status": (status,) if status else None,
+        }
+        name, keyed = next(((n, values[n]) for n in TASK_LISTS[:-1] if values[n]), ("all", ()))
+        after = listkeys.check_cursor(cursor) if cursor else None
+        field_name = f"ix_{name}"
+        query: dict[str, Any] = {
+            field_name: listkeys.bounds(
+                keyed, above=after, at_least=listkeys.millis(due_from, ceil=True) if due_from else None,
+                below=listkeys.millis(due_before, ceil=True) if due_before else None,
+            ),
+            **{k: v for k, v in plain.items() if k not in _KEYED[name]},
+        }
+        docs = [d async for d in self._col.find(query, {"_recent": 0}).sort(field_name, ASCENDING).limit(limit + 1)]
+        page = docs[:limit]
+        next_cursor = listkeys.tail(page[-1][field_name]) if len(docs) > limit else None
+        # A hash shared by two values would let a stranger into the range: checked here.
+        return [_task_from(d) for d in page if all(d.get(k) == v for k, v in plain.items())], next_cursor
+
+    async def migrate_list_keys(self, batch: int = 500) -> int:
+        """Write the list keys of tasks stored without them; guarded by the version read. Run once."""
+        from pymongo import UpdateOne
+
+        done = 0
+        ops: list[Any] = []
+        async for doc in self._col.find({"ixv": {"$ne": LIST_KEYS_VERSION}}, {"_recent": 0}):
+            task = _task_from(doc)
+            ops.append(UpdateOne({"_id": doc["_id"], "version": doc["version"]}, {"$set": _list_keys(task)}))
+            if len(ops) >= batch:
+                done += (await self._col.bulk_write(ops, ordered=False)).modified_count
+                ops = []
+        if ops:
+            done += (await self._col.bulk_write(ops, ordered=False)).modified_count
+        return done
 
     # --- the due pass -------------------------------------------------------------------------
 

@@ -28,4 +28,7 @@ class ActivitySettings(ServiceSettings):
         8, description="Per task, how many recent message ids (with their events) are kept to dedupe redeliveries"
     )
     page_size_max: int = Field(500, description="Largest page GET /tasks returns")
+    read_time_limit_s: float = Field(
+        5.0, gt=0, description="Time limit of each HTTP read (its database queries); a slower one is stopped on the server and answered 503"
+    )
     day_timezone: str = Field("UTC", description="Time zone whose calendar day GET /my-day shows, unless ?tz= is given")

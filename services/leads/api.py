@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crmkit.http import ApiError, authenticate, endpoint, flag, json_response, limit_param
+from crmkit.mongo import read_time_limit
 from crmkit.principals import PrincipalRepository
 from services.leads import domain as d
 from services.leads.repository import LeadRepository, PipelineRepository
@@ -35,8 +37,12 @@ def routes(
     principals: PrincipalRepository,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[Route]:
+    def bounded():
+        return read_time_limit(settings.read_time_limit_s)
+
     async def auth(request: Request) -> None:
-        await authenticate(request, settings.tokens, principals)
+        with bounded():
+            await authenticate(request, settings.tokens, principals)
 
     def limit_of(request: Request, default: int = 50) -> int:
         return limit_param(request, default, settings.page_size_max)
@@ -44,7 +50,8 @@ def routes(
     @endpoint
     async def get_lead(request: Request) -> Response:
         await auth(request)
-        lead = await leads.get(request.path_params["lead_id"])
+        with bounded():
+            lead = await leads.get(request.path_params["lead_id"])
         if lead is None:
             raise ApiError(404, "not_found", f"Lead {request.path_params['lead_id']} does not exist.")
         return json_response(card_view(lead, clock()))
@@ -57,12 +64,13 @@ def routes(
         if status and status not in _STATUSES:
             raise ApiError(400, "validation", f"status must be one of {sorted(_STATUSES)}.")
         try:
-            page, cursor = await leads.search(
-                pipeline_id=q.get("pipeline_id"), stage_id=q.get("stage_id"), status=status,
-                responsible_id=q.get("responsible_id"), source=q.get("source"), text=q.get("q"),
-                include_deleted=flag(q.get("include_deleted"), "include_deleted"),
-                cursor=q.get("cursor"), limit=limit_of(request),
-            )
+            with bounded():
+                page, cursor = await leads.search(
+                    pipeline_id=q.get("pipeline_id"), stage_id=q.get("stage_id"), status=status,
+                    responsible_id=q.get("responsible_id"), source=q.get("source"), text=q.get("q"),
+                    include_deleted=flag(q.get("include_deleted"), "include_deleted"),
+                    cursor=q.get("cursor"), limit=limit_of(request),
+                )
         except ValueError as exc:
             raise ApiError(400, "validation", str(exc)) from exc
         now = clock()
@@ -71,22 +79,29 @@ def routes(
     @endpoint
     async def list_pipelines(request: Request) -> Response:
         await auth(request)
-        found = await pipelines.all()
+        with bounded():
+            found = await pipelines.all()
         ordered = sorted(found.values(), key=lambda p: (not p.is_default, p.name))
         return json_response({"items": [p.model_dump(mode="json") for p in ordered]})
 
     @endpoint
     async def board(request: Request) -> Response:
         await auth(request)
-        pipeline = await pipelines.get(request.path_params["pipeline_id"])
+        with bounded():
+            pipeline = await pipelines.get(request.path_params["pipeline_id"])
         if pipeline is None or pipeline.deleted:
             raise ApiError(404, "not_found", f"Pipeline {request.path_params['pipeline_id']} does not exist.")
         per_stage = limit_of(request, default=20)
-        counts = await leads.count_by_stage(pipeline.pipeline_id)
+        stage_ids = [stage.stage_id for stage in pipeline.stages]
+        with bounded():
+            counts = await leads.count_by_stage(pipeline.pipeline_id, stage_ids)
+            # The columns at once: each is its own index range, so one waits for the database less.
+            pages = await asyncio.gather(*(
+                leads.search(pipeline_id=pipeline.pipeline_id, stage_id=stage_id, limit=per_stage) for stage_id in stage_ids
+            ))
         now = clock()
         columns = []
-        for stage in pipeline.stages:
-            page, cursor = await leads.search(pipeline_id=pipeline.pipeline_id, stage_id=stage.stage_id, limit=per_stage)
+        for stage, (page, cursor) in zip(pipeline.stages, pages, strict=True):
             columns.append(
                 {
                     **stage.model_dump(mode="json"),

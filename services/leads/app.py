@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
 from services.leads import api, openapi
-from crmkit.mongo import is_ferretdb
+from crmkit.mongo import is_ferretdb, until_available
 from services.leads.handlers import LeadsHandlers
-from services.leads.index import LeadEventsFeed, LeadIndex
-from services.leads.repository import DirectoryRepository, LeadRepository, PipelineRepository
+from services.leads.index import LeadIndex
+from services.leads import readmodel
+from services.leads.repository import DirectoryRepository, LeadRepository, LeadsMeta, PipelineRepository
 from services.leads.settings import LeadsSettings
+
+log = logging.getLogger("services.leads.app")
 
 CONSUMES = (LEADS_COMMANDS, DIRECTORY_EVENTS, QUALIFICATION_EVENTS, ACTIVITY_EVENTS)
 PUBLISHES = (LEADS_EVENTS,)
@@ -25,7 +30,6 @@ def create_app(settings: LeadsSettings) -> Service:
     )
     leads = LeadRepository(service.db)
     index = LeadIndex()
-    feed = LeadEventsFeed(settings.kafka_bootstrap_servers, settings.topic(LEADS_EVENTS), index, service.bus.instance_id)
     pipelines = PipelineRepository(service.db)
     directory = DirectoryRepository(service.db)
     principals = PrincipalRepository(service.db, settings.service_principals)
@@ -34,19 +38,26 @@ def create_app(settings: LeadsSettings) -> Service:
 
     async def start_up() -> None:
         ferretdb = await is_ferretdb(service.db)
-        await leads.ensure_indexes(secondary=not ferretdb)
+        await leads.ensure_indexes(ferretdb=ferretdb)
         leads.strict_versions = not ferretdb
-        await feed.mark()
-        for lead_id, keys, links in await leads.all_keys():
-            index.put(lead_id, keys, links)
-        await feed.start()
+        leads.ferretdb = ferretdb
         owed = await handlers.announce_default_pipeline()
         if owed:
             await service.bus.publish(owed)
             await pipelines.mark_announced("default")
 
+    async def migrate_read_fields() -> None:
+        """Leads stored before the read fields (or with older ones) get them once, in the background."""
+        meta = LeadsMeta(service.db)
+        if await meta.read_fields_version() >= readmodel.READ_FIELDS_VERSION:
+            return
+        changed = await leads.migrate_read_fields()
+        await meta.set_read_fields_version(readmodel.READ_FIELDS_VERSION)
+        if changed:
+            log.info("read fields written for %d stored leads", changed)
+
     service.on_startup(start_up)
-    service.on_shutdown(feed.stop)
+    service.background(lambda: until_available(migrate_read_fields, "leads: read fields"))
     service.consume(CONSUMES, handlers.on_batch, title="leads")
     service.add_routes(api.routes(settings, leads, pipelines, principals))
     service.describe_http(openapi.OPERATIONS)

@@ -259,6 +259,7 @@ class LeadsHandlers:
     async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
         """Lead commands, upstream facts (qualification, activity, directory) in; lead events out."""
         messages = [item.message for item in batch]
+        self.index.clear()  # holds what this batch writes (services/leads/index.py)
         self._wire.clear()
         self._cards.clear()
         await self.principals.apply([m for m in messages if PrincipalRepository.handles(m.type)])
@@ -347,10 +348,9 @@ class LeadsHandlers:
                 actor, existing, name=data.name,
                 stages=[s.model_dump() for s in data.stages] if data.stages is not None else None,
                 transition_mode=_value(data.transition_mode), now=now,
-                leads_per_stage=await self.leads.count_by_stage(pipeline_id),
+                leads_per_stage=await self.leads.count_by_stage(pipeline_id, [s.stage_id for s in existing.stages]),
             )
-        counts = await self.leads.count_by_stage(pipeline_id)
-        return d.delete_pipeline(actor, existing, lead_count=sum(counts.values()), now=now)
+        return d.delete_pipeline(actor, existing, lead_count=await self.leads.count_in_pipeline(pipeline_id), now=now)
 
     # --- leads --------------------------------------------------------------------------------
 
@@ -405,7 +405,7 @@ class LeadsHandlers:
             for lead_id in sorted(pending):
                 for message in by_lead[lead_id]:
                     self._apply(message, lead_id, states, ctx)
-            self._find_duplicates(states, ctx)
+            self._find_duplicates(states, ctx, await self._stored_duplicates(states))
             indexed: set[str] = set()
             for lead_id, state in states.items():
                 if state.stored is None and state.dirty and state.lead is not None:
@@ -571,7 +571,14 @@ class LeadsHandlers:
             raise d.Rejected("not_found", f"Pipeline {pipeline_id} does not exist; GET /pipelines lists them.")
         return pipeline
 
-    def _find_duplicates(self, states: dict[str, _LeadState], ctx: _Context) -> None:
+    async def _stored_duplicates(self, states: dict[str, _LeadState]) -> dict[str, dict[str, str]]:
+        """Stored leads sharing a key with the leads created here: indexed lookups, one per key kind."""
+        if not self.settings.duplicate_check:
+            return {}
+        created = [s.lead for s in states.values() if s.stored is None and s.lead is not None and s.dirty]
+        return await self.leads.duplicate_candidates(match_keys(lead) for lead in created) if created else {}
+
+    def _find_duplicates(self, states: dict[str, _LeadState], ctx: _Context, stored: dict[str, dict[str, str]]) -> None:
         """Match leads created in this batch against known leads and each other (index lookups, no scans)."""
         if not self.settings.duplicate_check:
             return
@@ -588,7 +595,7 @@ class LeadsHandlers:
             keys = batch_keys[lead.lead_id]
             if not keys:
                 continue
-            candidates = self.index.candidates(keys)
+            candidates = self.index.candidates(keys, stored)
             candidates += [(other, batch_keys[other]) for item in keys.items() for other in by_key[item] if other != lead.lead_id]
             matches = score_matches(keys, candidates, lead_id=lead.lead_id)
             if not matches:
@@ -633,7 +640,7 @@ class LeadsHandlers:
             fresh = await self.directory.upsert(kind, record_id, data.version, data.model_dump(mode="json"))
             if not fresh:
                 continue  # stale or repeated version: nothing changes anywhere
-            for lead_id in self.index.linked(kind, record_id):
+            for lead_id in await self.leads.linked(kind, record_id):
                 refresh = build_message(
                     _refresh_payload(lead_id, data),
                     source=self.source,

@@ -1,30 +1,18 @@
-"""An in-memory index of leads by duplicate key and by linked upstream record, fed by the lead events.
+"""The leads one batch wrote, by duplicate key, so that later leads of the same batch match against them.
 
-The duplicate check on every create and the snapshot fan-out on every directory change would cost
-a database query each, on the write path, plus secondary indexes that slow every write (upstream
-FerretDB even scanned for them). So each instance keeps this index instead: warmed from the
-database at start, then kept current by its own writes and by ``crm.leads.events.v1`` (so it sees
-what the other instances write too). It costs about 200 bytes per lead.
+Stored leads are matched by indexed lookups of their normalised keys (``LeadRepository.duplicate_candidates``,
+one query per key kind for a whole chunk of creates); this index holds only what the batch in hand
+changed, which is newer than what is stored and, for a chunk worked concurrently, maybe not yet
+stored. It used to hold every lead, warmed by reading them all at start (57 s and 319 MB at
+100,000 leads) and fed by the lead events of the other instances.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from contracts import ContractError, parse_message
-from contracts.topics import LEADS_EVENTS
-from crmkit.messaging import PRODUCER_INSTANCE
 from services.leads.duplicates import match_keys
-
-log = logging.getLogger("services.leads.index")
-
-_CARD_TYPES = (b"crm.lead.created", b"crm.lead.updated")
 
 
 class LeadIndex:
@@ -58,15 +46,27 @@ class LeadIndex:
         else:
             self._dup_keys.pop(lead_id, None)
 
-    def candidates(self, dup_keys: Mapping[str, str]) -> list[tuple[str, dict[str, str]]]:
-        """Leads sharing any key with ``dup_keys``, with their own keys for scoring."""
+    def candidates(
+        self, dup_keys: Mapping[str, str], stored: Mapping[str, Mapping[str, str]] | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Leads sharing any key with ``dup_keys``, with their own keys for scoring.
+
+        ``stored`` are candidates found in the database; a lead this index holds is taken from here
+        instead (its keys as this batch left them: changed, or none once deleted).
+        """
         ids: set[str] = set()
         for key, value in dup_keys.items():
             ids |= self._ids_by_key.get(f"dup:{key}:{value}", set())
-        return [(lead_id, self._dup_keys.get(lead_id, {})) for lead_id in sorted(ids)]
+        found = {lead_id: self._dup_keys.get(lead_id, {}) for lead_id in ids}
+        for lead_id, keys in (stored or {}).items():
+            if lead_id not in self._keys_of and any(keys.get(k) == v for k, v in dup_keys.items()):
+                found[lead_id] = dict(keys)
+        return sorted(found.items())
 
-    def linked(self, kind: str, record_id: str) -> list[str]:
-        return sorted(self._ids_by_key.get(f"link:{kind}:{record_id}", ()))
+    def clear(self) -> None:
+        self._ids_by_key.clear()
+        self._keys_of.clear()
+        self._dup_keys.clear()
 
     def put_card(self, card) -> None:
         """Index a lead card (domain lead or contract card): keys only while it is live."""
@@ -85,72 +85,3 @@ def index_entry(card) -> tuple[dict[str, str], dict[str, list[str]]]:
     if products:
         links["product"] = products
     return (match_keys(card) if live else {}), links
-
-
-class LeadEventsFeed:
-    """Follows every partition of the leads events topic (no group) and applies cards to the index."""
-
-    def __init__(self, bootstrap: str, physical_topic: str, index: LeadIndex, own_instance: str | None = None) -> None:
-        self._bootstrap = bootstrap
-        self._topic = physical_topic
-        self._index = index
-        # Records this process published were indexed when it wrote them: skipped unread.
-        self._own = own_instance.encode() if own_instance else None
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._start_offsets: dict[TopicPartition, int] = {}
-
-    async def mark(self) -> None:
-        """Remember where the topic ends now; call before warming the index from the database."""
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
-        await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self._topic)
-        if not partitions:
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001  (topic just created)
-            partitions = self._consumer.partitions_for_topic(self._topic) or set()
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-        self._consumer.assign(tps)
-        self._start_offsets = await self._consumer.end_offsets(tps)
-
-    async def start(self) -> None:
-        assert self._consumer is not None, "call mark() first"
-        for tp, offset in self._start_offsets.items():
-            self._consumer.seek(tp, offset)
-        self._task = asyncio.create_task(self._run(), name="lead-index-feed")
-
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        while True:
-            try:
-                batch = await self._consumer.getmany(timeout_ms=500, max_records=2000)
-            except Exception as exc:  # an outage: the consumer reconnects by itself
-                log.warning("lead index feed: %s", exc)
-                await asyncio.sleep(1)
-                continue
-            for records in batch.values():
-                for record in records:
-                    if not self._wanted(record.headers):
-                        continue
-                    try:
-                        message = parse_message(LEADS_EVENTS, record.value)
-                    except ContractError:
-                        continue
-                    if message.type in ("crm.lead.created", "crm.lead.updated"):
-                        self._index.put_card(message.data)
-
-    def _wanted(self, headers) -> bool:
-        """Cards of other processes; a record without headers is read (an outside producer)."""
-        for name, value in headers or ():
-            if name == PRODUCER_INSTANCE and value == self._own:
-                return False
-            if name == "ce-type" and value not in _CARD_TYPES:
-                return False
-        return True
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from bson import Binary
-from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from crmkit.mongo import ensure_indexes, find_by_ids
+from crmkit.mongo import IDS_PER_QUERY, ensure_indexes, find_by_ids
 from services.leads.domain import Lead, Pipeline
-from services.leads.index import index_entry
+from services.leads import readmodel
 
+log = logging.getLogger("services.leads.repository")
 
 
 @dataclass
@@ -56,7 +60,20 @@ class LeadWrite:
 # A lead is stored as the fields the read side filters on, flat, plus the whole card and its recent
 # messages as one compressed JSON blob. FerretDB converts every BSON field to JSON and back on each
 # write and read, which made a nested card cost ten times a blob of the same data; MongoDB does not
-# mind either way.
+# mind either way. The document:
+#
+#   _id, version                        the lead id and card version (replaces are guarded by it)
+#   pipeline_id, stage_id, status,      where the lead stands, plain, checked row by row when a
+#   responsible_id, source, deleted,    list has more than one filter
+#   updated_at, title, contact_name, company_name
+#   ix_all, ix_pipeline, ix_stage,      one indexed list key per keyed filter, in last-change order
+#   ix_status, ix_responsible, ix_source  (services/leads/readmodel.py); None when the lead has no value
+#   ix_terms                            the search words, " word word ... "
+#   ix_email, ix_phone, ix_name         normalised duplicate keys, only while the lead is live
+#   ix_contact, ix_company, product_ids the linked upstream records (snapshot fan-out); ix_products the
+#   ix_products                         product ids as " id id ", searched on FerretDB (no array index)
+#   ixv                                 the version of these read fields (older ones are rewritten at start)
+#   blob                                zlib of {"card": <card JSON>, "recent": [applied messages and their events]}
 _BLOB_LEVEL = 1
 
 
@@ -67,7 +84,6 @@ _CARD_MARK = "\x00"
 
 def _lead_doc(write: LeadWrite) -> dict[str, Any]:
     lead = write.lead
-    keys, links = index_entry(lead)
     # The card is serialized by pydantic's own (compiled) encoder and spliced in: the same JSON as
     # json.dumps(lead.model_dump(mode="json")), read back by _lead_from, at a fraction of the cost.
     card = write.card_json or lead.model_dump_json().encode()
@@ -90,10 +106,7 @@ def _lead_doc(write: LeadWrite) -> dict[str, Any]:
         "title": lead.title,
         "contact_name": lead.contact.name if lead.contact else None,
         "company_name": lead.company.name if lead.company else None,
-        # What the in-memory index is warmed from at start, read nowhere else: one string, since
-        # FerretDB's cost of a write grows with the number of fields (22 fields 0.125 ms a lead,
-        # 8 fields 0.072 ms, measured).
-        "index": json.dumps([keys, links], separators=(",", ":"), ensure_ascii=False),
+        **readmodel.read_fields(lead),
         "blob": Binary(zlib.compress(blob, _BLOB_LEVEL)),
     }
 
@@ -112,49 +125,31 @@ def _lead_from(doc: dict[str, Any]) -> StoredLead:
     return StoredLead(Lead.model_validate(blob["card"]), recent)
 
 
-def index_of_doc(doc: dict[str, Any]) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """A stored lead's duplicate keys (if live) and links; documents written before `index` existed
-    kept them as separate fields."""
-    if isinstance(doc.get("index"), str):
-        keys, links = json.loads(doc["index"])
-        return keys, links
-    live = not doc.get("deleted") and not doc.get("merged_into")
-    keys = {k: doc[f"k_{k}"] for k in ("email", "phone", "name") if live and doc.get(f"k_{k}")}
-    return keys, links_of_doc(doc)
-
-
-def links_of_doc(doc: dict[str, Any]) -> dict[str, list[str]]:
-    links: dict[str, list[str]] = {}
-    if doc.get("contact_id"):
-        links["contact"] = [doc["contact_id"]]
-    if doc.get("company_id"):
-        links["company"] = [doc["company_id"]]
-    if doc.get("product_ids"):
-        links["product"] = list(doc["product_ids"])
-    return links
-
-
 class LeadRepository:
     """Lead cards with their per-lead record of recently applied messages (for exactly-once effects)."""
 
-    def __init__(self, db: AsyncDatabase, *, strict_versions: bool = True) -> None:
+    def __init__(self, db: AsyncDatabase, *, strict_versions: bool = True, ferretdb: bool = False) -> None:
         self._col = db["leads"]
         self.strict_versions = strict_versions
+        self.ferretdb = ferretdb
 
-    async def ensure_indexes(self, *, secondary: bool = True) -> None:
-        """Secondary indexes for the read side's filters (on MongoDB only: on FerretDB every write pays for each)."""
-        if not secondary:
-            return
-        await ensure_indexes(
-            self._col,
-            [
-                IndexModel([("pipeline_id", ASCENDING), ("stage_id", ASCENDING)]),
-                IndexModel([("updated_at", DESCENDING), ("_id", DESCENDING)]),
-                IndexModel([("responsible_id", ASCENDING)]),
-                IndexModel([("status", ASCENDING)]),
-                IndexModel([("source", ASCENDING)]),
-            ]
-        )
+    async def ensure_indexes(self, *, ferretdb: bool = False) -> None:
+        """The read side's indexes: one per list key, the duplicate keys and the links (both backends),
+        and on FerretDB the full-text table of the search words.
+
+        ``product_ids`` is an array: MongoDB indexes its elements; FerretDB's SQLite cannot, so there
+        the product fan-out is a scan in SQL (rare: a catalog change).
+        """
+        fields = [f"ix_{name}" for name in ("all", *readmodel.KEYED_FILTERS)]
+        fields += ["ix_email", "ix_phone", "ix_name", "ix_contact", "ix_company"]
+        if not ferretdb:
+            fields.append("product_ids")
+        indexes = [IndexModel([(f, ASCENDING)], name=f"{f}_1") for f in fields]
+        if ferretdb:
+            # The patched FerretDB makes an index of this name a full-text table of the words, which
+            # answers a word-prefix search without reading every lead (crmctl/ferretdb_patches.py).
+            indexes.append(IndexModel([("ix_terms", ASCENDING)], name="ix_terms_fts"))
+        await ensure_indexes(self._col, indexes)
 
     async def get_many(self, lead_ids: Iterable[str]) -> dict[str, StoredLead]:
         """Load leads by id (``_id $in`` chunks, served from the ``_id`` index on both backends)."""
@@ -206,23 +201,47 @@ class LeadRepository:
             }
         return conflicted
 
-    async def all_keys(self) -> list[tuple[str, dict[str, str], dict[str, list[str]]]]:
-        """Every lead's duplicate keys and links, for warming the in-memory index at start."""
-        fields = ("index", "k_email", "k_phone", "k_name", "contact_id", "company_id", "product_ids", "deleted", "merged_into")
-        out = []
-        async for doc in self._col.find({}, {f: 1 for f in fields}):
-            out.append((doc["_id"], *index_of_doc(doc)))
-        return out
+    async def duplicate_candidates(self, keys: Iterable[Mapping[str, str]]) -> dict[str, dict[str, str]]:
+        """Live stored leads sharing any normalised key with these, with their keys: one indexed
+        ``$in`` lookup per key kind (and 500 values) for a whole chunk of creates."""
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for lead_keys in keys:
+            for kind, value in lead_keys.items():
+                wanted[kind].add(value)
+        found: dict[str, dict[str, str]] = {}
+        projection = {f"ix_{kind}": 1 for kind in ("email", "phone", "name")}
+        for kind, values in wanted.items():
+            ordered = sorted(values)
+            for start in range(0, len(ordered), IDS_PER_QUERY):
+                query = {f"ix_{kind}": {"$in": ordered[start:start + IDS_PER_QUERY]}}
+                async for doc in self._col.find(query, projection):
+                    found[doc["_id"]] = {k: doc[f"ix_{k}"] for k in ("email", "phone", "name") if doc.get(f"ix_{k}")}
+        return found
 
-    async def count_by_stage(self, pipeline_id: str) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        pipeline = [
-            {"$match": {"pipeline_id": pipeline_id, "deleted": False}},
-            {"$group": {"_id": "$stage_id", "n": {"$sum": 1}}},
-        ]
-        async for row in await self._col.aggregate(pipeline):
-            counts[row["_id"]] = row["n"]
-        return counts
+    async def linked(self, kind: str, record_id: str) -> list[str]:
+        """Leads linked to an upstream contact, company or product (for the snapshot fan-out)."""
+        if kind == "product":
+            # SQLite cannot index an array: there a product is found in a string, in SQL; MongoDB
+            # indexes the array's elements.
+            plain = self.ferretdb and not re.search(r"[\s\\.+*?()|\[\]{}^$]", record_id)
+            query: dict[str, Any] = {"ix_products": {"$regex": f" {record_id} "}} if plain else {"product_ids": record_id}
+        else:
+            query = {f"ix_{kind}": record_id}
+        return sorted([doc["_id"] async for doc in self._col.find(query, {"_id": 1})])
+
+    async def _count(self, query: dict[str, Any]) -> int:
+        """A count served from an index (the patched FerretDB counts an ``ix_`` range in SQLite)."""
+        reply = await self._col.database.command({"count": self._col.name, "query": query})
+        return int(reply["n"])
+
+    async def count_by_stage(self, pipeline_id: str, stage_ids: Iterable[str]) -> dict[str, int]:
+        """Live leads in each of these stages of the pipeline: one index range count per stage."""
+        ids = list(stage_ids)
+        found = await asyncio.gather(*(self._count(_range("stage", (pipeline_id, s), deleted=False)) for s in ids))
+        return dict(zip(ids, found, strict=True))
+
+    async def count_in_pipeline(self, pipeline_id: str) -> int:
+        return await self._count(_range("pipeline", (pipeline_id,), deleted=False))
 
     async def search(
         self,
@@ -237,47 +256,101 @@ class LeadRepository:
         cursor: str | None = None,
         limit: int = 50,
     ) -> tuple[list[Lead], str | None]:
-        """A page of leads, newest change first, with an opaque cursor for the next page."""
-        query: dict[str, Any] = {}
-        for name, value in (
-            ("pipeline_id", pipeline_id), ("stage_id", stage_id), ("status", status),
-            ("responsible_id", responsible_id), ("source", source),
-        ):
-            if value:
-                query[name] = value
-        if not include_deleted:
-            query["deleted"] = False
-        and_: list[dict[str, Any]] = []
-        if text:
-            pattern = re.escape(text.strip())
-            and_.append({"$or": [
-                {"title": {"$regex": pattern, "$options": "i"}},
-                {"contact_name": {"$regex": pattern, "$options": "i"}},
-                {"company_name": {"$regex": pattern, "$options": "i"}},
-            ]})
-        if cursor:
-            at, last_id = _decode_cursor(cursor)
-            and_.append({"$or": [{"updated_at": {"$lt": at}}, {"updated_at": at, "_id": {"$lt": last_id}}]})
-        if and_:
-            query["$and"] = and_
-        docs = [
-            d async for d in self._col.find(query).sort([("updated_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1)
-        ]
-        leads = [_lead_from(d).lead for d in docs[:limit]]
-        next_cursor = _encode_cursor(leads[-1].updated_at, leads[-1].lead_id) if len(docs) > limit else None
+        """A page of leads, newest change first, with an opaque cursor for the next page.
+
+        One range of one list key (the most selective filter given), read in the key's order from its
+        index; other filters and the search words are checked on the rows of that range. A later page
+        starts where the last one ended (keyset), so it costs what the first costs.
+        """
+        plain = {
+            "pipeline_id": pipeline_id, "stage_id": stage_id, "status": status,
+            "responsible_id": responsible_id, "source": source,
+        }
+        plain = {k: v for k, v in plain.items() if v}
+        values: dict[str, tuple[str, ...] | None] = {
+            "stage": (pipeline_id, stage_id) if pipeline_id and stage_id else None,
+            "responsible": (responsible_id,) if responsible_id else None,
+            "source": (source,) if source else None,
+            "status": (status,) if status else None,
+            "pipeline": (pipeline_id,) if pipeline_id else None,
+        }
+        keyed = next(((name, values[name]) for name in readmodel.KEYED_FILTERS if values[name]), ("all", ()))
+        after = _decode_cursor(cursor) if cursor else None
+        # The keyed filter's own fields are in its key; the others are checked row by row.
+        query: dict[str, Any] = {k: v for k, v in plain.items() if k not in _KEYED_FIELDS[keyed[0]]}
+        if text and text.strip():
+            query["$and"] = [{"ix_terms": {"$regex": f" {word}"}} for word in readmodel.query_words(text)]
+        pages = []
+        for deleted in ((False, True) if include_deleted else (False,)):
+            field_name = f"ix_{keyed[0]}"
+            start = readmodel.prefix(keyed[0], keyed[1], deleted=deleted)
+            bounds = {"$gt": start, "$lt": start + after if after else start[:-1] + ";"}
+            docs = self._col.find({field_name: bounds, **query}).sort(field_name, DESCENDING).limit(limit + 1)
+            pages += [(d[field_name][len(start):], d) async for d in docs]
+        # Deleted and live leads are two ranges: merged here by their key's tail (the last change).
+        pages.sort(key=lambda item: item[0], reverse=True)
+        page = pages[:limit]
+        next_cursor = page[-1][0] if len(pages) > limit else None
+        # A hash shared by two filter values would put a stranger in the range: checked here.
+        leads = [_lead_from(d).lead for _, d in page if all(d.get(k) == v for k, v in plain.items())]
         return leads, next_cursor
 
+    async def migrate_read_fields(self, batch: int = 500) -> int:
+        """Write the read fields of leads stored without them (or by an older version); return how many.
 
-def _encode_cursor(at: datetime, lead_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([at.isoformat(), lead_id]).encode()).decode()
+        Guarded by the version read, so a lead changed meanwhile (and so written with its fields) is
+        left alone. Run once per database: ``LeadsMeta`` remembers that it is done.
+        """
+        done = 0
+        ops: list[UpdateOne] = []
+        async for doc in self._col.find({"ixv": {"$ne": readmodel.READ_FIELDS_VERSION}}):
+            lead = _lead_from(doc).lead
+            ops.append(UpdateOne({"_id": doc["_id"], "version": doc["version"]}, {"$set": readmodel.read_fields(lead)}))
+            if len(ops) >= batch:
+                done += (await self._col.bulk_write(ops, ordered=False)).modified_count
+                ops = []
+        if ops:
+            done += (await self._col.bulk_write(ops, ordered=False)).modified_count
+        return done
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+_KEYED_FIELDS = {
+    "all": (), "stage": ("pipeline_id", "stage_id"), "responsible": ("responsible_id",),
+    "source": ("source",), "status": ("status",), "pipeline": ("pipeline_id",),
+}
+
+
+def _range(filter_name: str, value: tuple[str, ...], *, deleted: bool) -> dict[str, Any]:
+    start = readmodel.prefix(filter_name, value, deleted=deleted)
+    return {f"ix_{filter_name}": {"$gt": start, "$lt": start[:-1] + ";"}}
+
+
+_CURSOR = re.compile(r"[0-9]{13}[0-9a-f]*")
+
+
+def _decode_cursor(cursor: str) -> str:
+    """The key tail a page ended at; cursors of the earlier format (JSON of time and id) still work."""
+    if _CURSOR.fullmatch(cursor):
+        return cursor
     try:
         at, lead_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(at), str(lead_id)
+        return readmodel.key_tail(datetime.fromisoformat(at), str(lead_id))
     except Exception as exc:
         raise ValueError("the cursor is not one this service issued; start again without it") from exc
+
+
+class LeadsMeta:
+    """One-off facts about the leads database (which migrations are done)."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._col = db["leads_meta"]
+
+    async def read_fields_version(self) -> int:
+        doc = await self._col.find_one({"_id": "read_fields"})
+        return int(doc["version"]) if doc else 0
+
+    async def set_read_fields_version(self, version: int) -> None:
+        await self._col.update_one({"_id": "read_fields"}, {"$set": {"version": version}}, upsert=True)
 
 
 class PipelineRepository:

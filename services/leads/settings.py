@@ -30,3 +30,6 @@ class LeadsSettings(ServiceSettings):
         "card event carries the whole card and a Kafka record has a size limit",
     )
     page_size_max: int = Field(200, description="Largest page the HTTP list endpoints return")
+    read_time_limit_s: float = Field(
+        5.0, gt=0, description="Time limit of each HTTP read (its database queries); a slower one is stopped on the server and answered 503"
+    )

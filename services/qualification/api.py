@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crmkit.http import ApiError, authenticate, endpoint, json_response, limit_param
+from crmkit.mongo import read_time_limit
 from crmkit.principals import PrincipalRepository
 from services.qualification.repository import DealRepository, PipelineProjection, ReasonRepository
 from services.qualification.settings import QualificationSettings
@@ -25,7 +26,8 @@ def routes(
     @endpoint
     async def get_deal(request: Request) -> Response:
         await auth(request)
-        deal = await deals.get(request.path_params["deal_id"])
+        with read_time_limit(settings.read_time_limit_s):
+            deal = await deals.get(request.path_params["deal_id"])
         if deal is None:
             raise ApiError(404, "not_found", f"Deal {request.path_params['deal_id']} does not exist.")
         return json_response(deal.model_dump(mode="json"))
@@ -34,8 +36,14 @@ def routes(
     async def list_deals(request: Request) -> Response:
         await auth(request)
         limit = limit_param(request, 50, settings.page_size_max)
-        found = await deals.list(lead_id=request.query_params.get("lead_id"), limit=limit)
-        return json_response({"items": [deal.model_dump(mode="json") for deal in found]})
+        try:
+            with read_time_limit(settings.read_time_limit_s):
+                found, cursor = await deals.list(
+                    lead_id=request.query_params.get("lead_id"), cursor=request.query_params.get("cursor"), limit=limit
+                )
+        except ValueError as exc:
+            raise ApiError(400, "validation", str(exc)) from exc
+        return json_response({"items": [deal.model_dump(mode="json") for deal in found], "next_cursor": cursor})
 
     @endpoint
     async def pipeline_reasons(request: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contracts.topics import DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS
+from crmkit.mongo import until_available
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
 from services.qualification import api, openapi
@@ -48,6 +49,7 @@ def create_app(settings: QualificationSettings) -> Service:
         await ensure_indexes(db)
 
     service.on_startup(start_up)
+    service.background(lambda: until_available(deals.migrate_list_keys, "qualification: deal list keys"))
     service.consume(CONSUMES, handlers.on_batch, title="qualification")
     service.add_routes(api.routes(settings, deals, pipelines, reasons, principals))
     service.describe_http(openapi.OPERATIONS)

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from crmkit import listkeys
 from crmkit.mongo import ensure_indexes as create_missing_indexes
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -244,6 +245,14 @@ class CompanyRepository:
         return Company.model_validate(doc) if doc else None
 
 
+def _list_keys(deal: Deal) -> dict[str, str]:
+    """The list keys of GET /deals, newest first (crmkit/listkeys.py)."""
+    return {
+        "ix_all": listkeys.key((), deal.created_at, deal.deal_id),
+        "ix_lead": listkeys.key((deal.lead_id,), deal.created_at, deal.deal_id),
+    }
+
+
 class DealRepository:
     def __init__(self, db: AsyncDatabase) -> None:
         self._col = db["deals"]
@@ -252,6 +261,7 @@ class DealRepository:
         """Insert once; a repeat of the same step finds it there."""
         doc = deal.model_dump()
         doc["_id"] = deal.deal_id
+        doc.update(_list_keys(deal))
         try:
             await self._col.insert_one(doc)
         except DuplicateKeyError:
@@ -261,10 +271,29 @@ class DealRepository:
         doc = await self._col.find_one({"_id": deal_id})
         return Deal.model_validate(doc) if doc else None
 
-    async def list(self, *, lead_id: str | None = None, limit: int = 50) -> list[Deal]:
-        query = {"lead_id": lead_id} if lead_id else {}
-        cursor = self._col.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
-        return [Deal.model_validate(doc) async for doc in cursor]
+    async def list(self, *, lead_id: str | None = None, cursor: str | None = None, limit: int = 50) -> tuple[list[Deal], str | None]:
+        """Deals, newest first, and the cursor of the next page: one range of one list key."""
+        name, values = ("ix_lead", (lead_id,)) if lead_id else ("ix_all", ())
+        below = listkeys.check_cursor(cursor) if cursor else None
+        found = self._col.find({name: listkeys.bounds(values, below=below)}).sort(name, DESCENDING).limit(limit + 1)
+        docs = [doc async for doc in found]
+        page = docs[:limit]
+        next_cursor = listkeys.tail(page[-1][name]) if len(docs) > limit else None
+        # A hash shared by two lead ids would let a stranger into the range: checked here.
+        return [Deal.model_validate(d) for d in page if not lead_id or d["lead_id"] == lead_id], next_cursor
+
+    async def migrate_list_keys(self) -> int:
+        """Deals stored before their list keys get them, once per database (deals never change: no
+        version to guard)."""
+        meta = self._col.database["qualification_meta"]
+        if await meta.find_one({"_id": "deal_list_keys"}):
+            return 0
+        done = 0
+        async for doc in self._col.find({"ix_all": None}):
+            deal = Deal.model_validate(doc)
+            done += (await self._col.update_one({"_id": doc["_id"]}, {"$set": _list_keys(deal)})).modified_count
+        await meta.update_one({"_id": "deal_list_keys"}, {"$set": {"version": 1}}, upsert=True)
+        return done
 
     async def count(self, **query: Any) -> int:
         return await self._col.count_documents(query)
@@ -274,6 +303,8 @@ async def ensure_indexes(db: AsyncDatabase) -> None:
     indexes = [
         ("deals", IndexModel([("lead_id", ASCENDING)])),
         ("deals", IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)])),
+        ("deals", IndexModel([("ix_all", ASCENDING)], name="ix_all_1")),
+        ("deals", IndexModel([("ix_lead", ASCENDING)], name="ix_lead_1")),
         ("companies", IndexModel([("lead_id", ASCENDING)])),
         ("leads", IndexModel([("pipeline_id", ASCENDING)])),
     ]

@@ -25,3 +25,6 @@ class QualificationSettings(ServiceSettings):
         16, description="Per pipeline, how many reason-list commands are remembered to dedupe redeliveries"
     )
     page_size_max: int = Field(200, description="Largest page GET /deals returns")
+    read_time_limit_s: float = Field(
+        5.0, gt=0, description="Time limit of each HTTP read (its database queries); a slower one is stopped on the server and answered 503"
+    )

@@ -239,7 +239,7 @@ async def test_no_answer_with_a_next_call_delivered_twice_creates_exactly_one_ca
         assert len(created) == 2 and len({m.id for m in created}) == 1
         assert len([m for m in events.got.of_type("crm.task.created") if m.data.task_id == task_id]) == 2
         assert len({m.id for m in events.got.of_type("crm.task.created") if m.data.task_id == task_id}) == 1
-        stored = await tasks.search(lead_id="L1")
+        stored = (await tasks.search(lead_id="L1"))[0]
         assert sorted(t.task_id for t in stored) == sorted([task_id, call_id])
         call = await tasks.view(call_id)
         original = await tasks.view(task_id)
@@ -270,7 +270,7 @@ async def test_close_lead_sends_disqualify_and_the_disqualification_completes_th
         assert asked.data.lead_id == "L1" and asked.data.reason_id == "no-budget" and asked.data.comment == "Frozen until Q3"
         assert asked.actorid == "alice" and asked.subject == "L1" and asked.causationid == close.id
         assert (await tasks.view("T0")).outcome == "close_lead"
-        assert [t.task_id for t in await tasks.search(lead_id="L1", status="open")] == ["T1", "T2"]
+        assert [t.task_id for t in (await tasks.search(lead_id="L1", status="open"))[0]] == ["T1", "T2"]
 
         # What the qualification service answers (it is built in parallel): the lead is disqualified.
         disqualified = build_message(
@@ -310,12 +310,12 @@ async def test_deleting_a_lead_cancels_its_open_tasks_and_restoring_it_reopens_t
 
         await producer.send(LEADS_EVENTS, event("crm.lead.deleted", "crm/leads", lead_id="L1", version=2))
         await wait_until(lambda: len(events.got.of_type("crm.task.cancelled")) == 3, what="A and B cancelled with the lead")
-        assert await tasks.search(lead_id="L1", status="open") == []
+        assert (await tasks.search(lead_id="L1", status="open"))[0] == []
         await wait_until(lambda: summaries(events, "L1")[-1].open_count == 0, what="empty summary")
 
         await producer.send(LEADS_EVENTS, event("crm.lead.restored", "crm/leads", lead_id="L1", version=3))
         await wait_until(lambda: len(events.got.of_type("crm.task.updated")) == 2, what="A and B reopened")
-        assert [t.task_id for t in await tasks.search(lead_id="L1", status="open")] == ["A", "B"]
+        assert [t.task_id for t in (await tasks.search(lead_id="L1", status="open"))[0]] == ["A", "B"]
         assert (await tasks.view("C")).status == "cancelled"
         await wait_until(lambda: summaries(events, "L1")[-1].open_count == 2, what="summary with two open")
 
@@ -325,7 +325,7 @@ async def test_deleting_a_lead_cancels_its_open_tasks_and_restoring_it_reopens_t
         marker = task_cmd("L1", "D", due)
         await producer.send(ACTIVITY_COMMANDS, marker)
         await wait_until(lambda: len(events.got.of_type("crm.task.created")) == 4, what="a task after the stale event")
-        assert len(await tasks.search(lead_id="L1", status="open")) == 3
+        assert len((await tasks.search(lead_id="L1", status="open"))[0]) == 3
 
 
 # --- refusals ---------------------------------------------------------------------------------
@@ -382,7 +382,7 @@ async def test_refusals_carry_their_reason_codes(settings_for, run_service, endp
         await wait_until(lambda: activity.handlers.types.all(), what="custom type stored")
         await producer.send(ACTIVITY_COMMANDS, visit)
         await wait_until(lambda: [m for m in events.got.of_type("crm.task.created") if m.data.task_id == "V1"], what="site visit")
-        assert {t.task_id for t in await tasks.search()} == {"T1", "V1"}  # nothing refused was stored
+        assert {t.task_id for t in (await tasks.search())[0]} == {"T1", "V1"}  # nothing refused was stored
 
 
 async def test_one_batch_sees_its_own_new_type_and_lead(settings_for, run_service, endpoints, isolation):

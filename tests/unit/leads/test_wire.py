@@ -101,17 +101,21 @@ def test_blob_written_before_the_card_mark_still_reads() -> None:
     assert stored.lead == lead and stored.recent[0].events == [event]
 
 
-def test_index_entry_round_trips_through_the_stored_document_and_old_documents_still_read() -> None:
+def test_the_stored_document_carries_its_duplicate_keys_and_links_while_live() -> None:
     from services.leads.index import index_entry
-    from services.leads.repository import index_of_doc
 
     for lead, _ in _cards():
         doc = _lead_doc(LeadWrite(lead, [], None))
-        assert index_of_doc(doc) == index_entry(lead)
+        keys, links = index_entry(lead)
+        assert {k: doc[f"ix_{k}"] for k in ("email", "phone", "name") if doc[f"ix_{k}"]} == keys
+        assert doc["ix_contact"] == (links.get("contact") or [None])[0]
+        assert doc["ix_company"] == (links.get("company") or [None])[0]
+        assert doc["product_ids"] == (links.get("product") or None)
     lead = _cards()[1][0]
-    keys, links = index_entry(lead)
-    assert keys and links["contact"] == ["c-1"] and links["company"] == ["co-1"] and links["product"] == ["p-1"]
-    old = {"_id": lead.lead_id, "deleted": False, "merged_into": None, "contact_id": "c-1", "company_id": "co-1",
-           "product_ids": ["p-1"], **{f"k_{k}": v for k, v in keys.items()}}
-    assert index_of_doc(old) == (keys, links)
-    assert index_of_doc({**old, "deleted": True}) == ({}, links)  # a deleted lead is no duplicate candidate
+    doc = _lead_doc(LeadWrite(lead, [], None))
+    assert doc["ix_email"] and doc["ix_contact"] == "c-1" and doc["ix_company"] == "co-1"
+    assert doc["product_ids"] == ["p-1"] and doc["ix_products"] == " p-1 "
+    gone = _lead_doc(LeadWrite(lead.model_copy(update={"deleted": True}), [], None))
+    assert (gone["ix_email"], gone["ix_phone"], gone["ix_name"]) == (None, None, None)  # no duplicate candidate
+    assert gone["ix_contact"] == "c-1"  # still refreshed from upstream
+    assert gone["ix_all"].startswith("D:") and doc["ix_all"].startswith("L:")

@@ -1,0 +1,142 @@
+"""The read side's fields of a stored lead: list keys in last-change order, search terms, duplicate keys (pure).
+
+Every list of ``GET /leads`` and every board column is one range of one indexed string field,
+read in that field's order, newest change first:
+
+    ix_<filter> = <L|D> <hash of the filter's value> ":" <13-digit ms of updated_at> <hex of lead id>
+
+``L``/``D`` splits live from deleted leads, the hash keeps the value's characters out of the key
+(so the key is plain ASCII, which JSON never escapes, and sorts in SQLite as in MongoDB), and
+the tail makes the key unique, so a page's last key is the keyset cursor of the next page. The
+patched FerretDB answers such a range with ``ORDER BY ... LIMIT`` from the field's index and
+counts it from the index (crmctl/ferretdb_patches.py); MongoDB does the same from the index.
+
+Search terms are the normalised words of the title, contact name, company name, phone and
+email in one string ``" word word ... "``; a query word matches the start of a word.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.leads.domain import Lead
+from services.leads.duplicates import match_keys, normalize_phone
+
+# Bumped when the fields below change: stored leads of an older version are rewritten at start.
+READ_FIELDS_VERSION = 1
+
+# The filters a list can be keyed by, the most selective first (a list with several filters is
+# read by the first one it has and checked for the others row by row).
+KEYED_FILTERS = ("stage", "responsible", "source", "status", "pipeline")
+
+Q_MAX_CHARS = 200  # longest text search (GET /leads?q=)
+Q_MAX_WORDS = 8
+TERMS_MAX_CHARS = 4000  # what of a lead's text is searchable
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.blake2b("\x00".join(parts).encode(), digest_size=6).hexdigest()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def key_tail(updated_at: datetime, lead_id: str) -> str:
+    """The end of every list key of a lead: its last change (ms, as MongoDB stores it), then its id."""
+    millis = (updated_at - _EPOCH) // timedelta(milliseconds=1)
+    return f"{millis:013d}{lead_id.encode().hex()}"
+
+
+def prefix(filter_name: str, value: tuple[str, ...] | None, *, deleted: bool) -> str:
+    """The key prefix of one list: every key of that list starts with it and ends after ``:``."""
+    flag = "D" if deleted else "L"
+    return f"{flag}{_hash(*value) if value else ''}:"
+
+
+def filter_values(lead: Lead) -> dict[str, tuple[str, ...] | None]:
+    """Each keyed filter's value for this lead (None when the lead has none, e.g. no source)."""
+    return {
+        "all": (),
+        "pipeline": (lead.pipeline_id,),
+        "stage": (lead.pipeline_id, lead.stage_id),
+        "status": (lead.status,),
+        "responsible": (lead.responsible_id,) if lead.responsible_id else None,
+        "source": (lead.source,) if lead.source else None,
+    }
+
+
+def list_keys(lead: Lead) -> dict[str, str | None]:
+    """The ``ix_<filter>`` fields of a lead."""
+    tail = key_tail(lead.updated_at, lead.lead_id)
+    return {
+        f"ix_{name}": (prefix(name, value, deleted=lead.deleted) + tail) if value is not None else None
+        for name, value in filter_values(lead).items()
+    }
+
+
+def words(text: str | None) -> list[str]:
+    """Normalised words: lower case, ``ё`` as ``е``, letters and digits of any script."""
+    if not text:
+        return []
+    return _WORD.findall(text.lower().replace("ё", "е"))
+
+
+def _phone_words(phone: str | None) -> list[str]:
+    digits = normalize_phone(phone)
+    if not digits:
+        return words(phone)
+    found = [digits, *words(phone)]
+    if len(digits) == 11 and digits[0] == "7":
+        found += [digits[1:], "8" + digits[1:]]  # as dialled at home, with or without the trunk 8
+    return found
+
+
+def terms(lead: Lead) -> str:
+    """The lead's search terms as one string, each word between spaces."""
+    contact = lead.contact
+    found = words(lead.title)
+    if contact is not None:
+        found += words(contact.name) + _phone_words(contact.phone) + words(contact.email)
+    if lead.company is not None:
+        found += words(lead.company.name)
+    text = " ".join(sorted(set(found)))[:TERMS_MAX_CHARS]
+    return f" {text} "
+
+
+def query_words(q: str) -> list[str]:
+    """The words of a text search; ValueError (a 400 for the caller) when it is too long or has none."""
+    if len(q) > Q_MAX_CHARS:
+        raise ValueError(f"q is at most {Q_MAX_CHARS} characters (this one has {len(q)}); search for fewer words.")
+    found = list(dict.fromkeys(words(q)))
+    if len(found) > Q_MAX_WORDS:
+        raise ValueError(f"q has at most {Q_MAX_WORDS} words (this one has {len(found)}).")
+    if not found and q.strip():
+        raise ValueError("q has no letters or digits to search for.")
+    # A phone written as 8 912 ... or +7 912 ... is one word among the lead's terms.
+    joined = "".join(found)
+    if joined.isdigit() and (digits := normalize_phone(joined)) and len(found) > 1:
+        return [digits]
+    return found
+
+
+def read_fields(lead: Lead) -> dict[str, Any]:
+    """Every read-side field of the stored lead document."""
+    keys = match_keys(lead) if not lead.deleted and not lead.merged_into else {}
+    products = sorted({p.product_id for p in lead.products if p.product_id})
+    return {
+        **list_keys(lead),
+        "ix_terms": terms(lead),
+        "ix_email": keys.get("email"),
+        "ix_phone": keys.get("phone"),
+        "ix_name": keys.get("name"),
+        "ix_contact": lead.contact.contact_id if lead.contact and lead.contact.contact_id else None,
+        "ix_company": lead.company.company_id if lead.company and lead.company.company_id else None,
+        "product_ids": products or None,
+        "ix_products": f" {' '.join(products)} " if products else None,
+        "ixv": READ_FIELDS_VERSION,
+    }
