@@ -155,6 +155,7 @@ def _answer_schema(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
 
 
 LIMIT = Param("limit", "Page size.", "integer", minimum=1)
+CURSOR = Param("cursor", "The `next_cursor` of the previous page; absent for the first page.")
 
 # The routes every service answers (crmkit.service adds them).
 COMMON_OPERATIONS: dict[tuple[str, str], Operation] = {

@@ -1,7 +1,7 @@
 """What the activity HTTP routes' code cannot say by itself, for the OpenAPI document."""
 
 from contracts.activity import TaskView
-from crmkit.openapi import LIMIT, Operation, Param
+from crmkit.openapi import CURSOR, LIMIT, Operation, Param
 
 OPERATIONS = {
     ("GET", "/tasks"): Operation(
@@ -11,8 +11,9 @@ OPERATIONS = {
             Param("status", "Only tasks with this status.", enum=("open", "done", "cancelled")),
             Param("due_before", "Only tasks due before this RFC 3339 time with offset."),
             LIMIT,
+            CURSOR,
         ),
-        ok="Tasks, each with its `state` against the clock while open.", errors=("400",), model=TaskView, page=True),
+        ok="Tasks, soonest due first, each with its `state` against the clock while open; `next_cursor` asks for the next page.", errors=("400",), model=TaskView, page=True),
     ("GET", "/tasks/{task_id}"): Operation(ok="One task with its `state` against the clock while open.", errors=("404",), model=TaskView),
     ("GET", "/my-day"): Operation(
         query=(

@@ -351,7 +351,7 @@ async def test_a_reopened_lead_is_qualified_again_into_a_new_deal(settings_for, 
         second = await wait_until(lambda: _requalified(leads, "RQ1", first.qualified_deal_id), what="second qualification applied")
         assert second.qualified_deal_id != first.qualified_deal_id
         assert second.qualified_company_id != first.qualified_company_id
-        deals = await DealRepository(qualification.db).list(lead_id="RQ1", limit=10)
+        deals, _ = await DealRepository(qualification.db).list(lead_id="RQ1", limit=10)
         assert {d.deal_id for d in deals} == {first.qualified_deal_id, second.qualified_deal_id}  # the first deal's history kept
         assert len(distinct(events, "crm.lead.qualified", "RQ1")) == 2
         assert not [m for m in events.got.of_type("crm.qualification.rejected") if m.data.command_id == again.id]
