@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from crmkit.http import ApiError, authenticate, endpoint, json_response
@@ -22,6 +22,7 @@ from services.analytics.repository import AnalyticsStore
 from services.analytics.settings import AnalyticsSettings
 
 _FORMATS = {"": "json", ".csv": "csv", ".svg": "svg"}
+SESSION_COOKIE = "crm_token"
 
 
 def to_csv(report: d.Report) -> str:
@@ -43,12 +44,13 @@ def routes(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[Route]:
     async def who(request: Request) -> Principal:
-        """The bearer token, or ``?token=`` for a browser (a plain page cannot send a header)."""
-        if "authorization" not in request.headers and request.query_params.get("token"):
-            token = request.query_params["token"]
-            scope = dict(request.scope)
-            scope["headers"] = [*request.scope["headers"], (b"authorization", f"Bearer {token}".encode())]
-            request = Request(scope)
+        """The bearer token; for a browser, the sign-in cookie (or ``?token=``: a plain page cannot send a header)."""
+        if "authorization" not in request.headers:
+            token = request.cookies.get(SESSION_COOKIE) or request.query_params.get("token")
+            if token:
+                scope = dict(request.scope)
+                scope["headers"] = [*request.scope["headers"], (b"authorization", f"Bearer {token}".encode())]
+                request = Request(scope)
         return await authenticate(request, settings.tokens, principals)
 
     def filters_of(request: Request) -> d.Filters:
@@ -81,7 +83,15 @@ def routes(
 
     @endpoint
     async def page(request: Request) -> Response:
-        await who(request)
+        signed_in = "authorization" in request.headers or request.cookies.get(SESSION_COOKIE) or request.query_params.get("token")
+        if not signed_in:
+            return HTMLResponse(dashboard.sign_in(), status_code=401)
+        try:
+            await who(request)
+        except ApiError as exc:
+            if exc.status != 401:
+                raise
+            return HTMLResponse(dashboard.sign_in(exc.message), status_code=401)
         try:
             f = filters_of(request)
             error = None
@@ -97,11 +107,22 @@ def routes(
             lambda: (store.pipelines(), store.distinct_values("responsible_id"), store.distinct_values("source"))
         )
         html = dashboard.render(
+            # A token that came in the link stays in the page's links; a signed-in browser's stays in its cookie.
             found, f, token=request.query_params.get("token"), pipelines=lists[0], responsibles=lists[1], sources=lists[2]
         )
         if error:
             html = html.replace("<form", f"<p class='error' id='filter-error'>{escape(error)}</p><form", 1)
         return HTMLResponse(html, status_code=400 if error else 200)
+
+    async def sign_in(request: Request) -> Response:
+        """The dashboard's sign-in form: the token goes into an HttpOnly cookie, never into a URL."""
+        form = await request.form(max_files=0, max_fields=2, max_part_size=4096)
+        token = str(form.get("token") or "").strip()
+        if settings.tokens.get(token) is None:
+            return HTMLResponse(dashboard.sign_in("Unknown token; the tokens are set per deployment."), status_code=401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", path="/")
+        return response
 
     @endpoint
     async def start_rebuild(request: Request) -> Response:
@@ -120,6 +141,7 @@ def routes(
     report.query_parameters = page.query_parameters = d.KNOWN_PARAMS  # type: ignore[attr-defined]
     return [
         Route("/", page),
+        Route("/sign-in", sign_in, methods=["POST"]),
         Route("/reports/{name}", report),
         Route("/admin/rebuild", start_rebuild, methods=["POST"]),
         Route("/admin/status", show_status),

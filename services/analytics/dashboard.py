@@ -93,3 +93,14 @@ def render(
         f"<style>{_STYLE}</style></head><body><h1>Leads analytics</h1>{''.join(form)}"
         f"<div class='grid'>{''.join(sections)}</div></body></html>"
     )
+
+
+def sign_in(error: str | None = None) -> str:
+    """The sign-in page: a token typed once goes into an HttpOnly cookie (never into a link or the history)."""
+    message = f"<p class='error' id='sign-in-error'>{escape(error)}</p>" if error else ""
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Leads analytics: sign in</title>"
+        f"<style>{_STYLE}</style></head><body><h1>Leads analytics</h1>{message}"
+        "<form method='post' action='/sign-in'><label>Your token<input type='password' name='token' "
+        "autocomplete='current-password' required></label><button type='submit'>Sign in</button></form></body></html>"
+    )

@@ -21,6 +21,11 @@ OPERATIONS = {
         query=_FILTERS,
         ok=f"A report ({', '.join(REPORTS)}) as JSON; `<name>.csv` gives it as CSV, `<name>.svg` as a chart.",
         errors=("400", "401", "403", "404")),
+    ("POST", "/sign-in"): Operation(
+        ok="Sets the HttpOnly sign-in cookie from the form field `token` and redirects (303) to the dashboard.",
+        ok_status="303", errors=("401",), public=True,
+        request_body={"content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object", "properties": {"token": {"type": "string"}}, "required": ["token"]}}}}),
     ("POST", "/admin/rebuild"): Operation(query=(_TOKEN,), ok="The read model is emptied and re-read from the start of the topics (administrators).",
                                           ok_status="202", errors=("401", "403")),
     ("GET", "/admin/status"): Operation(query=(_TOKEN,), ok="How far the read model is: leads, tasks and deals held, records behind."),

@@ -132,7 +132,17 @@ async def test_reports_from_the_topics_rebuild_restart_and_redelivery(endpoints,
 
             # The dashboard: the token may come as ?token= (a plain page cannot send a header); bad filters
             # are shown on the page, escaped.
-            assert (await http.get("/")).status_code == 401
+            signed_out = await http.get("/")
+            assert signed_out.status_code == 401 and "action='/sign-in'" in signed_out.text  # a sign-in form, not JSON
+            # Signing in puts the token into an HttpOnly cookie, so the browser's links carry none.
+            refused = await http.post("/sign-in", data={"token": "no-such-token"})
+            assert refused.status_code == 401 and "Unknown token" in refused.text
+            signed = await http.post("/sign-in", data={"token": "tok-alice"})
+            assert signed.status_code == 303 and signed.headers["location"] == "/"
+            cookie = signed.headers["set-cookie"]
+            assert "crm_token=tok-alice" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+            page = await http.get("/", params={"pipeline_id": "p2"}, cookies={"crm_token": "tok-alice"})
+            assert page.status_code == 200 and "Funnel: p2" in page.text and "tok-alice" not in page.text
             page = await http.get("/", params={"token": "tok-alice", "pipeline_id": "p2"})
             assert page.status_code == 200 and "Funnel: p2" in page.text and "<script" not in page.text
             page = await http.get("/", params={"token": "tok-alice", "by": "<script>alert(1)</script>"})
