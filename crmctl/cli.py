@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -11,7 +12,7 @@ from rich.table import Table
 from . import services as svc
 from .deals import deals_app
 from .dlq import dlq_app
-from .stack import Stack, StackError
+from .stack import Stack, StackConfig, StackError
 
 console = Console(stderr=True)
 
@@ -40,18 +41,34 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1)
 
 
+_BROKERS = typer.Option(
+    None, "--brokers", min=1, max=3,
+    help="Kafka nodes: 3 (the default, replicated) or 1 for a small machine; a run folder keeps the size it was made with.",
+)
+
+
+def _start_stack(brokers: int | None) -> Stack:
+    stack = Stack(StackConfig.from_env(brokers))
+    with console.status("Starting FerretDB..."):
+        stack.ferretdb.start()
+    with console.status(f"Starting Kafka ({stack.config.brokers} node{'s' if stack.config.brokers > 1 else ''})..."):
+        stack.kafka.start()
+    with console.status("Creating topics and ACLs..."):
+        stack.kafka.setup_bus()
+    return stack
+
+
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(brokers: int = _BROKERS) -> None:
     """Provision (first run: Maven jars, Go build) and start Kafka and FerretDB; return when both answer."""
-    stack = Stack()
     try:
-        with console.status("Starting FerretDB..."):
-            stack.ferretdb.start()
-        with console.status("Starting Kafka..."):
-            stack.kafka.start()
+        stack = _start_stack(brokers)
     except StackError as exc:
         _fail(exc)
-    console.print(f"Kafka    {stack.config.kafka_bootstrap}\nFerretDB {stack.config.mongodb_url}")
+    console.print(
+        f"Kafka    {stack.config.kafka_bootstrap} (SASL/SCRAM-SHA-512; credentials in {stack.kafka.credentials_file})\n"
+        f"FerretDB {stack.config.mongodb_url}"
+    )
 
 
 @stack_app.command("down")
@@ -63,21 +80,38 @@ def stack_down() -> None:
 
 @stack_app.command("status")
 def stack_status() -> None:
-    """Show whether Kafka and FerretDB run, with their pids and addresses."""
+    """Show each Kafka node, the controller quorum, under-replicated partitions, and FerretDB."""
     _print_status(include_services=False)
+
+
+@app.command("bus-setup")
+def bus_setup() -> None:
+    """Create the contract topics and every principal's ACLs on the cluster of KAFKA_BOOTSTRAP_SERVERS.
+
+    Connects as KAFKA_SASL_USERNAME, which must be a super user (compose's init container runs this);
+    without those settings, on the local stack as its admin. Safe to repeat.
+    """
+    from crmkit.settings import KafkaSettings
+
+    from . import bus
+
+    try:
+        kafka = KafkaSettings() if os.environ.get("KAFKA_SASL_USERNAME") else Stack().kafka.client_settings()
+        created = bus.create_topics(kafka)
+        acls = bus.apply_grants(kafka, bus.grants())
+    except StackError as exc:
+        _fail(exc)
+    console.print(f"topics created: {len(created)}; ACLs in place: {acls}")
 
 
 @app.command()
 def up(
     demo: bool = typer.Option(True, "--demo/--no-demo", help="Seed demo users, licences, contacts and leads."),
+    brokers: int = _BROKERS,
 ) -> None:
     """Start Kafka, FerretDB and the four services in the background; return once all are healthy."""
-    stack = Stack()
     try:
-        with console.status("Starting FerretDB..."):
-            stack.ferretdb.start()
-        with console.status("Starting Kafka..."):
-            stack.kafka.start()
+        stack = _start_stack(brokers)
         for spec in svc.SERVICES:
             svc.start_service(spec, stack.config)
         for spec in svc.SERVICES:
@@ -119,14 +153,30 @@ def status() -> None:
 def _print_status(include_services: bool) -> None:
     stack = Stack()
     table = Table("component", "pid", "address", "ready")
-    for name, info in stack.status().items():
-        table.add_row(name, str(info["pid"] or "-"), str(info["address"]), "yes" if info["ready"] else "no")
+    kafka = stack.kafka.status() if stack.kafka.credentials_file.exists() else None
+    for node in kafka["nodes"] if kafka else ():
+        in_meta = node.node_id in kafka["brokers_in_metadata"]
+        role = " (quorum leader)" if node.node_id == kafka["quorum_leader"] else ""
+        table.add_row(f"kafka node {node.node_id}{role}", str(node.pid or "-"), node.address,
+                      "yes" if node.up and in_meta else "no")
+    ferret = stack.ferretdb
+    table.add_row("ferretdb", str(ferret.process.pid() or "-"), stack.config.mongodb_url,
+                  "yes" if ferret.process.running() and ferret.ready() else "no")
     if include_services:
         for spec in svc.SERVICES:
             pid = svc.process_for(spec, stack.config).pid()
             ready = pid is not None and svc.http_ready(spec.port)
             table.add_row(spec.name, str(pid or "-"), f"http://127.0.0.1:{spec.port}", "yes" if ready else "no")
     Console().print(table)
+    if kafka:
+        out = Console()
+        voters = ",".join(map(str, kafka["voters"]))
+        leader = kafka["quorum_leader"]
+        out.print(f"controller quorum: voters {voters}; leader " + (f"node {leader} (epoch {kafka['quorum_epoch']})" if leader else "unknown"))
+        under = kafka["under_replicated"]
+        out.print(f"under-replicated partitions: {len(under)}" + "".join(f"\n  {p}" for p in under[:20]))
+    else:
+        Console().print("kafka: not set up yet ('crm stack up')")
 
 
 from .imports import imports_app  # noqa: E402  (registered last: `crm import`, `crm import-template`)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.topics import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_SUFFIX, DLQ_TOPIC
-from crmctl.stack import StackConfig
+from crmctl.kafka import connection
 
 console = Console()
 
@@ -25,12 +25,13 @@ dlq_app = typer.Typer(
 _DLQ_HEADERS = {DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET}
 
 
-def _bootstrap(value: str | None) -> str:
-    return value or StackConfig.from_env().kafka_bootstrap
+def _bootstrap(value: str | None) -> dict[str, Any]:
+    """aiokafka options for the operator principal (it reads every topic and may replay DLQs)."""
+    return connection("operator", value).kafka_client_options()
 
 
-async def _dlq_topics(bootstrap: str, prefix: str) -> list[str]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def _dlq_topics(kafka: dict[str, Any], prefix: str) -> list[str]:
+    consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False)
     await consumer.start()
     try:
         return sorted(t for t in await consumer.topics() if t.endswith(DLQ_SUFFIX) and t.startswith(prefix))
@@ -38,10 +39,10 @@ async def _dlq_topics(bootstrap: str, prefix: str) -> list[str]:
         await consumer.stop()
 
 
-async def _read(bootstrap: str, topic: str, limit: int | None = None) -> list[Any]:
+async def _read(kafka: dict[str, Any], topic: str, limit: int | None = None) -> list[Any]:
     """Every record of ``topic`` from the beginning up to its end now (no consumer group: nothing is committed)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024
+        **kafka, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024
     )
     await consumer.start()
     try:
@@ -78,7 +79,7 @@ def list_dlq(
     prefix: str = typer.Option("", help="Only DLQ topics starting with this (a deployment's topic prefix)."),
     reasons: bool = typer.Option(False, "--reasons", help="Also count the records by reason."),
     show: int = typer.Option(0, help="Print this many records (origin, reason, first bytes of the value)."),
-    bootstrap: str = typer.Option(None, help="Kafka bootstrap servers; CRM_KAFKA_PORT's local stack when absent."),
+    bootstrap: str = typer.Option(None, help="Kafka bootstrap servers; the local stack's when absent."),
 ) -> None:
     """How many records each DLQ holds, and why they were parked."""
     servers = _bootstrap(bootstrap)
@@ -108,7 +109,7 @@ def replay(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be re-published; send nothing."),
     reason_contains: str = typer.Option(None, "--reason-contains", help="Only records whose reason contains this."),
     limit: int = typer.Option(None, help="Replay at most this many records (oldest first)."),
-    bootstrap: str = typer.Option(None, help="Kafka bootstrap servers; CRM_KAFKA_PORT's local stack when absent."),
+    bootstrap: str = typer.Option(None, help="Kafka bootstrap servers; the local stack's when absent."),
 ) -> None:
     """Re-publish DLQ records to their original topic with their key and original headers.
 
@@ -127,7 +128,7 @@ def replay(
         console.print(f"{verb} {len(chosen)} of {len(records)} records: " + ", ".join(f"{t}={n}" for t, n in targets.items()))
         if dry_run or not chosen:
             return
-        producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", enable_idempotence=True, max_request_size=4 * 1024 * 1024)
+        producer = AIOKafkaProducer(**servers, acks="all", enable_idempotence=True, max_request_size=4 * 1024 * 1024)
         await producer.start()
         try:
             futures = []

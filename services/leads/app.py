@@ -25,7 +25,7 @@ def create_app(settings: LeadsSettings) -> Service:
     )
     leads = LeadRepository(service.db)
     index = LeadIndex()
-    feed = LeadEventsFeed(settings.kafka_bootstrap_servers, settings.topic(LEADS_EVENTS), index, service.bus.instance_id)
+    feed = LeadEventsFeed(settings.kafka_client_options(), settings.topic(LEADS_EVENTS), index, service.bus.instance_id)
     pipelines = PipelineRepository(service.db)
     directory = DirectoryRepository(service.db)
     principals = PrincipalRepository(service.db, settings.service_principals)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -90,8 +91,10 @@ def index_entry(card) -> tuple[dict[str, str], dict[str, list[str]]]:
 class LeadEventsFeed:
     """Follows every partition of the leads events topic (no group) and applies cards to the index."""
 
-    def __init__(self, bootstrap: str, physical_topic: str, index: LeadIndex, own_instance: str | None = None) -> None:
-        self._bootstrap = bootstrap
+    def __init__(
+        self, kafka: Mapping[str, Any], physical_topic: str, index: LeadIndex, own_instance: str | None = None
+    ) -> None:
+        self._kafka = dict(kafka)  # bootstrap servers and credentials (KafkaSettings.kafka_client_options)
         self._topic = physical_topic
         self._index = index
         # Records this process published were indexed when it wrote them: skipped unread.
@@ -102,7 +105,7 @@ class LeadEventsFeed:
 
     async def mark(self) -> None:
         """Remember where the topic ends now; call before warming the index from the database."""
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(**self._kafka, enable_auto_commit=False)
         await self._consumer.start()
         partitions = self._consumer.partitions_for_topic(self._topic)
         if not partitions:
