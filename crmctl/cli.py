@@ -104,6 +104,23 @@ def bus_setup() -> None:
     console.print(f"topics created: {len(created)}; ACLs in place: {acls}")
 
 
+@app.command("compose-env")
+def compose_env() -> None:
+    """Print a fresh .env for compose.yaml: a cluster id and a password for every Kafka principal.
+
+    Use it once: crm compose-env > .env (the nodes write the users when they first format their storage).
+    """
+    import base64
+
+    from . import bus
+
+    credentials = bus.generate_credentials()
+    print(f"KAFKA_CLUSTER_ID={base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip('=')}")
+    print(f"KAFKA_ADMIN_PASSWORD={credentials.pop(bus.ADMIN)}")
+    for name, password in credentials.items():
+        print(f"{name.upper()}_KAFKA_SASL_PASSWORD={password}")
+
+
 @app.command()
 def up(
     demo: bool = typer.Option(True, "--demo/--no-demo", help="Seed demo users, licences, contacts and leads."),

@@ -412,6 +412,11 @@ async def ensure_topics(
         if failed:
             topic, code = failed[0]
             raise for_code(code)(f"creating topic {topic} failed ({len(failed)} of {len(missing)} refused)")
+        # The controller has them; the brokers learn of them a moment later (about a second on three
+        # nodes), and a reader that asks before would find no partitions.
+        deadline = time.monotonic() + 15
+        while not set(missing) <= set(await admin.list_topics()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
     except TopicAlreadyExistsError:
         pass
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,15 +30,38 @@ def test_docker_compose_accepts_the_file():
 def test_compose_runs_kafka_mongo_and_every_service_with_health_checks():
     spec = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = spec["services"]
-    assert {"kafka", "mongo", *SERVICES} <= set(services)
-    assert "rs0" in " ".join(services["mongo"]["command"])  # single-node replica set
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    nodes = ["kafka1", "kafka2", "kafka3"]
+    assert {*nodes, "kafka-init", "mongo1", "mongo2", "mongo3", *SERVICES} <= set(services)
+    assert "rs0" in " ".join(services["mongo1"]["command"])
+    assert all(f"mongo{i}:27017" in services["mongo1"]["healthcheck"]["test"][-1] for i in (1, 2, 3))  # three members
+    assert [services[n]["environment"]["NODE_ID"] for n in nodes] == ["1", "2", "3"]
+    script = (ROOT / "infra" / "compose" / "kafka-node.sh").read_text()
+    for setting in ("allow.everyone.if.no.acl.found=false", "StandardAuthorizer", "auto.create.topics.enable=false",
+                    "default.replication.factor=3", "min.insync.replicas=2", "--add-scram"):
+        assert setting in script
+    assert services["kafka-init"]["command"] == ["crm", "bus-setup"]
     for name, port in SERVICES.items():
         service = services[name]
+        env = service["environment"]
         assert service["build"] == "."  # one Dockerfile for all four
-        assert service["environment"]["SERVICE"] == name
-        assert service["environment"]["HTTP_PORT"] == str(port)
+        assert env["SERVICE"] == name
+        assert env["HTTP_PORT"] == str(port)
+        assert env[f"{name.upper()}_KAFKA_SASL_USERNAME"] == name  # its own principal
+        password = f"{name.upper()}_KAFKA_SASL_PASSWORD"
+        assert env[password] == "${" + password + ":?}"  # from .env, never in the file
         assert "health/ready" in " ".join(service["healthcheck"]["test"])
         assert "ports" not in service, "published ports would stop '--scale' from working"
-        assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+        assert service["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
     assert (ROOT / "Dockerfile").exists()
+
+
+def test_compose_env_names_every_password_compose_asks_for():
+    from typer.testing import CliRunner
+
+    from crmctl.cli import app
+
+    result = CliRunner().invoke(app, ["compose-env"])
+    assert result.exit_code == 0, result.output
+    given = {line.split("=", 1)[0] for line in result.output.splitlines() if "=" in line}
+    asked = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "compose.yaml").read_text()))
+    assert asked and asked <= given
