@@ -271,7 +271,8 @@ class KafkaCluster:
         """Each node, the controller quorum's leader as the nodes last recorded it, and under-replicated partitions."""
         nodes = [NodeStatus(n.node_id, n.process.pid(), n.address, n.process.running() and port_open(n.port)) for n in self.nodes]
         states = [n.quorum_state() for n in self.nodes if n.process.running()]
-        states = [s for s in states if s.get("leaderEpoch") is not None]
+        # A node that is voting writes leaderId -1 until the election ends: only elected leaders count.
+        states = [s for s in states if s.get("leaderEpoch") is not None and s.get("leaderId", -1) >= 0]
         leader = max(states, key=lambda s: s["leaderEpoch"], default={})
         under: list[str] = []
         brokers: list[int] = []
