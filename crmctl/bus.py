@@ -48,7 +48,9 @@ class Access:
 SERVICES: dict[str, Access] = {
     "leads": Access(
         reads=(LEADS_COMMANDS, DIRECTORY_EVENTS, QUALIFICATION_EVENTS, ACTIVITY_EVENTS, LEADS_EVENTS),
-        writes=(LEADS_EVENTS,), groups=("crm-leads",),
+        # Its own commands topic too: a changed contact or product is fanned out as internal
+        # crm.lead.refresh-snapshot commands, one per lead, in the lead's partition.
+        writes=(LEADS_EVENTS, LEADS_COMMANDS), groups=("crm-leads",),
         dlqs=(LEADS_COMMANDS, DIRECTORY_EVENTS, QUALIFICATION_EVENTS, ACTIVITY_EVENTS),
     ),
     "qualification": Access(

@@ -137,7 +137,8 @@ async def test_the_operator_reads_every_topic_and_replays_but_writes_no_director
 
 async def test_every_service_does_its_job_with_its_own_principal(endpoints, acl_prefix, settings_for, run_service):
     """Leads, qualification, activity and importer each on its own principal and group: a lead is created,
-    qualified into a deal, gets a task, and a bad import command is parked on the importer's DLQ."""
+    its contact renamed upstream, it gets a task, is qualified into a deal, and a bad import command is
+    parked on the importer's DLQ."""
     def own(cls, name, **extra):
         return settings_for(cls, name, group_id=acl_prefix + f"crm-{name}", **_auth(name, endpoints), **extra)
 
@@ -159,8 +160,17 @@ async def test_every_service_does_its_job_with_its_own_principal(endpoints, acl_
         await directory.send(DIRECTORY_EVENTS, directory_event("crm.user.role-granted", user_id="alice", role="admin"), key="alice")
         await wait_until(lambda: _licensed(PrincipalRepository(leads.db, []), "alice"), what="alice licensed")
         lead_id = "acl-lead-1"
-        await commands.send(LEADS_COMMANDS, command(payload("crm.lead.create", lead_id=lead_id, title="ACL lead"), actor="alice"))
+        await commands.send(LEADS_COMMANDS, command(payload(
+            "crm.lead.create", lead_id=lead_id, title="ACL lead", contact={"contact_id": "K-acl"}), actor="alice"))
         await wait_until(lambda: LeadRepository(leads.db).get(lead_id), what="lead created")
+        # A contact renamed upstream reaches the card through the leads service's own refresh commands.
+        await directory.send(DIRECTORY_EVENTS, directory_event("crm.contact.upserted", contact_id="K-acl", name="Анна", version=1), key="K-acl")
+
+        async def renamed() -> bool:
+            lead = await LeadRepository(leads.db).get(lead_id)
+            return lead.contact is not None and lead.contact.name == "Анна"
+
+        await wait_until(renamed, what="the contact's name on the lead card")
         due = datetime.now(UTC) + timedelta(days=1)
         await commands.send(ACTIVITY_COMMANDS, command(payload(
             "crm.task.create", task_id="acl-task-1", lead_id=lead_id, type="call", title="Call back",
