@@ -191,7 +191,10 @@ def _print_status(include_services: bool) -> None:
         leader = kafka["quorum_leader"]
         out.print(f"controller quorum: voters {voters}; leader " + (f"node {leader} (epoch {kafka['quorum_epoch']})" if leader else "unknown"))
         under = kafka["under_replicated"]
-        out.print(f"under-replicated partitions: {len(under)}" + "".join(f"\n  {p}" for p in under[:20]))
+        if under is None:
+            out.print("under-replicated partitions: unknown (no broker answers)")
+        else:
+            out.print(f"under-replicated partitions: {len(under)}" + "".join(f"\n  {p}" for p in under[:20]))
     else:
         Console().print("kafka: not set up yet ('crm stack up')")
 

@@ -274,24 +274,25 @@ class KafkaCluster:
         # A node that is voting writes leaderId -1 until the election ends: only elected leaders count.
         states = [s for s in states if s.get("leaderEpoch") is not None and s.get("leaderId", -1) >= 0]
         leader = max(states, key=lambda s: s["leaderEpoch"], default={})
-        under: list[str] = []
+        under: list[str] | None = None  # None: no broker answered, so nothing is known
         brokers: list[int] = []
-        try:
-            meta = self.metadata(timeout=3.0)
-            brokers = sorted(meta.brokers)
-            for topic in meta.topics.values():
-                for p in topic.partitions.values():
-                    if len(p.isrs) < len(p.replicas):
-                        under.append(f"{topic.topic}[{p.id}] isr={sorted(p.isrs)} of {sorted(p.replicas)}")
-        except Exception:
-            pass
+        if any(node.up for node in nodes):
+            try:
+                meta = self.metadata(timeout=3.0)
+                brokers = sorted(meta.brokers)
+                under = [
+                    f"{topic.topic}[{p.id}] isr={sorted(p.isrs)} of {sorted(p.replicas)}"
+                    for topic in meta.topics.values() for p in topic.partitions.values() if len(p.isrs) < len(p.replicas)
+                ]
+            except Exception:
+                under = None
         return {
             "nodes": nodes,
             "brokers_in_metadata": brokers,
             "quorum_leader": leader.get("leaderId"),
             "quorum_epoch": leader.get("leaderEpoch"),
             "voters": [n.node_id for n in self.nodes],
-            "under_replicated": sorted(under),
+            "under_replicated": sorted(under) if under is not None else None,
         }
 
 

@@ -142,7 +142,8 @@ class PrivateStack:
         found = meta.topics.get(topic)
         return {p.id: p.leader for p in found.partitions.values()} if found else {}
 
-    def under_replicated(self) -> list[str]:
+    def under_replicated(self) -> list[str] | None:
+        """Partitions whose ISR lacks a replica (None while no broker answers)."""
         return self.stack.kafka.status()["under_replicated"]
 
     def quorum_leader(self) -> int | None:

@@ -32,7 +32,7 @@ async def start_load(scenario: Scenario, total: int):
 
 
 async def fully_replicated(scenario: Scenario) -> bool:
-    return not await asyncio.to_thread(scenario.stack.under_replicated)
+    return await asyncio.to_thread(scenario.stack.under_replicated) == []
 
 
 async def test_broker_killed_during_creates(scenario: Scenario) -> None:
