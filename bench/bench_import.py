@@ -38,7 +38,7 @@ from services.importer.rows import row_to_lead  # noqa: E402
 from services.importer.mapping import build_mapping  # noqa: E402
 from services.importer.readers import open_rows  # noqa: E402
 
-from processes import start_service, stop_all  # noqa: E402  (bench/processes.py)
+from processes import start_service, stop_all, use_local_stack_credentials  # noqa: E402  (bench/processes.py)
 
 HEADER = ["Название", "Имя", "Телефон", "Эл. почта", "Компания", "ИНН", "Источник", "utm_source", "Внешний ID", "Описание"]
 
@@ -256,6 +256,7 @@ def memory_mode(rows_small: int = 10_000, rows_large: int = 1_000_000) -> None:
     """
     stack = Stack()
     stack.up()
+    use_local_stack_credentials(stack)
     results: list[tuple[int, int, int, float]] = []
     with tempfile.TemporaryDirectory() as folder:
         for rows in (rows_small, rows_large):
@@ -301,6 +302,7 @@ def main() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # leader moves while topics are created
     stack = Stack()
     stack.up()
+    use_local_stack_credentials(stack)
     config = stack.config
     rows = args.rows
     table: list[tuple[str, str, int, float]] = []

@@ -36,15 +36,17 @@ from contracts.topics import DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS  # n
 from crmctl.stack import Stack  # noqa: E402
 from crmkit.messaging import ensure_topics  # noqa: E402
 from crmkit.mongo import make_client  # noqa: E402
+from crmkit.settings import KafkaSettings  # noqa: E402
 from services.leads.app import create_app  # noqa: E402
 from services.leads.settings import LeadsSettings  # noqa: E402
+from tests.support import kafka_options  # noqa: E402
 
-from processes import start_service, stop_all  # noqa: E402  (bench/processes.py)
+from processes import start_service, stop_all, use_local_stack_credentials  # noqa: E402  (bench/processes.py)
 
 
 async def produce_commands(bootstrap: str, prefix: str, count: int) -> None:
-    await ensure_topics(bootstrap, [prefix + LEADS_COMMANDS, prefix + LEADS_EVENTS, prefix + DIRECTORY_EVENTS], 6)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all", max_batch_size=256 * 1024)
+    await ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap), [prefix + LEADS_COMMANDS, prefix + LEADS_EVENTS, prefix + DIRECTORY_EVENTS], 6)
+    producer = AIOKafkaProducer(**kafka_options(bootstrap), linger_ms=20, acks="all", max_batch_size=256 * 1024)
     await producer.start()
     try:
         grant = build_message(UserLicenceGranted(user_id="bench", licence="crm"), source="bench")
@@ -92,7 +94,7 @@ async def bare(bootstrap: str, mongodb: str, prefix: str, count: int) -> float:
     client = make_client(mongodb)
     col = client[f"{prefix.strip('.')}_bare"]["leads"]
     consumer = AIOKafkaConsumer(
-        prefix + LEADS_COMMANDS, bootstrap_servers=bootstrap, group_id=prefix + "bare",
+        prefix + LEADS_COMMANDS, **kafka_options(bootstrap), group_id=prefix + "bare",
         auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=1000,
     )
     await consumer.start()
@@ -121,7 +123,7 @@ class EndOffsets:
     """Counts what a topic holds (sum of end offsets), with one long-lived consumer."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int = 6) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        self._consumer = AIOKafkaConsumer(**kafka_options(bootstrap))
         self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
 
     async def __aenter__(self) -> "EndOffsets":
@@ -175,7 +177,7 @@ async def service_run(bootstrap: str, mongodb: str, prefix: str, count: int, dup
     )
     service = create_app(settings)
     commands = EndOffsets(bootstrap, prefix + LEADS_COMMANDS)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap))
     await admin.start()
     try:
         async with commands:
@@ -204,7 +206,7 @@ async def processes_run(bootstrap: str, mongodb: str, prefix: str, count: int, i
         "WRITE_CHUNK": os.environ.get("BENCH_WRITE_CHUNK", "250"), "SERVICE_PRINCIPALS": '["bench"]',
     }
     commands = EndOffsets(bootstrap, prefix + LEADS_COMMANDS)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap))
     await admin.start()
     procs: list[subprocess.Popen] = []
     try:
@@ -235,6 +237,7 @@ async def main() -> None:
     args = parser.parse_args()
     stack = Stack()
     stack.up()
+    use_local_stack_credentials(stack)
     bootstrap, mongodb = stack.config.kafka_bootstrap, stack.config.mongodb_url
     results = []
     # Each contender gets its own copy of the input so none reads a warm page cache of the others' writes.

@@ -24,6 +24,20 @@ def start_service(name: str, settings: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
 
 
+def use_local_stack_credentials(stack) -> None:
+    """Every client of a benchmark connects as the local stack's super user: the shared KAFKA_* variables
+    for settings and service processes, the test helpers' registry for raw clients."""
+    from tests.support import register_kafka
+
+    auth = stack.kafka.client_settings()
+    os.environ.update({
+        "KAFKA_SASL_USERNAME": auth.kafka_sasl_username,
+        "KAFKA_SASL_PASSWORD": auth.kafka_sasl_password.get_secret_value(),
+        "KAFKA_SECURITY_PROTOCOL": auth.security_protocol,
+    })
+    register_kafka(auth)
+
+
 def stop_all(procs: list[subprocess.Popen]) -> None:
     """SIGTERM each (they finish the batch in hand), then SIGKILL what is still running after 20 s."""
     for proc in procs:

@@ -10,6 +10,9 @@ import typer
 
 from contracts import ContractError, parse_message
 from contracts.topics import QUALIFICATION_EVENTS
+from crmkit.settings import KafkaSettings
+
+from .kafka import connection
 
 _REMEMBERED = 10_000
 
@@ -28,14 +31,15 @@ def deal_line(data) -> str:
     )
 
 
-async def watch_deals(bootstrap: str, prefix: str, from_beginning: bool, group: str | None) -> None:
+async def watch_deals(kafka: KafkaSettings, prefix: str, from_beginning: bool, group: str | None) -> None:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
         prefix + QUALIFICATION_EVENTS,
-        bootstrap_servers=bootstrap,
+        **kafka.kafka_client_options(),
         # A group of your own keeps your place between runs; without one every run is a fresh reader.
-        group_id=group or f"crm-deals-watch-{uuid.uuid4().hex[:8]}",
+        # The integrator principal may use the groups whose names start with "integrator".
+        group_id=group or f"integrator-deals-watch-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=True,
     )
@@ -60,7 +64,7 @@ async def watch_deals(bootstrap: str, prefix: str, from_beginning: bool, group: 
 
 @deals_app.command("watch")
 def watch(
-    bootstrap: str = typer.Option("127.0.0.1:9092", "--bootstrap", help="Kafka bootstrap servers."),
+    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers; the local stack's when absent."),
     from_beginning: bool = typer.Option(
         False, "--from-beginning", help="Print every deal still on the topic, not only new ones."
     ),
@@ -69,6 +73,6 @@ def watch(
 ) -> None:
     """Print one line per crm.deal.created until Ctrl-C."""
     try:
-        asyncio.run(watch_deals(bootstrap, prefix, from_beginning, group))
+        asyncio.run(watch_deals(connection("integrator", bootstrap), prefix, from_beginning, group))
     except KeyboardInterrupt:
         pass

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from contracts import build_message, payload_class
 from contracts.topics import ACTIVITY_COMMANDS, DIRECTORY_EVENTS, LEADS_COMMANDS, QUALIFICATION_COMMANDS
 
+from .kafka import KafkaCluster
 from .stack import StackConfig
 
 DEMO_USERS = {
@@ -100,17 +101,25 @@ def _get_json(url: str, token: str) -> dict | None:
 
 
 async def _publish(config: StackConfig, waits: list[tuple[float, callable]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka_bootstrap, acks="all")
-    await producer.start()
+    # Master data comes from the directory principal, commands from the integrator, as in production.
+    cluster = KafkaCluster(config)
+    producers = {
+        name: AIOKafkaProducer(**cluster.client_settings(name).kafka_client_options(), acks="all")
+        for name in ("directory", "integrator")
+    }
+    for producer in producers.values():
+        await producer.start()
     try:
         for (topic, messages), (timeout, ready) in zip(demo_messages(), waits, strict=True):
+            producer = producers["directory" if topic == DIRECTORY_EVENTS else "integrator"]
             for _type, value, key in messages:
                 await producer.send_and_wait(topic, value, key=key)
             deadline = time.monotonic() + timeout
             while not ready() and time.monotonic() < deadline:
                 await asyncio.sleep(0.3)
     finally:
-        await producer.stop()
+        for producer in producers.values():
+            await producer.stop()
 
 
 def seed_demo(config: StackConfig) -> str:

@@ -25,7 +25,7 @@ from contracts.topics import (
     DLQ_SUFFIX,
     DLQ_TOPIC,
 )
-from crmctl.stack import StackConfig
+from crmctl.kafka import operator_options
 
 console = Console()
 
@@ -39,8 +39,9 @@ _DLQ_HEADERS = {DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET, DLQ_GROUP, DLQ
 REPLAYED_FROM = "dlq-replayed-from"
 
 
-def bootstrap_of(value: str | None) -> str:
-    return value or StackConfig.from_env().kafka_bootstrap
+def bootstrap_of(value: str | None) -> dict:
+    """The operator's connection: to ``value`` when given, else the local stack (CRM_KAFKA_PORT)."""
+    return operator_options(value)
 
 
 def headers_of(record: Any) -> dict[str, str]:
@@ -80,9 +81,9 @@ def parse_offsets(text: str | None) -> frozenset[int] | None:
 class DlqReader:
     """Reads DLQ topics without a consumer group (nothing is committed); sizes come from offsets alone."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, kafka: dict[str, Any]) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024
+            **kafka, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024
         )
 
     async def __aenter__(self) -> DlqReader:
@@ -122,7 +123,7 @@ class DlqReader:
         return records
 
 
-async def summary(bootstrap: str, topics: list[str] | None = None, prefix: str = "", breakdown: bool = True) -> list[dict[str, Any]]:
+async def summary(bootstrap: dict[str, Any], topics: list[str] | None = None, prefix: str = "", breakdown: bool = True) -> list[dict[str, Any]]:
     """Per DLQ topic its size (from offsets) and, with ``breakdown``, counts by group, service and reason code."""
     rows = []
     async with DlqReader(bootstrap) as reader:
@@ -168,7 +169,7 @@ def _contract_topic(physical: str) -> str:
 
 
 async def replay_records(
-    bootstrap: str, topic: str, chosen_by: Filter, *, dry_run: bool = False, limit: int | None = None
+    bootstrap: dict[str, Any], topic: str, chosen_by: Filter, *, dry_run: bool = False, limit: int | None = None
 ) -> dict[str, Any]:
     """Put the chosen DLQ records back on their original topic, each for the group that parked it only.
 
@@ -186,7 +187,7 @@ async def replay_records(
     }
     if dry_run or not chosen:
         return report
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, max_request_size=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(**bootstrap, acks="all", enable_idempotence=True, max_request_size=4 * 1024 * 1024)
     await producer.start()
     try:
         futures = []

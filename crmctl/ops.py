@@ -19,6 +19,7 @@ from crmkit.lag import LagReader, PartitionLag
 from crmkit.logs import CONTEXT_FIELDS
 
 from . import services as svc
+from .kafka import operator_options
 from .stack import StackConfig
 
 console = Console()
@@ -27,8 +28,9 @@ _BOOTSTRAP = typer.Option(None, help="Kafka bootstrap servers; CRM_KAFKA_PORT's 
 _JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
-def bootstrap_of(value: str | None) -> str:
-    return value or StackConfig.from_env().kafka_bootstrap
+def bootstrap_of(value: str | None) -> dict:
+    """The operator's connection: to ``value`` when given, else the local stack (CRM_KAFKA_PORT)."""
+    return operator_options(value)
 
 
 def service_of_group(group: str) -> str:
@@ -39,7 +41,7 @@ def service_of_group(group: str) -> str:
     return "-"
 
 
-async def read_lag(bootstrap: str, prefix: str = "crm-", groups: list[str] | None = None) -> list[PartitionLag]:
+async def read_lag(bootstrap: dict[str, Any], prefix: str = "crm-", groups: list[str] | None = None) -> list[PartitionLag]:
     """Every partition's lag of the chosen consumer groups (default: those named ``crm-*``), from the brokers."""
     reader = LagReader(bootstrap)
     await reader.start()
@@ -104,11 +106,11 @@ def matches(message: Any, message_type: str | None, lead: str | None) -> bool:
     return not lead or lead in (message.subject, getattr(message.data, "lead_id", None))
 
 
-async def _tail(bootstrap: str, topic: str, message_type: str | None, lead: str | None, from_beginning: bool, count: int) -> None:
+async def _tail(bootstrap: dict[str, Any], topic: str, message_type: str | None, lead: str | None, from_beginning: bool, count: int) -> None:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"crm-tail-{uuid.uuid4().hex[:8]}",
+        topic, **bootstrap, group_id=f"crm-tail-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest" if from_beginning else "latest", enable_auto_commit=False,
     )
     await consumer.start()

@@ -8,6 +8,7 @@ import sys
 import urllib.request
 from dataclasses import dataclass
 
+from .kafka import KafkaCluster
 from .stack import ROOT, ManagedProcess, StackConfig, StackError, wait_for
 
 # The local demo's bearer tokens (README lists them); real deployments configure their own.
@@ -41,8 +42,13 @@ def process_for(spec: ServiceSpec, config: StackConfig, instance: int = 0) -> Ma
 
 
 def service_env(spec: ServiceSpec, config: StackConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a service on the local stack: its endpoints and its own Kafka principal."""
     env = dict(os.environ)
     env.setdefault("KAFKA_BOOTSTRAP_SERVERS", config.kafka_bootstrap)
+    credentials = KafkaCluster(config).credentials()
+    env.setdefault(f"{spec.env_prefix}KAFKA_SASL_USERNAME", spec.name)
+    env.setdefault(f"{spec.env_prefix}KAFKA_SASL_PASSWORD", credentials[spec.name])
+    env.setdefault(f"{spec.env_prefix}KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
     env.setdefault("MONGODB_URL", config.mongodb_url)
     env.setdefault(f"{spec.env_prefix}TOKENS", json.dumps(DEMO_TOKENS))
     env.setdefault(f"{spec.env_prefix}HTTP_PORT", str(spec.port))

@@ -31,9 +31,10 @@ class PartitionLag:
 class LagReader:
     """An admin client and an offsets-only consumer (no group): reads lag without joining any group."""
 
-    def __init__(self, bootstrap: str, **client_options) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **client_options)
-        self._offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_options)
+    def __init__(self, client_options: dict) -> None:
+        """``client_options``: aiokafka's connection keywords (bootstrap servers, protocol, credentials)."""
+        self._admin = AIOKafkaAdminClient(request_timeout_ms=10_000, **client_options)
+        self._offsets = AIOKafkaConsumer(enable_auto_commit=False, **client_options)
         self._started = False
 
     async def start(self) -> None:
@@ -100,7 +101,7 @@ class LagMonitor:
                 ).set(row.lag)
 
     async def run_forever(self) -> None:
-        reader = LagReader(self._settings.kafka_bootstrap_servers, **self._client_options)
+        reader = LagReader(self._client_options or self._settings.kafka_client_options())
         try:
             while True:
                 try:

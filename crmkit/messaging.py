@@ -8,7 +8,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,24 +21,28 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     TopicAlreadyExistsError,
+    for_code,
 )
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WaitQueueTimeoutError
 
 from contracts import ContractError, Envelope, parse_message
-from contracts.topics import DLQ_GROUP, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_REASON_CODE, DLQ_REPLAY_GROUP
-from contracts.topics import DLQ_SERVICE, DLQ_TOPIC, dlq_topic
+from contracts.topics import ALL_TOPICS, DLQ_GROUP, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_REASON_CODE
+from contracts.topics import DLQ_REPLAY_GROUP, DLQ_SERVICE, DLQ_TOPIC, dlq_topic
 
 from .metrics import Metrics
 from .records import replay_group, rejection_of
 from .logs import message_fields
 from .tracing import MessageSpans, carry_traces, traceparent_for
 from .partitioning import partition_for
-from .settings import ServiceSettings
+from .settings import KafkaSettings, ServiceSettings
 
 log = logging.getLogger("crmkit.messaging")
+
+EVENTS_TOPICS = frozenset(t for t in ALL_TOPICS if ".events." in t)
 
 # A DLQ copy larger than this is cut so that the DLQ record itself always fits a Kafka request.
 _DLQ_VALUE_LIMIT = 900_000
@@ -118,7 +122,7 @@ class Bus:
         if self._producer is not None:
             return
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            **self._settings.kafka_client_options(),
             client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
@@ -400,19 +404,73 @@ def subscribe_batches(
         await processor.process(raw if isinstance(raw, tuple) else (raw,))
 
 
-async def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> None:
-    """Create the topics that do not exist yet (idempotent)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+_SASL_SECURITY = {"SCRAM-SHA-512": SASLScram512, "SCRAM-SHA-256": SASLScram256, "PLAIN": SASLPlaintext}
+
+
+def faststream_security(kafka: KafkaSettings) -> BaseSecurity | None:
+    """The same protocol and credentials as ``kafka_client_options``, in the form FastStream's broker takes."""
+    protocol = kafka.security_protocol
+    context = kafka.ssl_context()
+    if protocol.startswith("SASL"):
+        cls = _SASL_SECURITY[kafka.kafka_sasl_mechanism.upper()]
+        return cls(kafka.kafka_sasl_username, kafka.kafka_sasl_password.get_secret_value(),
+                   ssl_context=context, use_ssl=protocol == "SASL_SSL")
+    if protocol == "SSL":
+        return BaseSecurity(ssl_context=context, use_ssl=True)
+    return None
+
+
+# Topic-level error codes of a CreateTopics answer that mean "there already" (36) or nothing wrong (0).
+_CREATED_OR_THERE = {0, 36}
+
+
+def topic_config(contract_topic: str) -> dict[str, str]:
+    """The configuration a contract topic is created with: events topics keep every record."""
+    if contract_topic in EVENTS_TOPICS:
+        return {"retention.ms": "-1", "retention.bytes": "-1"}
+    return {}
+
+
+async def ensure_topics(
+    kafka: KafkaSettings,
+    topics: Sequence[str],
+    partitions: int,
+    *,
+    replication: int = -1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
+    """Create the topics that do not exist yet (idempotent); ``replication`` -1 is the cluster's default.
+
+    ``configs`` maps a physical topic name to its topic configuration (see ``topic_config``).
+    """
+    admin = AIOKafkaAdminClient(**kafka.kafka_client_options(), request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
-        if missing:
-            try:
-                await admin.create_topics(
-                    [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
+        if not missing:
+            return
+        # replica_assignments={} because aiokafka's NewTopic insists on one of the two when replication is -1.
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    name=t, num_partitions=partitions, replication_factor=replication,
+                    replica_assignments={} if replication == -1 else None,
+                    topic_configs=dict((configs or {}).get(t, {})),
                 )
-            except TopicAlreadyExistsError:
-                pass
+                for t in missing
+            ]
+        )
+        failed = [(topic, code) for topic, code, *_ in response.topic_errors if code not in _CREATED_OR_THERE]
+        if failed:
+            topic, code = failed[0]
+            raise for_code(code)(f"creating topic {topic} failed ({len(failed)} of {len(missing)} refused)")
+        # The controller has them; the brokers learn of them a moment later (about a second on three
+        # nodes), and a reader that asks before would find no partitions.
+        deadline = time.monotonic() + 15
+        while not set(missing) <= set(await admin.list_topics()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    except TopicAlreadyExistsError:
+        pass
     finally:
         await admin.close()

@@ -24,7 +24,16 @@ from .asyncapi import build_asyncapi
 from .httpmetrics import ObservedHttp
 from .lag import LagMonitor
 from .logs import configure_logging
-from .messaging import BatchHandler, BatchProcessor, Bus, Health, ensure_topics, subscribe_batches
+from .messaging import (
+    BatchHandler,
+    BatchProcessor,
+    Bus,
+    Health,
+    ensure_topics,
+    faststream_security,
+    subscribe_batches,
+    topic_config,
+)
 from .metrics import Metrics
 from . import tracing
 from .mongo import make_client, ping, until_available
@@ -103,13 +112,16 @@ class Service:
         self.metrics = Metrics(name)
         self.health = Health()
         self.broker = KafkaBroker(
-            settings.kafka_bootstrap_servers,
+            settings.bootstrap_list(),
             client_id=f"crm-{name}",
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
             max_request_size=2 * 1024 * 1024,
             graceful_timeout=20.0,
+            security=faststream_security(settings),
+            # Topics are made by start-up (ensure_topics) with the contract's settings, never by a subscription.
+            allow_auto_create_topics=False,
             log_level=logging.DEBUG,  # per-batch logs only when asked for
             # A logger of ours: FastStream's default one has its own handler, writing ANSI colours.
             logger=logging.getLogger(f"crm.faststream.{name}"),
@@ -178,10 +190,16 @@ class Service:
         names = [self.settings.topic(t) for t in dict.fromkeys([*self.consumes, *self.publishes])]
         return names + [dlq_topic(self.settings.topic(t)) for t in self.consumes]
 
+    def topic_configs(self) -> dict[str, dict[str, str]]:
+        return {self.settings.topic(t): topic_config(t) for t in dict.fromkeys([*self.consumes, *self.publishes])}
+
     async def start(self) -> None:
         """Create topics, run start-up hooks, then start consuming. Waits through outages."""
         await until_available(
-            lambda: ensure_topics(self.settings.kafka_bootstrap_servers, self.all_topics(), self.settings.topic_partitions),
+            lambda: ensure_topics(
+                self.settings, self.all_topics(), self.settings.topic_partitions,
+                replication=self.settings.topic_replication, configs=self.topic_configs(),
+            ),
             f"{self.name}: topics",
         )
         await until_available(self.bus.start, f"{self.name}: producer")  # hooks may publish

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from crmkit.settings import KafkaSettings
 from tests.support import Endpoints, local_stack_endpoints, remove_test_data
 
 
@@ -30,8 +31,8 @@ def endpoints() -> Endpoints:
     """Kafka and MongoDB: from the environment, else testcontainers where Docker answers, else the local stack."""
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     mongo = os.environ.get("MONGODB_URL")
-    if kafka and mongo:
-        yield Endpoints(kafka, mongo, "environment")
+    if kafka and mongo:  # credentials, if the cluster wants them, from KAFKA_SASL_USERNAME and the rest
+        yield Endpoints(kafka, mongo, "environment", kafka_auth=KafkaSettings())
         return
     if os.environ.get("CRM_TESTS_USE_DOCKER", "1") == "1" and _docker_answers():
         from testcontainers.kafka import KafkaContainer
@@ -77,6 +78,7 @@ def settings_for(endpoints: Endpoints, isolation: Isolation) -> Callable:
             database=isolation.db(name),
             group_id=isolation.group(name),
             batch_timeout_ms=20,
+            **endpoints.auth_overrides(),
             retry_backoff_max_s=1.0,
             gc_freeze=False,  # one test process starts hundreds of services: freeze nothing it later drops
         )

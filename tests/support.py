@@ -14,6 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from contracts import Envelope, build_message, parse_message
+from crmkit.settings import KafkaSettings
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,62 @@ class Endpoints:
     kafka: str
     mongodb: str
     origin: str
+    # Who the suite connects as: the local stack's super user, or the KAFKA_* settings given.
+    kafka_auth: KafkaSettings | None = None
+    # The local stack's credentials of every principal (ACL tests connect as each); empty elsewhere.
+    principals: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kafka_auth is not None:
+            _KAFKA_OPTIONS[self.kafka] = self.kafka_auth
+
+    def kafka_settings(self) -> KafkaSettings:
+        """The suite's own connection (super user on the local stack)."""
+        return self.kafka_auth or KafkaSettings(kafka_bootstrap_servers=self.kafka)
+
+    def settings_as(self, principal: str) -> KafkaSettings:
+        """Connection settings for one of the local stack's principals."""
+        return KafkaSettings(
+            kafka_bootstrap_servers=self.kafka, kafka_sasl_username=principal,
+            kafka_sasl_password=self.principals[principal],
+        )
+
+    def auth_env(self, env_prefix: str) -> dict[str, str]:
+        """Environment variables that make a service process (``env_prefix`` such as ``LEADS_``) connect as the suite does."""
+        return {
+            f"{env_prefix}{name.upper()}": value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+            for name, value in self.auth_overrides().items()
+        }
+
+    def auth_overrides(self) -> dict[str, Any]:
+        """Service settings fields that make a service connect as the suite does."""
+        if self.kafka_auth is None:
+            return {}
+        auth = self.kafka_auth
+        return {
+            "kafka_security_protocol": auth.kafka_security_protocol, "kafka_sasl_mechanism": auth.kafka_sasl_mechanism,
+            "kafka_sasl_username": auth.kafka_sasl_username, "kafka_sasl_password": auth.kafka_sasl_password,
+            "kafka_ssl_cafile": auth.kafka_ssl_cafile, "kafka_ssl_certfile": auth.kafka_ssl_certfile,
+            "kafka_ssl_keyfile": auth.kafka_ssl_keyfile,
+        }
+
+
+# Credentials per bootstrap address, so the helpers below take just the address as before.
+_KAFKA_OPTIONS: dict[str, KafkaSettings] = {}
+
+
+def kafka_options(bootstrap: str) -> dict[str, Any]:
+    """aiokafka client options for ``bootstrap`` with the credentials the session connects there with."""
+    servers = [server.strip() for server in bootstrap.split(",")]
+    auth = _KAFKA_OPTIONS.get(bootstrap)
+    if auth is None:
+        return {"bootstrap_servers": servers}
+    return {**auth.kafka_client_options(), "bootstrap_servers": servers}
+
+
+def register_kafka(auth: KafkaSettings) -> None:
+    """Make the helpers connect to ``auth``'s bootstrap servers with its credentials (other suites' stacks)."""
+    _KAFKA_OPTIONS[auth.kafka_bootstrap_servers] = auth
 
 
 @contextlib.contextmanager
@@ -29,10 +86,13 @@ def local_stack_endpoints() -> Iterator[Endpoints]:
     from crmctl.stack import Stack
 
     stack = Stack()
-    was_running = stack.kafka.process.running() and stack.ferretdb.process.running()
+    was_running = stack.running()
     stack.up()
     try:
-        yield Endpoints(stack.config.kafka_bootstrap, stack.config.mongodb_url, "local stack")
+        yield Endpoints(
+            stack.config.kafka_bootstrap, stack.config.mongodb_url, "local stack",
+            kafka_auth=stack.kafka.client_settings(), principals=stack.kafka.credentials(),
+        )
     finally:
         if not was_running:
             stack.down()
@@ -45,7 +105,7 @@ async def remove_test_data(endpoints: Endpoints, prefix: str) -> None:
     from crmkit.mongo import make_client
 
     with contextlib.suppress(Exception):
-        admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(**kafka_options(endpoints.kafka), request_timeout_ms=10_000)
         await admin.start()
         try:
             topics = [t for t in await admin.list_topics() if t.startswith(prefix)]
@@ -83,14 +143,16 @@ async def wait_until(
 class Producer:
     """Publishes contract messages (or raw bytes) to prefixed topics, as an outside system would."""
 
-    def __init__(self, bootstrap: str, prefix: str) -> None:
+    def __init__(self, bootstrap: str, prefix: str, *, kafka: KafkaSettings | None = None) -> None:
         self._bootstrap = bootstrap
         self._prefix = prefix
+        self._kafka = kafka  # another principal than the suite's
         self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> Producer:
+        options = self._kafka.kafka_client_options() if self._kafka else kafka_options(self._bootstrap)
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap, acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024
+            **options, acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024
         )
         await self._producer.start()
         return self
@@ -138,8 +200,12 @@ class Collected:
 class Collector:
     """Reads topics from the beginning in the background, parsing contract messages (raw for DLQs)."""
 
-    def __init__(self, bootstrap: str, prefix: str, *topics: str) -> None:
+    def __init__(
+        self, bootstrap: str, prefix: str, *topics: str, kafka: KafkaSettings | None = None, group: str = "collector"
+    ) -> None:
         self._bootstrap = bootstrap
+        self._kafka = kafka  # another principal than the suite's
+        self._group = group
         self._prefix = prefix
         self._topics = topics
         self.got = Collected()
@@ -150,8 +216,8 @@ class Collector:
     async def __aenter__(self) -> Collector:
         self._consumer = AIOKafkaConsumer(
             *[self._prefix + t for t in self._topics],
-            bootstrap_servers=self._bootstrap,
-            group_id=f"collector-{uuid.uuid4().hex[:8]}",
+            **(self._kafka.kafka_client_options() if self._kafka else kafka_options(self._bootstrap)),
+            group_id=f"{self._group}-{uuid.uuid4().hex[:8]}",
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             metadata_max_age_ms=1000,

@@ -55,6 +55,7 @@ class Processes:
             f"{p}TOKENS": json.dumps(TOKENS),
             f"{p}BATCH_TIMEOUT_MS": "20",
             "PYTHONPATH": str(ROOT),
+            **self.endpoints.auth_env(p),
         })
         return env
 

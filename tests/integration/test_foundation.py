@@ -227,7 +227,7 @@ async def test_the_bus_publishes_batches_in_order_to_the_partition_kafka_picks_f
     """Bus.publish packs its own record batches: every message arrives once, a key's messages in order
     in the partition Kafka's default partitioner gives that key, including past a full batch."""
     settings = settings_for(ServiceSettings, "bus")
-    await ensure_topics(endpoints.kafka, [settings.topic(LEADS_COMMANDS)], settings.topic_partitions)
+    await ensure_topics(settings, [settings.topic(LEADS_COMMANDS)], settings.topic_partitions)
     bus = Bus(settings, Metrics("bus-test"), "bus-test")
     await bus.start()
     make = payload_class("crm.lead.create")

@@ -146,7 +146,7 @@ async def test_the_example_consumer_prints_each_deal_once(settings_for, run_serv
         await producer.send(QUALIFICATION_COMMANDS, once)
         await producer.send(QUALIFICATION_COMMANDS, once)  # the deal is published twice, same id
         await wait_until(lambda: lead_status(leads, "L1", "qualified"), what="lead qualified")
-    watcher = asyncio.create_task(watch_deals(endpoints.kafka, isolation.prefix, True, None))
+    watcher = asyncio.create_task(watch_deals(endpoints.kafka_settings(), isolation.prefix, True, None))
     printed: list[str] = []
 
     def lines() -> list[str]:

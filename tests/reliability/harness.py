@@ -28,6 +28,8 @@ from crmctl.services import SERVICES, ServiceSpec, http_ready
 from crmctl.stack import ROOT, ManagedProcess, Stack, StackConfig, port_open
 from crmkit.messaging import ensure_topics
 from crmkit.mongo import make_client
+from crmkit.settings import KafkaSettings
+from tests.support import kafka_options, register_kafka
 
 # 1.0 runs the issue's numbers (20,000 creates, 10,000 valid + 1,000 poison ...); CI may scale down.
 SCALE = float(os.environ.get("CRM_RELIABILITY_SCALE", "1.0"))
@@ -35,6 +37,9 @@ SCALE = float(os.environ.get("CRM_RELIABILITY_SCALE", "1.0"))
 # Service principals trusted as system actors, so load needs no licence grant racing the commands.
 LOADGEN = "loadgen"
 PRINCIPALS = [LOADGEN, "svc-importer", "svc-qualification", "svc-activity", "svc-leads"]
+
+# Kafka nodes of the private cluster: 3 as in production (CRM_RELIABILITY_BROKERS=1 for one node).
+BROKERS = int(os.environ.get("CRM_RELIABILITY_BROKERS", "3"))
 
 SPECS: dict[str, ServiceSpec] = {spec.name: spec for spec in SERVICES}
 
@@ -77,12 +82,33 @@ async def until(
 class PrivateStack:
     """Kafka and FerretDB of this suite alone, on free ports in a temporary folder: safe to restart."""
 
-    def __init__(self, run_dir: Path) -> None:
-        kafka = free_port()
-        controller = free_port([kafka])
-        mongo = free_port([kafka, controller])
-        self.stack = Stack(StackConfig(run_dir=run_dir, kafka_port=kafka, controller_port=controller, mongo_port=mongo))
+    def __init__(self, run_dir: Path, brokers: int = BROKERS) -> None:
+        taken: list[int] = []
+        for _ in range(2 * brokers + 1):
+            taken.append(free_port(taken))
+        ports = tuple((taken[2 * i], taken[2 * i + 1]) for i in range(brokers))
+        self.stack = Stack(StackConfig(
+            run_dir=run_dir, kafka_port=ports[0][0], controller_port=ports[0][1], mongo_port=taken[-1],
+            brokers=brokers, ports=ports,
+        ))
         self.config = self.stack.config
+
+    @property
+    def auth(self) -> KafkaSettings:
+        """The private cluster's super user: the suite's clients and services connect as it."""
+        return self.stack.kafka.client_settings()
+
+    def service_env(self, env_prefix: str) -> dict[str, str]:
+        auth = self.auth
+        return {
+            f"{env_prefix}KAFKA_SASL_USERNAME": auth.kafka_sasl_username,
+            f"{env_prefix}KAFKA_SASL_PASSWORD": auth.kafka_sasl_password.get_secret_value(),
+            f"{env_prefix}KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        }
+
+    def cli_env(self) -> dict[str, str]:
+        """Environment for a crm command run against this cluster (shared KAFKA_* settings)."""
+        return {**self.service_env(""), "KAFKA_BOOTSTRAP_SERVERS": self.kafka}
 
     @property
     def kafka(self) -> str:
@@ -94,9 +120,34 @@ class PrivateStack:
 
     def up(self) -> None:
         self.stack.up()
+        register_kafka(self.auth)
 
     def down(self) -> None:
         self.stack.down()
+
+    async def kill_node(self, node_id: int) -> None:
+        """SIGKILL one Kafka node: no controlled shutdown, as when its machine dies."""
+        await asyncio.to_thread(self.stack.kafka.node(node_id).process.kill)
+
+    async def stop_node(self, node_id: int) -> None:
+        """SIGTERM one node and wait for it: the controlled shutdown of a rolling restart."""
+        await asyncio.to_thread(self.stack.kafka.node(node_id).process.stop, 60)
+
+    async def start_node(self, node_id: int) -> None:
+        await asyncio.to_thread(self.stack.kafka.start_node, node_id)
+
+    def leaders(self, topic: str) -> dict[int, int]:
+        """Partition → leader node of ``topic`` now (-1: none)."""
+        meta = self.stack.kafka.metadata(timeout=5.0)
+        found = meta.topics.get(topic)
+        return {p.id: p.leader for p in found.partitions.values()} if found else {}
+
+    def under_replicated(self) -> list[str] | None:
+        """Partitions whose ISR lacks a replica (None while no broker answers)."""
+        return self.stack.kafka.status()["under_replicated"]
+
+    def quorum_leader(self) -> int | None:
+        return self.stack.kafka.status()["quorum_leader"]
 
     async def stop_kafka(self) -> None:
         await asyncio.to_thread(self.stack.kafka.stop)
@@ -128,7 +179,7 @@ class PrivateStack:
         if not (self.stack.ferretdb.process.running() and await asyncio.to_thread(self._ferretdb_writes)):
             await self.stop_ferretdb()
             await self.start_ferretdb()
-        if not (self.stack.kafka.process.running() and await asyncio.to_thread(self.stack.kafka.ready)):
+        if not (self.stack.kafka.running() and await asyncio.to_thread(self.stack.kafka.ready)):
             await self.start_kafka()
 
 
@@ -171,6 +222,7 @@ class ServiceInstance:
                 f"{p}TOKENS": json.dumps({}),
                 f"{p}RETRY_BACKOFF_MAX_S": "1.0",
                 f"{p}LOG_LEVEL": "WARNING",
+                **s.stack.service_env(p),
                 "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -260,16 +312,19 @@ class TopicTail:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+            **kafka_options(self._bootstrap), enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024,
         )
         await self._consumer.start()
         tps = []
         for topic in self._topics:
             parts = self._consumer.partitions_for_topic(topic)
-            if not parts:
+            deadline = time.monotonic() + 15  # a topic just made reaches every broker's metadata a moment later
+            while not parts and time.monotonic() < deadline:
                 await self._consumer._client.force_metadata_update()  # noqa: SLF001  (topic just created)
                 parts = self._consumer.partitions_for_topic(topic) or set()
+                if not parts:
+                    await asyncio.sleep(0.2)
             assert parts, f"topic {topic} has no partitions (create it before tailing)"
             tps += [TopicPartition(topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)
@@ -417,7 +472,7 @@ class LoadProducer:
     async def _open(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+                **kafka_options(self._bootstrap), acks="all", enable_idempotence=True, linger_ms=5,
                 request_timeout_ms=4000, retry_backoff_ms=200, max_request_size=4 * 1024 * 1024,
                 max_batch_size=256 * 1024,
             )
@@ -496,7 +551,7 @@ class Scenario:
     async def create_topics(self, topics: Sequence[str], partitions: int = 6) -> None:
         """Topics (and their DLQs) exist before anyone reads them, with a known partition count."""
         names = [self.topic(t) for t in topics] + [dlq_topic(self.topic(t)) for t in topics]
-        await ensure_topics(self.stack.kafka, names, partitions)
+        await ensure_topics(self.stack.auth, names, partitions)
 
     async def start_service(self, name: str, *, wait: bool = True, **extra_env: str) -> ServiceInstance:
         instance = ServiceInstance(self, SPECS[name], len([i for i in self.instances if i.spec.name == name]), extra_env)
@@ -572,7 +627,7 @@ class Scenario:
 
 async def remove_scenario_data(stack: PrivateStack, prefix: str) -> None:
     with contextlib.suppress(Exception):
-        admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(**kafka_options(stack.kafka), request_timeout_ms=10_000)
         await admin.start()
         try:
             topics = [t for t in await admin.list_topics() if t.startswith(prefix)]

@@ -101,7 +101,7 @@ async def test_poison_messages(scenario: Scenario) -> None:
     # The operator's tool: a dry run sends nothing; a replay puts records back on their topic, and
     # those still bad come back to the DLQ (with a new origin), while the valid leads stay as they are.
     dlq_name = dlq_topic(scenario.topic(LEADS_COMMANDS))
-    cli = lambda *args: asyncio.to_thread(CliRunner().invoke, dlq_app, [*args, "--bootstrap", scenario.stack.kafka])  # noqa: E731
+    cli = lambda *args: asyncio.to_thread(CliRunner().invoke, dlq_app, [*args, "--bootstrap", scenario.stack.kafka], env=scenario.stack.cli_env())  # noqa: E731
     dry = await cli("replay", dlq_name, "--dry-run", "--reason-contains", "not valid JSON")
     assert dry.exit_code == 0 and "would re-publish" in dry.output, dry.output
     listed = await cli("list", dlq_name, "--reasons")

@@ -1,0 +1,121 @@
+"""Background processes with pid files, and the small helpers starting them needs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+class StackError(RuntimeError):
+    """A step of provisioning or starting the stack failed; the message says what to do."""
+
+
+def need(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        raise StackError(f"'{tool}' is not installed or not on PATH. {hint}")
+    return path
+
+
+def run(cmd: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
+        raise StackError(f"{what} failed (exit {result.returncode}): {' '.join(cmd)}\n{tail}")
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    hint = f" See the log: {log}" if log else ""
+    raise StackError(f"{what} did not become ready within {timeout:.0f}s.{hint}")
+
+
+def _raise_open_files_limit() -> None:
+    """Kafka keeps files open per partition and FerretDB per database: lift the soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for wanted in (1_048_576, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(wanted, hard)))
+            return
+        except (ValueError, OSError):
+            continue
+
+
+class ManagedProcess:
+    """A background process with a pid file; stop ends exactly the process that start began."""
+
+    def __init__(self, name: str, pid_file: Path, log_file: Path, marker: str) -> None:
+        self.name = name
+        self.pid_file = pid_file
+        self.log_file = log_file
+        self.marker = marker  # a string in the command line that proves the pid is still ours
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except FileNotFoundError:
+            return None
+        if self.marker not in cmdline:
+            return None
+        try:
+            status = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        except (FileNotFoundError, IndexError):
+            return None
+        return None if status == "Z" else pid
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self, cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=cwd, start_new_session=True, preexec_fn=_raise_open_files_limit,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        return proc.pid
+
+    def stop(self, timeout: float = 30.0, sig: int = signal.SIGTERM) -> bool:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.pid() is not None:
+            time.sleep(0.1)
+        if self.pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+            while self.pid() is not None:
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> bool:
+        """SIGKILL, for crash tests."""
+        return self.stop(timeout=0.0, sig=signal.SIGKILL)
