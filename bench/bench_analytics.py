@@ -36,8 +36,11 @@ from contracts import parse_message  # noqa: E402
 from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_EVENTS  # noqa: E402
 from crmctl.stack import Stack  # noqa: E402
 from crmkit.messaging import ensure_topics  # noqa: E402
+from crmkit.settings import KafkaSettings  # noqa: E402
+from processes import use_local_stack_credentials  # noqa: E402  (bench/processes.py)
 from services.analytics.app import create_app  # noqa: E402
 from services.analytics.settings import AnalyticsSettings  # noqa: E402
+from tests.support import kafka_options  # noqa: E402
 
 TOPICS = (LEADS_EVENTS, QUALIFICATION_EVENTS, ACTIVITY_EVENTS)
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -114,8 +117,8 @@ def pipeline_record(pipeline_id: str) -> tuple[str, bytes, bytes]:
 
 
 async def produce(bootstrap: str, prefix: str, leads: int) -> int:
-    await ensure_topics(bootstrap, [prefix + t for t in (*TOPICS, DIRECTORY_EVENTS)], 6)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all", max_batch_size=512 * 1024, compression_type=None)
+    await ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap), [prefix + t for t in (*TOPICS, DIRECTORY_EVENTS)], 6)
+    producer = AIOKafkaProducer(**kafka_options(bootstrap), linger_ms=20, acks="all", max_batch_size=512 * 1024, compression_type=None)
     await producer.start()
     rng = random.Random(19)
     sent = 0
@@ -138,7 +141,7 @@ async def produce(bootstrap: str, prefix: str, leads: int) -> int:
 
 async def read_all(bootstrap: str, prefix: str, total: int, parse: bool) -> float:
     """Seconds to read ``total`` records of the three topics from the beginning (parsing each, if asked)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**kafka_options(bootstrap), group_id=None, enable_auto_commit=False,
                                 max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
     try:
@@ -172,6 +175,7 @@ async def main() -> None:
     args = parser.parse_args()
     stack = Stack()
     stack.up()
+    use_local_stack_credentials(stack)
     bootstrap, mongodb = stack.config.kafka_bootstrap, stack.config.mongodb_url
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     print(f"producing the events of {args.leads:,} leads ...", file=sys.stderr)

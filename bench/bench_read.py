@@ -34,7 +34,7 @@ import httpx  # noqa: E402
 from crmctl.stack import Stack  # noqa: E402
 from crmkit.mongo import make_client  # noqa: E402
 
-from processes import free_port, start_service, stop_all  # noqa: E402  (bench/processes.py)
+from processes import free_port, start_service, stop_all, use_local_stack_credentials  # noqa: E402  (bench/processes.py)
 
 TOKEN = "bench-token"
 FIRST = ["Иван", "Пётр", "Анна", "Мария", "Сергей", "Олег", "Елена", "John", "Maria", "Alex", "Семён", "Юлия"]
@@ -233,6 +233,7 @@ async def main() -> None:
     args = parser.parse_args()
     stack = Stack()
     stack.up()
+    use_local_stack_credentials(stack)  # the service processes connect as the stack's super user
     bootstrap, mongodb = stack.config.kafka_bootstrap, stack.config.mongodb_url
     database = f"bench_read_{args.leads}"
     await populate(mongodb, database, args.leads, args.fresh)

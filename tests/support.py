@@ -7,13 +7,14 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from contracts import Envelope, build_message, parse_message
+from contracts.topics import dlq_topic
 from crmkit.settings import KafkaSettings
 
 
@@ -254,3 +255,11 @@ def headers_of(record: Any) -> dict[str, str]:
 
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj).encode()
+
+
+async def make_topics(endpoints: Endpoints, prefix: str, topics: Sequence[str], partitions: int = 6) -> None:
+    """Create a test's topics before anything is produced to them (the brokers create none by themselves)."""
+    from crmkit.messaging import ensure_topics
+
+    names = [prefix + t for t in topics]
+    await ensure_topics(endpoints.kafka_settings(), names + [dlq_topic(n) for n in names], partitions)

@@ -18,6 +18,7 @@ from services.analytics.settings import AnalyticsSettings
 
 # The directory topic too: the HTTP side admits only licensed users, and licences arrive there.
 CONSUMES = (LEADS_EVENTS, QUALIFICATION_EVENTS, ACTIVITY_EVENTS, DIRECTORY_EVENTS)
+PUBLISHES: tuple[str, ...] = ()  # reports over HTTP only; DLQ copies aside
 
 
 def create_app(settings: AnalyticsSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Service:
@@ -25,7 +26,7 @@ def create_app(settings: AnalyticsSettings, clock: Callable[[], datetime] = lamb
         settings,
         name="analytics",
         description="Reports on the funnel, sources, reasons, time in stage and responsible users; a dashboard.",
-        publishes=(),
+        publishes=PUBLISHES,
     )
     store = AnalyticsStore(settings.store_file(), memory_limit=settings.store_memory_limit, threads=settings.store_threads)
     principals = PrincipalRepository(service.db, settings.service_principals)

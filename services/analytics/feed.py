@@ -57,7 +57,7 @@ class TopicFeed:
 
     async def _open(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            **self._settings.kafka_client_options(),
             client_id=f"crm-{self._settings.service_name}-feed",
             group_id=None,
             enable_auto_commit=False,
@@ -75,7 +75,7 @@ class TopicFeed:
 
     async def _partitions(self) -> list[TopicPartition]:
         """Every partition of the consumed topics, as the brokers describe them now."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap_servers, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(**self._settings.kafka_client_options(), request_timeout_ms=10_000)
         await admin.start()
         try:
             described = await admin.describe_topics([self._settings.topic(t) for t in self._topics])

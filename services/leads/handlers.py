@@ -639,7 +639,7 @@ class LeadsHandlers:
             kind, record_id = _directory_target(data)
             fresh = await self.directory.upsert(kind, record_id, data.version, data.model_dump(mode="json"))
             if not fresh:
-                continue  # stale or repeated version: nothing changes anywhere
+                continue  # stale: a newer version is stored, and was fanned out
             for lead_id in await self.leads.linked(kind, record_id):
                 refresh = build_message(
                     _refresh_payload(lead_id, data),

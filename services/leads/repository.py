@@ -415,7 +415,11 @@ class DirectoryRepository:
         self._col = db["directory"]
 
     async def upsert(self, kind: str, record_id: str, version: int, data: dict[str, Any]) -> bool:
-        """Keep the record if it is newer than what we have; False for a stale or repeated version."""
+        """Keep the record unless a newer version is stored; False only for a stale one.
+
+        A repeated version is True too: a batch retried after its refresh commands failed to go out
+        finds its record stored already, and must send them again (their ids repeat, so a lead that
+        applied one before dedupes it)."""
         key = f"{kind}:{record_id}"
         try:
             result = await self._col.update_one(
@@ -423,8 +427,8 @@ class DirectoryRepository:
                 {"$set": {"kind": kind, "record_id": record_id, "version": version, "data": data}},
                 upsert=True,
             )
-        except DuplicateKeyError:
-            return False  # a document with this id and an equal or newer version exists
+        except DuplicateKeyError:  # a document with this id and an equal or newer version exists
+            return await self._col.find_one({"_id": key, "version": version}, {"_id": 1}) is not None
         return result.modified_count == 1 or result.upserted_id is not None
 
     async def get_many(self, kind: str, record_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

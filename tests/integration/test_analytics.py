@@ -14,7 +14,8 @@ from services.analytics import reports
 from services.analytics.app import create_app
 from services.analytics.settings import AnalyticsSettings
 from tests import analytics_data as data
-from tests.support import Collector, Producer, headers_of, wait_until
+from services.analytics.app import CONSUMES
+from tests.support import Collector, Producer, headers_of, make_topics, wait_until
 
 TOKENS = {"tok-alice": "alice", "tok-bob": "bob", "tok-eve": "eve"}
 ALICE = {"Authorization": "Bearer tok-alice"}
@@ -95,6 +96,7 @@ async def every_figure(http: httpx.AsyncClient) -> dict[str, list[tuple]]:
 
 
 async def test_reports_from_the_topics_rebuild_restart_and_redelivery(endpoints, isolation, settings_for, run_service, tmp_path) -> None:
+    await make_topics(endpoints, isolation.prefix, CONSUMES)
     async with Producer(endpoints.kafka, isolation.prefix) as producer, Collector(
         endpoints.kafka, isolation.prefix, dlq_topic(LEADS_EVENTS)
     ) as dlq:
@@ -184,6 +186,7 @@ async def test_reports_from_the_topics_rebuild_restart_and_redelivery(endpoints,
 
 
 async def test_out_of_order_across_partitions_gives_the_same_figures(endpoints, isolation, settings_for, run_service, tmp_path) -> None:
+    await make_topics(endpoints, isolation.prefix, CONSUMES)
     """Tasks and deals before the leads they name, and each lead's card versions newest first."""
     events = data.all_events()
     leads = [e for e in events if e[0] == LEADS_EVENTS]

@@ -18,7 +18,8 @@ from services.analytics.app import create_app
 from services.analytics.settings import AnalyticsSettings
 from tests import analytics_data as data
 from tests.integration.test_analytics import TOKENS, caught_up, grants
-from tests.support import Producer, wait_until
+from services.analytics.app import CONSUMES
+from tests.support import Producer, make_topics, wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -91,6 +92,7 @@ async def _chromium(*args: str) -> bytes:
 
 
 async def test_dashboard_in_headless_chromium(endpoints, isolation, settings_for, tmp_path) -> None:
+    await make_topics(endpoints, isolation.prefix, CONSUMES)
     settings = settings_for(AnalyticsSettings, "analytics", store_path=str(tmp_path / "dash.duckdb"), tokens=TOKENS)
     async with Producer(endpoints.kafka, isolation.prefix) as producer:
         for message in grants():

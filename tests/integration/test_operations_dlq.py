@@ -19,7 +19,7 @@ from services.activity.handlers import ActivityHandlers
 from services.activity.repository import LeadProjection
 from services.activity.settings import ActivitySettings
 from tests.integration.test_operations_metrics import scrape, value
-from tests.support import Collector, Producer, headers_of, wait_until
+from tests.support import Collector, Producer, headers_of, kafka_options, wait_until
 
 
 def lead_created(lead_id: str):
@@ -56,7 +56,7 @@ async def test_a_record_parked_by_two_groups_is_replayed_to_one_and_only_that_on
         assert {h[DLQ_SERVICE] for h in parked.values()} == {"activity"}
         assert {h[DLQ_REASON_CODE] for h in parked.values()} == {"handler_error"}
 
-        rows = await summary(endpoints.kafka, [dlq_name])
+        rows = await summary(kafka_options(endpoints.kafka), [dlq_name])
         assert rows[0]["records"] == 2
         assert sorted((b["group"], b["reason_code"], b["records"]) for b in rows[0]["by"]) == [
             (group_a, "handler_error", 1), (group_b, "handler_error", 1)]
@@ -70,13 +70,13 @@ async def test_a_record_parked_by_two_groups_is_replayed_to_one_and_only_that_on
         if endpoints.origin == "local stack":  # `crm status` looks at the local stack only
             status = await asyncio.to_thread(CliRunner().invoke, crm, ["status", "--json"])
             assert status.exit_code == 0, status.output
-            activity_row = next(r for r in json.loads(status.stdout) if r["component"] == "activity")
+            activity_row = next(r for r in json.loads(status.stdout)["components"] if r["component"] == "activity")
             assert activity_row["dlq"] >= 2  # the status counts the DLQ records each service parked
 
         monkeypatch.setattr(ActivityHandlers, "_lead_fact", original)  # the fix is deployed
-        dry = await replay_records(endpoints.kafka, dlq_name, Filter(group=group_a), dry_run=True)
+        dry = await replay_records(kafka_options(endpoints.kafka), dlq_name, Filter(group=group_a), dry_run=True)
         assert dry["chosen"] == 1 and dry["to"] == [{"topic": isolation.prefix + LEADS_EVENTS, "group": group_a, "records": 1}]
-        report = await replay_records(endpoints.kafka, dlq_name, Filter(group=group_a))
+        report = await replay_records(kafka_options(endpoints.kafka), dlq_name, Filter(group=group_a))
         assert report["chosen"] == 1 and report["records"] == 2
 
         await wait_until(lambda: LeadProjection(first.db).get("BAD"), what="group A applying the replayed record")
