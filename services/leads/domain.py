@@ -911,7 +911,14 @@ def delete_lead(actor: Actor, lead: Lead, now: datetime) -> Outcome:
     return Outcome(changed, [LeadDeleted(lead.lead_id, changed.version), LeadUpdated(changed, _diff(lead, changed))])
 
 
-def restore_lead(actor: Actor, lead: Lead, now: datetime) -> Outcome:
+def restore_lead(actor: Actor, lead: Lead, pipeline: Pipeline, default: Pipeline, now: datetime) -> Outcome:
+    """Bring a deleted lead back; ``pipeline`` is the one it stood on, ``default`` where it goes if that one is gone.
+
+    A pipeline holding only deleted leads may be deleted. A live lead must stand on a live pipeline
+    (boards, moves and counts only know those), so a lead whose pipeline went meanwhile is restored
+    into the default pipeline at the stage of its status, and says so with a stage change naming the
+    pipeline it came from. Its status, and so whether it is locked, does not change.
+    """
     require_licensed(actor)
     _check_now(now)
     if not lead.deleted:
@@ -927,10 +934,25 @@ def restore_lead(actor: Actor, lead: Lead, now: datetime) -> Outcome:
             "invalid_state",
             f"lead {lead.lead_id} is {lead.status} and locked; only an administrator can restore it",
         )
-    changed = _next(lead, now, deleted=False, deleted_at=None)
+    if not pipeline.deleted:
+        changed = _next(lead, now, deleted=False, deleted_at=None)
+        return Outcome(
+            changed, [LeadRestored(lead.lead_id, changed.version), LeadUpdated(changed, _diff(lead, changed))]
+        )
+    stage = _stage_of_status(default, lead.status)
+    entering = _entering(lead, default.pipeline_id, stage, now, actor.user_id)
+    changed = _next(lead, now, deleted=False, deleted_at=None, **entering)
     return Outcome(
-        changed, [LeadRestored(lead.lead_id, changed.version), LeadUpdated(changed, _diff(lead, changed))]
+        changed,
+        [LeadRestored(lead.lead_id, changed.version), _stage_changed(lead, changed), LeadUpdated(changed, _diff(lead, changed))],
     )
+
+
+def _stage_of_status(pipeline: Pipeline, status: str) -> Stage:
+    """The stage a lead of this status enters: the final one of a closed lead, else the first of its status."""
+    if status in FINAL_STATUSES:
+        return pipeline.final_stage(status)
+    return next((stage for stage in pipeline.stages if stage.status == status), pipeline.first_stage())
 
 
 # --- leads: refreshed from other services ---------------------------------------------------

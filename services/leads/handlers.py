@@ -109,12 +109,13 @@ def _event_id(cause: Envelope, subject: str | None, index: int, type_name: str) 
     return uuid5(_ID_NAMESPACE, f"{cause.id}\x1f{subject}\x1f{index}\x1f{type_name}")
 
 
-def _message(event: Any, index: int, cause: Envelope, source: str, subject: str | None) -> Envelope:
+def _message(event: Any, index: int, cause: Envelope, source: str, subject: str | None, now: datetime) -> Envelope:
     payload = _payload(event)
     return build_message(
         payload,
         source=source,
         subject=subject,
+        time=now,
         id=_event_id(cause, subject, index, payload.TYPE),
         correlationid=cause.correlationid or cause.id,
         causationid=cause.id,
@@ -124,8 +125,9 @@ def _message(event: Any, index: int, cause: Envelope, source: str, subject: str 
     )
 
 
-def to_messages(events: Sequence[Any], cause: Envelope, source: str, subject: str | None) -> list[Envelope]:
-    return [_message(event, index, cause, source, subject) for index, event in enumerate(events)]
+def to_messages(events: Sequence[Any], cause: Envelope, source: str, subject: str | None, now: datetime) -> list[Envelope]:
+    """The contract messages of ``events``, stamped with ``now`` (the service's clock)."""
+    return [_message(event, index, cause, source, subject, now) for index, event in enumerate(events)]
 
 
 # Events that carry the whole card: their data is the card's JSON plus `changed_fields`.
@@ -157,20 +159,22 @@ class CardJson:
         hit = self._cards.get(id(lead))
         return hit[1] if hit is not None and hit[0] is lead else None
 
-    def messages(self, events: Sequence[Any], cause: Envelope, source: str, subject: str | None) -> list[tuple[Envelope, bytes]]:
+    def messages(
+        self, events: Sequence[Any], cause: Envelope, source: str, subject: str | None, now: datetime
+    ) -> list[tuple[Envelope, bytes]]:
         """``to_messages`` with each message's wire bytes; card events spliced from the card's JSON."""
         out: list[tuple[Envelope, bytes]] = []
         for index, event in enumerate(events):
             cls = _CARD_EVENTS.get(type(event))
             if cls is None:
-                message = _message(event, index, cause, source, subject)
+                message = _message(event, index, cause, source, subject, now)
                 out.append((message, message.to_json_bytes()))
                 continue
             changed = list(getattr(event, "changed_fields", ()))
             data = self.of(event.lead)[:-1] + b',"changed_fields":' + (json.dumps(changed).encode() if changed else b"[]") + b"}"
             message = envelope_class(cls.TYPE).model_construct(
                 specversion="1.0", id=_event_id(cause, subject, index, cls.TYPE), type=cls.TYPE, source=source,
-                time=datetime.now(UTC), subject=subject, datacontenttype="application/json",
+                time=now, subject=subject, datacontenttype="application/json",
                 correlationid=cause.correlationid or cause.id, causationid=cause.id, actorid=cause.actorid,
                 traceparent=cause.traceparent, tracestate=cause.tracestate,
                 data=_CardPayload(cls, data),
@@ -298,6 +302,7 @@ class LeadsHandlers:
             ev.PipelineCreated.model_validate(pipeline.model_dump()),
             source=self.source,
             id=uuid5(_ID_NAMESPACE, "default-pipeline-created"),
+            time=now,
         )
         owed = await self.pipelines.ensure_default(pipeline, created.to_json_bytes().decode())
         if owed is None:
@@ -323,7 +328,7 @@ class LeadsHandlers:
                 return [rejection(message, exc, self.source, None)]
             if not outcome.changed:
                 return []
-            events = to_messages(outcome.events, message, self.source, None)
+            events = to_messages(outcome.events, message, self.source, None, now)
             if await self.pipelines.save(
                 outcome.pipeline, existing.version if existing else None, message.id,
                 [e.to_json_bytes().decode() for e in events], self.settings.recent_messages_kept,
@@ -439,7 +444,8 @@ class LeadsHandlers:
         product_ids = {p.product_id for m in messages if m.type in linking[:2] for p in (m.data.products or [])}
         product_ids |= {m.data.product_id for m in messages if m.type == "crm.lead.refresh-snapshot" and m.data.product_id}
         return _Context(
-            pipelines=await self.pipelines.all(),
+            # Deleted ones too: the leads still standing on them are deleted, and may be restored.
+            pipelines=await self.pipelines.all(include_deleted=True),
             actors=await self.principals.get_many(actors),
             contacts=await self.directory.get_many("contact", contact_ids),
             companies=await self.directory.get_many("company", company_ids),
@@ -473,7 +479,7 @@ class LeadsHandlers:
             state.created_by = message
         for target_id, outcome in outcomes:
             target = states[target_id]
-            events = self._cards.messages(outcome.events, message, self.source, target_id)
+            events = self._cards.messages(outcome.events, message, self.source, target_id, ctx.now)
             if outcome.changed:
                 target.lead = outcome.lead
                 target.dirty = True
@@ -534,7 +540,8 @@ class LeadsHandlers:
             case "crm.lead.delete":
                 return [(lead_id, d.delete_lead(actor, lead, now))]
             case "crm.lead.restore":
-                return [(lead_id, d.restore_lead(actor, lead, now))]
+                default = self._pipeline(ctx, d.DEFAULT_PIPELINE_ID)
+                return [(lead_id, d.restore_lead(actor, lead, pipeline, default, now))]
             case "crm.lead.reopen":
                 return [(lead_id, d.reopen_lead(actor, lead, pipeline, data.stage_id, now))]
             case "crm.lead.qualified":
@@ -567,7 +574,7 @@ class LeadsHandlers:
     @staticmethod
     def _pipeline(ctx: _Context, pipeline_id: str, allow_deleted: bool = False) -> d.Pipeline:
         pipeline = ctx.pipelines.get(pipeline_id)
-        if pipeline is None:
+        if pipeline is None or (pipeline.deleted and not allow_deleted):
             raise d.Rejected("not_found", f"Pipeline {pipeline_id} does not exist; GET /pipelines lists them.")
         return pipeline
 
@@ -606,7 +613,7 @@ class LeadsHandlers:
                 # The create is the lead's only message in this batch: the lead is created with its
                 # duplicates, one version and one card event (its events are made again, same ids).
                 outcome = d.duplicates_at_creation(lead, matches)
-                events = self._cards.messages(outcome.events, cause, self.source, lead.lead_id)
+                events = self._cards.messages(outcome.events, cause, self.source, lead.lead_id, ctx.now)
                 state.lead = outcome.lead
                 state.out = [e for e, _ in events]
                 self._wire.update((e.id, raw) for e, raw in events)
@@ -617,7 +624,7 @@ class LeadsHandlers:
             if outcome.changed:
                 # Spliced like the creation's events: the new card's JSON is made once, for the
                 # updated event and the stored document alike.
-                events = self._cards.messages(outcome.events, cause, self.source, lead.lead_id) if cause else []
+                events = self._cards.messages(outcome.events, cause, self.source, lead.lead_id, ctx.now) if cause else []
                 # Stored once, at the new version, with the events of both changes.
                 state.lead = outcome.lead
                 state.out.extend(e for e, _ in events)
