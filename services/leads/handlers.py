@@ -17,6 +17,8 @@ from contracts import Envelope, build_message, envelope_class
 from contracts.directory import CompanyUpserted, ContactUpserted, ProductUpserted
 from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS
 from crmkit import access
+from crmkit.applied import Applied, applied_for, kept
+from crmkit.conflicts import retry_on_conflict
 from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
@@ -28,7 +30,6 @@ from services.leads.repository import (
     LeadRepository,
     LeadWrite,
     PipelineRepository,
-    Recent,
     StoredLead,
 )
 from services.leads.settings import LeadsSettings
@@ -38,7 +39,6 @@ log = logging.getLogger("services.leads")
 # Stable ids: the same input message always yields the same lead id and the same event ids,
 # so a replay after a crash publishes byte-identical events that consumers dedupe.
 _ID_NAMESPACE = uuid.UUID("6f1b8a52-3c1e-4f7e-9a51-0d6c8e2b7a10")
-_MAX_ATTEMPTS = 8
 # Event-loop turns given to a chunk's write before the next chunk's computing starts (see _lead_messages).
 _WRITE_TURNS = 10
 
@@ -215,13 +215,13 @@ class _LeadState:
 
     stored: StoredLead | None
     lead: d.Lead | None
-    recent: list[Recent]
+    recent: list[Applied[str]]
     out: list[Envelope] = field(default_factory=list)
     dirty: bool = False
     created_by: Envelope | None = None  # the create that made the lead in this batch
 
-    def seen(self, message_id: str) -> Recent | None:
-        return next((r for r in self.recent if r.message_id == message_id), None)
+    def seen(self, message_id: str) -> Applied[str] | None:
+        return applied_for(self.recent, message_id)
 
 
 @dataclass
@@ -311,7 +311,7 @@ class LeadsHandlers:
 
     async def _pipeline_command(self, message: Envelope) -> list[Envelope]:
         pipeline_id = getattr(message.data, "pipeline_id", None) or uuid5(_ID_NAMESPACE, f"pipeline\x1f{message.id}")
-        for _ in range(_MAX_ATTEMPTS):
+        for _attempt in retry_on_conflict(f"pipeline {pipeline_id} under command {message.id}"):
             owed = await self.pipelines.recent_events(pipeline_id, message.id)
             if owed is not None:
                 return [Envelope.model_validate_json(e) for e in owed]
@@ -334,7 +334,7 @@ class LeadsHandlers:
                 [e.to_json_bytes().decode() for e in events], self.settings.recent_messages_kept,
             ):
                 return events
-        raise RuntimeError(f"pipeline {pipeline_id} kept changing under command {message.id}")
+        raise AssertionError("unreachable: retry_on_conflict raises when its attempts run out")
 
     async def _pipeline_outcome(
         self, message: Envelope, actor: d.Actor, pipeline_id: str, existing: d.Pipeline | None, now: datetime
@@ -399,7 +399,7 @@ class LeadsHandlers:
         # a read. If it exists after all (a redelivery, a retried create), the insert reports the
         # duplicate id and the lead is re-applied from what is stored.
         must_load = {lid for lid, msgs in by_lead.items() if msgs[0].type != "crm.lead.create"} | related
-        for attempt in range(_MAX_ATTEMPTS):
+        for attempt in retry_on_conflict(lambda: f"leads {sorted(pending)[:5]} under this batch"):
             if attempt:
                 ctx = await self._context([m for lid in pending for m in by_lead[lid]])
             stored = await self.leads.get_many((pending | related) & must_load)
@@ -417,7 +417,7 @@ class LeadsHandlers:
                     self.index.put_card(state.lead)  # later chunks of this batch match against it
                     indexed.add(lead_id)
             writes = [
-                LeadWrite(s.lead, s.recent[-self.settings.recent_messages_kept:], s.stored.version if s.stored else None,
+                LeadWrite(s.lead, kept(s.recent, self.settings.recent_messages_kept), s.stored.version if s.stored else None,
                           self._cards.cached(s.lead))
                 for s in states.values()
                 if s.dirty and s.lead is not None
@@ -433,8 +433,7 @@ class LeadsHandlers:
             # Re-apply what lost: those leads, and any lead whose merge partner lost.
             pending = {lid for lid in pending if lid in conflicted or _touches(by_lead[lid], conflicted)}
             must_load |= pending | conflicted
-            log.info("re-applying %d leads found stored or changed concurrently", len(pending))
-        raise RuntimeError(f"leads {sorted(pending)[:5]} kept changing under this batch")
+        raise AssertionError("unreachable: retry_on_conflict raises when its attempts run out")
 
     async def _context(self, messages: list[Envelope]) -> _Context:
         actors = access.actor_ids(messages)
@@ -487,7 +486,7 @@ class LeadsHandlers:
             # Published as these bytes (a spliced card event has no other serialization).
             self._wire.update((e.id, raw) for e, raw in events)
             if target.lead is not None and (outcome.changed or target is state):
-                target.recent.append(Recent(message.id, [raw.decode() for _, raw in events]))
+                target.recent.append(Applied(message.id, [raw.decode() for _, raw in events]))
                 target.dirty = True
 
     def _check_card_size(self, outcome: d.Outcome) -> None:
@@ -617,7 +616,7 @@ class LeadsHandlers:
                 state.lead = outcome.lead
                 state.out = [e for e, _ in events]
                 self._wire.update((e.id, raw) for e, raw in events)
-                state.recent[-1] = Recent(cause.id, [raw.decode() for _, raw in events])
+                state.recent[-1] = Applied(cause.id, [raw.decode() for _, raw in events])
                 continue
             # Later messages changed the lead in this batch: the duplicates are a change of their own.
             outcome = d.record_duplicates(lead, matches, ctx.now)

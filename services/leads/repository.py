@@ -10,7 +10,7 @@ import re
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne, Up
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from crmkit.applied import Applied, applied_for, kept
 from crmkit.mongo import IDS_PER_QUERY, ensure_indexes, find_by_ids
 from services.leads.domain import Lead, Pipeline
 from services.leads import readmodel
@@ -26,12 +27,8 @@ from services.leads import readmodel
 log = logging.getLogger("services.leads.repository")
 
 
-@dataclass
-class Recent:
-    """A message already applied to a lead, with the events it produced (re-published on redelivery)."""
-
-    message_id: str
-    events: list[str] = field(default_factory=list)  # serialized envelopes
+# A lead's applied messages, each with the serialized envelopes it produced; the old name stays importable.
+Recent = Applied
 
 
 @dataclass
@@ -43,8 +40,8 @@ class StoredLead:
     def version(self) -> int:
         return self.lead.version
 
-    def recent_for(self, message_id: str) -> Recent | None:
-        return next((r for r in self.recent if r.message_id == message_id), None)
+    def recent_for(self, message_id: str) -> Applied[str] | None:
+        return applied_for(self.recent, message_id)
 
 
 @dataclass
@@ -114,7 +111,7 @@ def _lead_doc(write: LeadWrite) -> dict[str, Any]:
 def _lead_from(doc: dict[str, Any]) -> StoredLead:
     raw = zlib.decompress(doc["blob"]).decode()
     blob = json.loads(raw)
-    recent = [Recent(r["id"], list(r.get("events") or [])) for r in blob.get("recent") or []]
+    recent = [Applied.from_doc(r) for r in blob.get("recent") or []]
     if any(_CARD_MARK in e for r in recent for e in r.events):
         # The card's own text, as stored. The last `,"recent":` is the blob's own key: the card may hold
         # one too (product options and external ids have keys from outside), the events cannot
@@ -371,15 +368,16 @@ class PipelineRepository:
         doc = await self._col.find_one({"_id": pipeline_id, "_recent.id": message_id}, {"_recent": 1})
         if not doc:
             return None
-        return next((r["events"] for r in doc["_recent"] if r["id"] == message_id), [])
+        found = applied_for((Applied.from_doc(r) for r in doc["_recent"]), message_id)
+        return found.events if found else []
 
     async def save(self, pipeline: Pipeline, expected_version: int | None, message_id: str, events: list[str], keep: int) -> bool:
         """Store a pipeline change; False when another writer got there first."""
         doc = pipeline.model_dump()
         doc["_id"] = pipeline.pipeline_id
         previous = await self._col.find_one({"_id": pipeline.pipeline_id}, {"_recent": 1})
-        recent = (previous or {}).get("_recent", [])
-        doc["_recent"] = ([*recent, {"id": message_id, "events": events}])[-keep:]
+        recent = [Applied.from_doc(r) for r in (previous or {}).get("_recent", [])]
+        doc["_recent"] = [r.to_doc() for r in kept([*recent, Applied(message_id, events)], keep)]
         try:
             if expected_version is None:
                 await self._col.insert_one(doc)
