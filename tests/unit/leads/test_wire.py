@@ -14,7 +14,7 @@ from contracts import build_message, parse_message
 from contracts.leads import CreateLead
 from contracts.topics import LEADS_EVENTS
 from services.leads import domain as d
-from services.leads.handlers import CardJson, to_messages
+from services.leads.messages import CardJson, to_messages
 from services.leads.repository import LeadWrite, Recent, _lead_doc, _lead_from
 
 NOW = datetime(2025, 3, 10, 9, 0, 0, 123456, tzinfo=UTC)
