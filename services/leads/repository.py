@@ -79,10 +79,11 @@ _BLOB_LEVEL = 1
 _CARD_MARK = "\x00"
 
 
-def _lead_doc(write: LeadWrite) -> dict[str, Any]:
+def lead_document(write: LeadWrite) -> dict[str, Any]:
+    """The document a lead is stored as (its shape is described above)."""
     lead = write.lead
     # The card is serialized by pydantic's own (compiled) encoder and spliced in: the same JSON as
-    # json.dumps(lead.model_dump(mode="json")), read back by _lead_from, at a fraction of the cost.
+    # json.dumps(lead.model_dump(mode="json")), read back by stored_lead, at a fraction of the cost.
     card = write.card_json or lead.model_dump_json().encode()
     body = card[:-1].decode()
     recent = json.dumps(
@@ -108,7 +109,8 @@ def _lead_doc(write: LeadWrite) -> dict[str, Any]:
     }
 
 
-def _lead_from(doc: dict[str, Any]) -> StoredLead:
+def stored_lead(doc: dict[str, Any]) -> StoredLead:
+    """A stored document read back: the lead and its applied messages."""
     raw = zlib.decompress(doc["blob"]).decode()
     blob = json.loads(raw)
     recent = [Applied.from_doc(r) for r in blob.get("recent") or []]
@@ -153,11 +155,11 @@ class LeadRepository:
         ids = sorted(set(lead_ids))
         if not ids:
             return {}
-        return {doc["_id"]: _lead_from(doc) for doc in await find_by_ids(self._col, ids)}
+        return {doc["_id"]: stored_lead(doc) for doc in await find_by_ids(self._col, ids)}
 
     async def get(self, lead_id: str) -> Lead | None:
         doc = await self._col.find_one({"_id": lead_id})
-        return _lead_from(doc).lead if doc else None
+        return stored_lead(doc).lead if doc else None
 
     async def save(self, writes: Sequence[LeadWrite]) -> set[str]:
         """Store all writes in one bulk call; return the ids that lost a race (to be re-applied).
@@ -173,11 +175,11 @@ class LeadRepository:
         ops: list[Any] = []
         for w in writes:
             if w.expected_version is None:
-                ops.append(InsertOne(_lead_doc(w)))
+                ops.append(InsertOne(lead_document(w)))
             elif self.strict_versions:
-                ops.append(ReplaceOne({"_id": w.lead.lead_id, "version": w.expected_version}, _lead_doc(w)))
+                ops.append(ReplaceOne({"_id": w.lead.lead_id, "version": w.expected_version}, lead_document(w)))
             else:
-                ops.append(ReplaceOne({"_id": w.lead.lead_id}, _lead_doc(w)))
+                ops.append(ReplaceOne({"_id": w.lead.lead_id}, lead_document(w)))
         conflicted: set[str] = set()
         try:
             result = await self._col.bulk_write(ops, ordered=False)
@@ -289,7 +291,7 @@ class LeadRepository:
         page = pages[:limit]
         next_cursor = page[-1][0] if len(pages) > limit else None
         # A hash shared by two filter values would put a stranger in the range: checked here.
-        leads = [_lead_from(d).lead for _, d in page if all(d.get(k) == v for k, v in plain.items())]
+        leads = [stored_lead(d).lead for _, d in page if all(d.get(k) == v for k, v in plain.items())]
         return leads, next_cursor
 
     async def migrate_read_fields(self, batch: int = 500) -> int:
@@ -301,7 +303,7 @@ class LeadRepository:
         done = 0
         ops: list[UpdateOne] = []
         async for doc in self._col.find({"ixv": {"$ne": readmodel.READ_FIELDS_VERSION}}):
-            lead = _lead_from(doc).lead
+            lead = stored_lead(doc).lead
             ops.append(UpdateOne({"_id": doc["_id"], "version": doc["version"]}, {"$set": readmodel.read_fields(lead)}))
             if len(ops) >= batch:
                 done += (await self._col.bulk_write(ops, ordered=False)).modified_count

@@ -7,7 +7,7 @@ import contextlib
 import httpx
 
 from contracts.topics import ACTIVITY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
-from services.leads.app import create_app
+from services.leads.app import Overrides, create_app
 from services.leads.repository import LeadRepository
 from services.leads.settings import LeadsSettings
 from tests.integration.leads_helpers import grant, payload
@@ -17,9 +17,9 @@ TOKENS = {"tok-alice": "alice", "tok-bob": "bob", "tok-eve": "eve"}
 
 
 @contextlib.asynccontextmanager
-async def leads_stack(settings_for, run_service, endpoints, isolation, **overrides):
+async def leads_stack(settings_for, run_service, endpoints, isolation, app_overrides=None, **overrides):
     settings = settings_for(LeadsSettings, "leads", tokens=TOKENS, **overrides)
-    service = await run_service(create_app(settings))
+    service = await run_service(create_app(settings, overrides=app_overrides))
     async with Producer(endpoints.kafka, isolation.prefix) as producer, Collector(
         endpoints.kafka, isolation.prefix, LEADS_EVENTS
     ) as events:
@@ -293,8 +293,8 @@ async def test_events_carry_the_time_of_the_injected_clock(settings_for, run_ser
     from datetime import UTC, datetime
 
     fixed = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
-    async with leads_stack(settings_for, run_service, endpoints, isolation) as (service, producer, events):
-        service.handlers.clock = lambda: fixed
+    clocked = Overrides(clock=lambda: fixed)
+    async with leads_stack(settings_for, run_service, endpoints, isolation, clocked) as (service, producer, events):
         create = command(payload("crm.lead.create", lead_id="LT", title="Clocked"), actor="bob")
         await send_and_wait(producer, events, create)
         move = command(payload("crm.lead.move", lead_id="LT", stage_id="processing"), actor="bob")

@@ -5,44 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
 
-from services.leads.domain.model import CompanyRef, ContactRef, NeedMaturity, ProductLine, Rejected
+from services.leads.domain.model import CARD_FIELDS, Lead, Rejected
 from services.leads.domain.rules import _plain
 
+_TEXT_FIELDS = (
+    "title", "responsible_id", "source", "marketing_event", "utm_source", "utm_medium", "utm_campaign",
+    "description", "external_id",
+)
 
-class _CardData(BaseModel):
-    """The lead's own data, validated together so every bad field is reported at once."""
+
+class _CardChecks(BaseModel):
+    """How a command's card data is read: unknown keys ignored, blank text taken as absent."""
 
     model_config = ConfigDict(extra="ignore")
 
-    title: str | None = None
-    responsible_id: str | None = None
-    contact: ContactRef | None = None
-    company: CompanyRef | None = None
-    products: list[ProductLine] = Field(default_factory=list)
-    source: str | None = None
-    marketing_event: str | None = None
-    utm_source: str | None = None
-    utm_medium: str | None = None
-    utm_campaign: str | None = None
-    need_maturity: NeedMaturity | None = None
-    description: str | None = None
-    external_id: str | None = None
-    external_ids: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator(
-        "title",
-        "responsible_id",
-        "source",
-        "marketing_event",
-        "utm_source",
-        "utm_medium",
-        "utm_campaign",
-        "description",
-        "external_id",
-        mode="before",
-    )
+    @field_validator(*_TEXT_FIELDS, mode="before", check_fields=False)
     @classmethod
     def _blank_is_absent(cls, value: Any) -> Any:
         # Forms and spreadsheets send "" or "  " for an empty field.
@@ -51,7 +30,18 @@ class _CardData(BaseModel):
         return value
 
 
-def _card_data(values: Mapping[str, Any]) -> _CardData:
+def _optional(name: str) -> tuple[Any, Any]:
+    """The card field as ``Lead`` defines it, optional: a command may leave any of them out."""
+    info = Lead.model_fields[name]
+    return (info.annotation | None, None) if info.is_required() else (info.annotation, info)
+
+
+# The lead's own data, validated together so every bad field is reported at once: the card fields
+# of ``Lead`` (their types defined there only), each optional.
+_CardData = create_model("_CardData", __base__=_CardChecks, **{name: _optional(name) for name in CARD_FIELDS})
+
+
+def _card_data(values: Mapping[str, Any]) -> Any:
     try:
         card = _CardData.model_validate({key: _plain(value) for key, value in values.items()})
     except ValidationError as exc:

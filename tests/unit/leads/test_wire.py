@@ -15,7 +15,7 @@ from contracts.leads import CreateLead
 from contracts.topics import LEADS_EVENTS
 from services.leads import domain as d
 from services.leads.messages import CardJson, to_messages
-from services.leads.repository import LeadWrite, Recent, _lead_doc, _lead_from
+from services.leads.repository import LeadWrite, Recent, lead_document, stored_lead
 
 NOW = datetime(2025, 3, 10, 9, 0, 0, 123456, tzinfo=UTC)
 USER = d.Actor(user_id="u-1", licensed=True)
@@ -84,10 +84,10 @@ def test_stored_blob_keeps_one_copy_of_the_card_and_reads_back_the_exact_events(
         assert any(m.type in ("crm.lead.created", "crm.lead.updated") for m, _ in messages)  # each case carries a card
         wire = [raw.decode() for _, raw in messages]
         older = Recent("m-0", ['{"specversion":"1.0","id":"e-0","data":{"x":1}}'])
-        doc = _lead_doc(LeadWrite(lead, [older, Recent("m-1", wire)], None, cards.cached(lead)))
+        doc = lead_document(LeadWrite(lead, [older, Recent("m-1", wire)], None, cards.cached(lead)))
         raw = zlib.decompress(doc["blob"]).decode()
         assert raw.count(json.dumps(lead.title, ensure_ascii=False)) == 1, "the card is stored once"
-        stored = _lead_from(doc)
+        stored = stored_lead(doc)
         assert stored.lead == lead
         assert [r.events for r in stored.recent] == [older.events, wire]
 
@@ -97,7 +97,7 @@ def test_blob_written_before_the_card_mark_still_reads() -> None:
     message = to_messages(events, _cause(), "crm/leads", lead.lead_id, NOW)[0]
     event = message.to_json_bytes().decode()
     blob = b'{"card":' + lead.model_dump_json().encode() + b',"recent":' + json.dumps([{"id": "m-1", "events": [event]}]).encode() + b"}"
-    stored = _lead_from({"blob": zlib.compress(blob)})
+    stored = stored_lead({"blob": zlib.compress(blob)})
     assert stored.lead == lead and stored.recent[0].events == [event]
 
 
@@ -105,17 +105,17 @@ def test_the_stored_document_carries_its_duplicate_keys_and_links_while_live() -
     from services.leads.index import index_entry
 
     for lead, _ in _cards():
-        doc = _lead_doc(LeadWrite(lead, [], None))
+        doc = lead_document(LeadWrite(lead, [], None))
         keys, links = index_entry(lead)
         assert {k: doc[f"ix_{k}"] for k in ("email", "phone", "name") if doc[f"ix_{k}"]} == keys
         assert doc["ix_contact"] == (links.get("contact") or [None])[0]
         assert doc["ix_company"] == (links.get("company") or [None])[0]
         assert doc["product_ids"] == (links.get("product") or None)
     lead = _cards()[1][0]
-    doc = _lead_doc(LeadWrite(lead, [], None))
+    doc = lead_document(LeadWrite(lead, [], None))
     assert doc["ix_email"] and doc["ix_contact"] == "c-1" and doc["ix_company"] == "co-1"
     assert doc["product_ids"] == ["p-1"] and doc["ix_products"] == " p-1 "
-    gone = _lead_doc(LeadWrite(lead.model_copy(update={"deleted": True}), [], None))
+    gone = lead_document(LeadWrite(lead.model_copy(update={"deleted": True}), [], None))
     assert (gone["ix_email"], gone["ix_phone"], gone["ix_name"]) == (None, None, None)  # no duplicate candidate
     assert gone["ix_contact"] == "c-1"  # still refreshed from upstream
     assert gone["ix_all"].startswith("D:") and doc["ix_all"].startswith("L:")
