@@ -221,7 +221,7 @@ class ActivityHandlers:
         if message.type == "crm.task.type.add":
             return await self._add_type(message)
         if message.type in LEAD_FACTS:
-            return await self._lead_fact(message)
+            return await self.on_lead_fact(message)
         if message.type == "crm.lead.disqualified":
             data = message.data
             return await self._lead_tasks(
@@ -334,7 +334,7 @@ class ActivityHandlers:
 
     # --- the lead's fate ----------------------------------------------------------------------
 
-    async def _lead_fact(self, message: Envelope) -> _Result:
+    async def on_lead_fact(self, message: Envelope) -> _Result:
         lead_id, version, facts = lead_facts(message.data, message.type)
         lead = await self.leads.apply(lead_id, version, facts)
         if lead is None or not lead.known:

@@ -66,7 +66,7 @@ def _list_keys(task: Task) -> dict[str, Any]:
     return {**keys, "ixv": LIST_KEYS_VERSION}
 
 
-def _task_doc(task: Task, recent: Sequence[Recent]) -> dict[str, Any]:
+def task_document(task: Task, recent: Sequence[Recent]) -> dict[str, Any]:
     doc = task.model_dump()
     doc["_id"] = task.task_id
     doc.update(_list_keys(task))
@@ -139,14 +139,14 @@ class TaskRepository:
     async def insert(self, task: Task, recent: Sequence[Recent]) -> bool:
         """Store a new task; False when a task with this id exists already."""
         try:
-            await self._col.insert_one(_task_doc(task, kept(recent, self._recent_kept)))
+            await self._col.insert_one(task_document(task, kept(recent, self._recent_kept)))
         except DuplicateKeyError:
             return False
         return True
 
     async def replace(self, task: Task, expected: Task, recent: Sequence[Recent]) -> bool:
         """Store a change of `expected`; False when anyone (a command, the due pass) changed it since it was read."""
-        result = await self._col.replace_one(_expected(expected), _task_doc(task, kept(recent, self._recent_kept)))
+        result = await self._col.replace_one(_expected(expected), task_document(task, kept(recent, self._recent_kept)))
         return result.matched_count == 1
 
     async def applied(self, message_id: str, lead_id: str) -> list[StoredTask]:
