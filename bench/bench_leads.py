@@ -69,7 +69,7 @@ def stored_documents(count: int) -> dict[str, dict]:
     from datetime import UTC, datetime
 
     from services.leads import domain as d
-    from services.leads.repository import LeadWrite, Recent, _lead_doc
+    from services.leads.repository import LeadWrite, Recent, lead_document
 
     now = datetime.now(UTC)
     pipeline = d.default_pipeline(now)
@@ -77,7 +77,7 @@ def stored_documents(count: int) -> dict[str, dict]:
     docs = {}
     for i in range(count):
         lead = d.create_lead(actor, f"L{i:07d}", _command_data(i), pipeline, now).lead
-        docs[lead.lead_id] = _lead_doc(LeadWrite(lead, [Recent("m", [lead.model_dump_json()])], None))
+        docs[lead.lead_id] = lead_document(LeadWrite(lead, [Recent("m", [lead.model_dump_json()])], None))
     return docs
 
 

@@ -101,9 +101,9 @@ async def populate(mongodb: str, database: str, count: int, fresh: bool) -> None
 async def populate_others(mongodb: str, database: str, count: int) -> None:
     """N tasks and N deals, stored as the activity and qualification repositories store them."""
     from services.activity.domain import Task
-    from services.activity.repository import TaskRepository, _task_doc
+    from services.activity.repository import TaskRepository, task_document
     from services.qualification.domain import Deal
-    from services.qualification.repository import _list_keys, ensure_indexes
+    from services.qualification.repository import deal_list_keys, ensure_indexes
 
     client = make_client(mongodb)
     try:
@@ -121,7 +121,7 @@ async def populate_others(mongodb: str, database: str, count: int) -> None:
             docs = []
             for i in range(base, min(base + 1000, count)):
                 due = now + timedelta(minutes=rnd.randrange(-60 * 24 * 30, 60 * 24 * 30))
-                docs.append(_task_doc(Task(
+                docs.append(task_document(Task(
                     task_id=f"T{i:07d}", lead_id=f"L{rnd.randrange(count):07d}", type="call", title=f"Call {i}",
                     start_at=due - timedelta(hours=1), due_at=due, assignee_id=f"user{rnd.randrange(20)}",
                     status=rnd.choices(["open", "done", "cancelled"], weights=[60, 35, 5])[0], created_at=now, updated_at=now,
@@ -133,7 +133,7 @@ async def populate_others(mongodb: str, database: str, count: int) -> None:
             for i in range(base, min(base + 1000, count)):
                 deal = Deal(deal_id=f"D{i:07d}", lead_id=f"L{i:07d}", company_id="C", title=f"Deal {i}",
                             responsible_id="bench", deal_pipeline_id="sales", created_at=now - timedelta(seconds=i))
-                docs.append({**deal.model_dump(), "_id": deal.deal_id, **_list_keys(deal)})
+                docs.append({**deal.model_dump(), "_id": deal.deal_id, **deal_list_keys(deal)})
             await qualification["deals"].insert_many(docs)
     finally:
         await client.close()

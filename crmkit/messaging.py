@@ -15,24 +15,17 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    KafkaConnectionError,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    TopicAlreadyExistsError,
-    for_code,
-)
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, TopicAlreadyExistsError, for_code
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, WaitQueueTimeoutError
 
 from contracts import ContractError, Envelope, parse_message
 from contracts.topics import ALL_TOPICS, DLQ_GROUP, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_REASON_CODE
 from contracts.topics import DLQ_REPLAY_GROUP, DLQ_SERVICE, DLQ_TOPIC, dlq_topic
 
+from .errors import UNSENDABLE, is_transient
 from .metrics import Metrics
 from .records import replay_group, rejection_of
 from .logs import message_fields
@@ -79,26 +72,6 @@ class Outbound:
 
 
 BatchHandler = Callable[[list[Inbound]], Awaitable[Sequence[Outbound]]]
-
-
-# A record too large for the producer or the broker never fits, however often it is sent: bad data,
-# not an outage (retried, it would hold its partition forever).
-_UNSENDABLE = (MessageSizeTooLargeError, RecordListTooLargeError)
-
-def is_transient(exc: BaseException) -> bool:
-    """True for outages that a retry cures (database or broker unreachable), never for bad data."""
-    if isinstance(exc, _UNSENDABLE):
-        return False
-    if isinstance(exc, (ConnectionFailure, ExecutionTimeout, WaitQueueTimeoutError)):
-        return True
-    if isinstance(exc, KafkaError):
-        return True
-    if isinstance(exc, _FILE_ERRORS):
-        return False  # a missing or unreadable file stays so however often it is retried
-    return isinstance(exc, (asyncio.TimeoutError, ConnectionError, OSError))
-
-
-_FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
 
 
 class Bus:
@@ -339,7 +312,7 @@ class BatchProcessor:
                 record, inbound = items[0]
                 log.exception("handler %s failed on %s@%s", self._name, record.topic, record.offset,
                               extra=message_fields(inbound.message))
-                code = "too_large" if isinstance(exc, _UNSENDABLE) else "handler_error"
+                code = "too_large" if isinstance(exc, UNSENDABLE) else "handler_error"
                 reason = f"handler failed: {type(exc).__name__}: {exc}"
                 await self._retrying(lambda: self._bus.dead_letter([(record, code, reason)], self.group))
                 return

@@ -12,7 +12,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 from pymongo.asynchronous.database import AsyncDatabase
 
-from .messaging import is_transient
+from .errors import is_transient
 
 log = logging.getLogger("crmkit.mongo")
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from contracts.topics import ACTIVITY_COMMANDS, ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS
-from crmkit.messaging import is_transient
+from crmkit.errors import is_transient
 from crmkit.mongo import until_available
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service, stop_if_cancelled

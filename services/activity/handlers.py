@@ -24,6 +24,7 @@ from contracts.activity import (
 from contracts.qualification import DisqualifyLead
 from contracts.topics import ACTIVITY_EVENTS, QUALIFICATION_COMMANDS
 from crmkit import access
+from crmkit.conflicts import retry_on_conflict
 from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
@@ -36,7 +37,6 @@ log = logging.getLogger("services.activity")
 # Stable ids: the same input message always yields the same task ids and event ids, so a replay
 # after a crash publishes identical events that consumers dedupe.
 _ID_NAMESPACE = uuid.UUID("3d0c7b1e-6a0f-4a57-b8e4-2f1e9c4d7a21")
-_MAX_ATTEMPTS = 8
 
 TASK_COMMANDS = {"crm.task.create", "crm.task.update", "crm.task.complete", "crm.task.cancel"}
 USER_COMMANDS = TASK_COMMANDS | {"crm.task.type.add"}
@@ -221,7 +221,7 @@ class ActivityHandlers:
         if message.type == "crm.task.type.add":
             return await self._add_type(message)
         if message.type in LEAD_FACTS:
-            return await self._lead_fact(message)
+            return await self.on_lead_fact(message)
         if message.type == "crm.lead.disqualified":
             data = message.data
             return await self._lead_tasks(
@@ -234,7 +234,7 @@ class ActivityHandlers:
 
     async def _task_command(self, message: Envelope) -> _Result:
         task_id = task_id_of(message)
-        for _attempt in range(_MAX_ATTEMPTS):
+        for _attempt in retry_on_conflict(f"task {task_id} under command {message.id}"):
             stored = await self.tasks.get(task_id)
             seen = stored.recent_for(message.id) if stored else None
             if stored and seen:  # a redelivery: publish again what it produced, change nothing
@@ -260,8 +260,7 @@ class ActivityHandlers:
             if saved:
                 await self._ensure_follow_up(change.task)
                 return _Result(out, change.task.lead_id)
-            log.info("task %s changed under %s; applying it again", task_id, message.id)
-        raise RuntimeError(f"task {task_id} kept changing under command {message.id}")
+        raise AssertionError("unreachable: retry_on_conflict raises when its attempts run out")
 
     async def _decide(self, message: Envelope, task_id: str, stored: StoredTask | None, now: datetime) -> d.Change:
         """Which rule a command invokes, with the state it needs."""
@@ -335,7 +334,7 @@ class ActivityHandlers:
 
     # --- the lead's fate ----------------------------------------------------------------------
 
-    async def _lead_fact(self, message: Envelope) -> _Result:
+    async def on_lead_fact(self, message: Envelope) -> _Result:
         lead_id, version, facts = lead_facts(message.data, message.type)
         lead = await self.leads.apply(lead_id, version, facts)
         if lead is None or not lead.known:
@@ -360,7 +359,7 @@ class ActivityHandlers:
             seen = stored.recent_for(message.id)
             out.extend(_replay(seen) if seen else [])
         done = {s.task.task_id for s in replayed}
-        for _attempt in range(_MAX_ATTEMPTS):
+        for _attempt in retry_on_conflict(f"tasks of lead {lead_id} under {message.id}"):
             lost = False
             candidates = await self.tasks.of_lead(lead_id, status, cancelled_with_lead=cancelled_with_lead)
             for stored in candidates:
@@ -378,7 +377,7 @@ class ActivityHandlers:
                     lost = True
             if not lost:
                 return _Result(out, lead_id if out else None)
-        raise RuntimeError(f"tasks of lead {lead_id} kept changing under {message.id}")
+        raise AssertionError("unreachable: retry_on_conflict raises when its attempts run out")
 
     # --- summaries and the due pass -----------------------------------------------------------
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 
 from crmkit import listkeys
+from crmkit.applied import Applied, applied_for, kept
 from crmkit.mongo import ensure_indexes
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
@@ -19,21 +20,17 @@ from services.activity.domain import LeadInfo, Task
 _INTERNAL = ("_id", "_recent")
 
 
-@dataclass
-class Recent:
-    """A message already applied to a task, with what it published (re-published on redelivery)."""
-
-    message_id: str
-    events: list[dict[str, str]] = field(default_factory=list)  # {"topic": ..., "message": serialized envelope}
+# A task's applied messages, each with what it published: {"topic": ..., "message": serialized envelope}.
+Recent = Applied
 
 
 @dataclass
 class StoredTask:
     task: Task
-    recent: list[Recent]
+    recent: list[Applied[dict[str, str]]]
 
-    def recent_for(self, message_id: str) -> Recent | None:
-        return next((r for r in self.recent if r.message_id == message_id), None)
+    def recent_for(self, message_id: str) -> Applied[dict[str, str]] | None:
+        return applied_for(self.recent, message_id)
 
 
 @dataclass
@@ -69,16 +66,16 @@ def _list_keys(task: Task) -> dict[str, Any]:
     return {**keys, "ixv": LIST_KEYS_VERSION}
 
 
-def _task_doc(task: Task, recent: Sequence[Recent]) -> dict[str, Any]:
+def task_document(task: Task, recent: Sequence[Recent]) -> dict[str, Any]:
     doc = task.model_dump()
     doc["_id"] = task.task_id
     doc.update(_list_keys(task))
-    doc["_recent"] = [{"id": r.message_id, "events": r.events} for r in recent]
+    doc["_recent"] = [r.to_doc() for r in recent]
     return doc
 
 
 def _stored_from(doc: dict[str, Any]) -> StoredTask:
-    recent = [Recent(r["id"], list(r.get("events") or [])) for r in doc.get("_recent") or []]
+    recent = [Applied.from_doc(r) for r in doc.get("_recent") or []]
     return StoredTask(_task_from(doc), recent)
 
 
@@ -142,14 +139,14 @@ class TaskRepository:
     async def insert(self, task: Task, recent: Sequence[Recent]) -> bool:
         """Store a new task; False when a task with this id exists already."""
         try:
-            await self._col.insert_one(_task_doc(task, list(recent)[-self._recent_kept:]))
+            await self._col.insert_one(task_document(task, kept(recent, self._recent_kept)))
         except DuplicateKeyError:
             return False
         return True
 
     async def replace(self, task: Task, expected: Task, recent: Sequence[Recent]) -> bool:
         """Store a change of `expected`; False when anyone (a command, the due pass) changed it since it was read."""
-        result = await self._col.replace_one(_expected(expected), _task_doc(task, list(recent)[-self._recent_kept:]))
+        result = await self._col.replace_one(_expected(expected), task_document(task, kept(recent, self._recent_kept)))
         return result.matched_count == 1
 
     async def applied(self, message_id: str, lead_id: str) -> list[StoredTask]:

@@ -16,7 +16,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from crmkit.messaging import BatchProcessor, is_transient
+from crmkit.errors import is_transient
+from crmkit.messaging import BatchProcessor
 from crmkit.service import stop_if_cancelled
 from services.analytics.handlers import AnalyticsHandlers
 from services.analytics.repository import AnalyticsStore

@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from crmkit.messaging import is_transient
+from crmkit.errors import is_transient
 from crmkit.service import stop_if_cancelled
 from services.importer import domain as d
 from services.importer.repository import ImportRepository

@@ -30,7 +30,8 @@ from contracts.imports import (
 from contracts.leads import CreateLead, UpdateLead
 from contracts.topics import IMPORTS_EVENTS, LEADS_COMMANDS
 from crmkit.ids import uuid5
-from crmkit.messaging import Bus, Outbound, is_transient
+from crmkit.errors import is_transient
+from crmkit.messaging import Bus, Outbound
 from services.importer import domain as d
 from services.importer.errors import FileRejected
 from services.importer.mapping import Mapping, build_mapping

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
 from crmkit.principals import PrincipalRepository
@@ -21,7 +24,15 @@ CONSUMES = (LEADS_COMMANDS, DIRECTORY_EVENTS, QUALIFICATION_EVENTS, ACTIVITY_EVE
 PUBLISHES = (LEADS_EVENTS,)
 
 
-def create_app(settings: LeadsSettings) -> Service:
+@dataclass(frozen=True)
+class Overrides:
+    """What a test may replace when it builds the service; production passes none."""
+
+    clock: Callable[[], datetime] | None = None  # the time the rules and the events are stamped with
+
+
+def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -> Service:
+    overrides = overrides or Overrides()
     service = Service(
         settings,
         name="leads",
@@ -34,6 +45,8 @@ def create_app(settings: LeadsSettings) -> Service:
     directory = DirectoryRepository(service.db)
     principals = PrincipalRepository(service.db, settings.service_principals)
     handlers = LeadsHandlers(settings, leads, pipelines, directory, principals, index, source=service.source)
+    if overrides.clock is not None:
+        handlers.clock = overrides.clock
     service.handlers = handlers  # type: ignore[attr-defined]  # tests reach the seams through it
 
     async def start_up() -> None:

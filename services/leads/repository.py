@@ -10,7 +10,7 @@ import re
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne, Up
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from crmkit.applied import Applied, applied_for, kept
 from crmkit.mongo import IDS_PER_QUERY, ensure_indexes, find_by_ids
 from services.leads.domain import Lead, Pipeline
 from services.leads import readmodel
@@ -26,12 +27,8 @@ from services.leads import readmodel
 log = logging.getLogger("services.leads.repository")
 
 
-@dataclass
-class Recent:
-    """A message already applied to a lead, with the events it produced (re-published on redelivery)."""
-
-    message_id: str
-    events: list[str] = field(default_factory=list)  # serialized envelopes
+# A lead's applied messages, each with the serialized envelopes it produced; the old name stays importable.
+Recent = Applied
 
 
 @dataclass
@@ -43,8 +40,8 @@ class StoredLead:
     def version(self) -> int:
         return self.lead.version
 
-    def recent_for(self, message_id: str) -> Recent | None:
-        return next((r for r in self.recent if r.message_id == message_id), None)
+    def recent_for(self, message_id: str) -> Applied[str] | None:
+        return applied_for(self.recent, message_id)
 
 
 @dataclass
@@ -82,10 +79,11 @@ _BLOB_LEVEL = 1
 _CARD_MARK = "\x00"
 
 
-def _lead_doc(write: LeadWrite) -> dict[str, Any]:
+def lead_document(write: LeadWrite) -> dict[str, Any]:
+    """The document a lead is stored as (its shape is described above)."""
     lead = write.lead
     # The card is serialized by pydantic's own (compiled) encoder and spliced in: the same JSON as
-    # json.dumps(lead.model_dump(mode="json")), read back by _lead_from, at a fraction of the cost.
+    # json.dumps(lead.model_dump(mode="json")), read back by stored_lead, at a fraction of the cost.
     card = write.card_json or lead.model_dump_json().encode()
     body = card[:-1].decode()
     recent = json.dumps(
@@ -111,10 +109,11 @@ def _lead_doc(write: LeadWrite) -> dict[str, Any]:
     }
 
 
-def _lead_from(doc: dict[str, Any]) -> StoredLead:
+def stored_lead(doc: dict[str, Any]) -> StoredLead:
+    """A stored document read back: the lead and its applied messages."""
     raw = zlib.decompress(doc["blob"]).decode()
     blob = json.loads(raw)
-    recent = [Recent(r["id"], list(r.get("events") or [])) for r in blob.get("recent") or []]
+    recent = [Applied.from_doc(r) for r in blob.get("recent") or []]
     if any(_CARD_MARK in e for r in recent for e in r.events):
         # The card's own text, as stored. The last `,"recent":` is the blob's own key: the card may hold
         # one too (product options and external ids have keys from outside), the events cannot
@@ -156,11 +155,11 @@ class LeadRepository:
         ids = sorted(set(lead_ids))
         if not ids:
             return {}
-        return {doc["_id"]: _lead_from(doc) for doc in await find_by_ids(self._col, ids)}
+        return {doc["_id"]: stored_lead(doc) for doc in await find_by_ids(self._col, ids)}
 
     async def get(self, lead_id: str) -> Lead | None:
         doc = await self._col.find_one({"_id": lead_id})
-        return _lead_from(doc).lead if doc else None
+        return stored_lead(doc).lead if doc else None
 
     async def save(self, writes: Sequence[LeadWrite]) -> set[str]:
         """Store all writes in one bulk call; return the ids that lost a race (to be re-applied).
@@ -176,11 +175,11 @@ class LeadRepository:
         ops: list[Any] = []
         for w in writes:
             if w.expected_version is None:
-                ops.append(InsertOne(_lead_doc(w)))
+                ops.append(InsertOne(lead_document(w)))
             elif self.strict_versions:
-                ops.append(ReplaceOne({"_id": w.lead.lead_id, "version": w.expected_version}, _lead_doc(w)))
+                ops.append(ReplaceOne({"_id": w.lead.lead_id, "version": w.expected_version}, lead_document(w)))
             else:
-                ops.append(ReplaceOne({"_id": w.lead.lead_id}, _lead_doc(w)))
+                ops.append(ReplaceOne({"_id": w.lead.lead_id}, lead_document(w)))
         conflicted: set[str] = set()
         try:
             result = await self._col.bulk_write(ops, ordered=False)
@@ -292,7 +291,7 @@ class LeadRepository:
         page = pages[:limit]
         next_cursor = page[-1][0] if len(pages) > limit else None
         # A hash shared by two filter values would put a stranger in the range: checked here.
-        leads = [_lead_from(d).lead for _, d in page if all(d.get(k) == v for k, v in plain.items())]
+        leads = [stored_lead(d).lead for _, d in page if all(d.get(k) == v for k, v in plain.items())]
         return leads, next_cursor
 
     async def migrate_read_fields(self, batch: int = 500) -> int:
@@ -304,7 +303,7 @@ class LeadRepository:
         done = 0
         ops: list[UpdateOne] = []
         async for doc in self._col.find({"ixv": {"$ne": readmodel.READ_FIELDS_VERSION}}):
-            lead = _lead_from(doc).lead
+            lead = stored_lead(doc).lead
             ops.append(UpdateOne({"_id": doc["_id"], "version": doc["version"]}, {"$set": readmodel.read_fields(lead)}))
             if len(ops) >= batch:
                 done += (await self._col.bulk_write(ops, ordered=False)).modified_count
@@ -371,15 +370,16 @@ class PipelineRepository:
         doc = await self._col.find_one({"_id": pipeline_id, "_recent.id": message_id}, {"_recent": 1})
         if not doc:
             return None
-        return next((r["events"] for r in doc["_recent"] if r["id"] == message_id), [])
+        found = applied_for((Applied.from_doc(r) for r in doc["_recent"]), message_id)
+        return found.events if found else []
 
     async def save(self, pipeline: Pipeline, expected_version: int | None, message_id: str, events: list[str], keep: int) -> bool:
         """Store a pipeline change; False when another writer got there first."""
         doc = pipeline.model_dump()
         doc["_id"] = pipeline.pipeline_id
         previous = await self._col.find_one({"_id": pipeline.pipeline_id}, {"_recent": 1})
-        recent = (previous or {}).get("_recent", [])
-        doc["_recent"] = ([*recent, {"id": message_id, "events": events}])[-keep:]
+        recent = [Applied.from_doc(r) for r in (previous or {}).get("_recent", [])]
+        doc["_recent"] = [r.to_doc() for r in kept([*recent, Applied(message_id, events)], keep)]
         try:
             if expected_version is None:
                 await self._col.insert_one(doc)

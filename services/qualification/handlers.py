@@ -18,6 +18,7 @@ from contracts.qualification import (
 )
 from contracts.topics import QUALIFICATION_EVENTS
 from crmkit import access
+from crmkit.conflicts import retry_on_conflict
 from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
@@ -34,7 +35,6 @@ from services.qualification.repository import (
 )
 from services.qualification.settings import QualificationSettings
 
-_MAX_ATTEMPTS = 8
 # What the projection keeps of a lead card: what the checks and the deal need.
 _CARD_FIELDS = {
     "pipeline_id", "stage_id", "status", "deleted", "title", "responsible_id", "created_by", "contact",
@@ -242,7 +242,7 @@ class QualificationHandlers:
 
     async def _qualify(self, message: Envelope) -> list[Envelope]:
         request = qualify_request(message.data)
-        for _attempt in range(_MAX_ATTEMPTS):
+        for _attempt in retry_on_conflict(f"lead {request.lead_id} under command {message.id}"):
             stored = await self.closings.get(request.lead_id)
             if stored is not None and stored.closing.command_id == message.id:
                 return await self._run(stored)  # a redelivery: finish what is left, publish the same events
@@ -264,7 +264,7 @@ class QualificationHandlers:
             if await self.closings.start(closing, stored.outbox, replacing=previous):
                 return await self._run(stored)
             # Another command got to this lead first: decide again against what it stored.
-        raise RuntimeError(f"lead {request.lead_id} kept changing under command {message.id}")
+        raise AssertionError("unreachable: retry_on_conflict raises when its attempts run out")
 
     async def _run(self, stored: StoredClosing) -> list[Envelope]:
         """Take the process from its stored state to done, one idempotent step at a time."""
@@ -281,7 +281,7 @@ class QualificationHandlers:
 
     async def _disqualify(self, message: Envelope) -> list[Envelope]:
         data = message.data
-        for _attempt in range(_MAX_ATTEMPTS):
+        for _attempt in retry_on_conflict(f"lead {data.lead_id} under command {message.id}"):
             stored = await self.closings.get(data.lead_id)
             if stored is not None and stored.closing.command_id == message.id:
                 return [Envelope.model_validate_json(e) for e in stored.outbox]
@@ -302,7 +302,7 @@ class QualificationHandlers:
             outbox = disqualification_events(closing, message, self.source)
             if await self.closings.start(closing, [e.to_json_bytes().decode() for e in outbox], replacing=replacing):
                 return outbox
-        raise RuntimeError(f"lead {data.lead_id} kept changing under command {message.id}")
+        raise AssertionError("unreachable: retry_on_conflict raises when its attempts run out")
 
     async def _edit_reasons(self, message: Envelope) -> list[Envelope]:
         data = message.data
@@ -311,7 +311,7 @@ class QualificationHandlers:
             return refused(message, refusal, self.source)
         exists = await self.pipelines.exists(pipeline_id)
         actor = await self._actor(message)
-        for _attempt in range(_MAX_ATTEMPTS):
+        for _attempt in retry_on_conflict(f"reasons of pipeline {pipeline_id} under command {message.id}"):
             current = await self.reasons.get(pipeline_id) if exists else None
             if current is not None and message.id in current.recent:
                 return []  # a redelivery of a change already made
@@ -327,4 +327,4 @@ class QualificationHandlers:
                 return [command_rejected(message, problems, self.source)]
             if await self.reasons.save(current, changed, message.id, self.settings.recent_messages_kept):
                 return []
-        raise RuntimeError(f"reasons of pipeline {pipeline_id} kept changing under command {message.id}")
+        raise AssertionError("unreachable: retry_on_conflict raises when its attempts run out")

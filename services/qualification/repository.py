@@ -245,7 +245,7 @@ class CompanyRepository:
         return Company.model_validate(doc) if doc else None
 
 
-def _list_keys(deal: Deal) -> dict[str, str]:
+def deal_list_keys(deal: Deal) -> dict[str, str]:
     """The list keys of GET /deals, newest first (crmkit/listkeys.py)."""
     return {
         "ix_all": listkeys.key((), deal.created_at, deal.deal_id),
@@ -261,7 +261,7 @@ class DealRepository:
         """Insert once; a repeat of the same step finds it there."""
         doc = deal.model_dump()
         doc["_id"] = deal.deal_id
-        doc.update(_list_keys(deal))
+        doc.update(deal_list_keys(deal))
         try:
             await self._col.insert_one(doc)
         except DuplicateKeyError:
@@ -291,7 +291,7 @@ class DealRepository:
         done = 0
         async for doc in self._col.find({"ix_all": None}):
             deal = Deal.model_validate(doc)
-            done += (await self._col.update_one({"_id": doc["_id"]}, {"$set": _list_keys(deal)})).modified_count
+            done += (await self._col.update_one({"_id": doc["_id"]}, {"$set": deal_list_keys(deal)})).modified_count
         await meta.update_one({"_id": "deal_list_keys"}, {"$set": {"version": 1}}, upsert=True)
         return done
 

@@ -7,7 +7,7 @@ import contextlib
 import httpx
 
 from contracts.topics import ACTIVITY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
-from services.leads.app import create_app
+from services.leads.app import Overrides, create_app
 from services.leads.repository import LeadRepository
 from services.leads.settings import LeadsSettings
 from tests.integration.leads_helpers import grant, payload
@@ -17,9 +17,9 @@ TOKENS = {"tok-alice": "alice", "tok-bob": "bob", "tok-eve": "eve"}
 
 
 @contextlib.asynccontextmanager
-async def leads_stack(settings_for, run_service, endpoints, isolation, **overrides):
+async def leads_stack(settings_for, run_service, endpoints, isolation, app_overrides=None, **overrides):
     settings = settings_for(LeadsSettings, "leads", tokens=TOKENS, **overrides)
-    service = await run_service(create_app(settings))
+    service = await run_service(create_app(settings, overrides=app_overrides))
     async with Producer(endpoints.kafka, isolation.prefix) as producer, Collector(
         endpoints.kafka, isolation.prefix, LEADS_EVENTS
     ) as events:
@@ -254,3 +254,52 @@ async def test_contact_renamed_upstream_updates_every_linked_lead(settings_for, 
         assert not [m for m in events.got.of_type("crm.lead.updated") if m.data.contact and m.data.contact.name == "Old name"]
         for i in range(3):
             assert (await repo.get(f"C{i}")).contact.name == "Анна Петрова"
+
+
+async def test_deleted_lead_restored_after_its_pipeline_was_deleted(settings_for, run_service, endpoints, isolation):
+    """A restored lead goes live on a live pipeline: the default one, at the stage of its status."""
+    async with leads_stack(settings_for, run_service, endpoints, isolation) as (service, producer, events):
+        repo = LeadRepository(service.db)
+        await send_and_wait(producer, events, command(payload("crm.pipeline.create", pipeline_id="tmp", name="Temporary", stages=[
+            {"stage_id": "t-new", "name": "New", "status": "new"},
+            {"stage_id": "t-call", "name": "Call", "status": "in_progress"},
+            {"stage_id": "t-won", "name": "Won", "status": "qualified"},
+            {"stage_id": "t-lost", "name": "Lost", "status": "unqualified"},
+        ]), actor="alice"))
+        await send_and_wait(producer, events, command(payload("crm.lead.create", lead_id="LR", title="Old form", pipeline_id="tmp"), actor="bob"))
+        await send_and_wait(producer, events, command(payload("crm.lead.move", lead_id="LR", stage_id="t-call"), actor="bob"))
+        await send_and_wait(producer, events, command(payload("crm.lead.delete", lead_id="LR"), actor="bob"))
+        # The pipeline holds no live lead any more, so it may be deleted.
+        await send_and_wait(producer, events, command(payload("crm.pipeline.delete", pipeline_id="tmp"), actor="alice"))
+        assert events.got.of_type("crm.pipeline.deleted")
+
+        restore = command(payload("crm.lead.restore", lead_id="LR"), actor="bob")
+        await send_and_wait(producer, events, restore)
+        assert not rejection_for(events, restore), rejection_for(events, restore)[0].data
+        lead = await repo.get("LR")
+        assert not lead.deleted
+        assert (lead.pipeline_id, lead.stage_id, lead.status) == ("default", "processing", "in_progress")
+        moved = [m for m in events.got.of_type("crm.lead.stage-changed") if m.causationid == restore.id]
+        assert [(m.data.from_pipeline_id, m.data.from_stage_id, m.data.pipeline_id, m.data.to_stage_id) for m in moved] == [
+            ("tmp", "t-call", "default", "processing")
+        ]
+        # A lead may still not be created in, or moved to, the deleted pipeline.
+        await expect_rejected(producer, events, command(payload("crm.lead.create", lead_id="LR2", title="x", pipeline_id="tmp"), actor="bob"), "not_found")
+        await expect_rejected(producer, events, command(payload("crm.lead.change-pipeline", lead_id="LR", pipeline_id="tmp"), actor="bob"), "not_found")
+
+
+async def test_events_carry_the_time_of_the_injected_clock(settings_for, run_service, endpoints, isolation):
+    """Every event a command causes is stamped by the service's clock, the card events included."""
+    from datetime import UTC, datetime
+
+    fixed = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+    clocked = Overrides(clock=lambda: fixed)
+    async with leads_stack(settings_for, run_service, endpoints, isolation, clocked) as (service, producer, events):
+        create = command(payload("crm.lead.create", lead_id="LT", title="Clocked"), actor="bob")
+        await send_and_wait(producer, events, create)
+        move = command(payload("crm.lead.move", lead_id="LT", stage_id="processing"), actor="bob")
+        await send_and_wait(producer, events, move)
+        caused = [m for m in events.got.messages if m.causationid in (create.id, move.id)]
+        assert {m.type for m in caused} >= {"crm.lead.created", "crm.lead.stage-changed", "crm.lead.updated"}
+        assert {m.time for m in caused} == {fixed}
+        assert (await LeadRepository(service.db).get("LT")).updated_at == fixed

@@ -14,7 +14,7 @@ import re
 import httpx
 
 from contracts.topics import LEADS_COMMANDS
-from services.leads.repository import _lead_from
+from services.leads.repository import stored_lead
 from tests.integration.leads_helpers import payload
 from tests.integration.test_leads import leads_stack, send_and_wait
 from tests.support import command, wait_until
@@ -47,7 +47,7 @@ def _order(card):
 
 
 async def _all_cards(service):
-    return [_lead_from(d).lead.model_dump(mode="json") async for d in service.db["leads"].find({})]
+    return [stored_lead(d).lead.model_dump(mode="json") async for d in service.db["leads"].find({})]
 
 
 def _expected(cards, *, q=None, include_deleted=False, **filters):
@@ -219,7 +219,7 @@ async def test_leads_stored_before_the_read_fields_get_them_at_start(settings_fo
     from datetime import UTC, datetime
 
     from services.leads import domain as d
-    from services.leads.repository import LeadWrite, _lead_doc
+    from services.leads.repository import LeadWrite, lead_document
     from crmkit.mongo import make_client
 
     now = datetime.now(UTC)
@@ -228,7 +228,7 @@ async def test_leads_stored_before_the_read_fields_get_them_at_start(settings_fo
     old_docs = []
     for i in range(30):
         lead = d.create_lead(actor, f"OLD{i:02d}", {"title": f"Старая заявка {i}", "contact": {"name": f"Фёдор {i}"}}, pipeline, now).lead
-        doc = _lead_doc(LeadWrite(lead, [], None))
+        doc = lead_document(LeadWrite(lead, [], None))
         old_docs.append({k: v for k, v in doc.items() if not k.startswith("ix") and k != "product_ids"})
     client = make_client(endpoints.mongodb)
     try:

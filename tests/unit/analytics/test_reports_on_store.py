@@ -82,7 +82,7 @@ def test_unknown_pipeline_is_refused() -> None:
 
 
 def test_a_store_that_cannot_be_written_is_an_outage_not_bad_data() -> None:
-    from crmkit.messaging import is_transient
+    from crmkit.errors import is_transient
     from services.analytics.repository import StoreUnavailable
 
     assert is_transient(StoreUnavailable("disk full"))  # retried; the records are not parked in the DLQ

@@ -499,10 +499,34 @@ def test_delete_and_restore_are_soft_and_idempotent() -> None:
     assert deleted.lead.deleted and deleted.lead.deleted_at == LATER and deleted.lead.version == 2
     assert deleted.events == [d.LeadDeleted("L1", 2), d.LeadUpdated(deleted.lead, ("deleted", "deleted_at"))]
     assert d.delete_lead(USER, deleted.lead, LATER).events == []
-    restored = d.restore_lead(USER, deleted.lead, LATER)
+    pipe = d.default_pipeline(NOW)
+    restored = d.restore_lead(USER, deleted.lead, pipe, pipe, LATER)
     assert not restored.lead.deleted and restored.lead.deleted_at is None and restored.lead.version == 3
     assert restored.events[0] == d.LeadRestored("L1", 3)
-    assert d.restore_lead(USER, restored.lead, LATER).events == []
+    assert (restored.lead.pipeline_id, restored.lead.stage_id) == (before.pipeline_id, before.stage_id)
+    assert d.restore_lead(USER, restored.lead, pipe, pipe, LATER).events == []
+
+
+def test_a_lead_whose_pipeline_was_deleted_is_restored_into_the_default_at_its_status() -> None:
+    sales = pipeline()
+    default = d.default_pipeline(NOW)
+    for status in ("new", "in_progress", "unqualified"):
+        stage = next(s for s in sales.stages if s.status == status)
+        before = lead(sales)
+        if status == "unqualified":
+            before = d.apply_disqualified(before, sales, "r-1", "no budget", None, NOW).lead
+        elif stage.stage_id != before.stage_id:
+            before = d.move_lead(USER, before, sales, stage.stage_id, NOW).lead
+        deleted = d.delete_lead(ADMIN, before, NOW).lead
+        gone = d.delete_pipeline(ADMIN, sales, lead_count=0, now=NOW).pipeline
+        restored = d.restore_lead(ADMIN, deleted, gone, default, LATER)
+        target = next(s for s in default.stages if s.status == status)
+        assert (restored.lead.deleted, restored.lead.pipeline_id, restored.lead.stage_id) == (False, "default", target.stage_id)
+        assert restored.lead.status == status and restored.lead.status_history[-1].stage_id == target.stage_id
+        assert restored.events[:2] == [
+            d.LeadRestored("L1", restored.lead.version),
+            d.StageChanged("L1", "default", stage.stage_id, target.stage_id, status, status, restored.lead.version, "sales"),
+        ]
 
 
 def test_only_an_admin_deletes_a_locked_lead() -> None:
@@ -654,7 +678,7 @@ def test_merge_takes_chosen_fields_and_deletes_the_other() -> None:
     assert kept.events[0] == d.LeadMerged("L1", "L2", kept.lead.version)
     assert (gone.lead.deleted, gone.lead.merged_into, gone.lead.version) == (True, "L1", other.version + 1)
     assert gone.events[0] == d.LeadDeleted("L2", gone.lead.version)
-    rejected("invalid_state", d.restore_lead, USER, gone.lead, LATER)
+    rejected("invalid_state", d.restore_lead, USER, gone.lead, d.default_pipeline(NOW), d.default_pipeline(NOW), LATER)
 
     again_kept, again_gone = d.merge_leads(USER, kept.lead, gone.lead, {}, LATER)
     assert again_kept.events == [] and again_gone.events == []

@@ -14,8 +14,8 @@ from contracts import build_message, parse_message
 from contracts.leads import CreateLead
 from contracts.topics import LEADS_EVENTS
 from services.leads import domain as d
-from services.leads.handlers import CardJson, to_messages
-from services.leads.repository import LeadWrite, Recent, _lead_doc, _lead_from
+from services.leads.messages import CardJson, to_messages
+from services.leads.repository import LeadWrite, Recent, lead_document, stored_lead
 
 NOW = datetime(2025, 3, 10, 9, 0, 0, 123456, tzinfo=UTC)
 USER = d.Actor(user_id="u-1", licensed=True)
@@ -63,15 +63,15 @@ def _cause() -> object:
 def test_spliced_card_events_equal_the_validated_ones() -> None:
     cause = _cause()
     for lead, events in _cards():
-        spliced = CardJson().messages(events, cause, "crm/leads", lead.lead_id)
-        validated = to_messages(events, cause, "crm/leads", lead.lead_id)
+        spliced = CardJson().messages(events, cause, "crm/leads", lead.lead_id, NOW)
+        validated = to_messages(events, cause, "crm/leads", lead.lead_id, NOW)
         assert len(spliced) == len(validated) > 0
         for (message, wire), expected in zip(spliced, validated, strict=True):
             parsed = parse_message(LEADS_EVENTS, wire)  # what a consumer reads
             assert parsed.type == expected.type and parsed.id == expected.id
             assert parsed.data.model_dump() == expected.data.model_dump()
-            got = parsed.model_dump(exclude={"data", "time"})
-            assert got == expected.model_dump(exclude={"data", "time"})
+            got = parsed.model_dump(exclude={"data"})
+            assert got == expected.model_dump(exclude={"data"})  # the time too: both are stamped with NOW
             assert message.id == expected.id and message.subject == lead.lead_id
             assert message.data.model_dump() == expected.data.model_dump()  # read, it is the contract model
 
@@ -80,24 +80,24 @@ def test_stored_blob_keeps_one_copy_of_the_card_and_reads_back_the_exact_events(
     cause = _cause()
     cards = CardJson()
     for lead, events in _cards():
-        messages = cards.messages(events, cause, "crm/leads", lead.lead_id)
+        messages = cards.messages(events, cause, "crm/leads", lead.lead_id, NOW)
         assert any(m.type in ("crm.lead.created", "crm.lead.updated") for m, _ in messages)  # each case carries a card
         wire = [raw.decode() for _, raw in messages]
         older = Recent("m-0", ['{"specversion":"1.0","id":"e-0","data":{"x":1}}'])
-        doc = _lead_doc(LeadWrite(lead, [older, Recent("m-1", wire)], None, cards.cached(lead)))
+        doc = lead_document(LeadWrite(lead, [older, Recent("m-1", wire)], None, cards.cached(lead)))
         raw = zlib.decompress(doc["blob"]).decode()
         assert raw.count(json.dumps(lead.title, ensure_ascii=False)) == 1, "the card is stored once"
-        stored = _lead_from(doc)
+        stored = stored_lead(doc)
         assert stored.lead == lead
         assert [r.events for r in stored.recent] == [older.events, wire]
 
 
 def test_blob_written_before_the_card_mark_still_reads() -> None:
     lead, events = _cards()[1]
-    message = to_messages(events, _cause(), "crm/leads", lead.lead_id)[0]
+    message = to_messages(events, _cause(), "crm/leads", lead.lead_id, NOW)[0]
     event = message.to_json_bytes().decode()
     blob = b'{"card":' + lead.model_dump_json().encode() + b',"recent":' + json.dumps([{"id": "m-1", "events": [event]}]).encode() + b"}"
-    stored = _lead_from({"blob": zlib.compress(blob)})
+    stored = stored_lead({"blob": zlib.compress(blob)})
     assert stored.lead == lead and stored.recent[0].events == [event]
 
 
@@ -105,17 +105,17 @@ def test_the_stored_document_carries_its_duplicate_keys_and_links_while_live() -
     from services.leads.index import index_entry
 
     for lead, _ in _cards():
-        doc = _lead_doc(LeadWrite(lead, [], None))
+        doc = lead_document(LeadWrite(lead, [], None))
         keys, links = index_entry(lead)
         assert {k: doc[f"ix_{k}"] for k in ("email", "phone", "name") if doc[f"ix_{k}"]} == keys
         assert doc["ix_contact"] == (links.get("contact") or [None])[0]
         assert doc["ix_company"] == (links.get("company") or [None])[0]
         assert doc["product_ids"] == (links.get("product") or None)
     lead = _cards()[1][0]
-    doc = _lead_doc(LeadWrite(lead, [], None))
+    doc = lead_document(LeadWrite(lead, [], None))
     assert doc["ix_email"] and doc["ix_contact"] == "c-1" and doc["ix_company"] == "co-1"
     assert doc["product_ids"] == ["p-1"] and doc["ix_products"] == " p-1 "
-    gone = _lead_doc(LeadWrite(lead.model_copy(update={"deleted": True}), [], None))
+    gone = lead_document(LeadWrite(lead.model_copy(update={"deleted": True}), [], None))
     assert (gone["ix_email"], gone["ix_phone"], gone["ix_name"]) == (None, None, None)  # no duplicate candidate
     assert gone["ix_contact"] == "c-1"  # still refreshed from upstream
     assert gone["ix_all"].startswith("D:") and doc["ix_all"].startswith("L:")

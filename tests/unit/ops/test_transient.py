@@ -7,7 +7,7 @@ import asyncio
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, NotLeaderForPartitionError, RecordListTooLargeError
 from pymongo.errors import AutoReconnect, DuplicateKeyError
 
-from crmkit.messaging import is_transient
+from crmkit.errors import is_transient
 
 
 def test_outages_are_retried():

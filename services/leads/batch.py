@@ -1,0 +1,283 @@
+"""One batch of lead messages, in one place: group by lead, load, apply, find duplicates, save, publish."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from contracts import Envelope
+from crmkit import access
+from crmkit.applied import Applied, applied_for, kept
+from crmkit.conflicts import retry_on_conflict
+from crmkit.principals import Principal, PrincipalRepository
+from services.leads import domain as d
+from services.leads.duplicates import match_keys, score_matches
+from services.leads.index import LeadIndex
+from services.leads.messages import CardJson, lead_id_of, rejection
+from services.leads.repository import DirectoryRepository, LeadRepository, LeadWrite, PipelineRepository, StoredLead
+from services.leads.settings import LeadsSettings
+
+log = logging.getLogger("services.leads")
+
+# Event-loop turns given to a chunk's write before the next chunk's computing starts (see LeadBatch.run).
+_WRITE_TURNS = 10
+
+
+@dataclass
+class LeadState:
+    """A lead as it evolves through one batch, with what is owed to Kafka for it."""
+
+    stored: StoredLead | None
+    lead: d.Lead | None
+    recent: list[Applied[str]]
+    out: list[Envelope] = field(default_factory=list)
+    dirty: bool = False
+    created_by: Envelope | None = None  # the create that made the lead in this batch
+
+    def seen(self, message_id: str) -> Applied[str] | None:
+        return applied_for(self.recent, message_id)
+
+
+@dataclass
+class BatchContext:
+    """What the rules of one batch read besides the leads: pipelines, actors, upstream records, the time."""
+
+    pipelines: dict[str, d.Pipeline]
+    actors: dict[str, Principal]
+    contacts: dict[str, dict[str, Any]]
+    companies: dict[str, dict[str, Any]]
+    products: dict[str, dict[str, Any]]
+    now: datetime
+
+
+@dataclass
+class Wire:
+    """What one batch owes Kafka, serialised once: each event's bytes by id, each card's JSON."""
+
+    events: dict[str, bytes] = field(default_factory=dict)
+    cards: CardJson = field(default_factory=CardJson)
+
+    def add(self, messages: list[tuple[Envelope, bytes]]) -> list[Envelope]:
+        self.events.update((message.id, raw) for message, raw in messages)
+        return [message for message, _ in messages]
+
+
+@dataclass(frozen=True)
+class LeadStores:
+    """The leads service's stores a batch reads and writes."""
+
+    leads: LeadRepository
+    pipelines: PipelineRepository
+    directory: DirectoryRepository
+    principals: PrincipalRepository
+    index: LeadIndex
+
+
+# Which domain rule a message invokes, with the state it needs: (lead id, outcome) for each lead changed.
+Decide = Callable[[Envelope, str, Mapping[str, LeadState], BatchContext], list[tuple[str, d.Outcome]]]
+
+
+@dataclass
+class LeadBatch:
+    """The lead messages of one consumed batch, worked through to the events owed for them."""
+
+    settings: LeadsSettings
+    stores: LeadStores
+    source: str
+    now: datetime
+    decide: Decide
+    user_commands: frozenset[str]
+    wire: Wire = field(default_factory=Wire)
+
+    async def run(self, messages: list[Envelope]) -> list[Envelope]:
+        by_lead: dict[str, list[Envelope]] = defaultdict(list)
+        for message in messages:
+            by_lead[lead_id_of(message)].append(message)
+        # A merge touches two leads; both must be loaded and saved together.
+        related = {m.data.other_lead_id for m in messages if m.type == "crm.lead.merge"}
+        related |= {m.data.original_lead_id for m in messages if m.type == "crm.lead.mark-duplicate"}
+        ctx = await self.context(messages)
+        if related or len(by_lead) <= self.settings.write_chunk:
+            return await self._chunk(by_lead, related, ctx)
+        # Disjoint sets of leads, worked concurrently: while the database stores one chunk, the
+        # next one is computed, so the CPU and the database work at the same time. Each chunk is
+        # started alone and given a few turns of the event loop, enough for its write to reach the
+        # socket: started all at once (gather), every chunk computed before any write went out
+        # (the driver yields on its way to the socket), and the database then stored all four while
+        # the CPU waited. Measured on 1,000-lead batches: 280 ms -> 185 ms a batch.
+        ids = sorted(by_lead)
+        step = self.settings.write_chunk
+        chunks = [{lid: by_lead[lid] for lid in ids[i:i + step]} for i in range(0, len(ids), step)]
+        tasks: list[asyncio.Task[list[Envelope]]] = []
+        try:
+            for chunk in chunks:
+                tasks.append(asyncio.create_task(self._chunk(chunk, set(), ctx)))
+                for _ in range(_WRITE_TURNS):
+                    await asyncio.sleep(0)
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # a failed or cancelled batch leaves nothing running behind it
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [message for result in results for message in result]
+
+    async def _chunk(self, by_lead: dict[str, list[Envelope]], related: set[str], ctx: BatchContext) -> list[Envelope]:
+        out: list[Envelope] = []
+        pending = set(by_lead)
+        # A lead whose first message here is a create is most likely new: insert it blind, without
+        # a read. If it exists after all (a redelivery, a retried create), the insert reports the
+        # duplicate id and the lead is re-applied from what is stored.
+        must_load = {lid for lid, msgs in by_lead.items() if msgs[0].type != "crm.lead.create"} | related
+        for attempt in retry_on_conflict(lambda: f"leads {sorted(pending)[:5]} under this batch"):
+            if attempt:
+                ctx = await self.context([m for lid in pending for m in by_lead[lid]])
+            stored = await self.stores.leads.get_many((pending | related) & must_load)
+            states = {
+                lead_id: LeadState(s, s.lead, list(s.recent)) if (s := stored.get(lead_id)) else LeadState(None, None, [])
+                for lead_id in pending | related
+            }
+            for lead_id in sorted(pending):
+                for message in by_lead[lead_id]:
+                    self._apply(message, lead_id, states, ctx)
+            self._find_duplicates(states, ctx, await self._stored_duplicates(states))
+            conflicted = await self._save(states, out)
+            if not conflicted:
+                return out
+            # Re-apply what lost: those leads, and any lead whose merge partner lost.
+            pending = {lid for lid in pending if lid in conflicted or _touches(by_lead[lid], conflicted)}
+            must_load |= pending | conflicted
+        raise AssertionError("unreachable: retry_on_conflict raises when its attempts run out")
+
+    async def _save(self, states: dict[str, LeadState], out: list[Envelope]) -> set[str]:
+        """Store the changed leads; what was stored is owed to Kafka, the leads that lost a race are returned."""
+        index = self.stores.index
+        indexed: set[str] = set()
+        for lead_id, state in states.items():
+            if state.stored is None and state.dirty and state.lead is not None:
+                index.put_card(state.lead)  # later chunks of this batch match against it
+                indexed.add(lead_id)
+        writes = [
+            LeadWrite(s.lead, kept(s.recent, self.settings.recent_messages_kept), s.stored.version if s.stored else None,
+                      self.wire.cards.cached(s.lead))
+            for s in states.values()
+            if s.dirty and s.lead is not None
+        ]
+        conflicted = await self.stores.leads.save(writes)
+        for lead_id, state in states.items():
+            if lead_id not in conflicted:
+                out.extend(state.out)
+                if state.dirty and state.lead is not None and lead_id not in indexed:
+                    index.put_card(state.lead)
+        return conflicted
+
+    async def context(self, messages: list[Envelope]) -> BatchContext:
+        actors = access.actor_ids(messages)
+        linking = ("crm.lead.create", "crm.lead.update", "crm.lead.refresh-snapshot")
+        contact_ids = {m.data.contact.contact_id for m in messages if m.type in linking and m.data.contact and m.data.contact.contact_id}
+        company_ids = {m.data.company.company_id for m in messages if m.type in linking and m.data.company and m.data.company.company_id}
+        product_ids = {p.product_id for m in messages if m.type in linking[:2] for p in (m.data.products or [])}
+        product_ids |= {m.data.product_id for m in messages if m.type == "crm.lead.refresh-snapshot" and m.data.product_id}
+        stores = self.stores
+        return BatchContext(
+            # Deleted ones too: the leads still standing on them are deleted, and may be restored.
+            pipelines=await stores.pipelines.all(include_deleted=True),
+            actors=await stores.principals.get_many(actors),
+            contacts=await stores.directory.get_many("contact", contact_ids),
+            companies=await stores.directory.get_many("company", company_ids),
+            products=await stores.directory.get_many("product", product_ids),
+            now=self.now,
+        )
+
+    def _apply(self, message: Envelope, lead_id: str, states: dict[str, LeadState], ctx: BatchContext) -> None:
+        state = states[lead_id]
+        seen = state.seen(message.id)
+        if seen is not None:  # a redelivery: publish again what it produced, change nothing
+            for raw in seen.events:
+                event = Envelope.model_validate_json(raw)
+                self.wire.events[event.id] = raw.encode()
+                state.out.append(event)
+            return
+        if message.type in self.user_commands:
+            # Before the lead is looked at: an unlicensed actor learns nothing of whether it exists.
+            refused = access.licence_refusal(message, ctx.actors)
+            if refused is not None:
+                state.out.append(rejection(message, refused, self.source, lead_id))
+                return
+        cards = self.wire.cards
+        try:
+            outcomes = self.decide(message, lead_id, states, ctx)
+            for _, outcome in outcomes:  # the card's JSON made here once, reused for events and document
+                d.check_card_size(outcome, lambda lead: len(cards.of(lead)), self.settings.card_max_bytes)
+        except d.Rejected as exc:
+            state.out.append(rejection(message, exc, self.source, lead_id))
+            return
+        if message.type == "crm.lead.create":
+            state.created_by = message
+        for target_id, outcome in outcomes:
+            target = states[target_id]
+            events = cards.messages(outcome.events, message, self.source, target_id, ctx.now)
+            if outcome.changed:
+                target.lead = outcome.lead
+                target.dirty = True
+            target.out.extend(self.wire.add(events))
+            if target.lead is not None and (outcome.changed or target is state):
+                target.recent.append(Applied(message.id, [raw.decode() for _, raw in events]))
+                target.dirty = True
+
+    async def _stored_duplicates(self, states: dict[str, LeadState]) -> dict[str, dict[str, str]]:
+        """Stored leads sharing a key with the leads created here: indexed lookups, one per key kind."""
+        if not self.settings.duplicate_check:
+            return {}
+        created = [s.lead for s in states.values() if s.stored is None and s.lead is not None and s.dirty]
+        return await self.stores.leads.duplicate_candidates(match_keys(lead) for lead in created) if created else {}
+
+    def _find_duplicates(self, states: dict[str, LeadState], ctx: BatchContext, stored: dict[str, dict[str, str]]) -> None:
+        """Match leads created in this batch against known leads and each other (index lookups, no scans)."""
+        if not self.settings.duplicate_check:
+            return
+        created = [s for s in states.values() if s.stored is None and s.lead is not None and s.dirty]
+        batch_keys = {s.lead.lead_id: match_keys(s.lead) for s in created if s.lead is not None}
+        by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for lead_id, keys in batch_keys.items():
+            for item in keys.items():
+                by_key[item].append(lead_id)
+        for state in created:
+            lead = state.lead
+            assert lead is not None
+            keys = batch_keys[lead.lead_id]
+            candidates = self.stores.index.candidates(keys, stored) if keys else []
+            candidates += [(other, batch_keys[other]) for item in keys.items() for other in by_key[item] if other != lead.lead_id]
+            matches = score_matches(keys, candidates, lead_id=lead.lead_id) if keys else []
+            if matches and state.created_by is not None:
+                self._record_duplicates(state, state.created_by, matches, ctx.now)
+
+    def _record_duplicates(self, state: LeadState, cause: Envelope, matches: list[d.DuplicateMatch], now: datetime) -> None:
+        # The create was the lead's only message here: its events are made again with the duplicates
+        # (same ids), one version and one card event; else the duplicates are a change of their own.
+        just_created = [m.type for m in state.out] == ["crm.lead.created"] and state.recent[-1].message_id == cause.id
+        assert state.lead is not None
+        outcome = d.duplicates_found(state.lead, matches, now, just_created=just_created)
+        if not outcome.changed:
+            return
+        events = self.wire.add(self.wire.cards.messages(outcome.events, cause, self.source, state.lead.lead_id, now))
+        state.lead = outcome.lead
+        raws = [self.wire.events[e.id].decode() for e in events]
+        if just_created:
+            state.out = events
+            state.recent[-1] = Applied(cause.id, raws)
+        else:  # stored once, at the new version, with the events of both changes
+            state.out.extend(events)
+            state.recent[-1].events.extend(raws)
+
+
+def _touches(messages: list[Envelope], lead_ids: set[str]) -> bool:
+    return any(
+        getattr(m.data, "other_lead_id", None) in lead_ids or getattr(m.data, "original_lead_id", None) in lead_ids
+        for m in messages
+    )

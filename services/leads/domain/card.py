@@ -1,0 +1,59 @@
+"""The card's own data as a command sends it, validated together so every bad field is reported at once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
+
+from services.leads.domain.model import CARD_FIELDS, Lead, Rejected
+from services.leads.domain.rules import _plain
+
+_TEXT_FIELDS = (
+    "title", "responsible_id", "source", "marketing_event", "utm_source", "utm_medium", "utm_campaign",
+    "description", "external_id",
+)
+
+
+class _CardChecks(BaseModel):
+    """How a command's card data is read: unknown keys ignored, blank text taken as absent."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    @field_validator(*_TEXT_FIELDS, mode="before", check_fields=False)
+    @classmethod
+    def _blank_is_absent(cls, value: Any) -> Any:
+        # Forms and spreadsheets send "" or "  " for an empty field.
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+
+def _optional(name: str) -> tuple[Any, Any]:
+    """The card field as ``Lead`` defines it, optional: a command may leave any of them out."""
+    info = Lead.model_fields[name]
+    return (info.annotation | None, None) if info.is_required() else (info.annotation, info)
+
+
+# The lead's own data, validated together so every bad field is reported at once: the card fields
+# of ``Lead`` (their types defined there only), each optional.
+_CardData = create_model("_CardData", __base__=_CardChecks, **{name: _optional(name) for name in CARD_FIELDS})
+
+
+def _card_data(values: Mapping[str, Any]) -> Any:
+    try:
+        card = _CardData.model_validate({key: _plain(value) for key, value in values.items()})
+    except ValidationError as exc:
+        raise Rejected(
+            "validation",
+            "the lead data is not valid; fix the fields listed in errors and send it again",
+            [(".".join(str(part) for part in error["loc"]), error["msg"]) for error in exc.errors()],
+        ) from None
+    if card.title is None:
+        raise Rejected(
+            "validation",
+            "a lead needs a title; give it a short name",
+            [("title", "title is required and cannot be blank")],
+        )
+    return card

@@ -1,0 +1,89 @@
+"""The leads handlers on the real database, without Kafka: one batch in, the records owed out.
+
+The handlers are built from the real repositories as ``create_app`` builds them, and fed batches as
+the consumer would feed them, so a test sees exactly what a batch stores and publishes, a
+redelivery included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from contracts.topics import DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS
+from crmkit.messaging import Inbound
+from crmkit.mongo import is_ferretdb, make_client
+from crmkit.principals import PrincipalRepository
+from services.leads.handlers import LeadsHandlers
+from services.leads.index import LeadIndex
+from services.leads.repository import DirectoryRepository, LeadRepository, PipelineRepository
+from services.leads.settings import LeadsSettings
+from tests.integration.leads_helpers import directory_event, payload
+from tests.support import command
+
+
+@contextlib.asynccontextmanager
+async def leads_handlers(settings_for):
+    settings = settings_for(LeadsSettings, "leads")
+    client = make_client(settings.mongodb_url)
+    try:
+        db = client[settings.database]
+        leads = LeadRepository(db)
+        ferretdb = await is_ferretdb(db)
+        await leads.ensure_indexes(ferretdb=ferretdb)
+        leads.strict_versions = not ferretdb
+        leads.ferretdb = ferretdb
+        pipelines = PipelineRepository(db)
+        handlers = LeadsHandlers(
+            settings, leads, pipelines, DirectoryRepository(db), PrincipalRepository(db, settings.service_principals),
+            LeadIndex(), source="crm/leads",
+        )
+        await handlers.announce_default_pipeline()
+        yield handlers, leads
+    finally:
+        await client.drop_database(settings.database)
+        await client.close()
+
+
+def inbound(messages) -> list[Inbound]:
+    return [Inbound(topic, 0, offset, message) for offset, (topic, message) in enumerate(messages)]
+
+
+async def test_a_batch_stores_once_and_a_redelivery_publishes_the_same_records(settings_for):
+    async with leads_handlers(settings_for) as (handlers, leads):
+        grant = directory_event("crm.user.licence-granted", user_id="bob", licence="crm")
+        first = command(payload("crm.lead.create", lead_id="C1", title="Form", contact={"name": "Ann Lee", "email": "ann@example.com"}), actor="bob")
+        second = command(payload("crm.lead.create", lead_id="C2", title="Call", contact={"name": "Ann Lee", "email": "ANN@example.com"}), actor="bob")
+        move = command(payload("crm.lead.move", lead_id="C1", stage_id="processing"), actor="bob")
+        batch = inbound([(DIRECTORY_EVENTS, grant), (LEADS_COMMANDS, first), (LEADS_COMMANDS, second), (LEADS_COMMANDS, move)])
+
+        out = await handlers.on_batch(batch)
+        assert {o.topic for o in out} == {LEADS_EVENTS}
+        by_cause = {c.id: [o.message.type for o in out if o.message.causationid == c.id] for c in (first, second, move)}
+        # C2's create was its only message: its duplicates are part of its creation (version 1).
+        assert by_cause[second.id] == ["crm.lead.created", "crm.lead.duplicates-found"]
+        created = next(o.message for o in out if o.message.causationid == second.id and o.message.type == "crm.lead.created")
+        assert [m.lead_id for m in created.data.duplicates] == ["C1"] and created.data.version == 1
+        assert by_cause[move.id] == ["crm.lead.stage-changed", "crm.lead.updated"]
+        # C1 was moved in the same batch: its duplicates (C2) are a change of their own, the next version.
+        assert by_cause[first.id] == ["crm.lead.created", "crm.lead.duplicates-found", "crm.lead.updated"]
+        stored = {lead_id: await leads.get(lead_id) for lead_id in ("C1", "C2")}
+        assert (stored["C1"].stage_id, stored["C1"].version, stored["C2"].version) == ("processing", 3, 1)
+        assert [m.lead_id for m in stored["C1"].duplicates] == ["C2"]
+
+        again = await handlers.on_batch(batch)  # the consumer died before committing: the same batch
+        assert [(o.message.id, o.value or o.message.to_json_bytes()) for o in again] == [
+            (o.message.id, o.value or o.message.to_json_bytes()) for o in out
+        ]
+        assert {lead_id: (await leads.get(lead_id)).version for lead_id in ("C1", "C2")} == {"C1": 3, "C2": 1}
+
+
+async def test_refusals_are_decided_before_anything_is_stored(settings_for):
+    async with leads_handlers(settings_for) as (handlers, leads):
+        grant = directory_event("crm.user.licence-granted", user_id="bob", licence="crm")
+        unknown = command(payload("crm.lead.move", lead_id="nobody", stage_id="processing"), actor="bob")
+        unlicensed = command(payload("crm.lead.create", lead_id="U1", title="x"), actor="eve")
+        nowhere = command(payload("crm.lead.create", lead_id="U2", title="x", pipeline_id="gone"), actor="bob")
+        out = await handlers.on_batch(inbound([(DIRECTORY_EVENTS, grant), *((LEADS_COMMANDS, m) for m in (unknown, unlicensed, nowhere))]))
+        codes = {o.message.data.command_id: o.message.data.reason_code.value for o in out if o.message.type == "crm.command.rejected"}
+        assert codes == {unknown.id: "not_found", unlicensed.id: "not_licensed", nowhere.id: "not_found"}
+        assert await leads.get("U1") is None and await leads.get("U2") is None
