@@ -34,6 +34,14 @@ class Endpoints:
     kafka_pid: int | None
     ferretdb_pid: int | None
 
+    @property
+    def kafka_bootstrap(self) -> str:  # the names of crmctl's StackConfig, which older benchmarks take
+        return self.kafka
+
+    @property
+    def mongodb_url(self) -> str:
+        return self.mongodb
+
 
 def stack_endpoints(stack: Stack | None = None) -> Endpoints:
     """The local stack's addresses and the pids crmctl wrote to its pid files (started if needed)."""
