@@ -1,0 +1,114 @@
+"""The harness's results document: the machine and versions, headline figures with their spread, the key set."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The figures issue 21 sets targets on; every results document carries each of them.
+REQUIRED_KEYS: tuple[str, ...] = (
+    "leads_intake.service_cpu_us_per_lead", "leads_intake.dup_check_us_per_lead", "leads_intake.ratio_to_bare",
+    "import_csv_100k.ratio_to_bare", "import_xlsx_100k.ratio_to_parse", "import_csv_1k.seconds", "import_csv_10k.seconds",
+    "qualification.per_second", "activity.tasks_per_second", "latency.qualify_p99_ms", "latency.bare_hop_p99_ms",
+    "reads.card_p99_ms", "reads.board_p99_ms", "reads.list_p99_ms",
+)
+
+# Each figure's target (issue 21), as (comparison, bound): shown beside the figure in the table.
+TARGETS: dict[str, tuple[str, float]] = {
+    "leads_intake.service_cpu_us_per_lead": ("<=", 100), "leads_intake.dup_check_us_per_lead": ("<=", 25),
+    "leads_intake.ratio_to_bare": (">=", 0.6), "import_csv_100k.ratio_to_bare": (">=", 0.5),
+    "import_xlsx_100k.ratio_to_parse": (">=", 0.6), "import_csv_1k.seconds": ("<", 1), "import_csv_10k.seconds": ("<", 3),
+    "qualification.per_second": (">=", 1000), "activity.tasks_per_second": (">=", 2000),
+    "reads.card_p99_ms": ("<", 20), "reads.board_p99_ms": ("<", 100), "reads.list_p99_ms": ("<", 100),
+}
+
+PACKAGES = ("faststream", "aiokafka", "pymongo", "pydantic", "httpx", "uvicorn", "starlette", "duckdb", "python-calamine",
+            "openpyxl", "orjson")
+
+
+def combine(runs: list[dict]) -> dict:
+    """One section from its repetitions: every number is the median of the runs, with its spread beside."""
+    if len(runs) == 1:
+        return {**runs[0], "repetitions": 1}
+    section: dict = {"repetitions": len(runs), "spread": {}, "runs": runs}
+    for key, value in runs[0].items():
+        values = [run.get(key) for run in runs]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            section[key] = statistics.median(values)
+            section["spread"][key] = [min(values), max(values)]
+        elif key not in section:
+            section[key] = value
+    return section
+
+
+def lookup(document: dict, dotted: str):
+    value = document
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def missing_keys(document: dict) -> list[str]:
+    """Required figures absent or not a number."""
+    return [key for key in REQUIRED_KEYS
+            if not isinstance(lookup(document, key), (int, float)) or isinstance(lookup(document, key), bool)]
+
+
+def verdict(key: str, value: float | None) -> str:
+    if key not in TARGETS or value is None:
+        return ""
+    op, bound = TARGETS[key]
+    met = {"<=": value <= bound, ">=": value >= bound, "<": value < bound}[op]
+    return f"target {op} {bound:g}: {'met' if met else 'NOT met'}"
+
+
+def machine() -> dict:
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    mem = re.search(r"MemTotal:\s+(\d+)", meminfo)
+    model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
+    return {"nproc": os.cpu_count(), "memory_gb": round(int(mem.group(1)) / 1024 / 1024, 1) if mem else None,
+            "cpu_model": model.group(1).strip() if model else platform.processor(), "kernel": platform.release()}
+
+
+def versions() -> dict:
+    pom = (ROOT / "infra/kafka/pom.xml").read_text() if (ROOT / "infra/kafka/pom.xml").exists() else ""
+    gomod = (ROOT / "infra/ferretdb/go.mod").read_text() if (ROOT / "infra/ferretdb/go.mod").exists() else ""
+    kafka = re.search(r"<kafka.version>([^<]+)<", pom)
+    ferretdb = re.search(r"FerretDB/FerretDB (v[\d.]+)", gomod)
+    found = {"python": platform.python_version(), "kafka": kafka.group(1) if kafka else None,
+             "ferretdb": ferretdb.group(1) if ferretdb else None}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def commit() -> str | None:
+    head = ROOT / ".git"
+    try:
+        import subprocess
+
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip() if head.exists() else None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def document(sections: dict[str, dict], *, quick: bool, started: datetime, load: dict) -> dict:
+    """The results document: ``meta`` first, then one section per benchmark."""
+    meta = {"date": started.astimezone(UTC).isoformat(timespec="seconds"),
+            "seconds": round((datetime.now(UTC) - started).total_seconds(), 1), "quick": quick, "commit": commit(),
+            "machine": machine(), "versions": versions(), "load": load}
+    return {"meta": meta, **sections}
