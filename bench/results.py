@@ -20,12 +20,20 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "reads.card_p99_ms", "reads.board_p99_ms", "reads.list_p99_ms",
 )
 
+# Shown beside them in the tables: the figures the targets are read against, and the scale-out.
+SHOWN_KEYS: tuple[str, ...] = REQUIRED_KEYS + (
+    "latency.qualify_p99_in_hops", "latency.create_p99_ms", "qualification_10k.per_second",
+    "scale_out.processes.1.per_second", "scale_out.processes.2.per_second", "scale_out.processes.3.per_second",
+    "scale_out.bare_per_second",
+)
+
 # Each figure's target (issue 21), as (comparison, bound): shown beside the figure in the table.
 TARGETS: dict[str, tuple[str, float]] = {
     "leads_intake.service_cpu_us_per_lead": ("<=", 100), "leads_intake.dup_check_us_per_lead": ("<=", 25),
     "leads_intake.ratio_to_bare": (">=", 0.6), "import_csv_100k.ratio_to_bare": (">=", 0.5),
     "import_xlsx_100k.ratio_to_parse": (">=", 0.6), "import_csv_1k.seconds": ("<", 1), "import_csv_10k.seconds": ("<", 3),
     "qualification.per_second": (">=", 1000), "activity.tasks_per_second": (">=", 2000),
+    "latency.qualify_p99_in_hops": ("<=", 5), "qualification_10k.per_second": (">=", 1000),
     "reads.card_p99_ms": ("<", 20), "reads.board_p99_ms": ("<", 100), "reads.list_p99_ms": ("<", 100),
 }
 
@@ -112,3 +120,39 @@ def document(sections: dict[str, dict], *, quick: bool, started: datetime, load:
             "seconds": round((datetime.now(UTC) - started).total_seconds(), 1), "quick": quick, "commit": commit(),
             "machine": machine(), "versions": versions(), "load": load}
     return {"meta": meta, **sections}
+
+
+def markdown(document: dict) -> str:
+    """The headline figures as a Markdown table (what the README's Benchmarks section carries)."""
+    meta = document["meta"]
+    m, load = meta["machine"], meta.get("load", {})
+    sizes = {"leads intake": lookup(document, "leads_intake.leads"), "import rows": lookup(document, "import_csv_100k.rows"),
+             "qualifications": lookup(document, "qualification.leads"), "tasks": lookup(document, "activity.tasks"),
+             "leads read": lookup(document, "reads.leads")}
+    lines = [
+        f"{'Quick' if meta['quick'] else 'Full'} run of {meta['date']} (commit {meta['commit']}, {meta['seconds']:.0f} s): "
+        f"{m['nproc']} cores, {m['memory_gb']} GB, {m['cpu_model']}; load average {load.get('loadavg_start', 0):.1f} at the "
+        f"start, {load.get('loadavg_end', 0):.1f} at the end, the machine's CPU {load.get('cpu_busy_pct', 0):.0f}% busy. "
+        "Sizes: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items() if isinstance(v, int)) + ".",
+        "",
+        "| figure | value | spread (min–max) | issue 21 target |",
+        "|---|---|---|---|",
+    ]
+    for key in SHOWN_KEYS:
+        value = lookup(document, key)
+        if value is None and key not in REQUIRED_KEYS:
+            continue
+        section, field = key.split(".", 1)
+        spread = lookup(document, f"{section}.spread.{field}")
+        op, bound = TARGETS.get(key, ("", None))
+        shown = f"{value:,.2f}" if isinstance(value, (int, float)) else "missing"
+        target = f"{op} {bound:g} ({verdict(key, value).split(': ')[-1]})" if bound is not None and isinstance(value, (int, float)) else ""
+        lines.append(f"| `{key}` | {shown} | {f'{spread[0]:,.2f}–{spread[1]:,.2f}' if spread else ''} | {target} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(markdown(json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "bench/results/latest.json").read_text())))

@@ -58,3 +58,9 @@ def test_targets_read_in_their_direction():
     assert results.verdict("qualification.per_second", 1200).endswith(": met")
     assert results.verdict("qualification.per_second", 80).endswith("NOT met")
 
+
+
+def test_the_committed_latest_results_carry_every_required_figure():
+    document = json.loads((ROOT / "bench" / "results" / "latest.json").read_text())
+    assert results.missing_keys(document) == []
+    assert document["meta"]["machine"]["nproc"] >= 1
