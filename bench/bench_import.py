@@ -7,14 +7,12 @@ Measured in one run on the local stack (Kafka + FerretDB):
   end to end   importer and leads service as separate processes, as deployed (``--in-process``: both in
                this process, sharing one core): crm.import.start → every lead stored → crm.import.completed.
 
-``--cli 1000 --cli 10000`` imports generated CSV files through ``crm import`` (the CLI's upload to a running
-importer process, a leads process beside it): seconds from the upload to ``crm.import.completed`` with
-every lead stored.
+The CSV files through ``crm import`` (1,000 and 10,000 rows) are timed by bench_import_cli.py.
 
 ``--memory`` imports 10,000 and 1,000,000 CSV rows as dry runs, each in a fresh importer process, and
 reports the process's peak RSS (VmHWM) beside the parse+map path's, to show memory stays flat.
 
-Run: .venv/bin/python bench/bench_import.py [--rows 100000] [--memory] [--cli 1000 --cli 10000]
+Run: .venv/bin/python bench/bench_import.py [--rows 100000] [--memory]
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ from services.importer.mapping import build_mapping  # noqa: E402
 from services.importer.readers import open_rows  # noqa: E402
 
 import common  # noqa: E402  (bench/common.py)
-from processes import free_port, start_service, stop_all  # noqa: E402  (bench/processes.py)
+from processes import start_service, stop_all  # noqa: E402  (bench/processes.py)
 
 HEADER = ["Название", "Имя", "Телефон", "Эл. почта", "Компания", "ИНН", "Источник", "utm_source", "Внешний ID", "Описание"]
 
@@ -283,77 +281,6 @@ def memory_mode(rows_small: int = 10_000, rows_large: int = 1_000_000) -> None:
     print(f"importer peak, {rows_large:,} / {rows_small:,} rows: {ratio:.2f} (bound {bound}: {'OK' if ratio <= bound else 'OVER'})")
 
 
-async def cli_import(endpoints: common.Endpoints, path: Path, rows: int) -> dict:
-    """``crm import FILE`` against an importer process (a leads process beside it), timed from the upload
-    to ``crm.import.completed``; every lead is then checked stored."""
-    import httpx
-
-    import crmctl.imports
-    from crmkit.principals import PrincipalRepository
-    from rich.console import Console
-    from tests.support import Collector, Producer
-
-    prefix = common.new_prefix("cli")
-    databases = {name: f"{prefix[:-1]}_{name}" for name in ("importer", "leads")}
-    port = free_port()
-    connection = {**common.service_connection(endpoints), "TOPIC_PREFIX": prefix}
-    procs = [
-        start_service("importer", {**connection, "DATABASE": databases["importer"], "GROUP_ID": prefix + "importer",
-                                   "HTTP_PORT": str(port), "TOKENS": '{"bench-token": "bench"}',
-                                   "UPLOADS_DIR": str(path.parent / "uploads")}),
-        start_service("leads", {**connection, "DATABASE": databases["leads"], "GROUP_ID": prefix + "leads",
-                                "DUPLICATE_CHECK": "false"}),
-    ]
-    client = common.mongo(endpoints.mongodb)
-    crmctl.imports.console = Console(file=sys.stderr)  # its progress bar is not the benchmark's output
-    try:
-        async with Producer(endpoints.kafka, prefix) as producer, Collector(endpoints.kafka, prefix, "crm.imports.events.v1") as events:
-            grant = build_message(UserLicenceGranted(user_id="bench", licence="crm"), source="bench")
-            await producer.send(DIRECTORY_EVENTS, grant, key="bench")
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                for database in databases.values():
-                    while not (await PrincipalRepository(client[database], []).get("bench")).licensed:
-                        if any(p.poll() is not None for p in procs):
-                            raise SystemExit("a service process exited before the import (its stderr is above)")
-                        await asyncio.sleep(0.1)
-                while True:
-                    try:
-                        if (await http.get("/health/ready")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    await asyncio.sleep(0.1)
-            started = time.perf_counter()
-            cli = asyncio.create_task(asyncio.to_thread(
-                crmctl.imports.import_file, file=path, pipeline="default", dry_run=False, mapping=[], sheet=None,
-                encoding=None, delimiter=None, stage=None, url=f"http://127.0.0.1:{port}", token="bench-token"))
-            while not (done := [m for m in events.got.messages if m.type in ("crm.import.completed", "crm.import.failed")]):
-                if cli.done() and cli.exception():
-                    raise SystemExit(f"crm import failed: {cli.exception()!r}")
-                await asyncio.sleep(0.01)
-            elapsed = time.perf_counter() - started
-            await cli
-            cli_elapsed = time.perf_counter() - started
-            if done[0].type != "crm.import.completed":
-                raise SystemExit(f"crm import failed: {done[0].data}")
-            stored = await count_stored(client[databases["leads"]], rows)
-            if stored != rows or done[0].data.created != rows:
-                raise SystemExit(f"crm import: {stored} leads stored, completed says {done[0].data}; expected {rows}")
-            return {"rows": rows, "seconds": elapsed, "per_second": rows / elapsed, "cli_seconds": cli_elapsed}
-    finally:
-        stop_all(procs)
-        await client.close()
-        await common.drop_prefix(endpoints, prefix)
-
-
-async def measure_cli(endpoints: common.Endpoints, rows: int) -> dict:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"leads{rows}.csv"
-        write_csv(path, rows)
-        print(f"crm import of {rows:,} CSV rows ...", file=sys.stderr)
-        return await cli_import(endpoints, path, rows)
-
-
 async def measure(endpoints: common.Endpoints, rows: int, formats: tuple[str, ...] = ("csv", "xlsx"),
                   leads_instances: int = 1) -> dict:
     """Parse, parse+map, bare insert and end to end (separate processes) per format; the harness's figures."""
@@ -381,15 +308,12 @@ async def measure(endpoints: common.Endpoints, rows: int, formats: tuple[str, ..
     return figures
 
 
-def print_table(figures: dict, cli: dict[int, dict] | None = None) -> None:
+def print_table(figures: dict) -> None:
     print(f"\n{'file':<5} {'rows':>9} {'seconds':>8} {'rows/s':>9} {'parse/s':>9} {'bare ins/s':>10} {'vs bare':>8} {'vs parse':>9}")
     for fmt, f in figures.items():
         print(f"{fmt:<5} {f['rows']:>9,} {f['seconds']:>8.2f} {f['per_second']:>9,.0f} {f['parse_per_second']:>9,.0f} "
               f"{f['bare_insert_per_second']:>10,.0f} {f['ratio_to_bare']:>8.2f} {f['ratio_to_parse']:>9.2f}")
-    for rows, f in (cli or {}).items():
-        print(f"crm import, {rows:,} CSV rows: {f['seconds']:.2f} s to crm.import.completed ({f['per_second']:,.0f} rows/s; "
-              f"the CLI returned after {f['cli_seconds']:.2f} s)")
-    print("targets (issue 21): CSV >= 0.5 of bare insert, XLSX >= 0.6 of parse; crm import 1,000 rows < 1 s, 10,000 < 3 s")
+    print("targets (issue 21): CSV >= 0.5 of bare insert, XLSX >= 0.6 of parse")
 
 
 def main() -> None:
@@ -401,7 +325,6 @@ def main() -> None:
     parser.add_argument("--skip-xlsx", action="store_true")
     parser.add_argument("--in-process", action="store_true", help="run the importer and leads service in this process")
     parser.add_argument("--leads-instances", type=int, default=1, help="leads service processes (one consumer group)")
-    parser.add_argument("--cli", type=int, action="append", default=[], help="also crm import a CSV of N rows (repeatable)")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
@@ -417,7 +340,7 @@ def main() -> None:
     if not args.in_process:
         endpoints = common.stack_endpoints()
         figures = asyncio.run(measure(endpoints, args.rows, ("csv",) if args.skip_xlsx else ("csv", "xlsx"), args.leads_instances))
-        print_table(figures, {rows: asyncio.run(measure_cli(endpoints, rows)) for rows in args.cli})
+        print_table(figures)
         return
     stack = Stack()
     stack.up()

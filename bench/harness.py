@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_analytics  # noqa: E402
 import bench_flow  # noqa: E402
 import bench_import  # noqa: E402
+import bench_import_cli  # noqa: E402
 import bench_latency  # noqa: E402
 import bench_leads  # noqa: E402
 import bench_read  # noqa: E402
@@ -61,8 +62,8 @@ def plan(endpoints: common.Endpoints, quick: bool) -> list[tuple[str, int, Calla
         ("leads_intake", size("leads_reps", q), lambda: bench_leads.measure(endpoints, size("leads", q), True, (1, 2, 3)),
          lambda f: {"leads_intake": f, **scale_sections(f)}),
         ("imports", 1, lambda: bench_import.measure(endpoints, rows), lambda f: {"import_csv_100k": f["csv"], "import_xlsx_100k": f["xlsx"]}),
-        ("import_csv_1k", size("cli_1k_reps", q), lambda: bench_import.measure_cli(endpoints, 1_000), lambda f: {"import_csv_1k": f}),
-        ("import_csv_10k", size("cli_10k_reps", q), lambda: bench_import.measure_cli(endpoints, 10_000), lambda f: {"import_csv_10k": f}),
+        ("import_csv_1k", size("cli_1k_reps", q), lambda: bench_import_cli.measure_cli(endpoints, 1_000), lambda f: {"import_csv_1k": f}),
+        ("import_csv_10k", size("cli_10k_reps", q), lambda: bench_import_cli.measure_cli(endpoints, 10_000), lambda f: {"import_csv_10k": f}),
         ("qualification", size("qualify_reps", q), lambda: bench_flow.measure(endpoints, size("qualify", q), size("tasks", q)), lambda f: f),
     ]
     if size("qualify_large", q):
@@ -102,7 +103,7 @@ def print_section(name: str, figures: dict) -> None:
     elif name == "imports":
         bench_import.print_table(figures)
     elif name in ("import_csv_1k", "import_csv_10k"):
-        bench_import.print_table({}, {figures["rows"]: figures})
+        bench_import_cli.print_table(figures["rows"], figures)
     elif name == "scale_out":
         print(f"\nscale-out, {figures['leads']:,} creates on 6 partitions (bare {figures['bare_per_second']:,.0f}/s)")
         for n, row in figures["processes"].items():
@@ -169,8 +170,10 @@ async def run(args) -> int:
     busy_end = cpu_busy()
     load = {"loadavg_start": load_start, "loadavg_end": os.getloadavg()[0],
             "cpu_busy_pct": 100 * (busy_end[0] - busy_start[0]) / max(1, busy_end[1] - busy_start[1])}
-    document = results.document(sections, quick=args.quick, started=began, load=load)
     out = Path(args.out)
+    document = results.document(sections, quick=args.quick, started=began, load=load)
+    if args.only and out.exists():
+        document = results.merge(json.loads(out.read_text()), document)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=1, ensure_ascii=False, default=str) + "\n")
     summary(document)
@@ -194,7 +197,7 @@ def fill_all(runs: list[dict], fill: Callable[[dict], dict]) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tenth of the sizes, fewer repetitions (minutes)")
-    parser.add_argument("--only", default="", help="comma-separated steps: " + ", ".join(n for n, *_ in plan(None, False)))  # type: ignore[arg-type]
+    parser.add_argument("--only", default="", help="only these steps, their sections replaced in --out (the others kept): " + ", ".join(n for n, *_ in plan(None, False)))  # type: ignore[arg-type]
     parser.add_argument("--out", default=str(results.ROOT / "bench/results/latest.json"))
     args = parser.parse_args()
     common.quiet_logs()

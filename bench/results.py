@@ -122,6 +122,18 @@ def document(sections: dict[str, dict], *, quick: bool, started: datetime, load:
     return {"meta": meta, **sections}
 
 
+def merge(earlier: dict, later: dict) -> dict:
+    """``later``'s sections over ``earlier``'s; the meta says which sections come from which run."""
+    runs = earlier["meta"].get("runs") or [{k: v for k, v in earlier["meta"].items() if k != "runs"}
+                                           | {"sections": [k for k in earlier if k != "meta"]}]
+    for run in runs:
+        run["sections"] = [name for name in run["sections"] if name not in later]
+    this_run = {k: v for k, v in later["meta"].items() if k != "runs"} | {"sections": [k for k in later if k != "meta"]}
+    merged = {**earlier, **later}
+    merged["meta"] = {**earlier["meta"], "runs": [run for run in runs if run["sections"]] + [this_run]}
+    return merged
+
+
 def markdown(document: dict) -> str:
     """The headline figures as a Markdown table (what the README's Benchmarks section carries)."""
     meta = document["meta"]

@@ -64,3 +64,14 @@ def test_the_committed_latest_results_carry_every_required_figure():
     document = json.loads((ROOT / "bench" / "results" / "latest.json").read_text())
     assert results.missing_keys(document) == []
     assert document["meta"]["machine"]["nproc"] >= 1
+
+
+def test_a_partial_run_replaces_only_its_sections_and_says_so():
+    first = results.document(_sections(1.0), quick=False, started=datetime.now(UTC), load={})
+    second = results.document({"reads": {"card_p99_ms": 9.0, "board_p99_ms": 9.0, "list_p99_ms": 9.0}},
+                              quick=False, started=datetime.now(UTC), load={})
+    merged = results.merge(first, second)
+    assert merged["reads"]["card_p99_ms"] == 9.0 and merged["latency"]["qualify_p99_ms"] == 1.0
+    assert results.missing_keys(merged) == []
+    assert [sorted(run["sections"]) for run in merged["meta"]["runs"]] == [
+        sorted(set(first) - {"meta", "reads"}), ["reads"]]
