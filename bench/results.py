@@ -48,7 +48,9 @@ def combine(runs: list[dict]) -> dict:
     section: dict = {"repetitions": len(runs), "spread": {}, "runs": runs}
     for key, value in runs[0].items():
         values = [run.get(key) for run in runs]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) and len(set(values)) == 1:
+            section[key] = values[0]  # a size, the same in every run: no spread
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             section[key] = statistics.median(values)
             section["spread"][key] = [min(values), max(values)]
         elif key not in section:
@@ -146,6 +148,11 @@ def markdown(document: dict) -> str:
         f"{m['nproc']} cores, {m['memory_gb']} GB, {m['cpu_model']}; load average {load.get('loadavg_start', 0):.1f} at the "
         f"start, {load.get('loadavg_end', 0):.1f} at the end, the machine's CPU {load.get('cpu_busy_pct', 0):.0f}% busy. "
         "Sizes: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items() if isinstance(v, int)) + ".",
+    ]
+    for run in meta.get("runs", [])[1:]:  # sections re-run later with --only
+        lines.append(f"Re-run at {run['date']} ({run['seconds']:.0f} s, load average {run['load'].get('loadavg_start', 0):.1f} to "
+                     f"{run['load'].get('loadavg_end', 0):.1f}): {', '.join(run['sections'])}.")
+    lines += [
         "",
         "| figure | value | spread (min–max) | issue 21 target |",
         "|---|---|---|---|",
