@@ -7,6 +7,8 @@ Measured in one run on the local stack (Kafka + FerretDB):
   end to end   importer and leads service as separate processes, as deployed (``--in-process``: both in
                this process, sharing one core): crm.import.start → every lead stored → crm.import.completed.
 
+The CSV files through ``crm import`` (1,000 and 10,000 rows) are timed by bench_import_cli.py.
+
 ``--memory`` imports 10,000 and 1,000,000 CSV rows as dry runs, each in a fresh importer process, and
 reports the process's peak RSS (VmHWM) beside the parse+map path's, to show memory stays flat.
 
@@ -38,6 +40,7 @@ from services.importer.rows import row_to_lead  # noqa: E402
 from services.importer.mapping import build_mapping  # noqa: E402
 from services.importer.readers import open_rows  # noqa: E402
 
+import common  # noqa: E402  (bench/common.py)
 from processes import start_service, stop_all, use_local_stack_credentials  # noqa: E402  (bench/processes.py)
 
 HEADER = ["Название", "Имя", "Телефон", "Эл. почта", "Компания", "ИНН", "Источник", "utm_source", "Внешний ID", "Описание"]
@@ -279,6 +282,41 @@ def memory_mode(rows_small: int = 10_000, rows_large: int = 1_000_000) -> None:
     print(f"importer peak, {rows_large:,} / {rows_small:,} rows: {ratio:.2f} (bound {bound}: {'OK' if ratio <= bound else 'OVER'})")
 
 
+async def measure(endpoints: common.Endpoints, rows: int, formats: tuple[str, ...] = ("csv", "xlsx"),
+                  leads_instances: int = 1) -> dict:
+    """Parse, parse+map, bare insert and end to end (separate processes) per format; the harness's figures."""
+    figures: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        bare_rate = None
+        for fmt in formats:
+            path = Path(folder) / f"leads.{fmt}"
+            print(f"generating {rows:,} rows of {fmt}...", file=sys.stderr)
+            (write_csv if fmt == "csv" else write_xlsx)(path, rows)
+            n, parse_s = parse(path, map_rows=False)
+            n, map_s = parse(path, map_rows=True)
+            if bare_rate is None:
+                n, bare_s = await bare_insert(endpoints.mongodb, path)
+                bare_rate = n / bare_s
+            print(f"importing {fmt} end to end...", file=sys.stderr)
+            n, seconds, peak_kb = await end_to_end_processes(endpoints, path, rows, fmt, leads_instances)
+            rate = n / seconds
+            figures[fmt] = {
+                "rows": n, "seconds": seconds, "per_second": rate, "parse_per_second": n / parse_s,
+                "parse_map_per_second": n / map_s, "bare_insert_per_second": bare_rate,
+                "ratio_to_bare": rate / bare_rate, "ratio_to_parse": rate / (n / parse_s), "importer_peak_mb": peak_kb / 1024,
+            }
+            path.unlink()
+    return figures
+
+
+def print_table(figures: dict) -> None:
+    print(f"\n{'file':<5} {'rows':>9} {'seconds':>8} {'rows/s':>9} {'parse/s':>9} {'bare ins/s':>10} {'vs bare':>8} {'vs parse':>9}")
+    for fmt, f in figures.items():
+        print(f"{fmt:<5} {f['rows']:>9,} {f['seconds']:>8.2f} {f['per_second']:>9,.0f} {f['parse_per_second']:>9,.0f} "
+              f"{f['bare_insert_per_second']:>10,.0f} {f['ratio_to_bare']:>8.2f} {f['ratio_to_parse']:>9.2f}")
+    print("targets (issue 21): CSV >= 0.5 of bare insert, XLSX >= 0.6 of parse")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
@@ -300,6 +338,11 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("faststream").setLevel(logging.ERROR)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # leader moves while topics are created
+    if not args.in_process:
+        endpoints = common.stack_endpoints()
+        figures = asyncio.run(measure(endpoints, args.rows, ("csv",) if args.skip_xlsx else ("csv", "xlsx"), args.leads_instances))
+        print_table(figures)
+        return
     stack = Stack()
     stack.up()
     use_local_stack_credentials(stack)

@@ -1,274 +1,310 @@
 """Leads intake benchmark: N ``crm.lead.create`` commands already on the topic, stored and announced.
 
-Compares, in one run on the local stack:
-  bare      an aiokafka consumer that parses each record and bulk-inserts the document the service
-            would store for it (built before the clock starts): the Kafka + database floor;
-  service   the leads service (duplicate check off): every lead stored and its crm.lead.created published;
-  service+dup  the same with the duplicate check on (issue 4: cost of the check per create);
-  service xN   with --instances N: N leads services as separate processes in one consumer group,
-               as an operator scales it (the clock includes their start, as it does in-process).
+Compares, in one run on the local stack, each contender on its own copy of the commands:
+  service   the leads service in this process (duplicate check off): every lead stored, its events published;
+  service+dup  the same with the duplicate check on;
+  bare      the unavoidable work of the job, as one aiokafka consumer: consume the same records,
+            bulk-insert the very documents the service stored and produce the very event records it
+            published (both read back from the service's run before the clock starts), commit;
+  service xN   with --instances N (repeatable): N ``python -m services.leads`` processes in one
+               consumer group on six partitions (the clock and their CPU include their start).
 
-Run: .venv/bin/python bench/bench_leads.py [--leads 100000] [--instances 2]
+For every contender: the wall rate and the CPU per lead of each process (the bench/service process,
+Kafka and FerretDB, from /proc/<pid>/stat; the pids from crmctl's pid files), so the service's own
+CPU per lead does not depend on what else shares the machine.
+
+Run: .venv/bin/python bench/bench_leads.py [--leads 100000] [--instances 2 --instances 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+import common  # noqa: E402  (bench/common.py: connections, CPU meter)
+from common import Endpoints, EndOffsets, new_prefix, stack_meter, until_committed  # noqa: E402
 
 from contracts import build_message  # noqa: E402
-from contracts.directory import UserLicenceGranted  # noqa: E402
 from contracts.leads import CreateLead  # noqa: E402
 from contracts.topics import DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS  # noqa: E402
-from crmctl.stack import Stack  # noqa: E402
 from crmkit.messaging import ensure_topics  # noqa: E402
-from crmkit.mongo import make_client  # noqa: E402
 from crmkit.settings import KafkaSettings  # noqa: E402
 from services.leads.app import create_app  # noqa: E402
 from services.leads.settings import LeadsSettings  # noqa: E402
-from tests.support import kafka_options  # noqa: E402
 
-from processes import start_service, stop_all, use_local_stack_credentials  # noqa: E402  (bench/processes.py)
+from processes import start_service, stop_all  # noqa: E402  (bench/processes.py)
 
-
-async def produce_commands(bootstrap: str, prefix: str, count: int) -> None:
-    await ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap), [prefix + LEADS_COMMANDS, prefix + LEADS_EVENTS, prefix + DIRECTORY_EVENTS], 6)
-    producer = AIOKafkaProducer(**kafka_options(bootstrap), linger_ms=20, acks="all", max_batch_size=256 * 1024)
-    await producer.start()
-    try:
-        grant = build_message(UserLicenceGranted(user_id="bench", licence="crm"), source="bench")
-        await producer.send_and_wait(prefix + DIRECTORY_EVENTS, grant.to_json_bytes(), key=b"bench")
-        futures = []
-        for i in range(count):
-            payload = CreateLead(lead_id=f"L{i:07d}", **_command_data(i))
-            message = build_message(payload, source="bench/load", actorid="bench")
-            futures.append(await producer.send(prefix + LEADS_COMMANDS, message.to_json_bytes(), key=payload.lead_id.encode()))
-            if len(futures) >= 5000:
-                await asyncio.gather(*futures)
-                futures.clear()
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+BATCH = int(os.environ.get("BENCH_BATCH", "1000"))
 
 
-def stored_documents(count: int) -> dict[str, dict]:
-    """The documents the leads service stores for these commands, built before the clock starts."""
-    from datetime import UTC, datetime
-
-    from services.leads import domain as d
-    from services.leads.repository import LeadWrite, Recent, lead_document
-
-    now = datetime.now(UTC)
-    pipeline = d.default_pipeline(now)
-    actor = d.Actor(user_id="bench", licensed=True, service=True)
-    docs = {}
-    for i in range(count):
-        lead = d.create_lead(actor, f"L{i:07d}", _command_data(i), pipeline, now).lead
-        docs[lead.lead_id] = lead_document(LeadWrite(lead, [Recent("m", [lead.model_dump_json()])], None))
-    return docs
-
-
-def _command_data(i: int) -> dict:
+def command_data(i: int) -> dict:
     return {
         "title": f"Lead {i}", "source": "bench", "utm_source": "bench", "need_maturity": "interested",
         "contact": {"name": f"Contact {i % 50000}", "phone": f"+7912{i % 9000000:07d}", "email": f"c{i}@example.com"},
     }
 
 
-async def bare(bootstrap: str, mongodb: str, prefix: str, count: int) -> float:
-    """The floor: consume the same records and bulk-insert the same documents; no rules, no events."""
-    documents = stored_documents(count)
-    client = make_client(mongodb)
-    col = client[f"{prefix.strip('.')}_bare"]["leads"]
-    consumer = AIOKafkaConsumer(
-        prefix + LEADS_COMMANDS, **kafka_options(bootstrap), group_id=prefix + "bare",
-        auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=1000,
+def create_records(prefix: str, count: int, start: int = 0):
+    for i in range(start, start + count):
+        payload = CreateLead(lead_id=f"L{i:07d}", **command_data(i))
+        message = build_message(payload, source="bench/load", actorid="bench")
+        yield prefix + LEADS_COMMANDS, payload.lead_id.encode(), message.to_json_bytes()
+
+
+async def produce_commands(bootstrap: str, prefix: str, count: int) -> None:
+    await ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap), [prefix + LEADS_COMMANDS, prefix + LEADS_EVENTS, prefix + DIRECTORY_EVENTS], 6)
+    await common.send_all(bootstrap, [common.grant_record(prefix)])
+    await common.send_all(bootstrap, create_records(prefix, count))
+
+
+def leads_settings(endpoints: Endpoints, prefix: str, name: str, duplicate_check: bool) -> LeadsSettings:
+    return LeadsSettings(
+        kafka_bootstrap_servers=endpoints.kafka, mongodb_url=endpoints.mongodb, topic_prefix=prefix,
+        database=f"{prefix.strip('.')}_{name}", group_id=f"{prefix}{name}.leads", duplicate_check=duplicate_check,
+        batch_max_records=BATCH, batch_timeout_ms=50, log_level="WARNING",
+        write_chunk=int(os.environ.get("BENCH_WRITE_CHUNK", "250")),
+        service_principals=["bench"],  # a trusted load generator: no race with the licence grant
     )
-    await consumer.start()
-    done = 0
-    started = time.perf_counter()
+
+
+def result(name: str, count: int, elapsed: float, meter: common.CpuMeter, service: list[str]) -> dict:
+    """One contender's figures; ``service`` names the processes whose CPU is the contender's own."""
+    per_lead = meter.per_item_us(count)
+    return {
+        "name": name, "leads": count, "seconds": elapsed, "per_second": count / elapsed,
+        "cpu_us_per_lead": per_lead, "own_cpu_us_per_lead": sum(per_lead.get(p, 0.0) for p in service),
+    }
+
+
+async def service_run(endpoints: Endpoints, prefix: str, count: int, duplicate_check: bool, keep: bool = False) -> dict:
+    name = "dup" if duplicate_check else "nodup"
+    settings = leads_settings(endpoints, prefix, name, duplicate_check)
+    service = create_app(settings)
+    client = common.admin(endpoints.kafka)
+    await client.start()
     try:
-        while done < count:
-            batch = await consumer.getmany(timeout_ms=200, max_records=1000)
-            docs = []
-            for records in batch.values():
-                for record in records:
-                    message = json.loads(record.value)
-                    docs.append(documents[message["data"]["lead_id"]])
-            if docs:
-                await col.insert_many(docs, ordered=False)
-                await consumer.commit()
-                done += len(docs)
-        return time.perf_counter() - started
+        async with EndOffsets(endpoints.kafka, prefix + LEADS_COMMANDS) as commands:
+            target = await commands.total()
+            meter = stack_meter(endpoints).start()
+            started = time.perf_counter()
+            await service.start()
+            try:
+                await until_committed(client, settings.group_id, prefix + LEADS_COMMANDS, target)
+                elapsed = time.perf_counter() - started
+                meter.sample()
+            finally:
+                await service.stop()
+        await count_stored(endpoints, settings.database, count, drop=not keep)
     finally:
-        await consumer.stop()
-        await client.drop_database(f"{prefix.strip('.')}_bare")
+        await client.close()
+    figures = result("leads service" + (" + duplicate check" if duplicate_check else ""), count, elapsed, meter, ["bench"])
+    figures["database"] = settings.database
+    return figures
+
+
+async def count_stored(endpoints: Endpoints, database: str, count: int, drop: bool = True) -> None:
+    """Check every lead was stored; drop the contender's database unless kept for the bare run.
+
+    Counted by reading the ids in batches: FerretDB answers one count over 100,000 documents slower
+    than the client's 30 s socket timeout on a busy machine, each batch well within it.
+    """
+    client = common.mongo(endpoints.mongodb)
+    try:
+        stored = 0
+        async for _ in client[database]["leads"].find({}, {"_id": 1}, batch_size=5000):
+            stored += 1
+        if stored != count:
+            raise RuntimeError(f"{stored} leads stored in {database}, expected {count}")
+    finally:
+        if drop:
+            await client.drop_database(database)
         await client.close()
 
 
-class EndOffsets:
-    """Counts what a topic holds (sum of end offsets), with one long-lived consumer."""
-
-    def __init__(self, bootstrap: str, topic: str, partitions: int = 6) -> None:
-        self._consumer = AIOKafkaConsumer(**kafka_options(bootstrap))
-        self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
-
-    async def __aenter__(self) -> "EndOffsets":
-        await self._consumer.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self._consumer.stop()
-
-    async def total(self) -> int:
-        return sum((await self._consumer.end_offsets(self._partitions)).values())
-
-
-async def until_committed(admin: AIOKafkaAdminClient, group_id: str, topic: str, target: int,
-                          check: Callable[[], None] = lambda: None) -> None:
-    """Poll the group's committed offsets on ``topic`` until they add up to ``target``.
-
-    A service commits a batch only after its leads are stored and its events acknowledged, so
-    committed == end offsets means every command is done. ``check`` raises to stop early.
-    """
-    while True:
-        check()
-        committed = await admin.list_consumer_group_offsets(group_id)
-        done = sum(m.offset for tp, m in committed.items() if tp.topic == topic and m.offset > 0)
-        if done >= target:
-            return
-        await asyncio.sleep(0.2)
-
-
-async def count_and_drop(mongodb: str, database: str, count: int) -> None:
-    """Check every lead was stored, then drop the contender's database."""
-    client = make_client(mongodb)
+async def service_output(endpoints: Endpoints, prefix: str, database: str) -> tuple[dict[str, dict], dict[bytes, list]]:
+    """What the service run stored (lead documents by id) and published (event records by key)."""
+    client = common.mongo(endpoints.mongodb)
     try:
-        stored = await client[database]["leads"].count_documents({})
-        assert stored == count, f"{stored} leads stored, expected {count}"
+        documents = {doc["_id"]: doc async for doc in client[database]["leads"].find({}, batch_size=2000)}
+        await client.drop_database(database)
     finally:
+        await client.close()
+    events: dict[bytes, list] = defaultdict(list)
+    async with EndOffsets(endpoints.kafka, prefix + LEADS_EVENTS) as offsets:
+        total = await offsets.total()
+    reader = common.consumer(endpoints.kafka, prefix + LEADS_EVENTS, auto_offset_reset="earliest", enable_auto_commit=False)
+    await reader.start()
+    try:
+        seen = 0
+        while seen < total:
+            for records in (await reader.getmany(timeout_ms=500, max_records=5000)).values():
+                for record in records:
+                    events[record.key].append((record.value, list(record.headers or ())))
+                    seen += 1
+    finally:
+        await reader.stop()
+    return documents, events
+
+
+async def bare(endpoints: Endpoints, prefix: str, count: int, documents: dict[str, dict], events: dict[bytes, list]) -> dict:
+    """The floor: consume, insert_many the stored documents, produce the event records, commit; no rules."""
+    client = common.mongo(endpoints.mongodb)
+    database = f"{prefix.strip('.')}_bare"
+    col = client[database]["leads"]
+    reader = common.consumer(endpoints.kafka, prefix + LEADS_COMMANDS, group_id=prefix + "bare",
+                             auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=BATCH)
+    writer = common.producer(endpoints.kafka, linger_ms=5)
+    await reader.start()
+    await writer.start()
+    done = 0
+    meter = stack_meter(endpoints).start()
+    started = time.perf_counter()
+    try:
+        while done < count:
+            batch = await reader.getmany(timeout_ms=200, max_records=BATCH)
+            keys = [record.key for records in batch.values() for record in records]
+            if not keys:
+                continue
+            await col.insert_many([documents[key.decode()] for key in keys], ordered=False)
+            acks = [await writer.send(prefix + LEADS_EVENTS, value, key=key, headers=headers)
+                    for key in keys for value, headers in events.get(key, ())]
+            await asyncio.gather(*acks)
+            await reader.commit()
+            done += len(keys)
+        elapsed = time.perf_counter() - started
+        meter.sample()
+        return result("bare consume + insert_many + produce", count, elapsed, meter, ["bench"])
+    finally:
+        await reader.stop()
+        await writer.stop()
         await client.drop_database(database)
         await client.close()
 
 
-async def service_run(bootstrap: str, mongodb: str, prefix: str, count: int, duplicate_check: bool) -> float:
-    name = "dup" if duplicate_check else "nodup"
-    out_prefix = f"{prefix}{name}."
-    # The service reads the shared command topic through its own prefix-free view: give it the
-    # commands by copying them under its prefix would cost time, so point its prefix at the input.
-    settings = LeadsSettings(
-        kafka_bootstrap_servers=bootstrap, mongodb_url=mongodb, topic_prefix=prefix,
-        database=f"{prefix.strip('.')}_{name}", group_id=f"{out_prefix}leads", duplicate_check=duplicate_check,
-        batch_max_records=int(os.environ.get("BENCH_BATCH", "1000")), batch_timeout_ms=50, log_level="WARNING", write_chunk=int(os.environ.get("BENCH_WRITE_CHUNK", "250")),
-        service_principals=["bench"],  # a trusted load generator: no race with the licence grant
-    )
-    service = create_app(settings)
-    commands = EndOffsets(bootstrap, prefix + LEADS_COMMANDS)
-    admin = AIOKafkaAdminClient(**kafka_options(bootstrap))
-    await admin.start()
-    try:
-        async with commands:
-            target = await commands.total()
-            started = time.perf_counter()
-            await service.start()
-            try:
-                await until_committed(admin, settings.group_id, prefix + LEADS_COMMANDS, target)
-                elapsed = time.perf_counter() - started
-            finally:
-                await service.stop()
-        await count_and_drop(mongodb, settings.database, count)
-        return elapsed
-    finally:
-        await admin.close()
-
-
-async def processes_run(bootstrap: str, mongodb: str, prefix: str, count: int, instances: int) -> float:
+async def processes_run(endpoints: Endpoints, prefix: str, count: int, instances: int) -> dict:
     """``instances`` leads services started as ``python -m services.leads`` (duplicate check off)."""
     database = f"{prefix.strip('.')}_procs"
     group_id = f"{prefix}procs.leads"
     settings = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MONGODB_URL": mongodb, "TOPIC_PREFIX": prefix,
+        **common.service_connection(endpoints), "TOPIC_PREFIX": prefix,
         "DATABASE": database, "GROUP_ID": group_id, "DUPLICATE_CHECK": "false",
-        "BATCH_MAX_RECORDS": os.environ.get("BENCH_BATCH", "1000"), "BATCH_TIMEOUT_MS": "50",
+        "BATCH_MAX_RECORDS": str(BATCH), "BATCH_TIMEOUT_MS": "50",
         "WRITE_CHUNK": os.environ.get("BENCH_WRITE_CHUNK", "250"), "SERVICE_PRINCIPALS": '["bench"]',
     }
-    commands = EndOffsets(bootstrap, prefix + LEADS_COMMANDS)
-    admin = AIOKafkaAdminClient(**kafka_options(bootstrap))
-    await admin.start()
+    client = common.admin(endpoints.kafka)
+    await client.start()
     procs: list[subprocess.Popen] = []
+    meter = stack_meter(endpoints)
     try:
-        async with commands:
+        async with EndOffsets(endpoints.kafka, prefix + LEADS_COMMANDS) as commands:
             target = await commands.total()
+            meter.start()
             started = time.perf_counter()
-            procs.extend(start_service("leads", settings) for _ in range(instances))
+            for n in range(instances):
+                procs.append(start_service("leads", settings))
+                meter.add(f"leads{n + 1}", procs[-1].pid)
 
             def alive() -> None:
                 if any(p.poll() is not None for p in procs):
                     raise RuntimeError("a leads process exited during the benchmark (its stderr is above)")
 
-            await until_committed(admin, group_id, prefix + LEADS_COMMANDS, target, alive)
+            await until_committed(client, group_id, prefix + LEADS_COMMANDS, target, alive)
             elapsed = time.perf_counter() - started
+            meter.sample()
     finally:
         stop_all(procs)
-        await admin.close()
-    await count_and_drop(mongodb, database, count)
-    return elapsed
+        await client.close()
+    await count_stored(endpoints, database, count)
+    names = [f"leads{n + 1}" for n in range(instances)]
+    figures = result(f"leads service x{instances} processes", count, elapsed, meter, names)
+    figures["instances"] = instances
+    return figures
+
+
+async def measure(endpoints: Endpoints, leads: int, duplicate_check: bool = True, instances: tuple[int, ...] = ()) -> dict:
+    """Every contender on its own copy of the commands; the figures the harness keeps."""
+    rows: list[dict] = []
+
+    async def fresh(name: str) -> str:
+        prefix = new_prefix(name)
+        print(f"producing {leads:,} commands for: {name} ...", file=sys.stderr)
+        await produce_commands(endpoints.kafka, prefix, leads)
+        return prefix
+
+    prefix = await fresh("svc")
+    print("running: leads service ...", file=sys.stderr)
+    service = await service_run(endpoints, prefix, leads, False, keep=True)
+    documents, events = await service_output(endpoints, prefix, service.pop("database"))
+    await common.drop_prefix(endpoints, prefix)
+    rows.append(service)
+    bare_prefix = await fresh("bare")
+    print("running: bare ...", file=sys.stderr)
+    rows.insert(0, await bare(endpoints, bare_prefix, leads, documents, events))
+    del documents, events
+    await common.drop_prefix(endpoints, bare_prefix)
+    if duplicate_check:
+        prefix = await fresh("dup")
+        print("running: leads service + duplicate check ...", file=sys.stderr)
+        dup = await service_run(endpoints, prefix, leads, True)
+        dup.pop("database")
+        rows.append(dup)
+        await common.drop_prefix(endpoints, prefix)
+    for n in instances:
+        prefix = await fresh(f"x{n}")
+        print(f"running: {n} leads processes ...", file=sys.stderr)
+        rows.append(await processes_run(endpoints, prefix, leads, n))
+        await common.drop_prefix(endpoints, prefix)
+    bare_row, service_row = rows[0], rows[1]
+    figures = {
+        "leads": leads,
+        "contenders": rows,
+        "per_second": service_row["per_second"],
+        "bare_per_second": bare_row["per_second"],
+        "ratio_to_bare": service_row["per_second"] / bare_row["per_second"],
+        "service_cpu_us_per_lead": service_row["own_cpu_us_per_lead"],
+        "bare_cpu_us_per_lead": bare_row["own_cpu_us_per_lead"],
+    }
+    if duplicate_check:
+        figures["dup_check_us_per_lead"] = rows[2]["own_cpu_us_per_lead"] - service_row["own_cpu_us_per_lead"]
+    scale = [r for r in rows if "instances" in r]
+    if scale:
+        figures["scale_out"] = {str(r["instances"]): {"per_second": r["per_second"], "ratio_to_bare": r["per_second"] / bare_row["per_second"],
+                                                      "service_cpu_us_per_lead": r["own_cpu_us_per_lead"]} for r in scale}
+    return figures
+
+
+def print_table(figures: dict) -> None:
+    bare_rate = figures["contenders"][0]["per_second"]  # the same run's bare (the median may be another run's)
+    print(f"\nleads intake, {figures['leads']:,} creates already on the topic (6 partitions)")
+    print(f"{'contender':40} {'seconds':>8} {'leads/s':>9} {'vs bare':>8} {'own µs':>8} {'kafka µs':>9} {'ferret µs':>10}")
+    for row in figures["contenders"]:
+        cpu = row["cpu_us_per_lead"]
+        print(f"{row['name']:40} {row['seconds']:8.2f} {row['per_second']:9,.0f} {row['per_second'] / bare_rate:8.2f} "
+              f"{row['own_cpu_us_per_lead']:8.0f} {cpu.get('kafka', 0):9.0f} {cpu.get('ferretdb', 0):10.0f}")
+    print("(µs = CPU per lead, user + system, of the contender's own process(es), Kafka and FerretDB)")
+    if "dup_check_us_per_lead" in figures:
+        print(f"duplicate check: {figures['dup_check_us_per_lead']:+.0f} µs CPU per create")
+    print("targets (issue 21): service CPU <= 100 µs per create, duplicate check <= +25 µs, intake >= 0.6 of bare")
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--leads", type=int, default=100_000, help="commands to put on the topic (default 100000)")
     parser.add_argument("--skip-dup", action="store_true", help="skip the duplicate-check run")
-    parser.add_argument("--instances", type=int, default=0,
-                        help="also run N leads services as separate processes in one group (default: skip)")
+    parser.add_argument("--instances", type=int, action="append", default=[],
+                        help="also run N leads services as separate processes in one group (repeatable; default: skip)")
     args = parser.parse_args()
-    stack = Stack()
-    stack.up()
-    use_local_stack_credentials(stack)
-    bootstrap, mongodb = stack.config.kafka_bootstrap, stack.config.mongodb_url
-    results = []
-    # Each contender gets its own copy of the input so none reads a warm page cache of the others' writes.
-    n = args.leads
-    contenders: list[tuple[str, Callable[[str], Awaitable[float]]]] = [
-        ("bare aiokafka + insert_many", lambda prefix: bare(bootstrap, mongodb, prefix, n)),
-        ("leads service", lambda prefix: service_run(bootstrap, mongodb, prefix, n, False)),
-    ]
-    if not args.skip_dup:
-        contenders.append(("leads service + duplicate check", lambda prefix: service_run(bootstrap, mongodb, prefix, n, True)))
-    if args.instances:
-        contenders.append((f"leads service x{args.instances} processes",
-                           lambda prefix: processes_run(bootstrap, mongodb, prefix, n, args.instances)))
-    for name, run in contenders:
-        prefix = f"bench{uuid.uuid4().hex[:6]}."
-        print(f"producing {n} commands for: {name} ...", file=sys.stderr)
-        await produce_commands(bootstrap, prefix, n)
-        print(f"running: {name} ...", file=sys.stderr)
-        results.append((name, await run(prefix)))
-    base_rate = args.leads / results[0][1]
-    print()
-    print(f"{'contender':34} {'seconds':>9} {'leads/s':>10} {'vs bare':>8}")
-    for name, elapsed in results:
-        rate = args.leads / elapsed
-        print(f"{name:34} {elapsed:9.2f} {rate:10.0f} {rate / base_rate:8.2f}")
-    if not args.skip_dup:
-        per_create_off = results[1][1] / args.leads * 1e6
-        per_create_on = results[2][1] / args.leads * 1e6
-        print(f"\nduplicate check: {per_create_on - per_create_off:+.1f} µs per create "
-              f"({per_create_on:.1f} µs with, {per_create_off:.1f} µs without)")
-    print("target (issue 3): leads service >= 0.70 of bare")
+    common.quiet_logs()
+    figures = await measure(common.stack_endpoints(), args.leads, not args.skip_dup, tuple(args.instances))
+    print_table(figures)
 
 
 if __name__ == "__main__":

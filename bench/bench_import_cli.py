@@ -1,0 +1,122 @@
+"""CSV files through ``crm import``: seconds from the upload to ``crm.import.completed``, every lead then checked stored.
+
+The CLI's own upload (``crmctl.imports.import_file``, in a thread of this process) to an importer process
+with a leads process beside it, both started and ready before the clock starts. The CLI polls the job's
+status every 0.3 s, so the time it returns is reported beside the event's.
+
+Run: .venv/bin/python bench/bench_import_cli.py [--rows 1000 --rows 10000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402  (bench/common.py)
+from bench_import import count_stored, write_csv  # noqa: E402
+
+from contracts import build_message  # noqa: E402
+from contracts.directory import UserLicenceGranted  # noqa: E402
+from contracts.topics import DIRECTORY_EVENTS  # noqa: E402
+
+from processes import free_port, start_service, stop_all  # noqa: E402  (bench/processes.py)
+
+
+async def cli_import(endpoints: common.Endpoints, path: Path, rows: int) -> dict:
+    """``crm import FILE`` against an importer process (a leads process beside it), timed from the upload
+    to ``crm.import.completed``; every lead is then checked stored."""
+    import httpx
+
+    import crmctl.imports
+    from crmkit.principals import PrincipalRepository
+    from rich.console import Console
+    from tests.support import Collector, Producer
+
+    prefix = common.new_prefix("cli")
+    databases = {name: f"{prefix[:-1]}_{name}" for name in ("importer", "leads")}
+    port = free_port()
+    connection = {**common.service_connection(endpoints), "TOPIC_PREFIX": prefix}
+    procs = [
+        start_service("importer", {**connection, "DATABASE": databases["importer"], "GROUP_ID": prefix + "importer",
+                                   "HTTP_PORT": str(port), "TOKENS": '{"bench-token": "bench"}',
+                                   "UPLOADS_DIR": str(path.parent / "uploads")}),
+        start_service("leads", {**connection, "DATABASE": databases["leads"], "GROUP_ID": prefix + "leads",
+                                "DUPLICATE_CHECK": "false"}),
+    ]
+    client = common.mongo(endpoints.mongodb)
+    crmctl.imports.console = Console(file=sys.stderr)  # its progress bar is not the benchmark's output
+    try:
+        async with Producer(endpoints.kafka, prefix) as producer, Collector(endpoints.kafka, prefix, "crm.imports.events.v1") as events:
+            grant = build_message(UserLicenceGranted(user_id="bench", licence="crm"), source="bench")
+            await producer.send(DIRECTORY_EVENTS, grant, key="bench")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                for database in databases.values():
+                    while not (await PrincipalRepository(client[database], []).get("bench")).licensed:
+                        if any(p.poll() is not None for p in procs):
+                            raise SystemExit("a service process exited before the import (its stderr is above)")
+                        await asyncio.sleep(0.1)
+                while True:
+                    try:
+                        if (await http.get("/health/ready")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(0.1)
+            started = time.perf_counter()
+            cli = asyncio.create_task(asyncio.to_thread(
+                crmctl.imports.import_file, file=path, pipeline="default", dry_run=False, mapping=[], sheet=None,
+                encoding=None, delimiter=None, stage=None, url=f"http://127.0.0.1:{port}", token="bench-token"))
+            while not (done := [m for m in events.got.messages if m.type in ("crm.import.completed", "crm.import.failed")]):
+                if cli.done() and cli.exception():
+                    raise SystemExit(f"crm import failed: {cli.exception()!r}")
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - started
+            await cli
+            cli_elapsed = time.perf_counter() - started
+            if done[0].type != "crm.import.completed":
+                raise SystemExit(f"crm import failed: {done[0].data}")
+            stored = await count_stored(client[databases["leads"]], rows)
+            if stored != rows or done[0].data.created != rows:
+                raise SystemExit(f"crm import: {stored} leads stored, completed says {done[0].data}; expected {rows}")
+            return {"rows": rows, "seconds": elapsed, "per_second": rows / elapsed, "cli_seconds": cli_elapsed}
+    finally:
+        stop_all(procs)
+        await client.close()
+        await common.drop_prefix(endpoints, prefix)
+
+
+async def measure_cli(endpoints: common.Endpoints, rows: int) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"leads{rows}.csv"
+        write_csv(path, rows)
+        print(f"crm import of {rows:,} CSV rows ...", file=sys.stderr)
+        return await cli_import(endpoints, path, rows)
+
+
+def print_table(rows: int, f: dict) -> None:
+    print(f"\ncrm import, {rows:,} CSV rows: {f['seconds']:.2f} s to crm.import.completed ({f['per_second']:,.0f} rows/s; "
+          f"the CLI returned after {f['cli_seconds']:.2f} s)")
+    print("targets (issue 21): 1,000 rows < 1 s, 10,000 rows < 3 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, action="append", default=[], help="rows of a CSV (repeatable; default 1000 and 10000)")
+    parser.add_argument("--repeat", type=int, default=1, help="imports per file size (the median is shown)")
+    args = parser.parse_args()
+    common.quiet_logs()
+    endpoints = common.stack_endpoints()
+    for rows in args.rows or [1000, 10_000]:
+        runs = [asyncio.run(measure_cli(endpoints, rows)) for _ in range(args.repeat)]
+        print_table(rows, min(runs, key=lambda f: abs(f["seconds"] - statistics.median(r["seconds"] for r in runs))))
+
+
+if __name__ == "__main__":
+    main()
