@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from contracts.leads import CreateLead
 from crmkit.ids import uuid5
 from services.importer.rows import RowResult
 
@@ -29,20 +30,11 @@ def derive_lead_id(import_id: str, row_number: int, external_id: str | None, sou
 
 # --- planning: what each valid row becomes, given what is known about its external id ---------
 
-# Top-level lead fields a row can set; an update records their previous values for revert.
-ROW_FIELDS: tuple[str, ...] = (
-    "title",
-    "responsible_id",
-    "contact",
-    "company",
-    "products",
-    "source",
-    "marketing_event",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "need_maturity",
-    "description",
+# Top-level lead fields a row can set (an update records their previous values for revert): the
+# contract's card fields of crm.lead.create, less those that name the lead or where it goes.
+_NOT_FROM_A_ROW = frozenset({"lead_id", "external_id", "pipeline_id", "stage_id", "import_id", "import_row"})
+ROW_FIELDS: tuple[str, ...] = tuple(
+    sorted((f for f in CreateLead.model_fields if f not in _NOT_FROM_A_ROW), key=lambda f: (f != "title", f))
 )
 # Linked objects a row fills partly: what the row does not say is kept from the lead.
 _MERGED_FIELDS = ("contact", "company")
