@@ -349,7 +349,12 @@ class LeadsMeta:
         return int(doc["version"]) if doc else 0
 
     async def set_read_fields_version(self, version: int) -> None:
-        await self._col.update_one({"_id": "read_fields"}, {"$set": {"version": version}}, upsert=True)
+        # Instances started together race to create the document: an upsert that loses the race
+        # finds it made by another (FerretDB's upsert is not atomic), which is the same outcome.
+        try:
+            await self._col.update_one({"_id": "read_fields"}, {"$set": {"version": version}}, upsert=True)
+        except DuplicateKeyError:
+            await self._col.update_one({"_id": "read_fields"}, {"$set": {"version": version}})
 
 
 class PipelineRepository:

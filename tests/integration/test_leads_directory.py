@@ -22,3 +22,19 @@ async def test_a_repeated_version_is_fanned_out_again_and_only_a_stale_one_is_no
         assert (await directory.get_many("contact", ["K-1"]))["K-1"]["name"] == "Мария С."
     finally:
         await client.close()
+
+
+async def test_instances_starting_together_record_the_migration_once(endpoints, isolation):
+    # Three leads processes starting at once on a fresh database raised DuplicateKeyError here
+    # (an unretrieved background-task exception).
+    import asyncio
+
+    from services.leads.repository import LeadsMeta
+
+    client = make_client(endpoints.mongodb)
+    try:
+        meta = LeadsMeta(client[isolation.db("leads")])
+        await asyncio.gather(*(meta.set_read_fields_version(1) for _ in range(8)))
+        assert await meta.read_fields_version() == 1
+    finally:
+        await client.close()
