@@ -145,6 +145,23 @@ class Mapping:
                 return index
         return None
 
+    def column_for_path(self, path: str) -> str | None:
+        """The file column behind a lead field path such as `contact.email`, if one feeds it."""
+        for candidate in (path.replace(".", "_"), path.split(".")[0]):
+            index = self.index_of(candidate)
+            if index is not None:
+                return self.column_name(index)
+        return None
+
+    def cell(self, column: str | None, cells: list) -> str | None:
+        """A row's value in the named column (for an error's `value`)."""
+        if column is None:
+            return None
+        for index in range(len(self.header)):
+            if self.column_name(index) == column and index < len(cells):
+                return cells[index]
+        return None
+
 
 def build_mapping(header: list[str], explicit: dict[str, str] | None = None) -> Mapping:
     """Explicit entries first (column header → field), then aliases for every other column."""

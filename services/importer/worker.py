@@ -250,7 +250,7 @@ class JobRunner:
                     out.append(self._command(job, plan))
                 except ValidationError as exc:
                     plan = d.RowPlan(plan.row_number, "rejected", errors=[
-                        (_column(job, mapping, ".".join(map(str, e["loc"]))), e["msg"]) for e in exc.errors()
+                        (_column_of(job, mapping, ".".join(map(str, e["loc"]))), e["msg"]) for e in exc.errors()
                     ])
                 else:
                     sent += 1
@@ -262,7 +262,7 @@ class JobRunner:
         per_row: dict[int, int] = {}
         for row, column, reason, cells in errors:
             index = per_row[row] = per_row.get(row, -1) + 1
-            value = _cell(mapping, column, cells)
+            value = mapping.cell(column, cells)
             out.append(self._event(job, ImportRowRejected(import_id=job.import_id, row=row, column=column, reason=reason,
                                                           value=value), "row-rejected", row, index))
         await self.imports.record_errors(job.import_id, errors)
@@ -388,20 +388,5 @@ class JobRunner:
         return Outbound(IMPORTS_EVENTS, message, key=job.import_id)
 
 
-def _column(job: d.ImportJob, mapping: Mapping, path: str) -> str:
-    """The file column behind a lead field path such as `contact.email`."""
-    key = path.replace(".", "_")
-    for candidate in (key, path.split(".")[0]):
-        index = mapping.index_of(candidate)
-        if index is not None:
-            return mapping.column_name(index)
-    return job.columns.get(key) or path
-
-
-def _cell(mapping: Mapping, column: str | None, cells: list) -> str | None:
-    if column is None:
-        return None
-    for index in range(len(mapping.header)):
-        if mapping.column_name(index) == column and index < len(cells):
-            return cells[index]
-    return None
+def _column_of(job: d.ImportJob, mapping: Mapping, path: str) -> str:
+    return mapping.column_for_path(path) or job.columns.get(path.replace(".", "_")) or path
