@@ -91,12 +91,12 @@ def routes(
         principal = await authenticate(request, settings.tokens, principals)
         with bounded():
             task = await tasks.view(request.path_params["task_id"])
-        if task is None:
-            raise ApiError(404, "not_found", f"Task {request.path_params['task_id']} does not exist.")
-        if not owner_or_admin(principal, task.assignee_id):
+        # Another user's task answers as one that does not exist: a 403 would tell who has which task ids.
+        if task is None or not owner_or_admin(principal, task.assignee_id):
             raise ApiError(
-                403, "forbidden",
-                f"Task {task.task_id} is assigned to another user; only its assignee and administrators may read it.",
+                404, "not_found",
+                f"Task {request.path_params['task_id']} does not exist, or is assigned to another user "
+                f"(only its assignee and administrators may read it).",
             )
         return json_response(task_json(task, clock()))
 

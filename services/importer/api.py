@@ -125,8 +125,10 @@ def routes(
     async def owned_job(request: Request) -> d.ImportJob:
         principal = await auth(request)
         job = await job_of(request)
+        # Another user's import answers as one that does not exist: a 403 would confirm that the id is real.
         if not d.may_see(job, principal.user_id, principal.is_admin):
-            raise ApiError(403, "forbidden", "This import belongs to another user; only they and administrators may see it.")
+            raise ApiError(404, "not_found", f"Import {job.import_id} does not exist, or belongs to another user "
+                                             f"(only they and administrators may see it).")
         return job
 
     limits = UploadLimits(

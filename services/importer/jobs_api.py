@@ -50,7 +50,9 @@ def routes(settings: ImporterSettings, imports: ImportRepository, runner: JobRun
         if refusal is not None:
             code, message = refusal
             if code == "forbidden" and job is not None and not d.may_see(job, principal.user_id, principal.is_admin):
-                message = "This import belongs to another user; only they and administrators may cancel or revert it."
+                # As GET /imports/{id} answers: another user's import is one this caller cannot tell exists.
+                code, message = "not_found", (f"import {import_id} does not exist, or belongs to another user "
+                                              f"(only they and administrators may cancel or revert it)")
             raise ApiError(_STATUS_OF.get(code, 400), code, message[0].upper() + message[1:] + ".")
         await imports.request(import_id, **change)
         runner.wake()

@@ -482,10 +482,14 @@ async def test_another_users_tasks_and_day_are_for_administrators(settings_for, 
     async with httpx.AsyncClient(transport=transport, base_url="http://activity") as http:
         assert (await TaskRepository(activity.db).view("hers")).status == "open"
         bob, alice = {"Authorization": "Bearer tok-bob"}, {"Authorization": "Bearer tok-alice"}
-        for path, params in (("/tasks", {"assignee_id": "alice"}), ("/my-day", {"assignee_id": "alice"}), ("/tasks/hers", {})):
+        for path, params in (("/tasks", {"assignee_id": "alice"}), ("/my-day", {"assignee_id": "alice"})):
             refused = await http.get(path, params=params, headers=bob)
             assert refused.status_code == 403, (path, refused.text)
             assert refused.json()["error"] == "forbidden" and "administrators" in refused.json()["message"]
+        # Her task answers him as a task that does not exist would: he cannot learn which ids are taken.
+        for task_id in ("hers", "nobodys"):
+            hidden = await http.get(f"/tasks/{task_id}", headers=bob)
+            assert hidden.status_code == 404 and hidden.json()["error"] == "not_found", hidden.text
         # His own, by default and by name; a lead's tasks show him only his.
         assert [t["task_id"] for t in (await http.get("/tasks", headers=bob)).json()["items"]] == ["his"]
         assert [t["task_id"] for t in (await http.get("/tasks", params={"lead_id": "L1"}, headers=bob)).json()["items"]] == ["his"]

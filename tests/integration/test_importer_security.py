@@ -245,7 +245,9 @@ async def test_an_import_is_its_owners_and_the_administrators(settings_for, run_
         async with _client(stack) as http:
             for url in (f"/imports/{import_id}", f"/imports/{import_id}/errors.csv", f"/imports/{import_id}/errors.xlsx"):
                 refused = await http.get(url, headers=BOB)
-                assert refused.status_code == 403 and refused.json()["error"] == "forbidden", (url, refused.text)
+                # As if it did not exist: a stranger cannot even learn that the id is real.
+                assert refused.status_code == 404 and refused.json()["error"] == "not_found", (url, refused.text)
+                assert (await http.get(url.replace(import_id, "no-such-import"), headers=BOB)).json()["error"] == "not_found"
                 assert "Пётр" not in refused.text
                 assert (await http.get(url, headers=ADMIN)).status_code == 200
         # A manager's revert over Kafka is refused and the admin's leads stay.
