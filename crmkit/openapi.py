@@ -22,8 +22,8 @@ ERROR_SCHEMA = {
 _ERRORS = {
     "400": "A parameter is invalid (the message names it).",
     "401": "No bearer token, or an unknown one.",
-    "403": "The user holds no CRM licence, or the resource is another user's.",
-    "404": "No such resource.",
+    "403": "The user holds no CRM licence, or asked for what only administrators may read.",
+    "404": "No such resource, or one of another user's that the caller may not see.",
     "409": "Conflicts with the resource's state.",
     "413": "The request is larger than the configured limit.",
     "503": "A dependency did not answer in time; try again.",
