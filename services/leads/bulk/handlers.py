@@ -1,0 +1,162 @@
+"""Mass-action commands (start, cancel) and the record of how each lead answered its own command."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+
+from contracts import Envelope, build_message
+from contracts.bulk import BulkUpdateStarted
+from contracts.topics import LEADS_EVENTS
+from crmkit import access
+from crmkit.ids import uuid5
+from crmkit.messaging import Outbound
+from crmkit.principals import PrincipalRepository
+from services.leads import domain as d
+from services.leads.bulk.repository import BulkJob, BulkRepository
+from services.leads.domain import bulk as rules
+from services.leads.messages import ID_NAMESPACE, rejection
+from services.leads.repository import LeadRepository
+from services.leads.settings import LeadsSettings
+
+BULK_COMMANDS = frozenset({"crm.leads.bulk-update", "crm.leads.bulk-cancel"})
+_LEAD_COMMANDS = frozenset(rules.ACTION_COMMANDS.values())
+_PAGE = 200
+
+
+def command_id(bulk_id: str, lead_id: str) -> str:
+    """The id of the command a job sends one lead: the same whenever it is sent again."""
+    return uuid5(ID_NAMESPACE, f"bulk\x1f{bulk_id}\x1f{lead_id}")
+
+
+def bulk_id_of(message: Envelope) -> str:
+    return getattr(message.data, "bulk_id", None) or uuid5(ID_NAMESPACE, f"bulk\x1f{message.id}")
+
+
+class BulkHandlers:
+    """Starts jobs (their leads listed once and kept, so a redelivery sends the same leads) and cancels them."""
+
+    def __init__(
+        self, settings: LeadsSettings, jobs: BulkRepository, leads: LeadRepository, principals: PrincipalRepository,
+        source: str, clock: Callable[[], datetime], wake: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.leads = leads
+        self.principals = principals
+        self.source = source
+        self.clock = clock
+        self.wake = wake  # tells the runner (services/leads/bulk/runner.py) a job wants it
+
+    async def on_command(self, message: Envelope) -> list[Outbound]:
+        bulk_id = bulk_id_of(message)
+        principal = await self.principals.get(message.actorid)
+        refused = access.licence_refusal(message, {principal.user_id: principal})
+        try:
+            if refused is not None:
+                raise d.Rejected(refused.code, refused.message, refused.errors)  # type: ignore[arg-type]
+            if message.type == "crm.leads.bulk-cancel":
+                await self._cancel(message, bulk_id, principal.user_id, principal.is_admin)
+                return []
+            event = await self._start(message, bulk_id)
+        except d.Rejected as exc:
+            return [Outbound(LEADS_EVENTS, rejection(message, exc, self.source, None), key=bulk_id)]
+        self.wake()
+        return [Outbound(LEADS_EVENTS, event, key=bulk_id)]
+
+    async def _start(self, message: Envelope, bulk_id: str) -> Envelope:
+        data = message.data
+        job = await self.jobs.get(bulk_id)
+        if job is not None and job.command_id != message.id:
+            raise d.Rejected("conflict", f"mass action {bulk_id} exists; give another bulk_id", [("bulk_id", "in use")])
+        if job is None or job.state == "expanding":  # first time here, or a redelivery after a crash while listing
+            request = rules.check_request(bulk_id, data.model_dump(mode="json", exclude={"bulk_id"}), message.actorid or "")
+            # Listed before anything is stored: a filter that matches too much leaves no job behind.
+            lead_ids = request.lead_ids if request.lead_ids is not None else await self._matching(request.filter or {})
+            job = await self.jobs.start(request, message.id, message.correlationid or message.id, self.clock())
+            await self.jobs.clear_items(bulk_id)
+            await self.jobs.add_items(bulk_id, [(command_id(bulk_id, lid), lid) for lid in lead_ids], 0)
+            await self.jobs.mark_running(bulk_id, len(lead_ids))
+            job = await self.jobs.get(bulk_id) or job
+        return self._started(job, message)
+
+    async def _matching(self, found_filter: dict) -> list[str]:
+        """Every lead the filter matches now, page by page through the list endpoint's own query."""
+        ids: list[str] = []
+        cursor = None
+        limit = self.settings.bulk_max_leads
+        while True:
+            page, cursor = await self.leads.search(
+                pipeline_id=found_filter.get("pipeline_id"), stage_id=found_filter.get("stage_id"),
+                status=found_filter.get("status"), responsible_id=found_filter.get("responsible_id"),
+                source=found_filter.get("source"), text=found_filter.get("q"),
+                include_deleted=bool(found_filter.get("include_deleted")), cursor=cursor, limit=_PAGE,
+            )
+            ids += [lead.lead_id for lead in page]
+            if len(ids) > limit:
+                raise d.Rejected("validation", f"the filter matches more than {limit:,} leads; narrow it, or split the job",
+                                 [("filter", f"more than {limit:,} leads")])
+            if not cursor:
+                return list(dict.fromkeys(ids))
+
+    async def _cancel(self, message: Envelope, bulk_id: str, actor_id: str, is_admin: bool) -> None:
+        job = await self.jobs.get(bulk_id)
+        if job is not None and job.cancel_command_id == message.id:
+            return  # a redelivery of the cancel that took effect
+        rules.check_cancel(job.state if job else None, bulk_id, job.requested_by if job else None, actor_id, is_admin)
+        await self.jobs.request_cancel(bulk_id, message.id)
+        await self.jobs.cancel_pending(bulk_id)
+        self.wake()
+
+    def _started(self, job: BulkJob, cause: Envelope) -> Envelope:
+        payload = BulkUpdateStarted(bulk_id=job.bulk_id, action=job.action, total=job.total, requested_by=job.requested_by)
+        return build_message(
+            payload, source=self.source, time=self.clock(), id=uuid5(ID_NAMESPACE, f"{job.bulk_id}\x1fstarted"),
+            correlationid=cause.correlationid or cause.id, causationid=cause.id, actorid=cause.actorid,
+        )
+
+
+class BulkTracker:
+    """Around a batch's lead messages: leave out those of cancelled jobs, then record how each job's lead answered."""
+
+    def __init__(self, jobs: BulkRepository, source: str) -> None:
+        self.jobs = jobs
+        self.source = source
+
+    def _candidates(self, messages: list[Envelope]) -> list[Envelope]:
+        # A job's commands are the service's own; anything else is not looked up at all.
+        return [m for m in messages if m.source == self.source and m.type in _LEAD_COMMANDS]
+
+    async def screen(self, messages: list[Envelope]) -> tuple[list[Envelope], dict[str, str]]:
+        """The messages to apply, and the job items among them (command id -> job id)."""
+        candidates = self._candidates(messages)
+        if not candidates:
+            return messages, {}
+        items = await self.jobs.items(m.id for m in candidates)
+        open_items = {cid: item for cid, item in items.items() if item.state in rules.OPEN_STATES}
+        cancelled = await self.jobs.cancelled({item.bulk_id for item in open_items.values()})
+        skipped = [cid for cid, item in open_items.items() if item.bulk_id in cancelled]
+        if skipped:
+            await self.jobs.mark(skipped, rules.CANCELLED, only=rules.OPEN_STATES)
+        skip = set(skipped)
+        return [m for m in messages if m.id not in skip], {cid: item.bulk_id for cid, item in items.items() if cid not in skip}
+
+    async def record(self, tracked: dict[str, str], out: list[Envelope]) -> None:
+        if not tracked:
+            return
+        caused: dict[str, list[Envelope]] = defaultdict(list)
+        for event in out:
+            if event.causationid in tracked:
+                caused[event.causationid].append(event)
+        answers = []
+        for cid in tracked:
+            events = caused.get(cid, [])
+            state = rules.outcome_of([e.type for e in events])
+            refusal = next((e.data for e in events if e.type == "crm.command.rejected"), None)
+            answers.append((cid, state, _text(refusal.reason_code) if refusal else None, refusal.message if refusal else None))
+        await self.jobs.record(answers)
+
+
+def _text(value) -> str:
+    return getattr(value, "value", value)

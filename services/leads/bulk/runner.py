@@ -1,0 +1,99 @@
+"""The mass-action runner: sends each running job's per-lead commands in waves and reports the job once all answered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+from contracts import build_message, payload_class
+from contracts.bulk import BulkCounts, BulkLeadRefusal, BulkUpdateCompleted
+from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS
+from crmkit.ids import uuid5
+from crmkit.messaging import Outbound
+from services.leads.bulk.repository import BulkJob, BulkRepository
+from services.leads.domain import bulk as rules
+from services.leads.messages import ID_NAMESPACE
+from services.leads.settings import LeadsSettings
+
+log = logging.getLogger("services.leads.bulk")
+
+Publish = Callable[[Sequence[Outbound]], Awaitable[None]]
+REFUSALS_REPORTED = 1_000
+
+
+class BulkRunner:
+    """One pass per `bulk_poll_s` (or at once when woken): for each running job, the next wave, or its report.
+
+    Every step may run twice (a crash between publishing and recording it, or two instances passing
+    over the same job): a lead's command has a stable id, so the lead applies it once, and the
+    report's id is stable too, so consumers dedupe it.
+    """
+
+    def __init__(self, settings: LeadsSettings, jobs: BulkRepository, publish: Publish, source: str,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.publish = publish
+        self.source = source
+        self.clock = clock
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # an outage: the next pass tries again, nothing is lost (all of it is stored)
+                log.warning("mass-action pass failed; retrying", exc_info=True)
+            try:
+                await asyncio.wait_for(self._woken.wait(), self.settings.bulk_poll_s)
+            except TimeoutError:
+                pass
+            self._woken.clear()
+
+    async def run_once(self) -> None:
+        for job in await self.jobs.running():
+            await self._advance(job)
+
+    async def _advance(self, job: BulkJob) -> None:
+        if job.cancel_requested:
+            await self.jobs.cancel_pending(job.bulk_id)
+        counts = await self.jobs.counts(job.bulk_id)
+        in_flight = counts[rules.SENT]
+        if not job.cancel_requested and counts[rules.PENDING] and in_flight < self.settings.bulk_chunk:
+            wave = await self.jobs.next_pending(job.bulk_id, self.settings.bulk_chunk - in_flight)
+            await self.publish([self._command(job, item.lead_id, item.command_id) for item in wave])
+            await self.jobs.mark([item.command_id for item in wave], rules.SENT)
+            return
+        state = rules.job_state(job.cancel_requested, counts[rules.PENDING] + counts[rules.SENT])
+        if state != "running":
+            await self.publish([await self._report(job, state, counts)])
+            await self.jobs.finish(job.bulk_id, state, self.clock())
+
+    def _command(self, job: BulkJob, lead_id: str, command_id: str) -> Outbound:
+        type_name, data = rules.lead_command(job.action, job.params, lead_id)
+        message = build_message(
+            payload_class(type_name).model_validate(data), source=self.source, subject=lead_id, id=command_id,
+            actorid=job.requested_by, correlationid=job.correlation_id, causationid=job.command_id, time=self.clock(),
+        )
+        return Outbound(LEADS_COMMANDS, message, key=lead_id)
+
+    async def _report(self, job: BulkJob, state: str, counts: dict[str, int]) -> Outbound:
+        refused = await self.jobs.refusals(job.bulk_id, REFUSALS_REPORTED)
+        payload = BulkUpdateCompleted(
+            bulk_id=job.bulk_id, action=job.action, state=state, requested_by=job.requested_by,
+            counts=BulkCounts(total=job.total, **{s: counts[s] for s in rules.FINAL_STATES}),
+            refusals=[BulkLeadRefusal(lead_id=i.lead_id, reason_code=i.reason_code or "validation", message=i.message or "")
+                      for i in refused],
+        )
+        message = build_message(
+            payload, source=self.source, time=self.clock(), id=uuid5(ID_NAMESPACE, f"{job.bulk_id}\x1fcompleted"),
+            correlationid=job.correlation_id, causationid=job.command_id, actorid=job.requested_by,
+        )
+        return Outbound(LEADS_EVENTS, message, key=job.bulk_id)
