@@ -105,8 +105,9 @@ class BulkHandlers:
         if job is not None and job.cancel_command_id == message.id:
             return  # a redelivery of the cancel that took effect
         rules.check_cancel(job.state if job else None, bulk_id, job.requested_by if job else None, actor_id, is_admin)
+        # Only the runner turns the job's waiting items to cancelled: it alone sends them, so an item it
+        # is sending right now is never marked cancelled while its command goes out.
         await self.jobs.request_cancel(bulk_id, message.id)
-        await self.jobs.cancel_pending(bulk_id)
         self.wake()
 
     def _started(self, job: BulkJob, cause: Envelope) -> Envelope:
@@ -134,12 +135,12 @@ class BulkTracker:
         if not candidates:
             return messages, {}
         items = await self.jobs.items(m.id for m in candidates)
-        open_items = {cid: item for cid, item in items.items() if item.state in rules.OPEN_STATES}
-        cancelled = await self.jobs.cancelled({item.bulk_id for item in open_items.values()})
-        skipped = [cid for cid, item in open_items.items() if item.bulk_id in cancelled]
-        if skipped:
-            await self.jobs.mark(skipped, rules.CANCELLED, only=rules.OPEN_STATES)
-        skip = set(skipped)
+        # Not answered yet, or reported cancelled already (its command may still have been in flight).
+        unanswered = {cid: item for cid, item in items.items() if item.state in (*rules.OPEN_STATES, rules.CANCELLED)}
+        cancelled = await self.jobs.cancelled({item.bulk_id for item in unanswered.values()})
+        skip = {cid for cid, item in unanswered.items() if item.bulk_id in cancelled}
+        if skip:
+            await self.jobs.mark(sorted(skip), rules.CANCELLED, only=rules.OPEN_STATES)
         return [m for m in messages if m.id not in skip], {cid: item.bulk_id for cid, item in items.items() if cid not in skip}
 
     async def record(self, tracked: dict[str, str], out: list[Envelope]) -> None:
