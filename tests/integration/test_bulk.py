@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import socket
+
 import httpx
+import uvicorn
+from typer.testing import CliRunner
+
+from crmctl.leads import leads_app
 
 from contracts.bulk import BulkUpdateLeads, CancelBulkUpdate
 from contracts.topics import LEADS_COMMANDS
@@ -104,6 +113,32 @@ async def test_bulk_move_of_a_thousand_leads_with_refusals_and_a_cancel(settings
                                  what="the late cancel refused")
         assert found[0].data.reason_code.value == "invalid_state"
 
+        # The CLI: three deleted leads restored, followed to the end, the final status as JSON.
+        async with _served(service) as url:
+            args = ["bulk", "restore", "--id", "L1", "--id", "L2", "--id", "L3", "--json", "--url", url, "--token", "tok-bob"]
+            result = await asyncio.to_thread(CliRunner().invoke, leads_app, args)
+        assert result.exit_code == 0, result.output
+        status = json.loads(result.stdout)
+        assert (status["state"], status["total"], status["counts"]["applied"]) == ("completed", 3, 3)
+        restored = [await repo.get(lid) for lid in ("L1", "L2", "L3")]
+        assert not any(lead.deleted for lead in restored)
+
 
 async def _count(service, expected):
     return await service.db["leads"].count_documents({}) >= expected
+
+
+@contextlib.asynccontextmanager
+async def _served(service):
+    """The leads HTTP app under a real uvicorn on a free loopback port, for the CLI to call."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(service.asgi(), host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    await wait_until(lambda: server.started, what="uvicorn to listen")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)

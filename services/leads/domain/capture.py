@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from services.leads.domain.model import FINAL_STATUSES, Actor, Pipeline, Rejected
+from services.leads.domain.model import DEFAULT_PIPELINE_ID, FINAL_STATUSES, Actor, Pipeline, Rejected
 from services.leads.domain.rules import require_admin
 
 # A submission is a crm.lead.create sent on the form's behalf: its actor is this prefix + the form id.
@@ -90,7 +90,7 @@ def create_form(
     if existing is not None and not existing.deleted:
         raise Rejected("conflict", f"capture form {form_id} exists; change it with crm.capture-form.update", [("form_id", "exists")])
     values = {k: v for k, v in settings.items() if k in SETTINGS and v is not None}
-    values.setdefault("pipeline_id", "default")
+    values.setdefault("pipeline_id", DEFAULT_PIPELINE_ID)
     form = _checked(CaptureForm(
         form_id=form_id, created_by=actor.user_id, version=(existing.version + 1) if existing else 1, updated_at=now,
         **values,
