@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
@@ -69,7 +69,7 @@ class BulkRepository:
             "_id": request.bulk_id, "action": request.action, "params": dict(request.params),
             "requested_by": request.requested_by, "command_id": command_id, "correlation_id": correlation_id,
             "state": "expanding", "total": 0, "cancel_requested": False, "cancel_command_id": None,
-            "created_at": now, "finished_at": None,
+            "created_at": now, "finished_at": None, "lease_owner": None, "lease_until": None,
         }
         try:
             await self._jobs.insert_one(doc)
@@ -84,6 +84,15 @@ class BulkRepository:
 
     async def running(self) -> list[BulkJob]:
         return [_job_from(d) async for d in self._jobs.find({"state": "running"})]
+
+    async def claim(self, bulk_id: str, owner: str, now: datetime, lease: timedelta) -> bool:
+        """Whether ``owner`` runs the job for the next ``lease``: it held it, or nobody did, or the holder's lease ran out."""
+        # update_one, not find_one_and_update with a projection: FerretDB 1.24 has no `fields` on findAndModify.
+        result = await self._jobs.update_one(
+            {"_id": bulk_id, "state": "running", "$or": [{"lease_owner": owner}, {"lease_until": None}, {"lease_until": {"$lt": now}}]},
+            {"$set": {"lease_owner": owner, "lease_until": now + lease}},
+        )
+        return result.matched_count == 1
 
     async def request_cancel(self, bulk_id: str, command_id: str) -> None:
         await self._jobs.update_one(

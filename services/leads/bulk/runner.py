@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from contracts import build_message, payload_class
 from contracts.bulk import BulkCounts, BulkLeadRefusal, BulkUpdateCompleted
@@ -21,13 +22,15 @@ log = logging.getLogger("services.leads.bulk")
 
 Publish = Callable[[Sequence[Outbound]], Awaitable[None]]
 REFUSALS_REPORTED = 1_000
+LEASE = timedelta(seconds=10)
 
 
 class BulkRunner:
     """One pass per `bulk_poll_s` (or at once when woken): for each running job, the next wave, or its report.
 
-    Every step may run twice (a crash between publishing and recording it, or two instances passing
-    over the same job): a lead's command has a stable id, so the lead applies it once, and the
+    One instance runs a job at a time (a lease on the job, taken over when its holder stops renewing
+    it). Every step may still run twice (a crash between publishing and recording it, or a lease
+    taken over mid-pass): a lead's command has a stable id, so the lead applies it once, and the
     report's id is stable too, so consumers dedupe it.
     """
 
@@ -39,6 +42,7 @@ class BulkRunner:
         self.source = source
         self.clock = clock
         self._woken = asyncio.Event()
+        self.instance = uuid.uuid4().hex  # the holder's name in a job's lease
 
     def wake(self) -> None:
         self._woken.set()
@@ -59,7 +63,8 @@ class BulkRunner:
 
     async def run_once(self) -> None:
         for job in await self.jobs.running():
-            await self._advance(job)
+            if await self.jobs.claim(job.bulk_id, self.instance, self.clock(), LEASE):
+                await self._advance(job)
 
     async def _advance(self, job: BulkJob) -> None:
         if job.cancel_requested:
