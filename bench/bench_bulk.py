@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,7 @@ async def measure(leads: int) -> dict:
     settings = LeadsSettings(
         kafka_bootstrap_servers=endpoints.kafka, mongodb_url=endpoints.mongodb, topic_prefix=prefix,
         database=f"{prefix.strip('.')}_leads", group_id=f"{prefix}leads", service_principals=["bench"],
-        duplicate_check=False, log_level="WARNING",
+        duplicate_check=False, log_level="WARNING", bulk_chunk=int(os.environ.get("BENCH_BULK_CHUNK", "200")),
     )
     service = create_app(settings)
     admin = common.admin(endpoints.kafka)

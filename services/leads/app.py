@@ -65,7 +65,7 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
     runner = BulkRunner(settings, jobs, service.bus.publish, service.source, clock)
     handlers.capture_forms = CaptureFormHandlers(forms, pipelines, principals, service.source, clock, settings.recent_messages_kept)
     handlers.bulk = BulkHandlers(settings, jobs, leads, principals, service.source, clock, runner.wake)
-    handlers.bulk_tracker = BulkTracker(jobs, service.source)
+    handlers.bulk_tracker = BulkTracker(jobs, service.source, runner.wake)
 
     async def start_up() -> None:
         ferretdb = await is_ferretdb(service.db)

@@ -78,8 +78,8 @@ def routes(settings: LeadsSettings, jobs: BulkRepository, principals: PrincipalR
         refused = await jobs.refusals(job.bulk_id, REFUSALS_REPORTED)
         return json_response({
             "bulk_id": job.bulk_id, "action": job.action, "params": job.params, "state": job.state,
-            "requested_by": job.requested_by, "total": job.total, "counts": counts,
-            "done": sum(counts[s] for s in rules.FINAL_STATES), "cancel_requested": job.cancel_requested,
+            "requested_by": job.requested_by, "total": job.total, "sent": job.sent, "counts": counts,
+            "done": sum(counts.values()), "cancel_requested": job.cancel_requested,
             "refusals": [{"lead_id": i.lead_id, "reason_code": i.reason_code, "message": i.message} for i in refused],
             "created_at": job.created_at, "finished_at": job.finished_at,
         })

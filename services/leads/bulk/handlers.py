@@ -14,7 +14,7 @@ from crmkit.ids import uuid5
 from crmkit.messaging import Outbound
 from crmkit.principals import PrincipalRepository
 from services.leads import domain as d
-from services.leads.bulk.repository import BulkJob, BulkRepository
+from services.leads.bulk.repository import Answer, BulkJob, BulkRepository
 from services.leads.domain import bulk as rules
 from services.leads.messages import ID_NAMESPACE, rejection
 from services.leads.repository import LeadRepository
@@ -23,6 +23,8 @@ from services.leads.settings import LeadsSettings
 BULK_COMMANDS = frozenset({"crm.leads.bulk-update", "crm.leads.bulk-cancel"})
 _LEAD_COMMANDS = frozenset(rules.ACTION_COMMANDS.values())
 _PAGE = 200
+# The CloudEvents extension attribute naming the job on each lead's command of a mass action.
+BULK_ATTRIBUTE = "bulkid"
 
 
 def command_id(bulk_id: str, lead_id: str) -> str:
@@ -75,9 +77,7 @@ class BulkHandlers:
             # Listed before anything is stored: a filter that matches too much leaves no job behind.
             lead_ids = request.lead_ids if request.lead_ids is not None else await self._matching(request.filter or {})
             job = await self.jobs.start(request, message.id, message.correlationid or message.id, self.clock())
-            await self.jobs.clear_items(bulk_id)
-            await self.jobs.add_items(bulk_id, [(command_id(bulk_id, lid), lid) for lid in lead_ids], 0)
-            await self.jobs.mark_running(bulk_id, len(lead_ids))
+            await self.jobs.store_leads(bulk_id, list(lead_ids))
             job = await self.jobs.get(bulk_id) or job
         return self._started(job, message)
 
@@ -121,29 +121,44 @@ class BulkHandlers:
 class BulkTracker:
     """Around a batch's lead messages: leave out those of cancelled jobs, then record how each job's lead answered."""
 
-    def __init__(self, jobs: BulkRepository, source: str) -> None:
+    def __init__(self, jobs: BulkRepository, source: str, wake: Callable[[], None] = lambda: None) -> None:
         self.jobs = jobs
         self.source = source
+        self.wake = wake  # answers recorded: the runner may send the next wave now rather than at its next pass
 
-    def _candidates(self, messages: list[Envelope]) -> list[Envelope]:
-        # A job's commands are the service's own; anything else is not looked up at all.
-        return [m for m in messages if m.source == self.source and m.type in _LEAD_COMMANDS]
+    def _tracked(self, messages: list[Envelope]) -> dict[str, tuple[str, str]]:
+        """The job commands among ``messages``: command id -> (job, lead).
 
-    async def screen(self, messages: list[Envelope]) -> tuple[list[Envelope], dict[str, str]]:
-        """The messages to apply, and the job items among them (command id -> job id)."""
-        candidates = self._candidates(messages)
-        if not candidates:
+        A job's command carries the job in the extension attribute `bulkid`; it counts only when its id
+        is the one the job gives that lead, so a stray attribute cannot add an answer to a job.
+        """
+        found = {}
+        for m in messages:
+            bulk_id = (m.model_extra or {}).get(BULK_ATTRIBUTE)
+            if m.source == self.source and m.type in _LEAD_COMMANDS and isinstance(bulk_id, str):
+                lead_id = m.data.lead_id
+                if m.id == command_id(bulk_id, lead_id):
+                    found[m.id] = (bulk_id, lead_id)
+        return found
+
+    async def screen(self, messages: list[Envelope]) -> tuple[list[Envelope], dict[str, tuple[str, str]]]:
+        """The messages to apply, and the job commands among them (command id -> (job, lead))."""
+        tracked = self._tracked(messages)
+        if not tracked:
             return messages, {}
-        items = await self.jobs.items(m.id for m in candidates)
-        # Not answered yet, or reported cancelled already (its command may still have been in flight).
-        unanswered = {cid: item for cid, item in items.items() if item.state in (*rules.OPEN_STATES, rules.CANCELLED)}
-        cancelled = await self.jobs.cancelled({item.bulk_id for item in unanswered.values()})
-        skip = {cid for cid, item in unanswered.items() if item.bulk_id in cancelled}
-        if skip:
-            await self.jobs.mark(sorted(skip), rules.CANCELLED, only=rules.OPEN_STATES)
-        return [m for m in messages if m.id not in skip], {cid: item.bulk_id for cid, item in items.items() if cid not in skip}
+        cancelled = await self.jobs.cancelled(bulk_id for bulk_id, _ in tracked.values())
+        if not cancelled:
+            return messages, tracked
+        of_cancelled = [cid for cid, (bulk_id, _) in tracked.items() if bulk_id in cancelled]
+        answered = await self.jobs.answers(of_cancelled)
+        # Not answered yet, or answered `cancelled` (sent just before the cancel): left alone. An
+        # answered one goes through, so a redelivery publishes its events again.
+        skip = {cid for cid in of_cancelled if answered.get(cid) in (None, rules.CANCELLED)}
+        await self.jobs.record({cid: tracked[cid][0] for cid in skip},
+                               [Answer(cid, tracked[cid][1], rules.CANCELLED) for cid in skip if cid not in answered])
+        return [m for m in messages if m.id not in skip], {cid: t for cid, t in tracked.items() if cid not in skip}
 
-    async def record(self, tracked: dict[str, str], out: list[Envelope]) -> None:
+    async def record(self, tracked: dict[str, tuple[str, str]], out: list[Envelope]) -> None:
         if not tracked:
             return
         caused: dict[str, list[Envelope]] = defaultdict(list)
@@ -151,12 +166,13 @@ class BulkTracker:
             if event.causationid in tracked:
                 caused[event.causationid].append(event)
         answers = []
-        for cid in tracked:
+        for cid, (_, lead_id) in tracked.items():
             events = caused.get(cid, [])
-            state = rules.outcome_of([e.type for e in events])
             refusal = next((e.data for e in events if e.type == "crm.command.rejected"), None)
-            answers.append((cid, state, _text(refusal.reason_code) if refusal else None, refusal.message if refusal else None))
-        await self.jobs.record(answers)
+            answers.append(Answer(cid, lead_id, rules.outcome_of([e.type for e in events]),
+                                  _text(refusal.reason_code) if refusal else None, refusal.message if refusal else None))
+        await self.jobs.record({cid: bulk_id for cid, (bulk_id, _) in tracked.items()}, answers)
+        self.wake()
 
 
 def _text(value) -> str:

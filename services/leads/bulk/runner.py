@@ -6,14 +6,16 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from contracts import build_message, payload_class
+from contracts import build_message, envelope_class, payload_class
 from contracts.bulk import BulkCounts, BulkLeadRefusal, BulkUpdateCompleted
 from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS
 from crmkit.ids import uuid5
 from crmkit.messaging import Outbound
-from services.leads.bulk.repository import BulkJob, BulkRepository
+from services.leads.bulk.handlers import BULK_ATTRIBUTE, command_id
+from services.leads.bulk.repository import Answer, BulkJob, BulkRepository
 from services.leads.domain import bulk as rules
 from services.leads.messages import ID_NAMESPACE
 from services.leads.settings import LeadsSettings
@@ -67,27 +69,35 @@ class BulkRunner:
                 await self._advance(job)
 
     async def _advance(self, job: BulkJob) -> None:
-        if job.cancel_requested:
-            await self.jobs.cancel_pending(job.bulk_id)
-        counts = await self.jobs.counts(job.bulk_id)
-        in_flight = counts[rules.SENT]
-        if not job.cancel_requested and counts[rules.PENDING] and in_flight < self.settings.bulk_chunk:
-            wave = await self.jobs.next_pending(job.bulk_id, self.settings.bulk_chunk - in_flight)
-            await self.publish([self._command(job, item.lead_id, item.command_id) for item in wave])
-            await self.jobs.mark([item.command_id for item in wave], rules.SENT)
+        if job.cancel_requested and job.sent < job.total:
+            # The leads not sent yet are answered `cancelled` here; those in flight are left out on arrival.
+            unsent = await self.jobs.leads_between(job.bulk_id, job.sent, job.total)
+            cancelled = [Answer(command_id(job.bulk_id, lead_id), lead_id, rules.CANCELLED) for lead_id in unsent]
+            await self.jobs.record({a.command_id: job.bulk_id for a in cancelled}, cancelled)
+            await self.jobs.mark_sent(job.bulk_id, job.total)
+            job = replace(job, sent=job.total)
+        answered = await self.jobs.answered(job.bulk_id)
+        in_flight = job.sent - answered
+        if not job.cancel_requested and job.sent < job.total and in_flight < self.settings.bulk_chunk:
+            upto = min(job.total, job.sent + self.settings.bulk_chunk - in_flight)
+            wave = await self.jobs.leads_between(job.bulk_id, job.sent, upto)
+            await self.publish([self._command(job, lead_id) for lead_id in wave])
+            await self.jobs.mark_sent(job.bulk_id, upto)  # after the wave is acknowledged: a crash sends it again
             return
-        state = rules.job_state(job.cancel_requested, counts[rules.PENDING] + counts[rules.SENT])
+        state = rules.job_state(job.cancel_requested, job.total - answered)
         if state != "running":
-            await self.publish([await self._report(job, state, counts)])
+            await self.publish([await self._report(job, state, await self.jobs.counts(job.bulk_id))])
             await self.jobs.finish(job.bulk_id, state, self.clock())
 
-    def _command(self, job: BulkJob, lead_id: str, command_id: str) -> Outbound:
+    def _command(self, job: BulkJob, lead_id: str) -> Outbound:
         type_name, data = rules.lead_command(job.action, job.params, lead_id)
         message = build_message(
-            payload_class(type_name).model_validate(data), source=self.source, subject=lead_id, id=command_id,
+            payload_class(type_name).model_validate(data), source=self.source, subject=lead_id, id=command_id(job.bulk_id, lead_id),
             actorid=job.requested_by, correlationid=job.correlation_id, causationid=job.command_id, time=self.clock(),
         )
-        return Outbound(LEADS_COMMANDS, message, key=lead_id)
+        # The job named in an extension attribute, so the batch that applies it records the answer.
+        tagged = envelope_class(type_name).model_validate({**message.model_dump(mode="json", exclude_none=True), BULK_ATTRIBUTE: job.bulk_id})
+        return Outbound(LEADS_COMMANDS, tagged, key=lead_id)
 
     async def _report(self, job: BulkJob, state: str, counts: dict[str, int]) -> Outbound:
         refused = await self.jobs.refusals(job.bulk_id, REFUSALS_REPORTED)

@@ -22,12 +22,9 @@ _PARAMS = {
     "delete": (), "restore": (),
 }
 
-# Item states: waiting to be sent, sent and not yet answered, then how the lead answered.
-PENDING, SENT = "pending", "sent"
+# How a lead of a job answered: changed, already as asked, refused by its own rules, or left alone (cancelled).
 APPLIED, UNCHANGED, REFUSED, CANCELLED = "applied", "unchanged", "refused", "cancelled"
-OPEN_STATES = (PENDING, SENT)
 FINAL_STATES = (APPLIED, UNCHANGED, REFUSED, CANCELLED)
-ITEM_STATES = OPEN_STATES + FINAL_STATES
 
 
 @dataclass(frozen=True)
