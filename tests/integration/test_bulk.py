@@ -142,3 +142,38 @@ async def _served(service):
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+async def test_a_jobs_lease_its_pages_and_its_answers_on_ferretdb(endpoints, isolation):
+    """The repository under the runner: one holder per job until its lease lapses, pages read across, answers kept first."""
+    from datetime import UTC, datetime, timedelta
+
+    from crmkit.mongo import make_client
+    from services.leads.bulk.repository import Answer, BulkRepository
+    from services.leads.domain import bulk as rules
+
+    client = make_client(endpoints.mongodb)
+    try:
+        jobs = BulkRepository(client[isolation.db("bulkrepo")])
+        await jobs.ensure_indexes()
+        now = datetime.now(UTC)
+        ids = [f"L{i}" for i in range(2_500)]
+        request = rules.check_request("b1", {"action": "delete", "lead_ids": ids}, "bob")
+        await jobs.start(request, "cmd-1", "cmd-1", now)
+        await jobs.store_leads("b1", ids)
+        assert (await jobs.get("b1")).total == 2_500
+        assert await jobs.leads_between("b1", 950, 2_050) == ids[950:2_050]  # three pages
+        assert await jobs.leads_between("b1", 2_400, 2_600) == ids[2_400:]
+
+        lease = timedelta(seconds=10)
+        assert await jobs.claim("b1", "a", now, lease) and await jobs.claim("b1", "a", now, lease)
+        assert not await jobs.claim("b1", "b", now + timedelta(seconds=5), lease)
+        assert await jobs.claim("b1", "b", now + timedelta(seconds=11), lease)
+
+        await jobs.record({"c1": "b1", "c2": "b1"}, [Answer("c1", "L0", rules.APPLIED), Answer("c2", "L1", rules.REFUSED, "not_found", "gone")])
+        await jobs.record({"c1": "b1"}, [Answer("c1", "L0", rules.CANCELLED)])  # a second answer is ignored
+        assert await jobs.answered("b1") == 2
+        assert (await jobs.counts("b1"))[rules.APPLIED] == 1
+        assert [(a.lead_id, a.reason_code) for a in await jobs.refusals("b1", 10)] == [("L1", "not_found")]
+    finally:
+        await client.close()
