@@ -474,5 +474,47 @@ _ALL: list[dict[str, Any]] = [
     _event("crm.user.role-revoked", "ext/directory", {"user_id": ADMIN_ID, "role": "admin"}),
 ]
 
+# --- issue 20: web-to-lead capture forms and mass actions (crm.leads.commands.v1 / crm.leads.events.v1) ---
+
+FORM_ID = "website-contact"
+BULK_ID = "b5c6d7e8-f9a0-4b1c-8d2e-3f4a5b6c7d8e"
+_FORM_SETTINGS = {
+    "name": "Contact us",
+    "pipeline_id": PIPELINE_ID,
+    "stage_id": "new",
+    "presets": {"source": "website", "need_maturity": "interested", "utm_source": "site", "utm_campaign": "spring"},
+    "allowed_fields": ["title", "contact.name", "contact.email", "contact.phone", "description"],
+    "allowed_origins": ["https://shop.example"],
+    "rate_limit_per_minute": 10,
+}
+_FORM_CARD = {
+    "form_id": FORM_ID, **_FORM_SETTINGS, "has_secret_key": True, "honeypot_field": "_hp", "redirect_url": None,
+    "created_by": ADMIN_ID, "version": 1, "deleted": False, "updated_at": TIME,
+}
+_ALL += [
+    _command("crm.capture-form.create", {"form_id": FORM_ID, **_FORM_SETTINGS, "secret_key": "s3cret-key-of-the-shop-server"},
+             actorid=ADMIN_ID),
+    _command("crm.capture-form.update", {"form_id": FORM_ID, "presets": {"source": "landing"}, "clear": ["redirect_url"]},
+             actorid=ADMIN_ID),
+    _command("crm.capture-form.delete", {"form_id": FORM_ID}, actorid=ADMIN_ID),
+    _event("crm.capture-form.created", "crm/leads", _FORM_CARD, cause="crm.capture-form.create"),
+    _event("crm.capture-form.updated", "crm/leads", {**_FORM_CARD, "presets": {"source": "landing"}, "version": 2},
+           cause="crm.capture-form.update"),
+    _event("crm.capture-form.deleted", "crm/leads", {"form_id": FORM_ID, "version": 3}, cause="crm.capture-form.delete"),
+    _command("crm.leads.bulk-update", {
+        "bulk_id": BULK_ID, "action": "move", "filter": {"pipeline_id": PIPELINE_ID, "stage_id": "new", "source": "expo"},
+        "stage_id": "processing",
+    }),
+    _command("crm.leads.bulk-cancel", {"bulk_id": BULK_ID}),
+    _event("crm.leads.bulk-started", "crm/leads", {"bulk_id": BULK_ID, "action": "move", "total": 1000, "requested_by": MANAGER_ID},
+           cause="crm.leads.bulk-update"),
+    _event("crm.leads.bulk-completed", "crm/leads", {
+        "bulk_id": BULK_ID, "action": "move", "state": "completed",
+        "counts": {"total": 1000, "applied": 996, "unchanged": 1, "refused": 3, "cancelled": 0},
+        "refusals": [{"lead_id": LEAD_ID, "reason_code": "invalid_state", "message": "lead is qualified and locked; reopen it first"}],
+        "requested_by": MANAGER_ID,
+    }, cause="crm.leads.bulk-update"),
+]
+
 EXAMPLES: dict[str, dict[str, Any]] = {example["type"]: example for example in _ALL}
 assert len(EXAMPLES) == len(_ALL), "one example per type"

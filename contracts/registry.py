@@ -9,6 +9,8 @@ from pydantic import Field, TypeAdapter, ValidationError, create_model
 
 from contracts.activity import ACTIVITY_COMMAND_PAYLOADS, ACTIVITY_EVENT_PAYLOADS
 from contracts.base import Payload
+from contracts.bulk import BULK_COMMAND_PAYLOADS, BULK_EVENT_PAYLOADS
+from contracts.capture import CAPTURE_COMMAND_PAYLOADS, CAPTURE_EVENT_PAYLOADS
 from contracts.directory import DIRECTORY_EVENT_PAYLOADS
 from contracts.envelope import Envelope
 from contracts.imports import IMPORTS_COMMAND_PAYLOADS, IMPORTS_EVENT_PAYLOADS
@@ -28,8 +30,9 @@ from contracts.topics import (
 )
 
 TOPIC_PAYLOADS: dict[str, tuple[type[Payload], ...]] = {
-    LEADS_COMMANDS: LEADS_COMMAND_PAYLOADS,
-    LEADS_EVENTS: LEADS_EVENT_PAYLOADS,
+    # Capture forms and mass actions (issue 20) are leads-service messages kept in modules of their own.
+    LEADS_COMMANDS: LEADS_COMMAND_PAYLOADS + CAPTURE_COMMAND_PAYLOADS + BULK_COMMAND_PAYLOADS,
+    LEADS_EVENTS: LEADS_EVENT_PAYLOADS + CAPTURE_EVENT_PAYLOADS + BULK_EVENT_PAYLOADS,
     QUALIFICATION_COMMANDS: QUALIFICATION_COMMAND_PAYLOADS,
     QUALIFICATION_EVENTS: QUALIFICATION_EVENT_PAYLOADS,
     IMPORTS_COMMANDS: IMPORTS_COMMAND_PAYLOADS,

@@ -15,6 +15,7 @@ from .deals import deals_app
 from .dlq import dlq_app
 from . import ops
 from .jobs import jobs_app
+from .leads import leads_app
 from .stack import Stack, StackConfig, StackError
 
 console = Console(stderr=True)
@@ -38,6 +39,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(deals_app, name="deals")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(jobs_app, name="imports")
+app.add_typer(leads_app, name="leads")
 app.command("lag")(ops.lag)
 app.command("tail")(ops.tail)
 app.command("logs")(ops.logs)

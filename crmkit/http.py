@@ -16,14 +16,15 @@ from .principals import Principal, PrincipalRepository
 class ApiError(Exception):
     """An HTTP error with a machine code and a message a person can act on."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = dict(headers or {})  # e.g. Retry-After on a 429
 
     def response(self) -> Response:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer", **self.headers} if self.status == 401 else self.headers or None
         return JSONResponse({"error": self.code, "message": self.message}, status_code=self.status, headers=headers)
 
 

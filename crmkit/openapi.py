@@ -15,7 +15,7 @@ ERROR_SCHEMA = {
     "required": ["error", "message"],
     "properties": {
         "error": {"type": "string", "description": "Machine code: validation, unauthorized, not_licensed, forbidden, "
-                  "not_found, conflict, too_large, unavailable.", "examples": ["validation"]},
+                  "not_found, conflict, too_large, unsupported, rate_limited, unavailable.", "examples": ["validation"]},
         "message": {"type": "string", "description": "What went wrong, naming the parameter when one is at fault."},
     },
 }
@@ -26,6 +26,8 @@ _ERRORS = {
     "404": "No such resource, or one of another user's that the caller may not see.",
     "409": "Conflicts with the resource's state.",
     "413": "The request is larger than the configured limit.",
+    "415": "The body is of a media type the endpoint does not take.",
+    "429": "Too many requests from this client; `Retry-After` says when to try again.",
     "503": "A dependency did not answer in time; try again.",
 }
 

@@ -5,12 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+import asyncio
+from datetime import UTC, datetime
 
 from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
 from services.leads import api, openapi
+from services.leads.bulk import api as bulk_api
+from services.leads.bulk.handlers import BulkHandlers, BulkTracker
+from services.leads.bulk.repository import BulkRepository
+from services.leads.bulk.runner import BulkRunner
+from services.leads.capture import api as capture_api
+from services.leads.capture.handlers import CaptureFormHandlers
+from services.leads.capture.principals import FormAwarePrincipals
+from services.leads.capture.repository import CaptureFormRepository, SubmissionCounts
 from crmkit.mongo import is_ferretdb, until_available
 from services.leads.handlers import LeadsHandlers
 from services.leads.index import LeadIndex
@@ -43,11 +52,20 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
     index = LeadIndex()
     pipelines = PipelineRepository(service.db)
     directory = DirectoryRepository(service.db)
-    principals = PrincipalRepository(service.db, settings.service_principals)
+    forms = CaptureFormRepository(service.db)
+    # A capture form is the actor of its submissions, licensed while it exists (services/leads/capture/principals.py).
+    principals = FormAwarePrincipals(PrincipalRepository(service.db, settings.service_principals), forms)
     handlers = LeadsHandlers(settings, leads, pipelines, directory, principals, index, source=service.source)
     if overrides.clock is not None:
         handlers.clock = overrides.clock
     service.handlers = handlers  # type: ignore[attr-defined]  # tests reach the seams through it
+    clock = overrides.clock or (lambda: datetime.now(UTC))
+    submissions = SubmissionCounts(service.db)
+    jobs = BulkRepository(service.db)
+    runner = BulkRunner(settings, jobs, service.bus.publish, service.source, clock)
+    handlers.capture_forms = CaptureFormHandlers(forms, pipelines, principals, service.source, clock, settings.recent_messages_kept)
+    handlers.bulk = BulkHandlers(settings, jobs, leads, principals, service.source, clock, runner.wake)
+    handlers.bulk_tracker = BulkTracker(jobs, service.source, runner.wake)
 
     async def start_up() -> None:
         ferretdb = await is_ferretdb(service.db)
@@ -56,6 +74,8 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
         # statement, not atomically, but that window is microseconds, where an unguarded replace let
         # an instance still finishing a batch after a rebalance overwrite the new owner's newer
         # version (15 of 5,000 leads left a version behind in the scale-out scenario under load).
+        await submissions.ensure_indexes()
+        await jobs.ensure_indexes()
         leads.strict_versions = True
         leads.ferretdb = ferretdb
         owed = await handlers.announce_default_pipeline()
@@ -77,5 +97,20 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
     service.background(lambda: until_available(migrate_read_fields, "leads: read fields"))
     service.consume(CONSUMES, handlers.on_batch, title="leads")
     service.add_routes(api.routes(settings, leads, pipelines, principals))
+    service.add_routes(capture_api.routes(settings, forms, submissions, leads, service.bus.publish, service.source, clock))
+    service.add_routes(bulk_api.routes(settings, jobs, principals, service.bus.publish, service.source))
+    service.background(runner.run_forever)
+    service.background(lambda: prune_windows(submissions, clock))
     service.describe_http(openapi.OPERATIONS)
+    service.describe_http({**capture_api.OPERATIONS, **bulk_api.OPERATIONS})
     return service
+
+
+async def prune_windows(submissions: SubmissionCounts, clock: Callable[[], datetime]) -> None:
+    """Forget ended rate-limit windows once a minute (FerretDB has no TTL index)."""
+    while True:
+        try:
+            await submissions.prune(clock())
+        except Exception:  # an outage: the next pass prunes what this one could not
+            log.warning("pruning capture rate windows failed; retrying", exc_info=True)
+        await asyncio.sleep(60)

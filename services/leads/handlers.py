@@ -21,6 +21,8 @@ from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
 from services.leads.batch import BatchContext, LeadBatch, LeadState, LeadStores
+from services.leads.bulk.handlers import BULK_COMMANDS, BulkHandlers, BulkTracker
+from services.leads.capture.handlers import FORM_COMMANDS, CaptureFormHandlers, form_actor_refusal
 from services.leads.index import LeadIndex
 from services.leads.messages import (
     ID_NAMESPACE,
@@ -73,6 +75,10 @@ class LeadsHandlers:
         self.source = source
         self.clock = clock
         self.stores = LeadStores(leads, pipelines, directory, principals, index)
+        # Capture forms and mass actions (issue 20), wired by app.py; without them their commands are ignored.
+        self.capture_forms: CaptureFormHandlers | None = None
+        self.bulk: BulkHandlers | None = None
+        self.bulk_tracker: BulkTracker | None = None
 
     async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
         """Lead commands, upstream facts (qualification, activity, directory) in; lead events out."""
@@ -91,16 +97,32 @@ class LeadsHandlers:
         for message in screened:
             if message.type in PIPELINE_COMMANDS:
                 out.extend(await self._pipeline_command(message))
+        reach = await self._forms_and_bulk(screened)
         leads = LeadBatch(self.settings, self.stores, self.source, self.clock(), decide, frozenset(USER_COMMANDS))
         lead_messages = [m for m in screened if m.type in LEAD_SCOPED]
+        tracked: dict[str, str] = {}
+        if self.bulk_tracker is not None:  # a cancelled job's leads are left out; the others' answers recorded
+            lead_messages, tracked = await self.bulk_tracker.screen(lead_messages)
         if lead_messages:
             out.extend(await leads.run(lead_messages))
+        if self.bulk_tracker is not None:
+            await self.bulk_tracker.record(tracked, out)
         wire = leads.wire.events
         outbound = [Outbound(LEADS_EVENTS, m, key=m.subject or pipeline_key(m), value=wire.get(m.id)) for m in out]
+        outbound.extend(reach)
         records = [m for m in screened if m.type in DIRECTORY_RECORDS]
         if records:
             outbound.extend(await self._directory_records(records))
         return outbound
+
+    async def _forms_and_bulk(self, messages: list[Envelope]) -> list[Outbound]:
+        out: list[Outbound] = []
+        for message in messages:
+            if message.type in FORM_COMMANDS and self.capture_forms is not None:
+                out.extend(await self.capture_forms.on_command(message))
+            elif message.type in BULK_COMMANDS and self.bulk is not None:
+                out.extend(await self.bulk.on_command(message))
+        return out
 
     # --- pipelines ----------------------------------------------------------------------------
 
@@ -267,8 +289,8 @@ def _snapshot_named(data: ev.RefreshLeadSnapshot, ctx: BatchContext) -> tuple[st
 
 
 def _screen(message: Envelope) -> access.Refusal | None:
-    if message.type in USER_COMMANDS:
-        return access.screen(message)
+    if message.type in USER_COMMANDS or message.type in FORM_COMMANDS or message.type in BULK_COMMANDS:
+        return form_actor_refusal(message) or access.screen(message)
     if message.type == "crm.lead.refresh-snapshot":  # internal, acts for no user: its ids are still bounded
         return access.bounds_refusal(message)
     return None

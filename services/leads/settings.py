@@ -33,3 +33,15 @@ class LeadsSettings(ServiceSettings):
     read_time_limit_s: float = Field(
         5.0, gt=0, description="Time limit of each HTTP read (its database queries); a slower one is stopped on the server and answered 503"
     )
+    # Web-to-lead capture (services/leads/capture/)
+    capture_max_body_bytes: int = Field(16_384, ge=256, description="Largest form submission `POST /capture/{form_id}` takes; a bigger one is answered 413")
+    capture_dedup_window_s: int = Field(
+        3_600, ge=60, description="A submission without a `submission_id` sent again with the same fields within this many seconds makes no second lead"
+    )
+    capture_trust_forwarded: bool = Field(
+        False, description="Take the client address for the rate limit from `X-Forwarded-For` (only behind a proxy that sets it)"
+    )
+    # Mass actions (services/leads/bulk/)
+    bulk_max_leads: int = Field(10_000, ge=1, description="Most leads one `crm.leads.bulk-update` by filter may take; a larger match is refused")
+    bulk_chunk: int = Field(200, ge=1, description="Per-lead commands of a mass action in flight at once (a cancel stops the rest)")
+    bulk_poll_s: float = Field(0.25, gt=0, description="Seconds between two passes of the mass-action runner over running jobs")
