@@ -11,6 +11,9 @@ from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_COMMANDS, 
 from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
 from services.leads import api, openapi
+from services.leads.actions.delivery import WebhookSender
+from services.leads.actions.outbox import Outbox
+from services.leads.actions.runner import StageActionRunner
 from crmkit.mongo import is_ferretdb, until_available
 from services.leads.handlers import LeadsHandlers
 from services.leads.index import LeadIndex
@@ -20,7 +23,9 @@ from services.leads.settings import LeadsSettings
 
 log = logging.getLogger("services.leads.app")
 
-CONSUMES = (LEADS_COMMANDS, DIRECTORY_EVENTS, QUALIFICATION_EVENTS, ACTIVITY_EVENTS)
+WRITE_PATH_CONSUMES = (LEADS_COMMANDS, DIRECTORY_EVENTS, QUALIFICATION_EVENTS, ACTIVITY_EVENTS)
+STAGE_ACTIONS_CONSUME = (LEADS_EVENTS,)  # its own events, in the group <group_id>-actions
+CONSUMES = WRITE_PATH_CONSUMES + STAGE_ACTIONS_CONSUME
 PUBLISHES = (LEADS_EVENTS,)
 
 
@@ -48,10 +53,15 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
     if overrides.clock is not None:
         handlers.clock = overrides.clock
     service.handlers = handlers  # type: ignore[attr-defined]  # tests reach the seams through it
+    outbox = Outbox(service.db)
+    sender = WebhookSender(settings, outbox, service.bus, service.metrics, service.source)
+    runner = StageActionRunner(pipelines, leads, outbox, service.source, wake=sender.wake)
+    service.stage_actions = runner  # type: ignore[attr-defined]
 
     async def start_up() -> None:
         ferretdb = await is_ferretdb(service.db)
         await leads.ensure_indexes(ferretdb=ferretdb)
+        await outbox.ensure_indexes()
         # Version-guarded replaces on FerretDB too: it applies the guard as read-then-write inside one
         # statement, not atomically, but that window is microseconds, where an unguarded replace let
         # an instance still finishing a batch after a rebalance overwrite the new owner's newer
@@ -75,7 +85,11 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
 
     service.on_startup(start_up)
     service.background(lambda: until_available(migrate_read_fields, "leads: read fields"))
-    service.consume(CONSUMES, handlers.on_batch, title="leads")
+    service.consume(WRITE_PATH_CONSUMES, handlers.on_batch, title="leads")
+    if settings.stage_actions:
+        # A group of its own on the events topic: actions follow the write path, never hold it up.
+        service.consume(STAGE_ACTIONS_CONSUME, runner.on_batch, group_suffix="-actions", title="leads:stage-actions")
+        service.background(sender.run_forever)
     service.add_routes(api.routes(settings, leads, pipelines, principals))
     service.describe_http(openapi.OPERATIONS)
     return service

@@ -58,7 +58,9 @@ CONTRACT_TABLE: dict[str, list[str]] = {
 
 # Additions beyond the table, documented in the contracts package.
 ADDED: dict[str, list[str]] = {
-    "crm.leads.commands.v1": ["crm.lead.dismiss-duplicate", "crm.lead.refresh-snapshot"],
+    "crm.leads.commands.v1": ["crm.lead.dismiss-duplicate", "crm.lead.refresh-snapshot", "crm.lead.run-stage-action"],
+    "crm.leads.events.v1": ["crm.stage-action.failed"],
+    "crm.directory.events.v1": ["crm.user.group-granted", "crm.user.group-revoked"],
     "crm.imports.events.v1": ["crm.command.rejected"],
     "crm.activity.events.v1": ["crm.command.rejected"],
 }
