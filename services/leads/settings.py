@@ -52,6 +52,9 @@ class LeadsSettings(ServiceSettings):
     webhook_lease_s: float = Field(
         60.0, gt=0, description="How long an instance holds a delivery it is sending; after a crash another instance takes it up after this"
     )
+    webhook_delivered_kept_s: float = Field(
+        86_400.0, gt=0, description="How long a delivered webhook's record is kept in the outbox (failed ones are kept)"
+    )
 
     def private_webhook_hosts(self) -> frozenset[str]:
         return frozenset(h.strip().lower() for h in self.webhook_allowed_private_hosts if h.strip())

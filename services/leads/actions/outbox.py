@@ -51,6 +51,9 @@ class Outbox:
 
     def __init__(self, db: AsyncDatabase) -> None:
         self._deliveries = db["webhook_deliveries"]
+        # The bodies apart: the loop's reads of due deliveries then stay small (FerretDB reads whole
+        # documents to sort them: with the cards inside, a read of 2,000 owed took 1.3 s).
+        self._bodies = db["webhook_bodies"]
         self._runs = db["stage_action_runs"]
 
     async def ensure_indexes(self) -> None:
@@ -66,37 +69,45 @@ class Outbox:
                 {"_id": d.delivery_id},
                 {"$setOnInsert": {
                     "lead_id": d.lead_id, "pipeline_id": d.pipeline_id, "stage_id": d.stage_id, "action_id": d.action_id,
-                    "endpoint": d.endpoint, "url": d.url, "secret": d.secret, "body": d.body, "status": PENDING,
+                    "endpoint": d.endpoint, "url": d.url, "secret": d.secret, "status": PENDING,
                     "attempts": 0, "next_at": now, "lease_until": _EPOCH, "created_at": now, "owes": False,
                 }},
                 upsert=True,
             )
             for d in deliveries
         ]
-        if ops:
+        bodies = [UpdateOne({"_id": d.delivery_id}, {"$setOnInsert": {"body": d.body}}, upsert=True) for d in deliveries]
+        for collection, writes in ((self._bodies, bodies), (self._deliveries, ops)):  # the body first: a claim reads it
+            if not writes:
+                continue
             try:
-                await self._deliveries.bulk_write(ops, ordered=False)
+                await collection.bulk_write(writes, ordered=False)
             except BulkWriteError as exc:  # two instances inserting the same delivery: one wins, both fine
                 if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
                     raise
 
-    async def due(self, now: datetime, busy_endpoints: Iterable[str], limit: int) -> list[Delivery]:
-        """Pending deliveries due now, soonest first, skipping endpoints whose requests are all in flight here."""
-        query: dict = {"status": PENDING, "next_at": {"$lte": now}}
+    async def due(self, now: datetime, busy_endpoints: Iterable[str], limit: int) -> list[tuple[str, str, int]]:
+        """(id, endpoint, attempts) of pending deliveries due now, skipping endpoints whose requests
+        are all in flight here. Only those fields are read: the bodies come with the claim."""
+        query: dict = {"status": PENDING, "next_at": {"$lte": now}, "lease_until": {"$lte": now}}
         busy = sorted(set(busy_endpoints))
         if busy:
             query["endpoint"] = {"$nin": busy}
-        docs = self._deliveries.find(query).sort("next_at", ASCENDING).limit(limit)
-        return [_delivery(doc) async for doc in docs if _aware(doc["lease_until"]) <= now]
+        # Unsorted: every one read is due, and FerretDB sorted 2,000 owed in 0.64 s against 0.12 s without.
+        docs = self._deliveries.find(query, {"endpoint": 1, "attempts": 1}).limit(limit)
+        return [(doc["_id"], doc["endpoint"], doc["attempts"]) async for doc in docs]
 
-    async def claim(self, delivery_id: str, attempts: int, now: datetime, lease_until: datetime) -> bool:
-        """Take a delivery for one attempt; False when another instance holds it or it moved on."""
+    async def claim(self, delivery_id: str, attempts: int, now: datetime, lease_until: datetime) -> Delivery | None:
+        """Take a delivery for one attempt; None when another instance holds it or it moved on."""
         doc = await self._deliveries.find_one_and_update(
             {"_id": delivery_id, "status": PENDING, "attempts": attempts, "lease_until": {"$lte": now}},
             {"$set": {"lease_until": lease_until}},
             return_document=ReturnDocument.AFTER,
         )
-        return doc is not None
+        if doc is None:
+            return None
+        body = await self._bodies.find_one({"_id": delivery_id})
+        return _delivery(doc, body["body"] if body else "")
 
     async def delivered(self, delivery: Delivery, now: datetime, status_code: int) -> None:
         await self._deliveries.update_one(
@@ -123,12 +134,24 @@ class Outbox:
         """(delivery id, event JSON) of failure events stored but not yet published (a crash in between)."""
         return [(doc["_id"], doc["owed_event"]) async for doc in self._deliveries.find({"owes": True}).limit(limit)]
 
+    async def forget_delivered(self, before: datetime) -> int:
+        """Drop deliveries delivered before ``before`` (no TTL index on FerretDB: a periodic delete)."""
+        ids = [d["_id"] async for d in self._deliveries.find({"status": DELIVERED, "delivered_at": {"$lt": before}}, {"_id": 1})]
+        if ids:
+            await self._bodies.delete_many({"_id": {"$in": ids}})
+            await self._deliveries.delete_many({"_id": {"$in": ids}})
+        return len(ids)
+
     async def published(self, delivery_id: str, event: str) -> None:
         await self._deliveries.update_one({"_id": delivery_id, "owed_event": event}, {"$set": {"owes": False}})
 
     async def get(self, delivery_id: str) -> dict | None:
         """A delivery's document (its status, attempts and last error), for operators and tests."""
         return await self._deliveries.find_one({"_id": delivery_id}, {"secret": 0})
+
+    async def body(self, delivery_id: str) -> str | None:
+        found = await self._bodies.find_one({"_id": delivery_id})
+        return found["body"] if found else None
 
     # --- field actions ------------------------------------------------------------------------
 
@@ -156,8 +179,8 @@ class Outbox:
         }
 
 
-def _delivery(doc: dict) -> Delivery:
+def _delivery(doc: dict, body: str) -> Delivery:
     return Delivery(
         doc["_id"], doc["lead_id"], doc["pipeline_id"], doc["stage_id"], doc["action_id"], doc["endpoint"],
-        doc["url"], doc["secret"], doc["body"], doc["attempts"], doc["status"],
+        doc["url"], doc["secret"], body, doc["attempts"], doc["status"],
     )
