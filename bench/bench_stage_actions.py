@@ -56,7 +56,7 @@ def settings(endpoints, prefix: str, actions: bool) -> LeadsSettings:
         kafka_bootstrap_servers=endpoints.kafka, mongodb_url=endpoints.mongodb, topic_prefix=prefix,
         database=f"{prefix.strip('.')}_leads", group_id=f"{prefix}leads", duplicate_check=False,
         batch_max_records=1000, batch_timeout_ms=50, log_level="WARNING", service_principals=["bench"],
-        stage_actions=actions, webhook_allowed_private_hosts=["127.0.0.1"], webhook_poll_s=0.05,
+        stage_actions=actions, webhook_allowed_private_hosts=["127.0.0.1"],
     )
 
 
