@@ -2,6 +2,7 @@
 
 from pydantic import AwareDatetime, Field
 
+from contracts.actions import PipelineVisibility
 from contracts.base import ContractModel
 from contracts.common import (
     ActivitySummaryView,
@@ -96,3 +97,6 @@ class PipelineCard(ContractModel):
     version: int = Field(description="Version of the pipeline; grows by one with every change.", ge=0)
     created_at: AwareDatetime | None = Field(None, description="When the pipeline was created.")
     updated_at: AwareDatetime | None = Field(None, description="When the pipeline last changed.")
+    visible_to: PipelineVisibility | None = Field(
+        None, description="Groups and roles that see the pipeline and its leads; absent: every licensed user."
+    )

@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import AwareDatetime, Field
 
 from contracts.base import ContractModel
+from contracts.actions import StageAction, StageActionView
 
 
 class LeadStatus(str, Enum):
@@ -139,6 +140,9 @@ class StageSpec(ContractModel):
     )
     name: str = Field(description="Display name of the stage.", min_length=1)
     status: LeadStatus = Field(description="Status kind of leads standing in this stage.")
+    on_enter: list[StageAction] | None = Field(
+        None, description="Actions run in order when a lead enters the stage; kept as they are when absent, removed by `[]`."
+    )
 
 
 class Stage(ContractModel):
@@ -148,6 +152,9 @@ class Stage(ContractModel):
     name: str = Field(description="Display name of the stage.")
     status: LeadStatus = Field(description="Status kind of leads standing in this stage.")
     position: int = Field(description="Zero-based position of the stage in the pipeline.", ge=0)
+    on_enter: list[StageActionView] = Field(
+        default_factory=list, description="Actions run in order when a lead enters the stage (webhook secrets not shown)."
+    )
 
 
 def default_stage_specs() -> list[StageSpec]:

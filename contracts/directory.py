@@ -79,6 +79,24 @@ class UserRoleRevoked(Payload):
     role: str = Field(description="The role, e.g. `admin`.")
 
 
+class UserGroupGranted(Payload):
+    """A user was added to a group (pipelines can be shown to groups only)."""
+
+    TYPE = "crm.user.group-granted"
+
+    user_id: str = Field(description="The user.")
+    group: str = Field(description="The group, e.g. `wholesale-team`.")
+
+
+class UserGroupRevoked(Payload):
+    """A user was removed from a group."""
+
+    TYPE = "crm.user.group-revoked"
+
+    user_id: str = Field(description="The user.")
+    group: str = Field(description="The group, e.g. `wholesale-team`.")
+
+
 DIRECTORY_EVENT_PAYLOADS: tuple[type[Payload], ...] = (
     ContactUpserted,
     CompanyUpserted,
@@ -87,4 +105,6 @@ DIRECTORY_EVENT_PAYLOADS: tuple[type[Payload], ...] = (
     UserLicenceRevoked,
     UserRoleGranted,
     UserRoleRevoked,
+    UserGroupGranted,
+    UserGroupRevoked,
 )

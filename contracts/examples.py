@@ -515,6 +515,32 @@ _ALL += [
         "requested_by": MANAGER_ID,
     }, cause="crm.leads.bulk-update"),
 ]
+# Stage-entry actions and pipeline visibility (issue 20).
+_ALL += [
+    _command(
+        "crm.lead.run-stage-action",
+        {"lead_id": LEAD_ID, "pipeline_id": "wholesale", "stage_id": "quote_sent", "action_id": "tag-wholesale", "entered_version": 4},
+        source="crm/leads", actorid="svc-leads",
+    ),
+    _event(
+        "crm.stage-action.failed",
+        "crm/leads",
+        {
+            "lead_id": LEAD_ID, "pipeline_id": "wholesale", "stage_id": "quote_sent", "action_id": "notify-erp",
+            "kind": "webhook", "attempt": 2, "will_retry": True, "next_attempt_at": "2025-03-14T09:30:04+03:00",
+            "reason": "the endpoint answered 503", "status_code": 503, "delivery_id": "8c4b1f0e-2d3a-5b6c-9d7e-0f1a2b3c4d5e",
+        },
+    ),
+    _event("crm.user.group-granted", "ext/directory", {"user_id": MANAGER_ID, "group": "wholesale-team"}),
+    _event("crm.user.group-revoked", "ext/directory", {"user_id": MANAGER_ID, "group": "wholesale-team"}),
+]
+for _example in _ALL:
+    if _example["type"] == "crm.pipeline.update":  # a stage with entry actions, and a pipeline shown to one team
+        _example["data"]["stages"][1]["on_enter"] = [
+            {"action_id": "tag-wholesale", "kind": "set_fields", "set_fields": {"source": "wholesale", "need_maturity": "interested"}},
+            {"action_id": "notify-erp", "kind": "webhook", "url": "https://erp.example.ru/hooks/crm", "secret": "change-me"},
+        ]
+        _example["data"]["visible_to"] = {"groups": ["wholesale-team"], "roles": ["sales-director"]}
 
 EXAMPLES: dict[str, dict[str, Any]] = {example["type"]: example for example in _ALL}
 assert len(EXAMPLES) == len(_ALL), "one example per type"

@@ -4,6 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from contracts.actions import PipelineVisibility, RunStageAction, StageActionFailed
 from contracts.base import Payload
 from contracts.cards import LeadCard, LeadFields, PipelineCard
 from contracts.common import (
@@ -34,6 +35,9 @@ class CreatePipeline(Payload):
     transition_mode: TransitionMode = Field(
         TransitionMode.manual, description="Which stage moves the pipeline allows."
     )
+    visible_to: PipelineVisibility | None = Field(
+        None, description="Groups and roles that see the pipeline and its leads; every licensed user when absent."
+    )
 
 
 class UpdatePipeline(Payload):
@@ -49,6 +53,9 @@ class UpdatePipeline(Payload):
         "that stage, entries without one add a stage, stages left out are removed. Unchanged when absent.",
     )
     transition_mode: TransitionMode | None = Field(None, description="New transition mode; unchanged when absent.")
+    visible_to: PipelineVisibility | None = Field(
+        None, description="Who sees the pipeline from now on; unchanged when absent; empty lists: every licensed user."
+    )
 
 
 class DeletePipeline(Payload):
@@ -321,6 +328,7 @@ LEADS_COMMAND_PAYLOADS: tuple[type[Payload], ...] = (
     MergeLeads,
     DismissLeadDuplicate,
     RefreshLeadSnapshot,
+    RunStageAction,
 )
 
 LEADS_EVENT_PAYLOADS: tuple[type[Payload], ...] = (
@@ -336,4 +344,5 @@ LEADS_EVENT_PAYLOADS: tuple[type[Payload], ...] = (
     LeadDuplicatesFound,
     LeadMerged,
     CommandRejected,
+    StageActionFailed,
 )

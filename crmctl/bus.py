@@ -50,8 +50,9 @@ SERVICES: dict[str, Access] = {
         reads=(LEADS_COMMANDS, DIRECTORY_EVENTS, QUALIFICATION_EVENTS, ACTIVITY_EVENTS, LEADS_EVENTS),
         # Its own commands topic too: a changed contact or product is fanned out as internal
         # crm.lead.refresh-snapshot commands, one per lead, in the lead's partition.
+        # Its stage actions read its own events topic in the group crm-leads-actions (inside the prefix).
         writes=(LEADS_EVENTS, LEADS_COMMANDS), groups=("crm-leads",),
-        dlqs=(LEADS_COMMANDS, DIRECTORY_EVENTS, QUALIFICATION_EVENTS, ACTIVITY_EVENTS),
+        dlqs=(LEADS_COMMANDS, DIRECTORY_EVENTS, QUALIFICATION_EVENTS, ACTIVITY_EVENTS, LEADS_EVENTS),
     ),
     "qualification": Access(
         reads=(QUALIFICATION_COMMANDS, LEADS_EVENTS, DIRECTORY_EVENTS),

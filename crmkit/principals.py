@@ -1,4 +1,4 @@
-"""Who may act: CRM licences and roles projected from the directory topic, shared by every service."""
+"""Who may act: CRM licences, roles and groups projected from the directory topic, shared by every service."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ _GRANTS = {
     "crm.user.licence-revoked": ("$pull", "licences", "licence"),
     "crm.user.role-granted": ("$addToSet", "roles", "role"),
     "crm.user.role-revoked": ("$pull", "roles", "role"),
+    "crm.user.group-granted": ("$addToSet", "groups", "group"),
+    "crm.user.group-revoked": ("$pull", "groups", "group"),
 }
 
 
@@ -29,6 +31,7 @@ class Principal:
     licences: frozenset[str] = field(default_factory=frozenset)
     roles: frozenset[str] = field(default_factory=frozenset)
     service: bool = False
+    groups: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def licensed(self) -> bool:
@@ -40,7 +43,7 @@ class Principal:
 
 
 class PrincipalRepository:
-    """Licences and roles per user id, in the service's own ``principals`` collection."""
+    """Licences, roles and groups per user id, in the service's own ``principals`` collection."""
 
     def __init__(self, db: AsyncDatabase, service_principals: Iterable[str]) -> None:
         self._col = db["principals"]
@@ -74,7 +77,8 @@ class PrincipalRepository:
         if ids - self._services:
             async for doc in self._col.find({"_id": {"$in": sorted(ids - self._services)}}):
                 found[doc["_id"]] = Principal(
-                    doc["_id"], frozenset(doc.get("licences") or ()), frozenset(doc.get("roles") or ())
+                    doc["_id"], frozenset(doc.get("licences") or ()), frozenset(doc.get("roles") or ()),
+                    groups=frozenset(doc.get("groups") or ()),
                 )
         for user_id in ids:
             if user_id in self._services:

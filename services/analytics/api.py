@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 from html import escape
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from starlette.routing import Route
 
 from crmkit.http import ApiError, authenticate, endpoint, json_response
 from crmkit.principals import Principal, PrincipalRepository
+from crmkit.visibility import sees
 from services.analytics import charts, dashboard, reports
 from services.analytics import domain as d
 from services.analytics.repository import AnalyticsStore
@@ -59,6 +61,19 @@ def routes(
         except d.FilterError as exc:
             raise ApiError(400, "validation", exc.message) from exc
 
+    async def seen_by(principal: Principal, f: d.Filters) -> d.Filters:
+        """The filters narrowed to the pipelines ``principal`` sees; a hidden pipeline asked for reads as unknown."""
+        shown = await asyncio.to_thread(store.visibility)
+        visible = {p for p, (groups, roles) in shown.items() if sees(principal, groups, roles)}
+        if len(visible) == len(shown):
+            return f
+        if f.pipeline_id and f.pipeline_id not in visible:
+            raise ApiError(404, "not_found", f"pipeline_id {f.pipeline_id!r} is not a pipeline the analytics read model knows.")
+        if not f.pipeline_id and d.DEFAULT_PIPELINE not in visible:
+            # The funnel and stage times show the default pipeline when none is named.
+            f = dataclasses.replace(f, pipeline_id=min(visible)) if visible else f
+        return dataclasses.replace(f, pipeline_ids=tuple(sorted(visible)))
+
     async def run(name: str, f: d.Filters) -> d.Report:
         try:
             return await asyncio.to_thread(reports.build, store, name, f, clock())
@@ -67,13 +82,13 @@ def routes(
 
     @endpoint
     async def report(request: Request) -> Response:
-        await who(request)
+        principal = await who(request)
         raw = request.path_params["name"]
         name, dot, ext = raw.partition(".")
         fmt = _FORMATS.get(dot + ext)
         if name not in d.REPORTS or fmt is None:
             raise ApiError(404, "not_found", f"No report {raw!r}; reports: {', '.join(d.REPORTS)} (add .csv or .svg).")
-        result = await run(name, filters_of(request))
+        result = await run(name, await seen_by(principal, filters_of(request)))
         if fmt == "csv":
             return Response(to_csv(result), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": f"attachment; filename={name}.csv"})
@@ -87,16 +102,16 @@ def routes(
         if not signed_in:
             return HTMLResponse(dashboard.sign_in(), status_code=401)
         try:
-            await who(request)
+            principal = await who(request)
         except ApiError as exc:
             if exc.status != 401:
                 raise
             return HTMLResponse(dashboard.sign_in(exc.message), status_code=401)
         try:
-            f = filters_of(request)
+            f = await seen_by(principal, filters_of(request))
             error = None
         except ApiError as exc:
-            f, error = d.Filters(), exc.message
+            f, error = await seen_by(principal, d.Filters()), exc.message
         found: dict[str, d.Report | str] = {}
         for name in dashboard.DASHBOARD_REPORTS:
             try:
@@ -106,6 +121,8 @@ def routes(
         lists = await asyncio.to_thread(
             lambda: (store.pipelines(), store.distinct_values("responsible_id"), store.distinct_values("source"))
         )
+        if f.pipeline_ids is not None:
+            lists = ([p for p in lists[0] if p["pipeline_id"] in f.pipeline_ids], *lists[1:])
         html = dashboard.render(
             # A token that came in the link stays in the page's links; a signed-in browser's stays in its cookie.
             found, f, token=request.query_params.get("token"), pipelines=lists[0], responsibles=lists[1], sources=lists[2]

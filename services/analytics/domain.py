@@ -91,6 +91,8 @@ class PipelineFacts(NamedTuple):
     name: str
     deleted: bool
     stages: tuple[StageRow, ...]
+    groups: tuple[str, ...] = ()  # who sees it (neither: every licensed user)
+    roles: tuple[str, ...] = ()
 
 
 class TaskRow(NamedTuple):
@@ -169,7 +171,10 @@ def pipeline_facts(card: Any, *, deleted: bool = False) -> PipelineFacts:
         StageRow(card.pipeline_id, s.stage_id, s.name, _text(s.status) or "", s.position)
         for s in sorted(card.stages, key=lambda s: s.position)
     )
-    return PipelineFacts(card.pipeline_id, card.version, card.name, deleted, stages)
+    shown = getattr(card, "visible_to", None)
+    groups = tuple(shown.groups) if shown else ()
+    roles = tuple(shown.roles) if shown else ()
+    return PipelineFacts(card.pipeline_id, card.version, card.name, deleted, stages, groups, roles)
 
 
 def task_row(view: Any) -> TaskRow:
@@ -200,13 +205,15 @@ class Filters:
     source: str | None = None
     by: str = "source"
     period: str = "week"
+    # The pipelines the reader may see, when some are hidden from them (set by the HTTP side, never a parameter).
+    pipeline_ids: tuple[str, ...] | None = None
 
     def query(self) -> dict[str, str]:
         """The filters as query parameters (for links and the dashboard form)."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None:
+            if value is None or f.name == "pipeline_ids":
                 continue
             out[f.name] = value.isoformat() if isinstance(value, datetime) else str(value)
         return out

@@ -24,7 +24,7 @@ import duckdb
 from services.analytics import domain as d
 
 # Bump when the tables change: a store of another schema is rebuilt from the topics at start.
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 3: pipelines carry who sees them
 
 _FILTER_COLUMNS = "created_at TIMESTAMP, responsible_id VARCHAR, source VARCHAR, deleted BOOLEAN"
 _TABLES = {
@@ -36,7 +36,7 @@ _TABLES = {
     # Visits and stays repeat the lead's filter columns so the funnel and stage times need no join.
     "visits": f"lead_id VARCHAR, pipeline_id VARCHAR, stage_id VARCHAR, {_FILTER_COLUMNS}",
     "stays": f"lead_id VARCHAR, pipeline_id VARCHAR, stage_id VARCHAR, days DOUBLE, {_FILTER_COLUMNS}",
-    "pipelines": "pipeline_id VARCHAR, version BIGINT, name VARCHAR, deleted BOOLEAN",
+    "pipelines": "pipeline_id VARCHAR, version BIGINT, name VARCHAR, deleted BOOLEAN, visible_groups VARCHAR[], visible_roles VARCHAR[]",
     "stages": "pipeline_id VARCHAR, stage_id VARCHAR, name VARCHAR, status VARCHAR, position INTEGER",
     # Tasks repeat their lead's pipeline and filter columns (deleted while the lead is unknown): no join either.
     "tasks": f"task_id VARCHAR, version BIGINT, lead_id VARCHAR, assignee_id VARCHAR, status VARCHAR, due_at TIMESTAMP,"
@@ -200,12 +200,17 @@ class AnalyticsStore:
         if not fresh:
             return
         ids = [p.pipeline_id for p in fresh]
+        # A deletion carries no card: the pipeline stays shown to whom it was (its old leads' figures too).
+        shown = {r[0]: (tuple(r[1] or ()), tuple(r[2] or ())) for r in cur.execute(
+            "SELECT pipeline_id, visible_groups, visible_roles FROM pipelines WHERE pipeline_id IN (SELECT unnest(?))", [ids]).fetchall()}
+        fresh = [p._replace(groups=shown[p.pipeline_id][0], roles=shown[p.pipeline_id][1])
+                 if p.deleted and not p.stages and p.pipeline_id in shown else p for p in fresh]
         cur.execute("DELETE FROM pipelines WHERE pipeline_id IN (SELECT unnest(?))", [ids])
         # A deletion carries no stages: the stages last known stay, so old leads still read in order.
         replaced = [p.pipeline_id for p in fresh if p.stages]
         if replaced:
             cur.execute("DELETE FROM stages WHERE pipeline_id IN (SELECT unnest(?))", [replaced])
-        self._insert(cur, "pipelines", [(p.pipeline_id, p.version, p.name, p.deleted) for p in fresh])
+        self._insert(cur, "pipelines", [(p.pipeline_id, p.version, p.name, p.deleted, list(p.groups), list(p.roles)) for p in fresh])
         self._insert(cur, "stages", [(s.pipeline_id, s.stage_id, s.name, s.status, s.position) for p in fresh for s in p.stages])
 
     def _apply_tasks(self, cur: Any, tasks: list[d.TaskRow]) -> None:
@@ -260,6 +265,9 @@ class AnalyticsStore:
         if pipeline and f.pipeline_id:
             clauses.append("pipeline_id = ?")
             params.append(f.pipeline_id)
+        if f.pipeline_ids is not None:
+            clauses.append("pipeline_id IN (SELECT unnest(?))")
+            params.append(list(f.pipeline_ids))
         if f.created_from:
             clauses.append("created_at >= ?")
             params.append(_naive(f.created_from))
@@ -277,6 +285,11 @@ class AnalyticsStore:
     def pipelines(self) -> list[dict]:
         rows = self._cursor().execute("SELECT pipeline_id, name, deleted FROM pipelines ORDER BY pipeline_id").fetchall()
         return [{"pipeline_id": p, "name": n, "deleted": x} for p, n, x in rows]
+
+    def visibility(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """Each pipeline's (groups, roles) that see it; both empty: every licensed user."""
+        rows = self._cursor().execute("SELECT pipeline_id, visible_groups, visible_roles FROM pipelines").fetchall()
+        return {p: (tuple(g or ()), tuple(r or ())) for p, g, r in rows}
 
     def stages(self, pipeline_id: str) -> list[d.StageRow] | None:
         cur = self._cursor()

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from crmkit.http import ApiError, authenticate, endpoint, flag, json_response, limit_param
 from crmkit.mongo import read_time_limit
-from crmkit.principals import PrincipalRepository
+from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
 from services.leads.repository import LeadRepository, PipelineRepository
 from services.leads.settings import LeadsSettings
@@ -40,29 +40,40 @@ def routes(
     def bounded():
         return read_time_limit(settings.read_time_limit_s)
 
-    async def auth(request: Request) -> None:
+    async def auth(request: Request) -> Principal:
         with bounded():
-            await authenticate(request, settings.tokens, principals)
+            return await authenticate(request, settings.tokens, principals)
+
+    async def visible(principal: Principal) -> tuple[dict[str, d.Pipeline], bool]:
+        """The pipelines ``principal`` sees (deleted ones too: their deleted leads), and whether some are hidden."""
+        with bounded():
+            found = await pipelines.all(include_deleted=True)
+        shown = {pid: p for pid, p in found.items() if d.can_see(principal, p)}
+        return shown, len(shown) < len(found)
 
     def limit_of(request: Request, default: int = 50) -> int:
         return limit_param(request, default, settings.page_size_max)
 
     @endpoint
     async def get_lead(request: Request) -> Response:
-        await auth(request)
+        principal = await auth(request)
         with bounded():
             lead = await leads.get(request.path_params["lead_id"])
-        if lead is None:
+        # A lead in a pipeline hidden from the user is answered as one that does not exist.
+        if lead is None or not d.can_see(principal, await pipelines.get(lead.pipeline_id)):
             raise ApiError(404, "not_found", f"Lead {request.path_params['lead_id']} does not exist.")
         return json_response(card_view(lead, clock()))
 
     @endpoint
     async def list_leads(request: Request) -> Response:
-        await auth(request)
+        principal = await auth(request)
+        shown, restricted = await visible(principal)
         q = request.query_params
         status = q.get("status")
         if status and status not in _STATUSES:
             raise ApiError(400, "validation", f"status must be one of {sorted(_STATUSES)}.")
+        if restricted and q.get("pipeline_id") and q.get("pipeline_id") not in shown:
+            return json_response({"items": [], "next_cursor": None})  # as for a pipeline that does not exist
         try:
             with bounded():
                 page, cursor = await leads.search(
@@ -70,6 +81,7 @@ def routes(
                     responsible_id=q.get("responsible_id"), source=q.get("source"), text=q.get("q"),
                     include_deleted=flag(q.get("include_deleted"), "include_deleted"),
                     cursor=q.get("cursor"), limit=limit_of(request),
+                    pipeline_ids=sorted(shown) if restricted else None,
                 )
         except ValueError as exc:
             raise ApiError(400, "validation", str(exc)) from exc
@@ -78,18 +90,18 @@ def routes(
 
     @endpoint
     async def list_pipelines(request: Request) -> Response:
-        await auth(request)
+        principal = await auth(request)
         with bounded():
             found = await pipelines.all()
-        ordered = sorted(found.values(), key=lambda p: (not p.is_default, p.name))
-        return json_response({"items": [p.model_dump(mode="json") for p in ordered]})
+        ordered = sorted((p for p in found.values() if d.can_see(principal, p)), key=lambda p: (not p.is_default, p.name))
+        return json_response({"items": [d.public_pipeline(p) for p in ordered]})
 
     @endpoint
     async def board(request: Request) -> Response:
-        await auth(request)
+        principal = await auth(request)
         with bounded():
             pipeline = await pipelines.get(request.path_params["pipeline_id"])
-        if pipeline is None or pipeline.deleted:
+        if pipeline is None or pipeline.deleted or not d.can_see(principal, pipeline):
             raise ApiError(404, "not_found", f"Pipeline {request.path_params['pipeline_id']} does not exist.")
         per_stage = limit_of(request, default=20)
         stage_ids = [stage.stage_id for stage in pipeline.stages]
@@ -104,13 +116,13 @@ def routes(
         for stage, (page, cursor) in zip(pipeline.stages, pages, strict=True):
             columns.append(
                 {
-                    **stage.model_dump(mode="json"),
+                    **stage.model_dump(mode="json", exclude={"on_enter"}),
                     "count": counts.get(stage.stage_id, 0),
                     "leads": [card_view(lead, now) for lead in page],
                     "next_cursor": cursor,
                 }
             )
-        return json_response({"pipeline": pipeline.model_dump(mode="json"), "stages": columns})
+        return json_response({"pipeline": d.public_pipeline(pipeline), "stages": columns})
 
     return [
         Route("/leads/{lead_id}", get_lead),

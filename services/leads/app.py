@@ -20,6 +20,9 @@ from services.leads.capture import api as capture_api
 from services.leads.capture.handlers import CaptureFormHandlers
 from services.leads.capture.principals import FormAwarePrincipals
 from services.leads.capture.repository import CaptureFormRepository, SubmissionCounts
+from services.leads.actions.delivery import WebhookSender
+from services.leads.actions.outbox import Outbox
+from services.leads.actions.runner import StageActionRunner
 from crmkit.mongo import is_ferretdb, until_available
 from services.leads.handlers import LeadsHandlers
 from services.leads.index import LeadIndex
@@ -29,7 +32,9 @@ from services.leads.settings import LeadsSettings
 
 log = logging.getLogger("services.leads.app")
 
-CONSUMES = (LEADS_COMMANDS, DIRECTORY_EVENTS, QUALIFICATION_EVENTS, ACTIVITY_EVENTS)
+WRITE_PATH_CONSUMES = (LEADS_COMMANDS, DIRECTORY_EVENTS, QUALIFICATION_EVENTS, ACTIVITY_EVENTS)
+STAGE_ACTIONS_CONSUME = (LEADS_EVENTS,)  # its own events, in the group <group_id>-actions
+CONSUMES = WRITE_PATH_CONSUMES + STAGE_ACTIONS_CONSUME
 PUBLISHES = (LEADS_EVENTS,)
 
 
@@ -62,14 +67,19 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
     clock = overrides.clock or (lambda: datetime.now(UTC))
     submissions = SubmissionCounts(service.db)
     jobs = BulkRepository(service.db)
-    runner = BulkRunner(settings, jobs, service.bus.publish, service.source, clock)
+    bulk_runner = BulkRunner(settings, jobs, service.bus.publish, service.source, clock)
     handlers.capture_forms = CaptureFormHandlers(forms, pipelines, principals, service.source, clock, settings.recent_messages_kept)
-    handlers.bulk = BulkHandlers(settings, jobs, leads, principals, service.source, clock, runner.wake)
-    handlers.bulk_tracker = BulkTracker(jobs, service.source, runner.wake)
+    handlers.bulk = BulkHandlers(settings, jobs, leads, principals, service.source, clock, bulk_runner.wake, pipelines)
+    handlers.bulk_tracker = BulkTracker(jobs, service.source, bulk_runner.wake)
+    outbox = Outbox(service.db)
+    sender = WebhookSender(settings, outbox, service.bus, service.metrics, service.source)
+    stage_actions = StageActionRunner(pipelines, leads, outbox, service.source, wake=sender.wake)
+    service.stage_actions = stage_actions  # type: ignore[attr-defined]
 
     async def start_up() -> None:
         ferretdb = await is_ferretdb(service.db)
         await leads.ensure_indexes(ferretdb=ferretdb)
+        await outbox.ensure_indexes()
         # Version-guarded replaces on FerretDB too: it applies the guard as read-then-write inside one
         # statement, not atomically, but that window is microseconds, where an unguarded replace let
         # an instance still finishing a batch after a rebalance overwrite the new owner's newer
@@ -95,11 +105,15 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
 
     service.on_startup(start_up)
     service.background(lambda: until_available(migrate_read_fields, "leads: read fields"))
-    service.consume(CONSUMES, handlers.on_batch, title="leads")
+    service.consume(WRITE_PATH_CONSUMES, handlers.on_batch, title="leads")
+    if settings.stage_actions:
+        # A group of its own on the events topic: actions follow the write path, never hold it up.
+        service.consume(STAGE_ACTIONS_CONSUME, stage_actions.on_batch, group_suffix="-actions", title="leads:stage-actions")
+        service.background(sender.run_forever)
     service.add_routes(api.routes(settings, leads, pipelines, principals))
     service.add_routes(capture_api.routes(settings, forms, submissions, leads, service.bus.publish, service.source, clock))
     service.add_routes(bulk_api.routes(settings, jobs, principals, service.bus.publish, service.source))
-    service.background(runner.run_forever)
+    service.background(bulk_runner.run_forever)
     service.background(lambda: prune_windows(submissions, clock))
     service.describe_http(openapi.OPERATIONS)
     service.describe_http({**capture_api.OPERATIONS, **bulk_api.OPERATIONS})

@@ -42,6 +42,7 @@ LEAD_SCOPED = frozenset({
     "crm.lead.create", "crm.lead.update", "crm.lead.assign", "crm.lead.move", "crm.lead.change-pipeline",
     "crm.lead.delete", "crm.lead.restore", "crm.lead.reopen", "crm.lead.mark-duplicate", "crm.lead.merge",
     "crm.lead.dismiss-duplicate", "crm.lead.refresh-snapshot", "crm.lead.qualified", "crm.lead.disqualified", "crm.lead.activity-summary",
+    "crm.lead.run-stage-action",
 })
 DIRECTORY_RECORDS = frozenset({"crm.contact.upserted", "crm.company.upserted", "crm.product.upserted"})
 # Commands sent on a user's behalf: screened and licence-checked before anything else happens.
@@ -177,6 +178,7 @@ class LeadsHandlers:
                 actor, pipeline_id, data.name,
                 [s.model_dump() for s in data.stages] if data.stages else None,
                 _value(data.transition_mode) or "manual", now, existing=existing,
+                visible_to=data.visible_to, private_hosts=self.settings.private_webhook_hosts(),
             )
         existing = d.require_pipeline(pipeline_id, existing)
         if message.type == "crm.pipeline.update":
@@ -184,6 +186,7 @@ class LeadsHandlers:
                 actor, existing, name=data.name,
                 stages=[s.model_dump() for s in data.stages] if data.stages is not None else None,
                 transition_mode=_value(data.transition_mode), now=now,
+                visible_to=data.visible_to, private_hosts=self.settings.private_webhook_hosts(),
                 leads_per_stage=await self.leads.count_by_stage(pipeline_id, [s.stage_id for s in existing.stages]),
             )
         return d.delete_pipeline(actor, existing, lead_count=await self.leads.count_in_pipeline(pipeline_id), now=now)
@@ -227,10 +230,14 @@ def decide(message: Envelope, lead_id: str, states: Mapping[str, LeadState], ctx
     now = ctx.now
     actor = actor_of(ctx.actors.get(message.actorid or "", Principal(message.actorid or "")))
     if message.type == "crm.lead.create":
+        if lead is not None:
+            d.require_visible(actor, lead, lead_id, ctx.pipelines)
         d.require_new(lead_id, lead)
-        pipeline = d.pipeline_for(ctx.pipelines, data.pipeline_id or d.DEFAULT_PIPELINE_ID)
+        pipeline = d.visible_pipeline(ctx.pipelines, data.pipeline_id or d.DEFAULT_PIPELINE_ID, actor)
         fields = d.with_snapshots(data.model_dump(exclude_none=True), ctx.contacts, ctx.companies, ctx.products)
         return [(lead_id, d.create_lead(actor, lead_id, fields, pipeline, now))]
+    if message.type in USER_COMMANDS:
+        d.require_visible(actor, lead, lead_id, ctx.pipelines)
     lead = d.require_exists(lead_id, lead)
     pipeline = d.pipeline_for(ctx.pipelines, lead.pipeline_id, allow_deleted=True)
     match message.type:
@@ -243,7 +250,7 @@ def decide(message: Envelope, lead_id: str, states: Mapping[str, LeadState], ctx
         case "crm.lead.move":
             return [(lead_id, d.move_lead(actor, lead, pipeline, data.stage_id, now))]
         case "crm.lead.change-pipeline":
-            target = d.pipeline_for(ctx.pipelines, data.pipeline_id)
+            target = d.visible_pipeline(ctx.pipelines, data.pipeline_id, actor)
             return [(lead_id, d.change_pipeline(actor, lead, target, data.stage_id, now))]
         case "crm.lead.delete":
             return [(lead_id, d.delete_lead(actor, lead, now))]
@@ -264,10 +271,15 @@ def decide(message: Envelope, lead_id: str, states: Mapping[str, LeadState], ctx
             return [(lead_id, d.refresh_snapshot(lead, kind, records.get(record_id or ""), now))]
         case "crm.lead.dismiss-duplicate":
             return [(lead_id, d.dismiss_duplicate(actor, lead, data.duplicate_lead_id, now))]
+        case "crm.lead.run-stage-action":
+            action = d.field_action(d.pipeline_for(ctx.pipelines, data.pipeline_id), data.stage_id, data.action_id)
+            return [(lead_id, d.update_lead(d.STAGE_ACTIONS_ACTOR, lead, d.action_changes(action), [], now))]
         case "crm.lead.mark-duplicate":
+            d.require_visible(actor, _lead_of(states, data.original_lead_id), data.original_lead_id, ctx.pipelines)
             original = d.require_exists(data.original_lead_id, _lead_of(states, data.original_lead_id))
             return [(lead_id, d.mark_duplicate(actor, lead, original, now))]
         case "crm.lead.merge":
+            d.require_visible(actor, _lead_of(states, data.other_lead_id), data.other_lead_id, ctx.pipelines)
             other = d.require_exists(data.other_lead_id, _lead_of(states, data.other_lead_id))
             survivor, merged = d.merge_leads(actor, lead, other, dict(data.fields or {}), now)
             return [(lead_id, survivor), (other.lead_id, merged)]
@@ -291,6 +303,6 @@ def _snapshot_named(data: ev.RefreshLeadSnapshot, ctx: BatchContext) -> tuple[st
 def _screen(message: Envelope) -> access.Refusal | None:
     if message.type in USER_COMMANDS or message.type in FORM_COMMANDS or message.type in BULK_COMMANDS:
         return form_actor_refusal(message) or access.screen(message)
-    if message.type == "crm.lead.refresh-snapshot":  # internal, acts for no user: its ids are still bounded
+    if message.type in ("crm.lead.refresh-snapshot", "crm.lead.run-stage-action"):  # internal, acts for no user: its ids are still bounded
         return access.bounds_refusal(message)
     return None

@@ -39,7 +39,8 @@ def lead_id_of(message: Envelope) -> str:
 
 def actor_of(principal: Principal) -> d.Actor:
     return d.Actor(
-        user_id=principal.user_id, licensed=principal.licensed, roles=frozenset(principal.roles), service=principal.service
+        user_id=principal.user_id, licensed=principal.licensed, roles=frozenset(principal.roles), service=principal.service,
+        groups=frozenset(principal.groups),
     )
 
 
@@ -57,7 +58,7 @@ def _payload(event: Any) -> Any:
         )
     if isinstance(event, (d.PipelineCreated, d.PipelineUpdated)):
         cls = ev.PipelineCreated if isinstance(event, d.PipelineCreated) else ev.PipelineUpdated
-        return cls.model_validate(event.pipeline.model_dump())
+        return cls.model_validate(d.public_pipeline(event.pipeline))
     simple = {
         d.LeadAssigned: ev.LeadAssigned,
         d.StageChanged: ev.LeadStageChanged,

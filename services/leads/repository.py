@@ -254,8 +254,12 @@ class LeadRepository:
         include_deleted: bool = False,
         cursor: str | None = None,
         limit: int = 50,
+        pipeline_ids: Sequence[str] | None = None,
     ) -> tuple[list[Lead], str | None]:
         """A page of leads, newest change first, with an opaque cursor for the next page.
+
+        ``pipeline_ids`` (the pipelines a user may see, when some are hidden) limits a list that names
+        no pipeline: read as one range per pipeline, merged, when no other filter keys the list.
 
         One range of one list key (the most selective filter given), read in the key's order from its
         index; other filters and the search words are checked on the rows of that range. A later page
@@ -279,10 +283,16 @@ class LeadRepository:
         query: dict[str, Any] = {k: v for k, v in plain.items() if k not in _KEYED_FIELDS[keyed[0]]}
         if text and text.strip():
             query["$and"] = [{"ix_terms": {"$regex": f" {word}"}} for word in readmodel.query_words(text)]
+        ranges = [keyed]
+        seen = None if pipeline_ids is None or pipeline_id else set(pipeline_ids)
+        if seen is not None and keyed[0] == "all":
+            ranges = [("pipeline", (p,)) for p in sorted(seen)]  # the visible pipelines' own ranges
+        elif seen is not None:
+            query["pipeline_id"] = {"$in": sorted(seen)}
         pages = []
-        for deleted in ((False, True) if include_deleted else (False,)):
-            field_name = f"ix_{keyed[0]}"
-            start = readmodel.prefix(keyed[0], keyed[1], deleted=deleted)
+        for (filter_name, value), deleted in ((r, x) for r in ranges for x in ((False, True) if include_deleted else (False,))):
+            field_name = f"ix_{filter_name}"
+            start = readmodel.prefix(filter_name, value, deleted=deleted)
             bounds = {"$gt": start, "$lt": start + after if after else start[:-1] + ";"}
             docs = self._col.find({field_name: bounds, **query}).sort(field_name, DESCENDING).limit(limit + 1)
             pages += [(d[field_name][len(start):], d) async for d in docs]
@@ -291,7 +301,8 @@ class LeadRepository:
         page = pages[:limit]
         next_cursor = page[-1][0] if len(pages) > limit else None
         # A hash shared by two filter values would put a stranger in the range: checked here.
-        leads = [stored_lead(d).lead for _, d in page if all(d.get(k) == v for k, v in plain.items())]
+        leads = [stored_lead(d).lead for _, d in page if all(d.get(k) == v for k, v in plain.items())
+                 and (seen is None or d.get("pipeline_id") in seen)]
         return leads, next_cursor
 
     async def migrate_read_fields(self, batch: int = 500) -> int:

@@ -45,3 +45,28 @@ class LeadsSettings(ServiceSettings):
     bulk_max_leads: int = Field(10_000, ge=1, description="Most leads one `crm.leads.bulk-update` by filter may take; a larger match is refused")
     bulk_chunk: int = Field(200, ge=1, description="Per-lead commands of a mass action in flight at once (a cancel stops the rest)")
     bulk_poll_s: float = Field(0.25, gt=0, description="Seconds between two passes of the mass-action runner over running jobs")
+    stage_actions: bool = Field(
+        True, description="Run the stage-entry actions (field updates, webhooks) in this instance: its own consumer group on the events topic and the webhook delivery loop"
+    )
+    webhook_allowed_private_hosts: list[str] = Field(
+        default_factory=list,
+        description="Private or loopback hosts (`host` or `host:port`) webhooks may call; every other private address is refused",
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0, description="Time limit of one webhook request")
+    webhook_max_attempts: int = Field(8, ge=1, description="Attempts of one webhook delivery before it is given up")
+    webhook_backoff_s: float = Field(1.0, gt=0, description="Pause before a webhook's first retry; doubled on each further one")
+    webhook_backoff_max_s: float = Field(300.0, gt=0, description="Longest pause between retries of a webhook")
+    webhook_concurrency: int = Field(16, ge=1, description="Webhook requests in flight per instance")
+    webhook_endpoint_concurrency: int = Field(
+        2, ge=1, description="Webhook requests in flight per endpoint (scheme, host and port) per instance, so one slow endpoint holds only its own"
+    )
+    webhook_poll_s: float = Field(0.5, gt=0, description="How often the delivery loop looks for due webhook deliveries when idle")
+    webhook_lease_s: float = Field(
+        60.0, gt=0, description="How long an instance holds a delivery it is sending; after a crash another instance takes it up after this"
+    )
+    webhook_delivered_kept_s: float = Field(
+        86_400.0, gt=0, description="How long a delivered webhook's record is kept in the outbox (failed ones are kept)"
+    )
+
+    def private_webhook_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.webhook_allowed_private_hosts if h.strip())

@@ -59,14 +59,15 @@ CONTRACT_TABLE: dict[str, list[str]] = {
 # Additions beyond the table, documented in the contracts package.
 ADDED: dict[str, list[str]] = {
     "crm.leads.commands.v1": [
-        "crm.lead.dismiss-duplicate", "crm.lead.refresh-snapshot",
+        "crm.lead.dismiss-duplicate", "crm.lead.refresh-snapshot", "crm.lead.run-stage-action",
         # issue 20: capture forms and mass actions
         "crm.capture-form.create", "crm.capture-form.update", "crm.capture-form.delete", "crm.leads.bulk-update", "crm.leads.bulk-cancel",
     ],
     "crm.leads.events.v1": [
         "crm.capture-form.created", "crm.capture-form.updated", "crm.capture-form.deleted", "crm.leads.bulk-started",
-        "crm.leads.bulk-completed",
+        "crm.leads.bulk-completed", "crm.stage-action.failed",
     ],
+    "crm.directory.events.v1": ["crm.user.group-granted", "crm.user.group-revoked"],
     "crm.imports.events.v1": ["crm.command.rejected"],
     "crm.activity.events.v1": ["crm.command.rejected"],
 }

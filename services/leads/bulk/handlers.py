@@ -12,12 +12,12 @@ from contracts.topics import LEADS_EVENTS
 from crmkit import access
 from crmkit.ids import uuid5
 from crmkit.messaging import Outbound
-from crmkit.principals import PrincipalRepository
+from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
 from services.leads.bulk.repository import Answer, BulkJob, BulkRepository
 from services.leads.domain import bulk as rules
 from services.leads.messages import ID_NAMESPACE, rejection
-from services.leads.repository import LeadRepository
+from services.leads.repository import LeadRepository, PipelineRepository
 from services.leads.settings import LeadsSettings
 
 BULK_COMMANDS = frozenset({"crm.leads.bulk-update", "crm.leads.bulk-cancel"})
@@ -41,11 +41,12 @@ class BulkHandlers:
 
     def __init__(
         self, settings: LeadsSettings, jobs: BulkRepository, leads: LeadRepository, principals: PrincipalRepository,
-        source: str, clock: Callable[[], datetime], wake: Callable[[], None],
+        source: str, clock: Callable[[], datetime], wake: Callable[[], None], pipelines: PipelineRepository,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
         self.leads = leads
+        self.pipelines = pipelines
         self.principals = principals
         self.source = source
         self.clock = clock
@@ -61,13 +62,13 @@ class BulkHandlers:
             if message.type == "crm.leads.bulk-cancel":
                 await self._cancel(message, bulk_id, principal.user_id, principal.is_admin)
                 return []
-            event = await self._start(message, bulk_id)
+            event = await self._start(message, bulk_id, principal)
         except d.Rejected as exc:
             return [Outbound(LEADS_EVENTS, rejection(message, exc, self.source, None), key=bulk_id)]
         self.wake()
         return [Outbound(LEADS_EVENTS, event, key=bulk_id)]
 
-    async def _start(self, message: Envelope, bulk_id: str) -> Envelope:
+    async def _start(self, message: Envelope, bulk_id: str, principal: Principal) -> Envelope:
         data = message.data
         job = await self.jobs.get(bulk_id)
         if job is not None and job.command_id != message.id:
@@ -75,14 +76,23 @@ class BulkHandlers:
         if job is None or job.state == "expanding":  # first time here, or a redelivery after a crash while listing
             request = rules.check_request(bulk_id, data.model_dump(mode="json", exclude={"bulk_id"}), message.actorid or "")
             # Listed before anything is stored: a filter that matches too much leaves no job behind.
-            lead_ids = request.lead_ids if request.lead_ids is not None else await self._matching(request.filter or {})
+            lead_ids = request.lead_ids if request.lead_ids is not None else await self._matching(request.filter or {}, principal)
             job = await self.jobs.start(request, message.id, message.correlationid or message.id, self.clock())
             await self.jobs.store_leads(bulk_id, list(lead_ids))
             job = await self.jobs.get(bulk_id) or job
         return self._started(job, message)
 
-    async def _matching(self, found_filter: dict) -> list[str]:
-        """Every lead the filter matches now, page by page through the list endpoint's own query."""
+    async def _matching(self, found_filter: dict, principal: Principal) -> list[str]:
+        """Every lead the filter matches now that ``principal`` may see, page by page through the list endpoint's own query.
+
+        As GET /leads does: leads of pipelines hidden from the requester are not listed, so their ids
+        never show among the job's refusals.
+        """
+        found = await self.pipelines.all(include_deleted=True)
+        shown = sorted(pid for pid, p in found.items() if d.can_see(principal, p))
+        restricted = len(shown) < len(found)
+        if restricted and found_filter.get("pipeline_id") and found_filter["pipeline_id"] not in shown:
+            return []
         ids: list[str] = []
         cursor = None
         limit = self.settings.bulk_max_leads
@@ -92,6 +102,7 @@ class BulkHandlers:
                 status=found_filter.get("status"), responsible_id=found_filter.get("responsible_id"),
                 source=found_filter.get("source"), text=found_filter.get("q"),
                 include_deleted=bool(found_filter.get("include_deleted")), cursor=cursor, limit=_PAGE,
+                pipeline_ids=shown if restricted else None,
             )
             ids += [lead.lead_id for lead in page]
             if len(ids) > limit:

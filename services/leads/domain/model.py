@@ -61,6 +61,23 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+class StageAction(_Model):
+    """An action run when a lead enters a stage: set card fields, or POST the card to a webhook."""
+
+    action_id: str
+    kind: Literal["set_fields", "webhook"]
+    set_fields: dict[str, str] | None = None
+    url: str | None = None
+    secret: str | None = None  # the webhook's signing key: stored, never published
+
+
+class Visibility(_Model):
+    """The groups and roles a pipeline is shown to (administrators see every pipeline)."""
+
+    groups: list[str] = Field(default_factory=list)
+    roles: list[str] = Field(default_factory=list)
+
+
 class Stage(_Model):
     """One step of a pipeline; its status kind is the status of the leads standing in it."""
 
@@ -68,6 +85,7 @@ class Stage(_Model):
     name: str
     status: Status
     position: int = Field(ge=0)
+    on_enter: list[StageAction] = Field(default_factory=list)
 
 
 class Pipeline(_Model):
@@ -82,6 +100,7 @@ class Pipeline(_Model):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     deleted: bool = False
+    visible_to: Visibility | None = None  # None: every licensed user
 
     @field_validator("stages")
     @classmethod
@@ -213,6 +232,7 @@ class Actor(_Model):
     licensed: bool
     roles: frozenset[str] = frozenset()
     service: bool = False
+    groups: frozenset[str] = frozenset()
 
     @property
     def is_admin(self) -> bool:

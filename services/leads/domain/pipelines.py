@@ -19,6 +19,7 @@ from services.leads.domain.model import (
     Stage,
     TRANSITION_MODES,
 )
+from services.leads.domain.actions import build_actions, can_see, visibility_of
 from services.leads.domain.events import PipelineCreated, PipelineDeleted, PipelineOutcome, PipelineUpdated
 from services.leads.domain.rules import require_admin, _as_mapping, _check_now, _leads, _text
 
@@ -56,6 +57,8 @@ def create_pipeline(
     now: datetime,
     *,
     existing: Pipeline | None = None,
+    visible_to: Any = None,
+    private_hosts: frozenset[str] = frozenset(),
 ) -> PipelineOutcome:
     require_admin(actor, "create pipelines")
     _check_now(now)
@@ -74,8 +77,9 @@ def create_pipeline(
     pipeline = Pipeline(
         pipeline_id=pipeline_id,
         name=_pipeline_name(name),
-        stages=_checked_stages(_build_stages(_DEFAULT_STAGES if stages is None else stages, None)),
+        stages=_checked_stages(_build_stages(_DEFAULT_STAGES if stages is None else stages, None, private_hosts)),
         transition_mode=_transition_mode(transition_mode or "manual"),
+        visible_to=visibility_of(visible_to),
         version=1,
         created_at=now,
         updated_at=now,
@@ -92,6 +96,8 @@ def update_pipeline(
     transition_mode: str | None = None,
     now: datetime,
     leads_per_stage: Mapping[str, int] | None = None,
+    visible_to: Any = None,
+    private_hosts: frozenset[str] = frozenset(),
 ) -> PipelineOutcome:
     require_admin(actor, "change pipelines and their stages")
     _check_now(now)
@@ -102,11 +108,13 @@ def update_pipeline(
         updates["name"] = _pipeline_name(name)
     if transition_mode is not None:
         updates["transition_mode"] = _transition_mode(transition_mode)
+    if visible_to is not None:
+        updates["visible_to"] = visibility_of(visible_to)
     if stages is not None:
         if leads_per_stage is None:
             # Without the counts a stage full of leads could vanish; that is a caller bug.
             raise ValueError("leads_per_stage is required when stages change")
-        built = _build_stages(stages, pipeline)
+        built = _build_stages(stages, pipeline, private_hosts)
         _check_stage_changes(pipeline, built, leads_per_stage)
         updates["stages"] = _checked_stages(built)
     updates = {key: value for key, value in updates.items() if getattr(pipeline, key) != value}
@@ -161,7 +169,7 @@ def _transition_mode(mode: Any) -> str:
     return mode
 
 
-def _build_stages(specs: Iterable[Any], previous: Pipeline | None) -> list[Stage]:
+def _build_stages(specs: Iterable[Any], previous: Pipeline | None, private_hosts: frozenset[str] = frozenset()) -> list[Stage]:
     items = [_as_mapping(spec) for spec in specs]
     if len(items) > STAGES_MAX:
         raise Rejected("validation", f"a pipeline may have at most {STAGES_MAX} stages; it was given {len(items)}",
@@ -191,8 +199,10 @@ def _build_stages(specs: Iterable[Any], previous: Pipeline | None) -> list[Stage
             errors.append((f"stages.{index}.stage_id", f"{len(stage_id)} characters, at most {ID_MAX_CHARS}"))
         if status not in STATUSES:
             errors.append((f"stages.{index}.status", f"must be one of {', '.join(STATUSES)}"))
+        actions, problems = build_actions(item.get("on_enter"), kept, status, index, private_hosts)
+        errors += problems
         if not errors:
-            stages.append(Stage(stage_id=stage_id, name=name, status=status, position=index))
+            stages.append(Stage(stage_id=stage_id, name=name, status=status, position=index, on_enter=actions))
     if errors:
         raise Rejected("validation", "some stages are not valid; fix the fields listed in errors", errors)
     return stages
@@ -277,3 +287,11 @@ def require_pipeline(pipeline_id: str, existing: Pipeline | None) -> Pipeline:
     if existing is None or existing.deleted:
         raise Rejected("not_found", f"Pipeline {pipeline_id} does not exist.")
     return existing
+
+
+def visible_pipeline(pipelines: Mapping[str, Pipeline], pipeline_id: str, actor: Actor) -> Pipeline:
+    """The live pipeline a lead goes to; one hidden from ``actor`` is answered as one that does not exist."""
+    pipeline = pipeline_for(pipelines, pipeline_id)
+    if not can_see(actor, pipeline):
+        pipeline_for({}, pipeline_id)  # raises the very refusal a missing pipeline gets
+    return pipeline

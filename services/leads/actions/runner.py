@@ -1,0 +1,165 @@
+"""Which actions a lead's stage entry owes: read from the events topic, turned into field commands and owed webhooks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from contracts import Envelope, build_message
+from contracts.actions import RunStageAction, StageActionFailed
+from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS
+from crmkit.ids import uuid5
+from crmkit.messaging import Inbound, Outbound
+from services.leads import domain as d
+from services.leads.actions.outbox import ActionRun, Delivery, Outbox
+from services.leads.messages import ID_NAMESPACE
+from services.leads.repository import LeadRepository, PipelineRepository
+
+WEBHOOK_TYPE = "crm.lead.stage-entered"
+_ENTRIES = frozenset({"crm.lead.created", "crm.lead.stage-changed"})
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A lead entering a stage, as an event of the topic says."""
+
+    event: Envelope
+    lead_id: str
+    pipeline_id: str
+    stage_id: str
+    version: int
+
+
+def endpoint_of(url: str) -> str:
+    """What per-endpoint concurrency counts by: scheme, host and port."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def webhook_body(entry: Entry, action: d.StageAction, delivery_id: str, card: dict[str, Any]) -> str:
+    """The CloudEvent (structured JSON) a webhook posts; fixed once, so every retry posts the same bytes."""
+    return json.dumps({
+        "specversion": "1.0",
+        "id": delivery_id,
+        "type": WEBHOOK_TYPE,
+        "source": "crm/leads",
+        "subject": entry.lead_id,
+        "time": entry.event.time.isoformat(),
+        "datacontenttype": "application/json",
+        "correlationid": entry.event.correlationid or entry.event.id,
+        "causationid": entry.event.id,
+        "data": {"pipeline_id": entry.pipeline_id, "stage_id": entry.stage_id, "action_id": action.action_id, "lead": card},
+    }, ensure_ascii=False, separators=(",", ":"))
+
+
+def action_id_for(entry: Entry, action: d.StageAction) -> str:
+    """The id of one action's run for one entry: a redelivered entry event repeats it, so it acts once."""
+    return uuid5(ID_NAMESPACE, f"{entry.event.id}\x1fstage-action\x1f{action.action_id}")
+
+
+class StageActionRunner:
+    """Consumes the leads events topic in a group of its own: a webhook outage never slows the write path."""
+
+    def __init__(
+        self, pipelines: PipelineRepository, leads: LeadRepository, outbox: Outbox, source: str,
+        wake: Callable[[], None] = lambda: None, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.pipelines = pipelines
+        self.leads = leads
+        self.outbox = outbox
+        self.source = source
+        self.wake = wake
+        self.clock = clock
+
+    async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
+        """Lead entries in: run-stage-action commands out, webhooks owed in the outbox; refused field actions reported."""
+        messages = [item.message for item in batch if item.topic == LEADS_EVENTS]
+        entries = [_entry(m) for m in messages if m.type in _ENTRIES]
+        refusals = [m for m in messages if m.type == "crm.command.rejected" and m.data.command_type == RunStageAction.TYPE]
+        out: list[Outbound] = []
+        if entries:
+            out += await self._run(entries, _cards(messages))
+        if refusals:
+            out += await self._report_refusals(refusals)
+        return out
+
+    async def _run(self, entries: list[Entry], cards: dict[tuple[str, int], dict[str, Any]]) -> list[Outbound]:
+        pipelines = await self.pipelines.all()
+        out: list[Outbound] = []
+        runs: list[ActionRun] = []
+        deliveries: list[Delivery] = []
+        for entry in entries:
+            for action in d.entered(pipelines.get(entry.pipeline_id), entry.stage_id):
+                run_id = action_id_for(entry, action)
+                if action.kind == "set_fields":
+                    runs.append(ActionRun(run_id, entry.lead_id, entry.pipeline_id, entry.stage_id, action.action_id))
+                    out.append(Outbound(LEADS_COMMANDS, self._command(entry, action, run_id), key=entry.lead_id))
+                    continue
+                card = cards.get((entry.lead_id, entry.version)) or await self._card(entry.lead_id)
+                if card is None:
+                    continue  # the lead is gone from the store (never: leads are soft-deleted)
+                deliveries.append(Delivery(
+                    run_id, entry.lead_id, entry.pipeline_id, entry.stage_id, action.action_id,
+                    endpoint_of(action.url or ""), action.url or "", action.secret or "", webhook_body(entry, action, run_id, card),
+                ))
+        # Stored before the offsets are committed: a crash here redelivers the entries, which add nothing twice.
+        await self.outbox.record_runs(runs)
+        await self.outbox.add(deliveries, self.clock())
+        if deliveries:
+            self.wake()
+        return out
+
+    def _command(self, entry: Entry, action: d.StageAction, run_id: str) -> Envelope:
+        payload = RunStageAction(
+            lead_id=entry.lead_id, pipeline_id=entry.pipeline_id, stage_id=entry.stage_id,
+            action_id=action.action_id, entered_version=entry.version,
+        )
+        return build_message(
+            payload, source=self.source, id=run_id, actorid=d.STAGE_ACTIONS_ACTOR.user_id,
+            correlationid=entry.event.correlationid or entry.event.id, causationid=entry.event.id,
+            traceparent=entry.event.traceparent, tracestate=entry.event.tracestate,
+        )
+
+    async def _card(self, lead_id: str) -> dict[str, Any] | None:
+        # The entry's own card event came in another batch: the card as stored now stands in for it.
+        lead = await self.leads.get(lead_id)
+        return lead.model_dump(mode="json") if lead is not None else None
+
+    async def _report_refusals(self, refusals: list[Envelope]) -> list[Outbound]:
+        runs = await self.outbox.runs(m.data.command_id for m in refusals)
+        out = []
+        for message in refusals:
+            run = runs.get(message.data.command_id)
+            if run is None:
+                continue
+            failed = StageActionFailed(
+                lead_id=run.lead_id, pipeline_id=run.pipeline_id, stage_id=run.stage_id, action_id=run.action_id,
+                kind="set_fields", reason=f"the field update was refused ({message.data.reason_code}): {message.data.message}",
+            )
+            event = build_message(
+                failed, source=self.source, id=uuid5(ID_NAMESPACE, f"{message.id}\x1fstage-action-failed"),
+                correlationid=message.correlationid, causationid=message.id,
+            )
+            out.append(Outbound(LEADS_EVENTS, event, key=run.lead_id))
+        return out
+
+
+def _entry(message: Envelope) -> Entry:
+    data = message.data
+    if message.type == "crm.lead.created":
+        return Entry(message, data.lead_id, data.pipeline_id, data.stage_id, data.version)
+    return Entry(message, data.lead_id, data.pipeline_id, data.to_stage_id, data.version)
+
+
+def _cards(messages: list[Envelope]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Each card an event of the batch carries, by (lead id, version): the card as the lead entered its stage."""
+    found = {}
+    for m in messages:
+        if m.type in ("crm.lead.created", "crm.lead.updated"):
+            found[(m.data.lead_id, m.data.version)] = m.data.model_dump(mode="json", exclude={"changed_fields"})
+    return found

@@ -1,0 +1,133 @@
+"""Stage-entry actions on real Kafka and FerretDB: signed webhooks to a local server, retries, no head-of-line blocking, field updates."""
+
+from __future__ import annotations
+
+import time
+
+from contracts.topics import LEADS_COMMANDS
+from services.leads.actions.outbox import Outbox
+from services.leads.actions.signing import verify
+from services.leads.repository import LeadRepository
+from tests.integration.leads_helpers import payload
+from tests.integration.test_leads import expect_rejected, leads_stack, send_and_wait
+from tests.integration.webhook_server import webhook_receiver
+from tests.support import command, wait_until
+
+SECRET = "s3cret-for-the-test-hook"
+FAST_RETRIES = dict(
+    webhook_allowed_private_hosts=["127.0.0.1"], webhook_backoff_s=0.2, webhook_backoff_max_s=1.0, webhook_poll_s=0.1,
+)
+
+
+def _stages(hot_actions, warm_actions=()):
+    return [
+        {"stage_id": "new", "name": "New", "status": "new"},
+        {"stage_id": "hot", "name": "Hot", "status": "in_progress", "on_enter": list(hot_actions)},
+        {"stage_id": "warm", "name": "Warm", "status": "in_progress", "on_enter": list(warm_actions)},
+        {"stage_id": "won", "name": "Won", "status": "qualified"},
+        {"stage_id": "lost", "name": "Lost", "status": "unqualified"},
+    ]
+
+
+def _hook(url, action_id="hook", secret=SECRET):
+    return {"action_id": action_id, "kind": "webhook", "url": url, "secret": secret}
+
+
+async def _lead_in(producer, events, lead_id, stage_id):
+    await send_and_wait(producer, events, command(payload("crm.lead.create", lead_id=lead_id, title=f"Lead {lead_id}", pipeline_id="sa"), actor="bob"))
+    await send_and_wait(producer, events, command(payload("crm.lead.move", lead_id=lead_id, stage_id=stage_id), actor="bob"))
+
+
+async def test_signed_webhook_retried_after_two_failures_and_a_field_update(settings_for, run_service, endpoints, isolation):
+    async with webhook_receiver(fail_first=2) as hook, leads_stack(settings_for, run_service, endpoints, isolation, **FAST_RETRIES) as (service, producer, events):
+        fields = {"action_id": "tag", "kind": "set_fields", "set_fields": {"source": "hot-stage", "need_maturity": "urgent"}}
+        created = await send_and_wait(producer, events, command(payload(
+            "crm.pipeline.create", pipeline_id="sa", name="Actions", stages=_stages([fields, _hook(hook.url)])), actor="alice"))
+        card = created[0].data.stages[1]
+        # The secret is stored, never published: the card says only that one is set.
+        assert [a.secret_set for a in card.on_enter] == [False, True]
+        assert SECRET not in created[0].to_json_bytes().decode()
+
+        await _lead_in(producer, events, "SA1", "hot")
+
+        deliveries = await wait_until(lambda: [d for d in hook.deliveries().values() if len(d) >= 3], what="three attempts of the webhook")
+        attempts = deliveries[0]
+        for got in attempts:  # every attempt: the same CloudEvent, validly signed, structured JSON
+            assert got.headers["content-type"].startswith("application/cloudevents+json")
+            assert verify(SECRET, got.headers["crm-signature"], got.body, now=int(time.time()))
+            assert not verify("another-secret-entirely", got.headers["crm-signature"], got.body, now=int(time.time()))
+            event = got.event
+            assert event["specversion"] == "1.0" and event["type"] == "crm.lead.stage-entered"
+            assert event["subject"] == "SA1" and event["id"] == attempts[0].event["id"]
+            assert event["data"]["stage_id"] == "hot" and event["data"]["lead"]["lead_id"] == "SA1"
+            assert event["data"]["lead"]["stage_id"] == "hot"
+        failed = await wait_until(
+            lambda: len(events.got.of_type("crm.stage-action.failed")) >= 2 and events.got.of_type("crm.stage-action.failed"),
+            what="two failure events")
+        assert sorted(m.data.attempt for m in failed) == [1, 2]
+        assert all(m.data.will_retry and m.data.status_code == 503 and m.data.kind == "webhook" for m in failed)
+        outbox = Outbox(service.db)
+        stored = await wait_until(lambda: _delivered(outbox, attempts[0].event["id"]), what="the delivery marked delivered")
+        assert stored["attempts"] == 3
+        assert len(hook.got) == 3  # delivered: not posted again
+
+        # The field action: applied by the write path as a change of its own, once.
+        repo = LeadRepository(service.db)
+        lead = await wait_until(lambda: _with_source(repo, "SA1", "hot-stage"), what="the field action applied")
+        assert lead.need_maturity == "urgent"
+        run = [m for m in events.got.of_type("crm.lead.updated") if m.subject == "SA1" and m.actorid == "crm-stage-actions"]
+        assert len(run) == 1 and set(run[0].data.changed_fields) >= {"source", "need_maturity"}
+        again = command(payload("crm.lead.run-stage-action", lead_id="SA1", pipeline_id="sa", stage_id="hot", action_id="tag",
+                                entered_version=2), actor="crm-stage-actions", id=run[0].causationid)
+        marker = command(payload("crm.lead.update", lead_id="SA1", description="after the redelivery"), actor="bob")
+        await producer.send(LEADS_COMMANDS, again)  # the same command id: a redelivery
+        await send_and_wait(producer, events, marker)
+        assert (await repo.get("SA1")).version == lead.version + 1  # only the marker changed it
+
+
+async def test_a_dead_endpoint_does_not_hold_up_other_leads_actions(settings_for, run_service, endpoints, isolation):
+    async with webhook_receiver(hold=True) as dead, webhook_receiver() as alive, leads_stack(
+        settings_for, run_service, endpoints, isolation, webhook_timeout_s=120, webhook_endpoint_concurrency=2, **FAST_RETRIES
+    ) as (service, producer, events):
+        await send_and_wait(producer, events, command(payload(
+            "crm.pipeline.create", pipeline_id="sa", name="Actions",
+            stages=_stages([_hook(dead.url, "dead")], [_hook(alive.url, "alive")])), actor="alice"))
+        for i in range(5):  # first into the dead endpoint's stage, so its deliveries are owed first
+            await _lead_in(producer, events, f"D{i}", "hot")
+        await wait_until(lambda: dead.held == 2, what="the dead endpoint holding its two requests")
+        for i in range(6):
+            await _lead_in(producer, events, f"A{i}", "warm")
+        got = await wait_until(lambda: len(alive.deliveries()) == 6 and alive.deliveries(), what="every delivery to the live endpoint")
+        assert {d[0].event["subject"] for d in got.values()} == {f"A{i}" for i in range(6)}
+        # Meanwhile the dead endpoint still holds the same two requests: it took no more than its share.
+        assert dead.held == 2 and len(dead.got) == 2
+
+
+async def test_webhook_addresses_are_checked(settings_for, run_service, endpoints, isolation):
+    async with leads_stack(settings_for, run_service, endpoints, isolation) as (service, producer, events):
+        cases = {
+            "ftp://example.com/x": "only http and https",
+            "http://10.1.2.3/hook": "private",
+            "http://127.0.0.1:9/hook": "private",  # not allowed in this service's settings
+            "https://user:pw@example.com/h": "credentials",
+        }
+        for url, problem in cases.items():
+            refused = await expect_rejected(producer, events, command(payload(
+                "crm.pipeline.create", pipeline_id="bad", name="Bad", stages=_stages([_hook(url)])), actor="alice"), "validation")
+            assert any(e.field == "stages.1.on_enter.0.url" and problem in e.message for e in refused.data.errors), refused.data
+        refused = await expect_rejected(producer, events, command(payload(
+            "crm.pipeline.create", pipeline_id="bad", name="Bad", stages=_stages([
+                {"kind": "set_fields", "set_fields": {"title": "x"}}, _hook("https://example.com/h", secret="short")])),
+            actor="alice"), "validation")
+        fields = {e.field for e in refused.data.errors}
+        assert {"stages.1.on_enter.0.set_fields.title", "stages.1.on_enter.1.secret"} <= fields, refused.data
+
+
+async def _delivered(outbox, delivery_id):
+    doc = await outbox.get(delivery_id)
+    return doc if doc and doc["status"] == "delivered" else None
+
+
+async def _with_source(repo, lead_id, source):
+    lead = await repo.get(lead_id)
+    return lead if lead is not None and lead.source == source else None
