@@ -173,3 +173,11 @@ def test_the_stored_document_carries_its_duplicate_keys_and_links_while_live() -
     assert (gone["ix_email"], gone["ix_phone"], gone["ix_name"]) == (None, None, None)  # no duplicate candidate
     assert gone["ix_contact"] == "c-1"  # still refreshed from upstream
     assert gone["ix_all"].startswith("D:") and doc["ix_all"].startswith("L:")
+
+
+def test_a_card_event_is_validated_only_when_its_data_is_read() -> None:
+    lead, events = _cards()[1]
+    message = Cards().messages(events, _cause(), "crm/leads", lead.lead_id, NOW)[0].envelope()
+    assert getattr(message.data, "command_id", None) is None  # what the bus asks of every message
+    assert message.data._model is None, "asking for a name the payload lacks validates nothing"
+    assert message.data.title == lead.title and message.data._model is not None
