@@ -18,8 +18,9 @@ from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
 from services.leads.duplicates import match_keys, score_matches
 from services.leads.index import LeadIndex
-from services.leads.messages import CardJson, lead_id_of, rejection
-from services.leads.repository import DirectoryRepository, LeadRepository, LeadWrite, PipelineRepository, StoredLead
+from services.leads.documents import LeadWrite, Produced, StoredLead
+from services.leads.messages import CardEvent, Cards, lead_id_of, rejection
+from services.leads.repository import DirectoryRepository, LeadRepository, PipelineRepository
 from services.leads.settings import LeadsSettings
 
 log = logging.getLogger("services.leads")
@@ -34,12 +35,12 @@ class LeadState:
 
     stored: StoredLead | None
     lead: d.Lead | None
-    recent: list[Applied[str]]
+    recent: list[Applied[Produced]]
     out: list[Envelope] = field(default_factory=list)
     dirty: bool = False
     created_by: Envelope | None = None  # the create that made the lead in this batch
 
-    def seen(self, message_id: str) -> Applied[str] | None:
+    def seen(self, message_id: str) -> Applied[Produced] | None:
         return applied_for(self.recent, message_id)
 
 
@@ -57,14 +58,37 @@ class BatchContext:
 
 @dataclass
 class Wire:
-    """What one batch owes Kafka, serialised once: each event's bytes by id, each card's JSON."""
+    """What one batch owes Kafka, serialised once: each event's record value by id, each card's form."""
 
     events: dict[str, bytes] = field(default_factory=dict)
-    cards: CardJson = field(default_factory=CardJson)
+    cards: Cards = field(default_factory=Cards)
 
-    def add(self, messages: list[tuple[Envelope, bytes]]) -> list[Envelope]:
-        self.events.update((message.id, raw) for message, raw in messages)
-        return [message for message, _ in messages]
+    def add(self, made: list[CardEvent | Envelope]) -> tuple[list[Envelope], list[Produced]]:
+        """The messages to publish, and the same as the lead's applied record keeps them."""
+        messages: list[Envelope] = []
+        produced: list[Produced] = []
+        for item in made:
+            if isinstance(item, CardEvent):
+                value, message = item.value(), item.envelope()
+                produced.append(item)
+            else:
+                value, message = item.to_json_bytes(), item
+                produced.append(value.decode())
+            self.events[message.id] = value
+            messages.append(message)
+        return messages, produced
+
+    def replay(self, produced: list[Produced]) -> list[Envelope]:
+        """What a message produced when it was first applied, to be published again unchanged."""
+        messages: list[Envelope] = []
+        for item in produced:
+            if isinstance(item, CardEvent):
+                value, message = item.value(), item.envelope()
+            else:
+                value, message = item.encode(), Envelope.model_validate_json(item)
+            self.events[message.id] = value
+            messages.append(message)
+        return messages
 
 
 @dataclass(frozen=True)
@@ -156,10 +180,11 @@ class LeadBatch:
 
     async def _save(self, states: dict[str, LeadState], out: list[Envelope]) -> set[str]:
         """Store the changed leads; what was stored is owed to Kafka, the leads that lost a race are returned."""
-        index = self.stores.index
+        # The batch's index serves only the duplicate check: without it, nothing is indexed (15 µs a create).
+        index = self.stores.index if self.settings.duplicate_check else None
         indexed: set[str] = set()
         for lead_id, state in states.items():
-            if state.stored is None and state.dirty and state.lead is not None:
+            if index is not None and state.stored is None and state.dirty and state.lead is not None:
                 index.put_card(state.lead)  # later chunks of this batch match against it
                 indexed.add(lead_id)
         writes = [
@@ -172,7 +197,7 @@ class LeadBatch:
         for lead_id, state in states.items():
             if lead_id not in conflicted:
                 out.extend(state.out)
-                if state.dirty and state.lead is not None and lead_id not in indexed:
+                if index is not None and state.dirty and state.lead is not None and lead_id not in indexed:
                     index.put_card(state.lead)
         return conflicted
 
@@ -198,10 +223,7 @@ class LeadBatch:
         state = states[lead_id]
         seen = state.seen(message.id)
         if seen is not None:  # a redelivery: publish again what it produced, change nothing
-            for raw in seen.events:
-                event = Envelope.model_validate_json(raw)
-                self.wire.events[event.id] = raw.encode()
-                state.out.append(event)
+            state.out.extend(self.wire.replay(seen.events))
             return
         if message.type in self.user_commands:
             # Before the lead is looked at: an unlicensed actor learns nothing of whether it exists.
@@ -213,7 +235,7 @@ class LeadBatch:
         try:
             outcomes = self.decide(message, lead_id, states, ctx)
             for _, outcome in outcomes:  # the card's JSON made here once, reused for events and document
-                d.check_card_size(outcome, lambda lead: len(cards.of(lead)), self.settings.card_max_bytes)
+                d.check_card_size(outcome, cards.size, self.settings.card_max_bytes)
         except d.Rejected as exc:
             state.out.append(rejection(message, exc, self.source, lead_id))
             return
@@ -225,9 +247,10 @@ class LeadBatch:
             if outcome.changed:
                 target.lead = outcome.lead
                 target.dirty = True
-            target.out.extend(self.wire.add(events))
+            published, produced = self.wire.add(events)
+            target.out.extend(published)
             if target.lead is not None and (outcome.changed or target is state):
-                target.recent.append(Applied(message.id, [raw.decode() for _, raw in events]))
+                target.recent.append(Applied(message.id, produced))
                 target.dirty = True
 
     async def _stored_duplicates(self, states: dict[str, LeadState]) -> dict[str, dict[str, str]]:
@@ -265,15 +288,14 @@ class LeadBatch:
         outcome = d.duplicates_found(state.lead, matches, now, just_created=just_created)
         if not outcome.changed:
             return
-        events = self.wire.add(self.wire.cards.messages(outcome.events, cause, self.source, state.lead.lead_id, now))
+        events, produced = self.wire.add(self.wire.cards.messages(outcome.events, cause, self.source, state.lead.lead_id, now))
         state.lead = outcome.lead
-        raws = [self.wire.events[e.id].decode() for e in events]
         if just_created:
             state.out = events
-            state.recent[-1] = Applied(cause.id, raws)
+            state.recent[-1] = Applied(cause.id, produced)
         else:  # stored once, at the new version, with the events of both changes
             state.out.extend(events)
-            state.recent[-1].events.extend(raws)
+            state.recent[-1].events.extend(produced)
 
 
 def _touches(messages: list[Envelope], lead_ids: set[str]) -> bool:

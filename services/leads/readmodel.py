@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +40,7 @@ TERMS_MAX_CHARS = 4000  # what of a lead's text is searchable
 _WORD = re.compile(r"[^\W_]+")
 
 
+@lru_cache(maxsize=8192)  # a few pipelines, stages, statuses, sources and users: nearly every lead hits
 def _hash(*parts: str) -> str:
     return hashlib.blake2b("\x00".join(parts).encode(), digest_size=6).hexdigest()
 

@@ -1,4 +1,4 @@
-"""Where leads, pipelines and directory snapshots live in MongoDB; the only module that knows document shapes."""
+"""Where leads, pipelines and directory snapshots live in MongoDB: the queries (a lead's document shape: documents.py)."""
 
 from __future__ import annotations
 
@@ -7,121 +7,28 @@ import base64
 import json
 import logging
 import re
-import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bson import Binary
 from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crmkit.applied import Applied, applied_for, kept
 from crmkit.mongo import IDS_PER_QUERY, ensure_indexes, find_by_ids
-from services.leads.domain import Lead, Pipeline
 from services.leads import readmodel
+from services.leads.documents import LeadWrite, Recent, StoredLead, lead_document, stored_lead
+from services.leads.domain import Lead, Pipeline
 
 log = logging.getLogger("services.leads.repository")
 
-
-# A lead's applied messages, each with the serialized envelopes it produced; the old name stays importable.
-Recent = Applied
-
-
-@dataclass
-class StoredLead:
-    lead: Lead
-    recent: list[Recent]
-
-    @property
-    def version(self) -> int:
-        return self.lead.version
-
-    def recent_for(self, message_id: str) -> Applied[str] | None:
-        return applied_for(self.recent, message_id)
-
-
-@dataclass
-class LeadWrite:
-    """A lead to store: new when ``expected_version`` is None, else replacing that version."""
-
-    lead: Lead
-    recent: list[Recent]
-    expected_version: int | None
-    card_json: bytes | None = None  # the card's JSON when the caller has it already
-
-
-# A lead is stored as the fields the read side filters on, flat, plus the whole card and its recent
-# messages as one compressed JSON blob. FerretDB converts every BSON field to JSON and back on each
-# write and read, which made a nested card cost ten times a blob of the same data; MongoDB does not
-# mind either way. The document:
-#
-#   _id, version                        the lead id and card version (replaces are guarded by it)
-#   pipeline_id, stage_id, status,      where the lead stands, plain, checked row by row when a
-#   responsible_id, source, deleted,    list has more than one filter
-#   updated_at, title, contact_name, company_name
-#   ix_all, ix_pipeline, ix_stage,      one indexed list key per keyed filter, in last-change order
-#   ix_status, ix_responsible, ix_source  (services/leads/readmodel.py); None when the lead has no value
-#   ix_terms                            the search words, " word word ... "
-#   ix_email, ix_phone, ix_name         normalised duplicate keys, only while the lead is live
-#   ix_contact, ix_company, product_ids the linked upstream records (snapshot fan-out); ix_products the
-#   ix_products                         product ids as " id id ", searched on FerretDB (no array index)
-#   ixv                                 the version of these read fields (older ones are rewritten at start)
-#   blob                                zlib of {"card": <card JSON>, "recent": [applied messages and their events]}
-_BLOB_LEVEL = 1
-
-
-# In the blob, an event's copy of the card (its `data` is the card plus `changed_fields`) is stored
-# as this character instead; JSON text never holds a raw NUL, so it cannot be mistaken.
-_CARD_MARK = "\x00"
-
-
-def lead_document(write: LeadWrite) -> dict[str, Any]:
-    """The document a lead is stored as (its shape is described above)."""
-    lead = write.lead
-    # The card is serialized by pydantic's own (compiled) encoder and spliced in: the same JSON as
-    # json.dumps(lead.model_dump(mode="json")), read back by stored_lead, at a fraction of the cost.
-    card = write.card_json or lead.model_dump_json().encode()
-    body = card[:-1].decode()
-    recent = json.dumps(
-        [{"id": r.message_id, "events": [e.replace(body, _CARD_MARK, 1) for e in r.events]} for r in write.recent],
-        separators=(",", ":"), ensure_ascii=False,
-    )
-    blob = b'{"card":' + card + b',"recent":' + recent.encode() + b"}"
-    return {
-        "_id": lead.lead_id,
-        "version": lead.version,
-        "pipeline_id": lead.pipeline_id,
-        "stage_id": lead.stage_id,
-        "status": lead.status,
-        "responsible_id": lead.responsible_id,
-        "source": lead.source,
-        "deleted": lead.deleted,
-        "updated_at": lead.updated_at,
-        "title": lead.title,
-        "contact_name": lead.contact.name if lead.contact else None,
-        "company_name": lead.company.name if lead.company else None,
-        **readmodel.read_fields(lead),
-        "blob": Binary(zlib.compress(blob, _BLOB_LEVEL)),
-    }
-
-
-def stored_lead(doc: dict[str, Any]) -> StoredLead:
-    """A stored document read back: the lead and its applied messages."""
-    raw = zlib.decompress(doc["blob"]).decode()
-    blob = json.loads(raw)
-    recent = [Applied.from_doc(r) for r in blob.get("recent") or []]
-    if any(_CARD_MARK in e for r in recent for e in r.events):
-        # The card's own text, as stored. The last `,"recent":` is the blob's own key: the card may hold
-        # one too (product options and external ids have keys from outside), the events cannot
-        # (they are JSON strings there, their quotes escaped).
-        body = raw[len('{"card":'):raw.rindex(',"recent":')][:-1]
-        for r in recent:
-            r.events = [e.replace(_CARD_MARK, body, 1) for e in r.events]
-    return StoredLead(Lead.model_validate(blob["card"]), recent)
+# The document codec's names, importable from here as before the codec had a module of its own.
+__all__ = [
+    "DirectoryRepository", "LeadRepository", "LeadWrite", "LeadsMeta", "PipelineRepository", "Recent", "StoredLead",
+    "lead_document", "stored_lead",
+]
 
 
 class LeadRepository:

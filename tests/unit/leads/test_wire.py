@@ -1,7 +1,8 @@
-"""Card events are spliced from the card's JSON and stored without a second copy of the card.
+"""Card events are made from the card's one form and stored without a second copy of the card.
 
 The fast path must publish exactly what the validated path would: the same contract payload,
-the same envelope attributes. These tests hold the two equal on cards with every kind of data.
+the same envelope attributes. These tests hold the two equal on cards with every kind of data,
+and check that documents written in the earlier blob format still read.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from contracts import build_message, parse_message
 from contracts.leads import CreateLead
 from contracts.topics import LEADS_EVENTS
 from services.leads import domain as d
-from services.leads.messages import CardJson, to_messages
+from services.leads.documents import BLOB_FORMAT
+from services.leads.messages import CardEvent, Cards, to_messages
 from services.leads.repository import LeadWrite, Recent, lead_document, stored_lead
 
 NOW = datetime(2025, 3, 10, 9, 0, 0, 123456, tzinfo=UTC)
@@ -60,42 +62,94 @@ def _cause() -> object:
     return build_message(CreateLead(lead_id="L1", title="x"), source="test", actorid="u-1", correlationid="corr-1")
 
 
-def test_spliced_card_events_equal_the_validated_ones() -> None:
+def _value(item) -> str:
+    return item.value().decode() if isinstance(item, CardEvent) else item.to_json_bytes().decode()
+
+
+def test_card_events_equal_the_validated_ones() -> None:
     cause = _cause()
     for lead, events in _cards():
-        spliced = CardJson().messages(events, cause, "crm/leads", lead.lead_id, NOW)
+        made = Cards().messages(events, cause, "crm/leads", lead.lead_id, NOW)
         validated = to_messages(events, cause, "crm/leads", lead.lead_id, NOW)
-        assert len(spliced) == len(validated) > 0
-        for (message, wire), expected in zip(spliced, validated, strict=True):
-            parsed = parse_message(LEADS_EVENTS, wire)  # what a consumer reads
+        assert len(made) == len(validated) > 0
+        assert any(isinstance(item, CardEvent) for item in made)  # each case carries a card
+        for item, expected in zip(made, validated, strict=True):
+            parsed = parse_message(LEADS_EVENTS, _value(item).encode())  # what a consumer reads
             assert parsed.type == expected.type and parsed.id == expected.id
             assert parsed.data.model_dump() == expected.data.model_dump()
             got = parsed.model_dump(exclude={"data"})
             assert got == expected.model_dump(exclude={"data"})  # the time too: both are stamped with NOW
+            message = item.envelope() if isinstance(item, CardEvent) else item
             assert message.id == expected.id and message.subject == lead.lead_id
+            assert message.model_dump(exclude={"data"}) == expected.model_dump(exclude={"data"})
             assert message.data.model_dump() == expected.data.model_dump()  # read, it is the contract model
+
+
+def _produced(made: list) -> list:
+    return [item if isinstance(item, CardEvent) else item.to_json_bytes().decode() for item in made]
 
 
 def test_stored_blob_keeps_one_copy_of_the_card_and_reads_back_the_exact_events() -> None:
     cause = _cause()
-    cards = CardJson()
+    cards = Cards()
     for lead, events in _cards():
-        messages = cards.messages(events, cause, "crm/leads", lead.lead_id, NOW)
-        assert any(m.type in ("crm.lead.created", "crm.lead.updated") for m, _ in messages)  # each case carries a card
-        wire = [raw.decode() for _, raw in messages]
+        produced = _produced(cards.messages(events, cause, "crm/leads", lead.lead_id, NOW))
         older = Recent("m-0", ['{"specversion":"1.0","id":"e-0","data":{"x":1}}'])
-        doc = lead_document(LeadWrite(lead, [older, Recent("m-1", wire)], None, cards.cached(lead)))
-        raw = zlib.decompress(doc["blob"]).decode()
-        assert raw.count(json.dumps(lead.title, ensure_ascii=False)) == 1, "the card is stored once"
+        doc = lead_document(LeadWrite(lead, [older, Recent("m-1", produced)], None, cards.cached(lead)))
+        blob = json.loads(zlib.decompress(doc["blob"]))
+        assert blob["format"] == BLOB_FORMAT
+        assert json.dumps(blob).count(json.dumps(lead.title)) == 1, "the card is stored once"
         stored = stored_lead(doc)
         assert stored.lead == lead
-        assert [r.events for r in stored.recent] == [older.events, wire]
+        assert [[_value(e) if isinstance(e, CardEvent) else e for e in r.events] for r in stored.recent] == [
+            older.events, [_value(e) if isinstance(e, CardEvent) else e for e in produced]
+        ]
 
 
-def test_blob_written_before_the_card_mark_still_reads() -> None:
+def test_a_card_event_of_an_older_card_is_stored_whole() -> None:
+    cards = Cards()
     lead, events = _cards()[1]
-    message = to_messages(events, _cause(), "crm/leads", lead.lead_id, NOW)[0]
-    event = message.to_json_bytes().decode()
+    first = _produced(cards.messages(events, _cause(), "crm/leads", lead.lead_id, NOW))
+    later = d.update_lead(USER, lead, {"title": "Renamed"}, [], NOW + timedelta(minutes=1))
+    second = _produced(cards.messages(later.events, _cause(), "crm/leads", lead.lead_id, NOW))
+    doc = lead_document(LeadWrite(later.lead, [Recent("m-1", first), Recent("m-2", second)], 1, cards.cached(later.lead)))
+    blob = json.loads(zlib.decompress(doc["blob"]))
+    assert isinstance(blob["recent"][0]["events"][0], str)  # v1 of the card, whole
+    assert set(blob["recent"][1]["events"][0]) == {"attributes", "changed_fields"}  # the stored card
+    stored = stored_lead(doc)
+    assert [_value(e) if isinstance(e, CardEvent) else e for e in stored.recent[0].events] == [_value(first[0])]
+    assert _value(stored.recent[1].events[0]) == _value(second[0])
+
+
+def _old_format_blob(lead: d.Lead, recent: list[tuple[str, list[str]]]) -> bytes:
+    """A blob as the service wrote it before format 2: each event's copy of the card cut out for a NUL."""
+    card = lead.model_dump_json()
+    body = card[:-1]
+    entries = [{"id": mid, "events": [e.replace(body, "\x00", 1) for e in events]} for mid, events in recent]
+    blob = '{"card":' + card + ',"recent":' + json.dumps(entries, separators=(",", ":"), ensure_ascii=False) + "}"
+    return zlib.compress(blob.encode(), 1)
+
+
+def _old_event(message, lead: d.Lead, changed: list[str]) -> str:
+    """A card event as the earlier version published it: the domain card's JSON spliced into the envelope."""
+    unset = {name for name, value in message.__dict__.items() if value is None}
+    head = message.model_dump_json(exclude=unset | {"data"})
+    return head[:-1] + ',"data":' + lead.model_dump_json()[:-1] + ',"changed_fields":' + json.dumps(changed) + "}}"
+
+
+def test_blobs_of_the_earlier_format_still_read() -> None:
+    for lead, events in _cards():
+        old = []
+        for event, message in zip(events, to_messages(events, _cause(), "crm/leads", lead.lead_id, NOW), strict=True):
+            card = message.type in ("crm.lead.created", "crm.lead.updated") and event.lead is lead
+            old.append(_old_event(message, lead, list(getattr(event, "changed_fields", ()))) if card else message.to_json_bytes().decode())
+        assert any(lead.model_dump_json()[:-1] in e for e in old)  # the marker has a card to stand for
+        assert parse_message(LEADS_EVENTS, old[-1].encode())  # each is a valid record value
+        stored = stored_lead({"blob": _old_format_blob(lead, [("m-0", ['{"id":"e-0"}']), ("m-1", old)])})
+        assert stored.lead == lead
+        assert [r.events for r in stored.recent] == [['{"id":"e-0"}'], old]
+    lead, events = _cards()[1]  # and before the marker: every event whole
+    event = to_messages(events, _cause(), "crm/leads", lead.lead_id, NOW)[0].to_json_bytes().decode()
     blob = b'{"card":' + lead.model_dump_json().encode() + b',"recent":' + json.dumps([{"id": "m-1", "events": [event]}]).encode() + b"}"
     stored = stored_lead({"blob": zlib.compress(blob)})
     assert stored.lead == lead and stored.recent[0].events == [event]
@@ -119,3 +173,11 @@ def test_the_stored_document_carries_its_duplicate_keys_and_links_while_live() -
     assert (gone["ix_email"], gone["ix_phone"], gone["ix_name"]) == (None, None, None)  # no duplicate candidate
     assert gone["ix_contact"] == "c-1"  # still refreshed from upstream
     assert gone["ix_all"].startswith("D:") and doc["ix_all"].startswith("L:")
+
+
+def test_a_card_event_is_validated_only_when_its_data_is_read() -> None:
+    lead, events = _cards()[1]
+    message = Cards().messages(events, _cause(), "crm/leads", lead.lead_id, NOW)[0].envelope()
+    assert getattr(message.data, "command_id", None) is None  # what the bus asks of every message
+    assert message.data._model is None, "asking for a name the payload lacks validates nothing"
+    assert message.data.title == lead.title and message.data._model is not None
