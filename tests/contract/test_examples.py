@@ -64,8 +64,9 @@ ADDED: dict[str, list[str]] = {
         "crm.capture-form.create", "crm.capture-form.update", "crm.capture-form.delete", "crm.leads.bulk-update", "crm.leads.bulk-cancel",
     ],
     "crm.leads.events.v1": [
+        "crm.stage-action.failed",
         "crm.capture-form.created", "crm.capture-form.updated", "crm.capture-form.deleted", "crm.leads.bulk-started",
-        "crm.leads.bulk-completed", "crm.stage-action.failed",
+        "crm.leads.bulk-completed",
     ],
     "crm.directory.events.v1": ["crm.user.group-granted", "crm.user.group-revoked"],
     "crm.imports.events.v1": ["crm.command.rejected"],
