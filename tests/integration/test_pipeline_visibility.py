@@ -64,6 +64,12 @@ async def test_a_user_outside_a_pipelines_groups_sees_none_of_it_and_is_refused(
         nowhere = await expect_rejected(producer, events, command(payload("crm.lead.create", title="In", pipeline_id="nope"), actor="bob"), "not_found")
         assert into.data.message.replace("vip", "X") == nowhere.data.message.replace("nope", "X")
         await expect_rejected(producer, events, command(payload("crm.lead.change-pipeline", lead_id="B1", pipeline_id="vip"), actor="bob"), "not_found")
+        # A mass action by filter takes only the leads bob may see: the hidden ones never show among its refusals.
+        await producer.send(LEADS_COMMANDS, command(payload(
+            "crm.leads.bulk-update", bulk_id="bob-web", action="assign", filter={"source": "web"}, responsible_id="bob"), actor="bob"))
+        started = await wait_until(lambda: [m for m in events.got.of_type("crm.leads.bulk-started") if m.data.bulk_id == "bob-web"],
+                                   what="bob's mass action started")
+        assert started[0].data.total == 1, started[0].data
         moved = await send_and_wait(producer, events, command(payload("crm.lead.move", lead_id="V1", stage_id="processing"), actor="eve"))
         assert any(m.type == "crm.lead.stage-changed" for m in moved)
 

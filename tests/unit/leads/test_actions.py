@@ -106,6 +106,13 @@ def test_visibility_groups_roles_admins_and_everyone_by_default():
     assert opened.visible_to is None and d.can_see(OUTSIDER, opened)
 
 
+def test_a_capture_form_creates_into_its_pipeline_even_when_that_is_shown_to_some_groups_only():
+    shown = create(stages(), visible_to={"groups": ["wholesale"]})
+    form = Actor(user_id="capture-form:wholesale-site", licensed=True)
+    assert d.can_see(form, shown)
+    assert not d.can_see(Actor(user_id="capture-form-lookalike", licensed=True), shown)
+
+
 def test_a_hidden_lead_and_a_missing_one_get_the_same_refusal():
     hidden = create(stages(), visible_to={"groups": ["wholesale"]})
     lead = d.create_lead(ADMIN, "L1", {"title": "x"}, hidden, NOW).lead
