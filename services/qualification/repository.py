@@ -14,7 +14,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.qualification.domain import FINAL_STATUSES, Closing, Company, Deal, Lead, ProcessState, Reason, default_reasons
+from services.qualification.domain import FINAL_STATUSES, Closing, Company, Deal, Lead, Reason, default_reasons
 
 _DUPLICATE_KEY = 11000
 
@@ -36,6 +36,20 @@ class _Upsert:
     filter: dict[str, Any]
     update: dict[str, Any]
     upsert: bool = True
+
+
+async def insert_new(col: Any, docs: Sequence[dict[str, Any]]) -> set[int]:
+    """Insert every document whose ``_id`` is not stored yet, in one request; the indexes of those that were."""
+    if not docs:
+        return set()
+    try:
+        await col.insert_many(list(docs), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+            raise
+        return {e["index"] for e in errors}
+    return set()
 
 
 async def _bulk_ignoring_duplicates(col: Any, ops: list[_Upsert]) -> None:
@@ -77,10 +91,15 @@ class LeadProjection:
         await _bulk_ignoring_duplicates(self._col, ops)
 
     async def get(self, lead_id: str) -> Lead | None:
-        doc = await self._col.find_one({"_id": lead_id})
-        if doc is None or "title" not in doc:
-            return None
-        return Lead.model_validate({**doc, "lead_id": doc["_id"]})
+        return (await self.get_many([lead_id])).get(lead_id)
+
+    async def get_many(self, lead_ids: Iterable[str]) -> dict[str, Lead]:
+        """The known leads among ``lead_ids``, in one read (a lead seen only in partial facts is not known)."""
+        ids = sorted(set(lead_ids))
+        if not ids:
+            return {}
+        found = self._col.find({"_id": {"$in": ids}})
+        return {doc["_id"]: Lead.model_validate({**doc, "lead_id": doc["_id"]}) async for doc in found if "title" in doc}
 
 
 class PipelineProjection:
@@ -168,6 +187,17 @@ class StoredClosing:
     outbox: list[str]  # serialized envelopes the process publishes, fixed when it starts
 
 
+def _closing_doc(stored: StoredClosing) -> dict[str, Any]:
+    doc = stored.closing.model_dump()
+    doc.update({"_id": stored.closing.lead_id, "_outbox": stored.outbox})
+    return doc
+
+
+def _closing_from(doc: dict[str, Any]) -> StoredClosing:
+    outbox = list(doc.get("_outbox", []))
+    return StoredClosing(Closing.model_validate({k: v for k, v in doc.items() if k not in ("_id", "_outbox")}), outbox)
+
+
 class ClosingRepository:
     """One document per lead: the process that closes it, its state, and the events it owes."""
 
@@ -176,19 +206,35 @@ class ClosingRepository:
         self._history = db["closings_history"]  # earlier processes of reopened leads
 
     async def get(self, lead_id: str) -> StoredClosing | None:
-        doc = await self._col.find_one({"_id": lead_id})
-        if doc is None:
-            return None
-        outbox = list(doc.pop("_outbox", []))
-        return StoredClosing(Closing.model_validate({k: v for k, v in doc.items() if k != "_id"}), outbox)
+        return (await self.get_many([lead_id])).get(lead_id)
+
+    async def get_many(self, lead_ids: Iterable[str]) -> dict[str, StoredClosing]:
+        """The process of each lead that has one, in one read."""
+        ids = sorted(set(lead_ids))
+        if not ids:
+            return {}
+        return {doc["_id"]: _closing_from(doc) async for doc in self._col.find({"_id": {"$in": ids}})}
+
+    async def start_many(self, stored: Sequence[StoredClosing]) -> set[str]:
+        """Store new processes in one request; the leads that had one already (read them again)."""
+        docs = [_closing_doc(s) for s in stored]
+        return {stored[i].closing.lead_id for i in await insert_new(self._col, docs)}
+
+    async def finish_many(self, lead_ids: Iterable[str]) -> None:
+        """Mark the leads' processes done, once everything they create is stored (one request).
+
+        A process still running cannot have been replaced (only a finished one is, after a reopen),
+        so the lead id names it."""
+        ids = sorted(set(lead_ids))
+        if ids:
+            await self._col.update_many({"_id": {"$in": ids}, "state": {"$ne": "done"}}, {"$set": {"state": "done"}})
 
     async def start(self, closing: Closing, outbox: list[str], *, replacing: Closing | None = None) -> bool:
         """Store a new process; False if the lead already has one (then read it again).
 
         ``replacing`` is the finished process of a lead that was reopened: it moves to
         ``closings_history`` and the new one takes its place, unless another got there first."""
-        doc = closing.model_dump()
-        doc.update({"_id": closing.lead_id, "_outbox": outbox})
+        doc = _closing_doc(StoredClosing(closing, outbox))
         if replacing is not None:
             old = await self._col.find_one({"_id": closing.lead_id, "command_id": replacing.command_id, "state": "done"})
             if old is None:
@@ -204,12 +250,6 @@ class ClosingRepository:
             return False
         return True
 
-    async def advance(self, lead_id: str, command_id: str, from_state: ProcessState, to_state: ProcessState) -> None:
-        # Compare-and-set: if another instance already moved it on, this is a no-op.
-        await self._col.update_one(
-            {"_id": lead_id, "command_id": command_id, "state": from_state}, {"$set": {"state": to_state}}
-        )
-
 
 class CompanyRepository:
     """Companies: those qualification created, and those the directory announced (to check ids)."""
@@ -219,12 +259,11 @@ class CompanyRepository:
 
     async def create(self, company: Company) -> None:
         """Insert once; a repeat of the same step finds it there."""
-        doc = company.model_dump()
-        doc.update({"_id": company.company_id, "origin": "qualification"})
-        try:
-            await self._col.insert_one(doc)
-        except DuplicateKeyError:
-            pass
+        await self.create_many([company])
+
+    async def create_many(self, companies: Sequence[Company]) -> None:
+        """Insert those not stored yet, in one request (a repeated step finds the others there)."""
+        await insert_new(self._col, [{**c.model_dump(), "_id": c.company_id, "origin": "qualification"} for c in companies])
 
     async def upsert_known(self, records: Sequence[tuple[str, int, dict[str, Any]]]) -> None:
         ops = [
@@ -238,7 +277,14 @@ class CompanyRepository:
         await _bulk_ignoring_duplicates(self._col, ops)
 
     async def exists(self, company_id: str) -> bool:
-        return await self._col.find_one({"_id": company_id}, {"_id": 1}) is not None
+        return bool(await self.known([company_id]))
+
+    async def known(self, company_ids: Iterable[str]) -> set[str]:
+        """Which of these company ids are stored, in one read."""
+        ids = sorted(set(company_ids))
+        if not ids:
+            return set()
+        return {doc["_id"] async for doc in self._col.find({"_id": {"$in": ids}}, {"_id": 1})}
 
     async def get(self, company_id: str) -> Company | None:
         doc = await self._col.find_one({"_id": company_id, "origin": "qualification"})
@@ -259,13 +305,11 @@ class DealRepository:
 
     async def create(self, deal: Deal) -> None:
         """Insert once; a repeat of the same step finds it there."""
-        doc = deal.model_dump()
-        doc["_id"] = deal.deal_id
-        doc.update(deal_list_keys(deal))
-        try:
-            await self._col.insert_one(doc)
-        except DuplicateKeyError:
-            pass
+        await self.create_many([deal])
+
+    async def create_many(self, deals: Sequence[Deal]) -> None:
+        """Insert those not stored yet, in one request (a repeated step finds the others there)."""
+        await insert_new(self._col, [{**d.model_dump(), "_id": d.deal_id, **deal_list_keys(d)} for d in deals])
 
     async def get(self, deal_id: str) -> Deal | None:
         doc = await self._col.find_one({"_id": deal_id})
