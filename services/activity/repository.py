@@ -11,13 +11,28 @@ from typing import Any
 from crmkit import listkeys
 from crmkit.applied import Applied, applied_for, kept
 from crmkit.mongo import ensure_indexes
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.activity.domain import LeadInfo, Task
 
 _INTERNAL = ("_id", "_recent")
+_DUPLICATE_KEY = 11000
+
+
+async def insert_new(col: Any, docs: Sequence[dict[str, Any]]) -> set[int]:
+    """Insert every document whose ``_id`` is not stored yet, in one request; the indexes of those that were."""
+    if not docs:
+        return set()
+    try:
+        await col.insert_many(list(docs), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+            raise
+        return {e["index"] for e in errors}
+    return set()
 
 
 # A task's applied messages, each with what it published: {"topic": ..., "message": serialized envelope}.
@@ -131,6 +146,40 @@ class TaskRepository:
     async def get(self, task_id: str) -> StoredTask | None:
         doc = await self._col.find_one({"_id": task_id})
         return _stored_from(doc) if doc else None
+
+    async def get_many(self, task_ids: Iterable[str]) -> dict[str, StoredTask]:
+        """The stored tasks among ``task_ids``, in one read."""
+        ids = sorted(set(task_ids))
+        if not ids:
+            return {}
+        return {doc["_id"]: _stored_from(doc) async for doc in self._col.find({"_id": {"$in": ids}})}
+
+    async def save_many(self, new: Sequence[StoredTask], changed: Sequence[tuple[StoredTask, Task]]) -> set[str]:
+        """Insert the new tasks and replace the changed ones (each `(as it is now, as it was read)`), one request
+        each; the ids of the tasks someone else stored or changed meanwhile (read them again)."""
+        lost = {new[i].task.task_id for i in await insert_new(self._col, [self._doc(s) for s in new])}
+        if not changed:
+            return lost
+        ops = [ReplaceOne(_expected(expected), self._doc(now)) for now, expected in changed]
+        result = await self._col.bulk_write(ops, ordered=False)
+        if result.matched_count < len(ops):
+            # Which ones missed their guard: a task is ours if it holds what this batch wrote.
+            stored = await self.get_many(now.task.task_id for now, _ in changed)
+            for now, _ in changed:
+                found = stored.get(now.task.task_id)
+                ours = found is not None and found.task.version == now.task.version and (
+                    found.recent and now.recent and found.recent[-1].message_id == now.recent[-1].message_id
+                )
+                if not ours:
+                    lost.add(now.task.task_id)
+        return lost
+
+    async def insert_follow_ups(self, calls: Sequence[Task]) -> None:
+        """Store the calls `no_answer`s scheduled, those not stored yet (a replay finds them there)."""
+        await insert_new(self._col, [task_document(c, []) for c in calls])
+
+    def _doc(self, stored: StoredTask) -> dict[str, Any]:
+        return task_document(stored.task, kept(stored.recent, self._recent_kept))
 
     async def view(self, task_id: str) -> Task | None:
         doc = await self._col.find_one({"_id": task_id}, {"_recent": 0})
@@ -290,6 +339,13 @@ class LeadProjection:
     async def get(self, lead_id: str) -> LeadInfo | None:
         doc = await self._col.find_one({"_id": lead_id})
         return _lead_from(doc) if doc else None
+
+    async def get_many(self, lead_ids: Iterable[str]) -> dict[str, LeadInfo]:
+        """The projected leads among ``lead_ids``, in one read."""
+        ids = sorted(set(lead_ids))
+        if not ids:
+            return {}
+        return {doc["_id"]: _lead_from(doc) async for doc in self._col.find({"_id": {"$in": ids}})}
 
 
 def _lead_from(doc: dict[str, Any]) -> LeadInfo:

@@ -22,7 +22,7 @@ from contracts.topics import (
 from crmkit.messaging import Inbound
 from crmkit.principals import PrincipalRepository
 from services.activity.app import create_app
-from services.activity.handlers import next_call_id
+from services.activity.messages import next_call_id
 from services.activity.repository import LeadProjection as ActivityLeads
 from services.activity.repository import TaskRepository
 from services.activity.settings import ActivitySettings
