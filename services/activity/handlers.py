@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from contracts import Envelope
 from contracts.topics import ACTIVITY_EVENTS
 from crmkit import access
+from crmkit.applied import Applied, applied_for
 from crmkit.conflicts import retry_on_conflict
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
@@ -79,13 +80,20 @@ class ActivityHandlers:
         self._types = None
         answers: dict[int, Answer] = {}
         run: list[Placed] = []  # task commands in a row, applied as one batch
+        facts: list[Placed] = []  # lead facts, projected as one batch
         for position, message in enumerate(sorted(screened, key=lambda m: _PHASES.get(m.type, 2))):
+            if message.type in LEAD_FACTS:  # phase 0: all of them come first
+                facts.append((position, message))
+                continue
+            answers |= await self.on_lead_facts(facts)
+            facts = []
             if message.type in TASK_COMMANDS:
                 run.append((position, message))
                 continue
             answers |= await self._task_commands(run)
             run = []
             answers[position] = await self._route(message)
+        answers |= await self.on_lead_facts(facts)
         answers |= await self._task_commands(run)
         touched: dict[str, Envelope] = {}
         for position, message in enumerate(sorted(screened, key=lambda m: _PHASES.get(m.type, 2))):
@@ -99,8 +107,6 @@ class ActivityHandlers:
     async def _route(self, message: Envelope) -> Answer:
         if message.type == "crm.task.type.add":
             return await self._add_type(message)
-        if message.type in LEAD_FACTS:
-            return await self.on_lead_fact(message)
         if message.type == "crm.lead.disqualified":
             data = message.data
             return await self._lead_tasks(
@@ -147,15 +153,33 @@ class ActivityHandlers:
 
     # --- the lead's fate ----------------------------------------------------------------------
 
-    async def on_lead_fact(self, message: Envelope) -> Answer:
-        lead_id, version, facts = lead_facts(message.data, message.type)
-        lead = await self.leads.apply(lead_id, version, facts)
-        if lead is None or not lead.known:
-            return Answer()
-        # Acting on the state (not on the transition) keeps a redelivery after a crash doing the rest.
-        if d.lead_reaction(lead) == "cancel_open":
-            return await self._lead_tasks(message, lead_id, "open", d.cancel_with_lead_deleted)
-        return await self._lead_tasks(message, lead_id, "cancelled", d.reopen_with_lead_restored, cancelled_with_lead=True)
+    async def on_lead_facts(self, facts: list[Placed]) -> dict[int, Answer]:
+        """Project a run of lead facts at once; a lead whose tasks do not follow its deleted state yet gets them in line.
+
+        Acting on the state (not on the transition) keeps a redelivery after a crash doing the rest: the
+        lead records which state its tasks follow only once they do, with the events that did it."""
+        if not facts:
+            return {}
+        projected = await self.leads.apply_many([lead_facts(m.data, m.type) for _, m in facts])
+        answers: dict[int, Answer] = {}
+        for position, message in facts:
+            found = projected.get(message.data.lead_id)
+            if found is None or not found.lead.known:
+                continue
+            if (seen := applied_for(found.reactions, message.id)) is not None:  # a redelivery
+                answers[position] = Answer(replay(seen), found.lead.lead_id if seen.events else None)
+                continue
+            if found.tasks_deleted == found.lead.deleted:
+                continue  # its tasks follow it already: the common case, no task is read
+            if d.lead_reaction(found.lead) == "cancel_open":
+                answer = await self._lead_tasks(message, found.lead.lead_id, "open", d.cancel_with_lead_deleted)
+            else:
+                answer = await self._lead_tasks(
+                    message, found.lead.lead_id, "cancelled", d.reopen_with_lead_restored, cancelled_with_lead=True
+                )
+            projected[found.lead.lead_id] = await self.leads.reacted(found, Applied(message.id, serialize(answer.out)))
+            answers[position] = answer
+        return answers
 
     async def _lead_tasks(
         self,

@@ -10,29 +10,15 @@ from typing import Any
 
 from crmkit import listkeys
 from crmkit.applied import Applied, applied_for, kept
-from crmkit.mongo import ensure_indexes
-from pymongo import ASCENDING, IndexModel, ReplaceOne, ReturnDocument
+from crmkit.mongo import IDS_PER_QUERY, ensure_indexes, find_by_ids, insert_new, upsert_ignoring_stale
+from pymongo import ASCENDING, IndexModel, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from services.activity.domain import LeadInfo, Task
 
 _INTERNAL = ("_id", "_recent")
-_DUPLICATE_KEY = 11000
 
-
-async def insert_new(col: Any, docs: Sequence[dict[str, Any]]) -> set[int]:
-    """Insert every document whose ``_id`` is not stored yet, in one request; the indexes of those that were."""
-    if not docs:
-        return set()
-    try:
-        await col.insert_many(list(docs), ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != _DUPLICATE_KEY for e in errors):
-            raise
-        return {e["index"] for e in errors}
-    return set()
 
 
 # A task's applied messages, each with what it published: {"topic": ..., "message": serialized envelope}.
@@ -152,7 +138,7 @@ class TaskRepository:
         ids = sorted(set(task_ids))
         if not ids:
             return {}
-        return {doc["_id"]: _stored_from(doc) async for doc in self._col.find({"_id": {"$in": ids}})}
+        return {doc["_id"]: _stored_from(doc) for doc in await find_by_ids(self._col, ids)}
 
     async def save_many(self, new: Sequence[StoredTask], changed: Sequence[tuple[StoredTask, Task]]) -> set[str]:
         """Insert the new tasks and replace the changed ones (each `(as it is now, as it was read)`), one request
@@ -212,8 +198,11 @@ class TaskRepository:
         ids = sorted(set(lead_ids))
         if not ids:
             return []
-        cursor = self._col.find({"lead_id": {"$in": ids}, "status": "open"}, {"_recent": 0})
-        return [_task_from(d) async for d in cursor]
+        found: list[Task] = []
+        for start in range(0, len(ids), IDS_PER_QUERY):  # each an `$in` the patched FerretDB serves from its index
+            query = {"lead_id": {"$in": ids[start:start + IDS_PER_QUERY]}, "status": "open"}
+            found.extend([_task_from(d) async for d in self._col.find(query, {"_recent": 0})])
+        return found
 
     async def search(
         self,
@@ -317,24 +306,47 @@ class TaskRepository:
         return [Owed(doc["task_id"], doc["_id"], doc["message"]) async for doc in cursor]
 
 
+@dataclass(frozen=True)
+class ProjectedLead:
+    """A projected lead, with how far its tasks follow it: whether they were last brought in line with it
+    deleted or live, and the reactions of the last facts that did so (replayed on redelivery)."""
+
+    lead: LeadInfo
+    tasks_deleted: bool
+    reactions: list[Applied[dict[str, str]]]
+
+
 class LeadProjection:
     """The projection of leads from crm.leads.events.v1, newest version wins."""
 
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, reactions_kept: int = 8) -> None:
         self._col = db["leads"]
+        self._kept = reactions_kept
 
-    async def apply(self, lead_id: str, version: int, fields: dict[str, Any]) -> LeadInfo | None:
-        """Apply a lead event's facts unless a newer version is known; the lead as it is now, or None if stale."""
-        try:
-            doc = await self._col.find_one_and_update(
-                {"_id": lead_id, "version": {"$lte": version}},
-                {"$set": {**fields, "version": version}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
+    async def apply_many(self, facts: Sequence[tuple[str, int, dict[str, Any]]]) -> dict[str, ProjectedLead]:
+        """Apply lead events' facts (id, version, facts) unless a newer version is known, in one request; then
+        every lead they name as it is now."""
+        await upsert_ignoring_stale(
+            self._col, [({"_id": lid, "version": {"$lte": v}}, {"$set": {**f, "version": v}}) for lid, v, f in facts]
+        )
+        docs = await find_by_ids(self._col, [lid for lid, _, _ in facts])
+        return {
+            doc["_id"]: ProjectedLead(
+                _lead_from(doc), bool(doc.get("_tasks_deleted", False)),
+                [Applied.from_doc(r) for r in doc.get("_reactions") or []],
             )
-        except DuplicateKeyError:
-            return None  # a newer version of the lead is stored: this event is old news
-        return _lead_from(doc)
+            for doc in docs
+        }
+
+    async def reacted(self, projected: ProjectedLead, applied: Applied[dict[str, str]]) -> ProjectedLead:
+        """Record that the lead's tasks follow its current deleted state, with what the fact that did it published."""
+        reactions = kept([*projected.reactions, applied], self._kept)
+        deleted = projected.lead.deleted
+        await self._col.update_one(
+            {"_id": projected.lead.lead_id},
+            {"$set": {"_tasks_deleted": deleted, "_reactions": [r.to_doc() for r in reactions]}},
+        )
+        return ProjectedLead(projected.lead, deleted, reactions)
 
     async def get(self, lead_id: str) -> LeadInfo | None:
         doc = await self._col.find_one({"_id": lead_id})
@@ -345,11 +357,11 @@ class LeadProjection:
         ids = sorted(set(lead_ids))
         if not ids:
             return {}
-        return {doc["_id"]: _lead_from(doc) async for doc in self._col.find({"_id": {"$in": ids}})}
+        return {doc["_id"]: _lead_from(doc) for doc in await find_by_ids(self._col, ids)}
 
 
 def _lead_from(doc: dict[str, Any]) -> LeadInfo:
-    return LeadInfo.model_validate({**{k: v for k, v in doc.items() if k != "_id"}, "lead_id": doc["_id"]})
+    return LeadInfo.model_validate({**{k: v for k, v in doc.items() if not k.startswith("_")}, "lead_id": doc["_id"]})
 
 
 class TaskTypeRepository:

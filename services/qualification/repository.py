@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crmkit import listkeys
+from crmkit.mongo import IDS_PER_QUERY, find_by_ids, insert_new
 from crmkit.mongo import ensure_indexes as create_missing_indexes
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -37,19 +38,6 @@ class _Upsert:
     update: dict[str, Any]
     upsert: bool = True
 
-
-async def insert_new(col: Any, docs: Sequence[dict[str, Any]]) -> set[int]:
-    """Insert every document whose ``_id`` is not stored yet, in one request; the indexes of those that were."""
-    if not docs:
-        return set()
-    try:
-        await col.insert_many(list(docs), ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != _DUPLICATE_KEY for e in errors):
-            raise
-        return {e["index"] for e in errors}
-    return set()
 
 
 async def _bulk_ignoring_duplicates(col: Any, ops: list[_Upsert]) -> None:
@@ -98,8 +86,8 @@ class LeadProjection:
         ids = sorted(set(lead_ids))
         if not ids:
             return {}
-        found = self._col.find({"_id": {"$in": ids}})
-        return {doc["_id"]: Lead.model_validate({**doc, "lead_id": doc["_id"]}) async for doc in found if "title" in doc}
+        found = await find_by_ids(self._col, ids)
+        return {doc["_id"]: Lead.model_validate({**doc, "lead_id": doc["_id"]}) for doc in found if "title" in doc}
 
 
 class PipelineProjection:
@@ -213,7 +201,7 @@ class ClosingRepository:
         ids = sorted(set(lead_ids))
         if not ids:
             return {}
-        return {doc["_id"]: _closing_from(doc) async for doc in self._col.find({"_id": {"$in": ids}})}
+        return {doc["_id"]: _closing_from(doc) for doc in await find_by_ids(self._col, ids)}
 
     async def start_many(self, stored: Sequence[StoredClosing]) -> set[str]:
         """Store new processes in one request; the leads that had one already (read them again)."""
@@ -226,8 +214,9 @@ class ClosingRepository:
         A process still running cannot have been replaced (only a finished one is, after a reopen),
         so the lead id names it."""
         ids = sorted(set(lead_ids))
-        if ids:
-            await self._col.update_many({"_id": {"$in": ids}, "state": {"$ne": "done"}}, {"$set": {"state": "done"}})
+        for start in range(0, len(ids), IDS_PER_QUERY):  # each an `$in` the patched FerretDB serves from its index
+            chunk = ids[start:start + IDS_PER_QUERY]
+            await self._col.update_many({"_id": {"$in": chunk}, "state": {"$ne": "done"}}, {"$set": {"state": "done"}})
 
     async def start(self, closing: Closing, outbox: list[str], *, replacing: Closing | None = None) -> bool:
         """Store a new process; False if the lead already has one (then read it again).
@@ -284,7 +273,7 @@ class CompanyRepository:
         ids = sorted(set(company_ids))
         if not ids:
             return set()
-        return {doc["_id"] async for doc in self._col.find({"_id": {"$in": ids}}, {"_id": 1})}
+        return {doc["_id"] for doc in await find_by_ids(self._col, ids, {"_id": 1})}
 
     async def get(self, company_id: str) -> Company | None:
         doc = await self._col.find_one({"_id": company_id, "origin": "qualification"})
