@@ -29,7 +29,7 @@ from bench_leads import create_records  # noqa: E402
 from common import Endpoints, EndOffsets, until_committed, percentile  # noqa: E402
 
 from contracts.topics import ALL_TOPICS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS  # noqa: E402
-from crmkit.messaging import ensure_topics  # noqa: E402
+from crmkit.topics import ensure_topics  # noqa: E402
 from crmkit.settings import KafkaSettings  # noqa: E402
 
 from processes import ROOT, start_service, stop_all  # noqa: E402  (bench/processes.py)

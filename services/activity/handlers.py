@@ -62,6 +62,7 @@ class ActivityHandlers:
         # commands, and the task types until a command of the batch adds one.
         self._actors: dict[str, Principal] = {}
         self._types: dict[str, str] | None = None
+        self._agendas: dict[str, dict[str, datetime]] = {}  # the agendas this batch kept, for its summaries
 
     async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
         """Task commands, lead facts and disqualifications in; task events, summaries and disqualify commands out."""
@@ -78,6 +79,7 @@ class ActivityHandlers:
                 out.append(rejection(message, refusal, self.source, getattr(message.data, "lead_id", None) or message.subject))
         self._actors = await self.principals.get_many(access.actor_ids(m for m in screened if m.type in USER_COMMANDS))
         self._types = None
+        self._agendas = {}
         answers: dict[int, Answer] = {}
         run: list[Placed] = []  # task commands in a row, applied as one batch
         facts: list[Placed] = []  # lead facts, projected as one batch
@@ -101,7 +103,8 @@ class ActivityHandlers:
                 out.extend(answer.out)
                 if answer.touched_lead:
                     touched[answer.touched_lead] = message
-        out.extend(await self._summaries({lead: (m.id, m.correlationid or m.id) for lead, m in touched.items()}, self.clock()))
+        causes = {lead: (m.id, m.correlationid or m.id) for lead, m in touched.items()}
+        out.extend(await self._summaries(causes, self.clock(), self._agendas))
         return out
 
     async def _route(self, message: Envelope) -> Answer:
@@ -119,7 +122,9 @@ class ActivityHandlers:
         if not commands:
             return {}
         batch = TaskBatch(self.tasks, self.leads, self.source, self.clock(), self._actors, await self._task_types())
-        return await batch.run(commands)
+        answers = await batch.run(commands)
+        self._agendas |= await self._keep_agendas(batch.final)
+        return answers
 
     async def _licence(self, message: Envelope) -> access.Refusal | None:
         principal = await self._actor(message.actorid)
@@ -196,6 +201,7 @@ class ActivityHandlers:
             seen = stored.recent_for(message.id)
             out.extend(replay(seen) if seen else [])
         done = {s.task.task_id for s in replayed}
+        final = [s.task for s in replayed]
         for _attempt in retry_on_conflict(f"tasks of lead {lead_id} under {message.id}"):
             lost = False
             candidates = await self.tasks.of_lead(lead_id, status, cancelled_with_lead=cancelled_with_lead)
@@ -210,21 +216,59 @@ class ActivityHandlers:
                 if await self.tasks.replace(change.task, stored.task, [*stored.recent, Recent(message.id, serialize(produced))]):
                     out.extend(produced)
                     done.add(stored.task.task_id)
+                    final.append(change.task)
                 else:
                     lost = True
             if not lost:
+                self._agendas |= await self._keep_agendas(final)
                 return Answer(out, lead_id if out else None)
         raise AssertionError("unreachable: retry_on_conflict raises when its attempts run out")
 
     # --- summaries and the due pass -----------------------------------------------------------
 
-    async def _summaries(self, causes: dict[str, tuple[str, str]], now: datetime) -> list[Outbound]:
+    async def _keep_agendas(self, tasks: Sequence[d.Task]) -> dict[str, dict[str, datetime]]:
+        """Bring the agendas of these tasks' leads in line with them (stored first); the agendas as they are now.
+
+        Derived from the tasks' stored state, so a redelivery after a crash in between puts them right."""
+        changes: dict[str, dict[str, datetime | None]] = {}
+        for task in tasks:
+            changes.setdefault(task.lead_id, {})[task.task_id] = task.due_at if task.is_open else None
+        if not changes:
+            return {}
+        current = await self.leads.agendas(changes)
+        missing = [lead_id for lead_id in changes if current.get(lead_id) is None]
+        rebuilt = await self._open_by_lead(missing)  # leads from before agendas: read their open tasks once
+        await self.leads.keep_agendas({lid: c for lid, c in changes.items() if lid not in rebuilt}, rebuilt)
+        kept = dict(rebuilt)
+        for lead_id in changes.keys() - rebuilt.keys():
+            agenda = dict(current[lead_id] or {})
+            for task_id, due in changes[lead_id].items():
+                if due is None:
+                    agenda.pop(task_id, None)
+                else:
+                    agenda[task_id] = due
+            kept[lead_id] = agenda
+        return kept
+
+    async def _open_by_lead(self, lead_ids: Sequence[str]) -> dict[str, dict[str, datetime]]:
+        agendas: dict[str, dict[str, datetime]] = {lead_id: {} for lead_id in lead_ids}
+        for task in await self.tasks.open_of_leads(lead_ids):
+            agendas[task.lead_id][task.task_id] = task.due_at
+        return agendas
+
+    async def _summaries(
+        self, causes: dict[str, tuple[str, str]], now: datetime, kept: dict[str, dict[str, datetime]] | None = None
+    ) -> list[Outbound]:
         """The current activity summary of each lead, caused by the last message that changed its tasks."""
         if not causes:
             return []
-        open_tasks = await self.tasks.open_of_leads(causes)
+        agendas = dict(kept or {})
+        unread = [lead_id for lead_id in causes if lead_id not in agendas]
+        stored = await self.leads.agendas(unread)
+        agendas |= {lid: a for lid, a in stored.items() if a is not None}
+        agendas |= await self._open_by_lead([lid for lid in unread if lid not in agendas])
         return [
-            summary_message(d.summarize(lead_id, open_tasks, now), cause_id, correlation_id, self.source, now)
+            summary_message(d.summarize_agenda(lead_id, agendas[lead_id], now), cause_id, correlation_id, self.source, now)
             for lead_id, (cause_id, correlation_id) in sorted(causes.items())
         ]
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from crmkit import listkeys
 from crmkit.applied import Applied, applied_for, kept
 from crmkit.mongo import IDS_PER_QUERY, ensure_indexes, find_by_ids, insert_new, upsert_ignoring_stale
-from pymongo import ASCENDING, IndexModel, ReplaceOne
+from pymongo import ASCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -246,8 +247,6 @@ class TaskRepository:
 
     async def migrate_list_keys(self, batch: int = 500) -> int:
         """Write the list keys of tasks stored without them; guarded by the version read. Run once."""
-        from pymongo import UpdateOne
-
         done = 0
         ops: list[Any] = []
         async for doc in self._col.find({"ixv": {"$ne": LIST_KEYS_VERSION}}, {"_recent": 0}):
@@ -316,8 +315,16 @@ class ProjectedLead:
     reactions: list[Applied[dict[str, str]]]
 
 
+def _agenda_key(task_id: str) -> str:
+    # A task id is the sender's string: hashed, so that no dot or dollar sign can become a field path.
+    return hashlib.sha1(task_id.encode()).hexdigest()[:20]
+
+
 class LeadProjection:
-    """The projection of leads from crm.leads.events.v1, newest version wins."""
+    """The projection of leads from crm.leads.events.v1, newest version wins.
+
+    Each lead also keeps its agenda, the due time of each of its open tasks (``_open``), so that its
+    summary is one small read instead of reading every open task of the lead."""
 
     def __init__(self, db: AsyncDatabase, reactions_kept: int = 8) -> None:
         self._col = db["leads"]
@@ -347,6 +354,34 @@ class LeadProjection:
             {"$set": {"_tasks_deleted": deleted, "_reactions": [r.to_doc() for r in reactions]}},
         )
         return ProjectedLead(projected.lead, deleted, reactions)
+
+    async def agendas(self, lead_ids: Iterable[str]) -> dict[str, dict[str, datetime] | None]:
+        """Each lead's agenda; None where none is kept yet (a lead from before agendas)."""
+        docs = await find_by_ids(self._col, lead_ids, {"_open": 1})
+        return {
+            doc["_id"]: None if "_open" not in doc else {e["id"]: e["due"] for e in doc["_open"].values()} for doc in docs
+        }
+
+    async def keep_agendas(
+        self, changes: Mapping[str, Mapping[str, datetime | None]], rebuilt: Mapping[str, Mapping[str, datetime]]
+    ) -> None:
+        """Apply task changes to the leads' agendas (a due time, or None for a task no longer open) and store the
+        agendas rebuilt whole, in one request."""
+        ops = []
+        for lead_id, entries in changes.items():
+            update: dict[str, Any] = {}
+            for task_id, due in entries.items():
+                if due is None:
+                    update.setdefault("$unset", {})[f"_open.{_agenda_key(task_id)}"] = ""
+                else:
+                    update.setdefault("$set", {})[f"_open.{_agenda_key(task_id)}"] = {"id": task_id, "due": due}
+            if update:
+                ops.append(UpdateOne({"_id": lead_id}, update))
+        for lead_id, agenda in rebuilt.items():
+            whole = {_agenda_key(tid): {"id": tid, "due": due} for tid, due in agenda.items()}
+            ops.append(UpdateOne({"_id": lead_id}, {"$set": {"_open": whole}}))
+        if ops:
+            await self._col.bulk_write(ops, ordered=False)
 
     async def get(self, lead_id: str) -> LeadInfo | None:
         doc = await self._col.find_one({"_id": lead_id})

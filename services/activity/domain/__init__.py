@@ -51,6 +51,7 @@ from services.activity.domain.tasks import (
 from services.activity.domain.due import (
     activity_state,
     summarize,
+    summarize_agenda,
     due_notice,
     my_day,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "lead_reaction",
     "activity_state",
     "summarize",
+    "summarize_agenda",
     "due_notice",
     "my_day",
 ]

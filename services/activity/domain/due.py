@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from services.activity.domain.model import DUE_SOON_WITHIN, ActivityState, Notice, Summary, Task
@@ -19,12 +19,16 @@ def activity_state(due_at: datetime, now: datetime) -> ActivityState:
 
 def summarize(lead_id: str, open_tasks: Iterable[Task], now: datetime) -> Summary:
     """Nearest open task (earliest due, then id), open and overdue counts, and the nearest one's state."""
-    tasks = sorted((t for t in open_tasks if t.is_open and t.lead_id == lead_id), key=lambda t: (t.due_at, t.task_id))
-    if not tasks:
+    return summarize_agenda(lead_id, {t.task_id: t.due_at for t in open_tasks if t.is_open and t.lead_id == lead_id}, now)
+
+
+def summarize_agenda(lead_id: str, agenda: Mapping[str, datetime], now: datetime) -> Summary:
+    """The same from the lead's agenda: the due time of each of its open tasks, by task id."""
+    if not agenda:
         return Summary(lead_id, None, None, 0, 0, None)
-    nearest = tasks[0]
-    overdue = sum(1 for t in tasks if activity_state(t.due_at, now) == "overdue")
-    return Summary(lead_id, nearest.due_at, nearest.task_id, len(tasks), overdue, activity_state(nearest.due_at, now))
+    due_at, task_id = min((due, tid) for tid, due in agenda.items())
+    overdue = sum(1 for due in agenda.values() if activity_state(due, now) == "overdue")
+    return Summary(lead_id, due_at, task_id, len(agenda), overdue, activity_state(due_at, now))
 
 
 def due_notice(task: Task, now: datetime) -> Notice | None:
