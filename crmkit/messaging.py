@@ -173,7 +173,10 @@ class Bus:
         for (topic, partition), batch in batches.items():
             futures.append(await self._send_batch(batch, topic, partition))
         await asyncio.gather(*futures)
-        for (topic, kind), count in counts.items():
+        self._count(counts, rejections)
+
+    def _count(self, published: Counter[tuple[str, str]], rejections: Counter[tuple[str, str]]) -> None:
+        for (topic, kind), count in published.items():
             self._metrics.published.labels(topic=topic, type=kind).inc(count)
         # Counted here, the one path every refusal of every service takes, once it is acknowledged.
         for (kind, code), count in rejections.items():

@@ -15,7 +15,8 @@ from crmkit.principals import PrincipalRepository
 from crmkit.service import Service, stop_if_cancelled
 from services.activity import api, openapi
 from services.activity.handlers import ActivityHandlers
-from services.activity.repository import LeadProjection, TaskRepository, TaskTypeRepository
+from services.activity.projection import LeadProjection
+from services.activity.repository import TaskRepository, TaskTypeRepository
 from services.activity.settings import ActivitySettings
 
 CONSUMES = (ACTIVITY_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS, DIRECTORY_EVENTS)

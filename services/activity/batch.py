@@ -19,7 +19,8 @@ from crmkit.messaging import Outbound
 from crmkit.principals import Principal
 from services.activity import domain as d
 from services.activity.messages import actor_of, next_call_id, outbound_of, plain, rejection, replay, serialize, task_id_of
-from services.activity.repository import LeadProjection, StoredTask, TaskRepository
+from services.activity.projection import LeadProjection
+from services.activity.repository import StoredTask, TaskRepository
 
 # A command of the batch with its position in it: answers go out in the order the commands came.
 Placed = tuple[int, Envelope]

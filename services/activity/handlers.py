@@ -27,7 +27,8 @@ from services.activity.messages import (
     serialize,
     summary_message,
 )
-from services.activity.repository import LeadProjection, Owed, Recent, TaskRepository, TaskTypeRepository
+from services.activity.projection import LeadProjection
+from services.activity.repository import Owed, Recent, TaskRepository, TaskTypeRepository
 from services.activity.settings import ActivitySettings
 
 # Lead facts first, so a task command that shares a batch with its lead's creation finds the lead.

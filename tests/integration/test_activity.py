@@ -23,7 +23,7 @@ from crmkit.messaging import Inbound
 from crmkit.principals import PrincipalRepository
 from services.activity.app import Overrides, create_app
 from services.activity.messages import next_call_id
-from services.activity.repository import LeadProjection as ActivityLeads
+from services.activity.projection import LeadProjection as ActivityLeads
 from services.activity.repository import TaskRepository
 from services.activity.settings import ActivitySettings
 from services.leads import domain as leads_domain

@@ -16,7 +16,7 @@ from crmctl.cli import app as crm
 from crmctl.dlq import Filter, replay_records, summary
 from services.activity.app import create_app
 from services.activity.handlers import ActivityHandlers
-from services.activity.repository import LeadProjection
+from services.activity.projection import LeadProjection
 from services.activity.settings import ActivitySettings
 from tests.integration.test_operations_metrics import scrape, value
 from tests.support import Collector, Producer, headers_of, kafka_options, wait_until
