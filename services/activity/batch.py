@@ -82,9 +82,8 @@ class TaskBatch:
             )
             # The calls `no_answer`s scheduled, derived from the completed tasks (a replay derives the same).
             calls = [d.next_call(s.task, next_call_id(tid)) for tid, s in states.items() if s.task and tid not in lost]
-            await self.tasks.insert_follow_ups([c for c in calls if c is not None])
+            self.final += await self.tasks.insert_follow_ups([c for c in calls if c is not None])
             self.final += [s.task for tid, s in states.items() if s.task and tid not in lost]
-            self.final += [c for c in calls if c is not None]
             answers |= {p: decided[p] for tid in pending - lost for p, _ in by_task[tid]}
             pending = lost  # another writer got there first: apply their commands again to what it stored
             if not pending:

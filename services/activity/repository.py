@@ -160,9 +160,12 @@ class TaskRepository:
                     lost.add(now.task.task_id)
         return lost
 
-    async def insert_follow_ups(self, calls: Sequence[Task]) -> None:
-        """Store the calls `no_answer`s scheduled, those not stored yet (a replay finds them there)."""
-        await insert_new(self._col, [task_document(c, []) for c in calls])
+    async def insert_follow_ups(self, calls: Sequence[Task]) -> list[Task]:
+        """Store the calls `no_answer`s scheduled, those not stored yet; each call as it is stored now
+        (a replay finds the earlier ones there, maybe changed since)."""
+        there = await insert_new(self._col, [task_document(c, []) for c in calls])
+        stored = await self.get_many(calls[i].task_id for i in there)
+        return [stored[c.task_id].task if i in there and c.task_id in stored else c for i, c in enumerate(calls)]
 
     def _doc(self, stored: StoredTask) -> dict[str, Any]:
         return task_document(stored.task, kept(stored.recent, self._recent_kept))

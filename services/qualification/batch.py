@@ -210,5 +210,5 @@ class ClosingBatch:
         self.after_step("company_created")
         await self.stores.deals.create_many([c.deal for c in running if "deal" in left[c.lead_id]])
         self.after_step("deal_created")
-        await self.stores.closings.finish_many(c.lead_id for c in running)
+        await self.stores.closings.finish_many(running)
         self.after_step("done")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crmkit import listkeys
-from crmkit.mongo import IDS_PER_QUERY, find_by_ids, insert_new
+from crmkit.mongo import find_by_ids, insert_new
 from crmkit.mongo import ensure_indexes as create_missing_indexes
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -181,6 +181,10 @@ def _closing_doc(stored: StoredClosing) -> dict[str, Any]:
     return doc
 
 
+def _done_id(closing: Closing) -> str:
+    return f"{closing.lead_id}\x1f{closing.command_id}"
+
+
 def _closing_from(doc: dict[str, Any]) -> StoredClosing:
     outbox = list(doc.get("_outbox", []))
     return StoredClosing(Closing.model_validate({k: v for k, v in doc.items() if k not in ("_id", "_outbox")}), outbox)
@@ -192,31 +196,32 @@ class ClosingRepository:
     def __init__(self, db: AsyncDatabase) -> None:
         self._col = db["closings"]
         self._history = db["closings_history"]  # earlier processes of reopened leads
+        self._done = db["closings_done"]  # one document per process that finished: its lead and command
 
     async def get(self, lead_id: str) -> StoredClosing | None:
         return (await self.get_many([lead_id])).get(lead_id)
 
     async def get_many(self, lead_ids: Iterable[str]) -> dict[str, StoredClosing]:
-        """The process of each lead that has one, in one read."""
+        """The process of each lead that has one, in one read (and one of the done marks of those still running)."""
         ids = sorted(set(lead_ids))
         if not ids:
             return {}
-        return {doc["_id"]: _closing_from(doc) for doc in await find_by_ids(self._col, ids)}
+        found = {doc["_id"]: _closing_from(doc) for doc in await find_by_ids(self._col, ids)}
+        running = {_done_id(s.closing): lid for lid, s in found.items() if s.closing.state != "done"}
+        for doc in await find_by_ids(self._done, list(running), {"_id": 1}):
+            stored = found[running[doc["_id"]]]
+            found[running[doc["_id"]]] = StoredClosing(stored.closing.model_copy(update={"state": "done"}), stored.outbox)
+        return found
 
     async def start_many(self, stored: Sequence[StoredClosing]) -> set[str]:
         """Store new processes in one request; the leads that had one already (read them again)."""
         docs = [_closing_doc(s) for s in stored]
         return {stored[i].closing.lead_id for i in await insert_new(self._col, docs)}
 
-    async def finish_many(self, lead_ids: Iterable[str]) -> None:
-        """Mark the leads' processes done, once everything they create is stored (one request).
-
-        A process still running cannot have been replaced (only a finished one is, after a reopen),
-        so the lead id names it."""
-        ids = sorted(set(lead_ids))
-        for start in range(0, len(ids), IDS_PER_QUERY):  # each an `$in` the patched FerretDB serves from its index
-            chunk = ids[start:start + IDS_PER_QUERY]
-            await self._col.update_many({"_id": {"$in": chunk}, "state": {"$ne": "done"}}, {"$set": {"state": "done"}})
+    async def finish_many(self, closings: Iterable[Closing]) -> None:
+        """Mark processes done, once everything they create is stored: a small document each, inserted in one
+        request (rewriting every process document cost fifty times as much on FerretDB)."""
+        await insert_new(self._done, [{"_id": _done_id(c)} for c in closings])
 
     async def start(self, closing: Closing, outbox: list[str], *, replacing: Closing | None = None) -> bool:
         """Store a new process; False if the lead already has one (then read it again).
@@ -225,13 +230,14 @@ class ClosingRepository:
         ``closings_history`` and the new one takes its place, unless another got there first."""
         doc = _closing_doc(StoredClosing(closing, outbox))
         if replacing is not None:
-            old = await self._col.find_one({"_id": closing.lead_id, "command_id": replacing.command_id, "state": "done"})
-            if old is None:
+            old = (await self.get_many([closing.lead_id])).get(closing.lead_id)
+            if old is None or old.closing.command_id != replacing.command_id or old.closing.state != "done":
                 return False
-            old["_id"] = f"{closing.lead_id}\x1f{replacing.command_id}"
             with contextlib.suppress(DuplicateKeyError):
-                await self._history.insert_one(old)
-            result = await self._col.replace_one({"_id": closing.lead_id, "command_id": replacing.command_id, "state": "done"}, doc)
+                await self._history.insert_one(
+                    {**_closing_doc(old), "_id": f"{closing.lead_id}\x1f{replacing.command_id}"}
+                )
+            result = await self._col.replace_one({"_id": closing.lead_id, "command_id": replacing.command_id}, doc)
             return result.matched_count == 1
         try:
             await self._col.insert_one(doc)

@@ -39,7 +39,7 @@ LEADS = [f"Q{i:03d}" for i in range(40)]
 
 
 async def stored_counts(db) -> tuple[int, int, int, int]:
-    done = await db["closings"].count_documents({"state": "done"})
+    done = sum([(await ClosingRepository(db).get(d["_id"])).closing.state == "done" async for d in db["closings"].find({}, {"_id": 1})])
     return (await db["closings"].count_documents({}), done, await DealRepository(db).count(),
             await db["companies"].count_documents({"origin": "qualification"}))
 
