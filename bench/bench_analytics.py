@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from contracts import parse_message  # noqa: E402
 from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_EVENTS  # noqa: E402
 from crmctl.stack import Stack  # noqa: E402
-from crmkit.messaging import ensure_topics  # noqa: E402
+from crmkit.topics import ensure_topics  # noqa: E402
 from crmkit.settings import KafkaSettings  # noqa: E402
 from processes import use_local_stack_credentials  # noqa: E402  (bench/processes.py)
 from services.analytics.app import create_app  # noqa: E402

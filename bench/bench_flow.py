@@ -35,7 +35,7 @@ from contracts import build_message  # noqa: E402
 from contracts.activity import CreateTask  # noqa: E402
 from contracts.qualification import NewCompany, QualifyLead  # noqa: E402
 from contracts.topics import ACTIVITY_COMMANDS, ALL_TOPICS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_COMMANDS  # noqa: E402
-from crmkit.messaging import ensure_topics  # noqa: E402
+from crmkit.topics import ensure_topics  # noqa: E402
 from crmkit.settings import KafkaSettings  # noqa: E402
 
 from processes import start_service, stop_all  # noqa: E402  (bench/processes.py)

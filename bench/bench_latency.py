@@ -29,7 +29,7 @@ from bench_leads import create_records  # noqa: E402
 from common import Endpoints, EndOffsets, until_committed, percentile  # noqa: E402
 
 from contracts.topics import ALL_TOPICS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS  # noqa: E402
-from crmkit.messaging import ensure_topics  # noqa: E402
+from crmkit.topics import ensure_topics  # noqa: E402
 from crmkit.settings import KafkaSettings  # noqa: E402
 
 from processes import ROOT, start_service, stop_all  # noqa: E402  (bench/processes.py)
@@ -39,6 +39,10 @@ HOP_IN, HOP_OUT = "bench.hop.in", "bench.hop.out"
 
 async def echo(bootstrap: str, prefix: str) -> None:
     """The bare hop (run in its own process): consume, produce the same bytes, commit, as a service would."""
+    from tests.support import register_kafka
+
+    # The parent's credentials came down in the KAFKA_* variables; the helpers connect with them only once told.
+    register_kafka(KafkaSettings(kafka_bootstrap_servers=bootstrap))
     reader = common.consumer(bootstrap, prefix + HOP_IN, group_id=prefix + "hop", auto_offset_reset="earliest",
                              enable_auto_commit=False)
     writer = common.producer(bootstrap, linger_ms=0)

@@ -35,7 +35,7 @@ from common import Endpoints, EndOffsets, new_prefix, stack_meter, until_committ
 from contracts import build_message  # noqa: E402
 from contracts.leads import CreateLead  # noqa: E402
 from contracts.topics import DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS  # noqa: E402
-from crmkit.messaging import ensure_topics  # noqa: E402
+from crmkit.topics import ensure_topics  # noqa: E402
 from crmkit.settings import KafkaSettings  # noqa: E402
 from services.leads.app import create_app  # noqa: E402
 from services.leads.settings import LeadsSettings  # noqa: E402

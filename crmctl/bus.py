@@ -23,7 +23,7 @@ from contracts.topics import (
     QUALIFICATION_EVENTS,
     dlq_topic,
 )
-from crmkit.messaging import topic_config
+from crmkit.topics import topic_config
 from crmkit.settings import KafkaSettings
 
 # The nodes' own principal (broker to broker, and the super user that provisions topics and ACLs).

@@ -1,4 +1,4 @@
-"""Kafka plumbing shared by the services: topics, batch consumption with a DLQ, bulk-confirmed publishing."""
+"""Kafka plumbing shared by the services: batch consumption with a DLQ, bulk-confirmed publishing."""
 
 from __future__ import annotations
 
@@ -8,21 +8,20 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from contracts import ContractError, Envelope, parse_message
-from contracts.topics import ALL_TOPICS, DLQ_GROUP, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_REASON_CODE
+from contracts.topics import DLQ_GROUP, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_REASON_CODE
 from contracts.topics import DLQ_REPLAY_GROUP, DLQ_SERVICE, DLQ_TOPIC, dlq_topic
 
 from .errors import UNSENDABLE, is_transient
@@ -34,8 +33,6 @@ from .partitioning import partition_for
 from .settings import KafkaSettings, ServiceSettings
 
 log = logging.getLogger("crmkit.messaging")
-
-EVENTS_TOPICS = frozenset(t for t in ALL_TOPICS if ".events." in t)
 
 # A DLQ copy larger than this is cut so that the DLQ record itself always fits a Kafka request.
 _DLQ_VALUE_LIMIT = 900_000
@@ -176,7 +173,10 @@ class Bus:
         for (topic, partition), batch in batches.items():
             futures.append(await self._send_batch(batch, topic, partition))
         await asyncio.gather(*futures)
-        for (topic, kind), count in counts.items():
+        self._count(counts, rejections)
+
+    def _count(self, published: Counter[tuple[str, str]], rejections: Counter[tuple[str, str]]) -> None:
+        for (topic, kind), count in published.items():
             self._metrics.published.labels(topic=topic, type=kind).inc(count)
         # Counted here, the one path every refusal of every service takes, once it is acknowledged.
         for (kind, code), count in rejections.items():
@@ -391,59 +391,3 @@ def faststream_security(kafka: KafkaSettings) -> BaseSecurity | None:
     if protocol == "SSL":
         return BaseSecurity(ssl_context=context, use_ssl=True)
     return None
-
-
-# Topic-level error codes of a CreateTopics answer that mean "there already" (36) or nothing wrong (0).
-_CREATED_OR_THERE = {0, 36}
-
-
-def topic_config(contract_topic: str) -> dict[str, str]:
-    """The configuration a contract topic is created with: events topics keep every record."""
-    if contract_topic in EVENTS_TOPICS:
-        return {"retention.ms": "-1", "retention.bytes": "-1"}
-    return {}
-
-
-async def ensure_topics(
-    kafka: KafkaSettings,
-    topics: Sequence[str],
-    partitions: int,
-    *,
-    replication: int = -1,
-    configs: Mapping[str, Mapping[str, str]] | None = None,
-) -> None:
-    """Create the topics that do not exist yet (idempotent); ``replication`` -1 is the cluster's default.
-
-    ``configs`` maps a physical topic name to its topic configuration (see ``topic_config``).
-    """
-    admin = AIOKafkaAdminClient(**kafka.kafka_client_options(), request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in dict.fromkeys(topics) if t not in existing]
-        if not missing:
-            return
-        # replica_assignments={} because aiokafka's NewTopic insists on one of the two when replication is -1.
-        response = await admin.create_topics(
-            [
-                NewTopic(
-                    name=t, num_partitions=partitions, replication_factor=replication,
-                    replica_assignments={} if replication == -1 else None,
-                    topic_configs=dict((configs or {}).get(t, {})),
-                )
-                for t in missing
-            ]
-        )
-        failed = [(topic, code) for topic, code, *_ in response.topic_errors if code not in _CREATED_OR_THERE]
-        if failed:
-            topic, code = failed[0]
-            raise for_code(code)(f"creating topic {topic} failed ({len(failed)} of {len(missing)} refused)")
-        # The controller has them; the brokers learn of them a moment later (about a second on three
-        # nodes), and a reader that asks before would find no partitions.
-        deadline = time.monotonic() + 15
-        while not set(missing) <= set(await admin.list_topics()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        await admin.close()

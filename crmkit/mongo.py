@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 import pymongo
 from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .errors import is_transient
@@ -112,3 +113,38 @@ async def find_by_ids(collection, ids, projection=None) -> list[dict]:
     for start in range(0, len(keys), IDS_PER_QUERY):
         found.extend([doc async for doc in collection.find({"_id": {"$in": keys[start:start + IDS_PER_QUERY]}}, projection)])
     return found
+
+
+_DUPLICATE_KEY = 11000
+
+
+async def insert_new(collection: Any, docs: Sequence[dict[str, Any]]) -> set[int]:
+    """Insert every document whose ``_id`` is not stored yet, in one request; the indexes of those that were."""
+    if not docs:
+        return set()
+    try:
+        await collection.insert_many(list(docs), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+            raise
+        return {e["index"] for e in errors}
+    return set()
+
+
+async def upsert_ignoring_stale(collection: Any, ops: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """Run version-guarded upserts (filter, update) in one request; a guard failing on an existing document
+    is a stale fact, whose upsert collides with the newer document (a duplicate ``_id``, ignored)."""
+    if not ops:
+        return
+    try:
+        await collection.bulk_write([pymongo.UpdateOne(f, u, upsert=True) for f, u in ops], ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
+    except KeyError:
+        # FerretDB 1.24 leaves `n` and `nModified` out of an update reply that carries write errors,
+        # and pymongo's bulk merge reads them: redone one write at a time, only in that case.
+        for f, u in ops:
+            with contextlib.suppress(DuplicateKeyError):
+                await collection.update_one(f, u, upsert=True)

@@ -29,11 +29,10 @@ from .messaging import (
     BatchProcessor,
     Bus,
     Health,
-    ensure_topics,
     faststream_security,
     subscribe_batches,
-    topic_config,
 )
+from .topics import ensure_topics, topic_config
 from .metrics import Metrics
 from . import tracing
 from .mongo import make_client, ping, until_available
@@ -131,6 +130,8 @@ class Service:
         self.mongo = make_client(settings.mongodb_url)
         self.db = self.mongo[settings.database]
         self.consumes: list[str] = []
+        # Each subscription's handler by its title: component tests feed batches to them without Kafka.
+        self.batch_handlers: dict[str, BatchHandler] = {}
         self.publishes: list[str] = list(publishes)
         self.routes: list[BaseRoute] = []
         self.http_operations: dict[tuple[str, str], Operation] = dict(COMMON_OPERATIONS)
@@ -147,6 +148,7 @@ class Service:
         """Subscribe ``handler`` to ``topics`` in the service's consumer group, in batches, at least once."""
         self.consumes.extend(t for t in topics if t not in self.consumes)
         group = self.settings.group_id + group_suffix
+        self.batch_handlers[title or handler.__name__] = handler
         processor = BatchProcessor(
             self.settings, self.bus, handler, self.metrics, self.health, title or handler.__name__, group=group, service=self.name
         )

@@ -259,7 +259,7 @@ def dumps(obj: Any) -> bytes:
 
 async def make_topics(endpoints: Endpoints, prefix: str, topics: Sequence[str], partitions: int = 6) -> None:
     """Create a test's topics before anything is produced to them (the brokers create none by themselves)."""
-    from crmkit.messaging import ensure_topics
+    from crmkit.topics import ensure_topics
 
     names = [prefix + t for t in topics]
     await ensure_topics(endpoints.kafka_settings(), names + [dlq_topic(n) for n in names], partitions)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from contracts.topics import ACTIVITY_COMMANDS, ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS
@@ -14,7 +15,8 @@ from crmkit.principals import PrincipalRepository
 from crmkit.service import Service, stop_if_cancelled
 from services.activity import api, openapi
 from services.activity.handlers import ActivityHandlers
-from services.activity.repository import LeadProjection, TaskRepository, TaskTypeRepository
+from services.activity.projection import LeadProjection
+from services.activity.repository import TaskRepository, TaskTypeRepository
 from services.activity.settings import ActivitySettings
 
 CONSUMES = (ACTIVITY_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS, DIRECTORY_EVENTS)
@@ -23,7 +25,16 @@ PUBLISHES = (ACTIVITY_EVENTS, QUALIFICATION_COMMANDS)
 log = logging.getLogger("services.activity")
 
 
-def create_app(settings: ActivitySettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Service:
+@dataclass(frozen=True)
+class Overrides:
+    """What a test may replace when it builds the service; production passes none."""
+
+    clock: Callable[[], datetime] | None = None  # the time the rules, the due pass and the day plan go by
+
+
+def create_app(settings: ActivitySettings, *, overrides: Overrides | None = None) -> Service:
+    overrides = overrides or Overrides()
+    clock: Callable[[], datetime] = overrides.clock or (lambda: datetime.now(UTC))
     service = Service(
         settings,
         name="activity",

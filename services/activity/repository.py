@@ -1,4 +1,4 @@
-"""Where tasks, task types and the lead projection live in MongoDB; the only module that knows document shapes."""
+"""Where tasks and task types live in MongoDB; with projection.py, the only modules that know document shapes."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ from typing import Any
 
 from crmkit import listkeys
 from crmkit.applied import Applied, applied_for, kept
-from crmkit.mongo import ensure_indexes
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from crmkit.mongo import IDS_PER_QUERY, ensure_indexes, find_by_ids, insert_new
+from pymongo import ASCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.activity.domain import LeadInfo, Task
+from services.activity.domain import Task
 
 _INTERNAL = ("_id", "_recent")
+
 
 
 # A task's applied messages, each with what it published: {"topic": ..., "message": serialized envelope}.
@@ -132,6 +133,43 @@ class TaskRepository:
         doc = await self._col.find_one({"_id": task_id})
         return _stored_from(doc) if doc else None
 
+    async def get_many(self, task_ids: Iterable[str]) -> dict[str, StoredTask]:
+        """The stored tasks among ``task_ids``, in one read."""
+        ids = sorted(set(task_ids))
+        if not ids:
+            return {}
+        return {doc["_id"]: _stored_from(doc) for doc in await find_by_ids(self._col, ids)}
+
+    async def save_many(self, new: Sequence[StoredTask], changed: Sequence[tuple[StoredTask, Task]]) -> set[str]:
+        """Insert the new tasks and replace the changed ones (each `(as it is now, as it was read)`), one request
+        each; the ids of the tasks someone else stored or changed meanwhile (read them again)."""
+        lost = {new[i].task.task_id for i in await insert_new(self._col, [self._doc(s) for s in new])}
+        if not changed:
+            return lost
+        ops = [ReplaceOne(_expected(expected), self._doc(now)) for now, expected in changed]
+        result = await self._col.bulk_write(ops, ordered=False)
+        if result.matched_count < len(ops):
+            # Which ones missed their guard: a task is ours if it holds what this batch wrote.
+            stored = await self.get_many(now.task.task_id for now, _ in changed)
+            for now, _ in changed:
+                found = stored.get(now.task.task_id)
+                ours = found is not None and found.task.version == now.task.version and (
+                    found.recent and now.recent and found.recent[-1].message_id == now.recent[-1].message_id
+                )
+                if not ours:
+                    lost.add(now.task.task_id)
+        return lost
+
+    async def insert_follow_ups(self, calls: Sequence[Task]) -> list[Task]:
+        """Store the calls `no_answer`s scheduled, those not stored yet; each call as it is stored now
+        (a replay finds the earlier ones there, maybe changed since)."""
+        there = await insert_new(self._col, [task_document(c, []) for c in calls])
+        stored = await self.get_many(calls[i].task_id for i in there)
+        return [stored[c.task_id].task if i in there and c.task_id in stored else c for i, c in enumerate(calls)]
+
+    def _doc(self, stored: StoredTask) -> dict[str, Any]:
+        return task_document(stored.task, kept(stored.recent, self._recent_kept))
+
     async def view(self, task_id: str) -> Task | None:
         doc = await self._col.find_one({"_id": task_id}, {"_recent": 0})
         return _task_from(doc) if doc else None
@@ -163,8 +201,11 @@ class TaskRepository:
         ids = sorted(set(lead_ids))
         if not ids:
             return []
-        cursor = self._col.find({"lead_id": {"$in": ids}, "status": "open"}, {"_recent": 0})
-        return [_task_from(d) async for d in cursor]
+        found: list[Task] = []
+        for start in range(0, len(ids), IDS_PER_QUERY):  # each an `$in` the patched FerretDB serves from its index
+            query = {"lead_id": {"$in": ids[start:start + IDS_PER_QUERY]}, "status": "open"}
+            found.extend([_task_from(d) async for d in self._col.find(query, {"_recent": 0})])
+        return found
 
     async def search(
         self,
@@ -208,8 +249,6 @@ class TaskRepository:
 
     async def migrate_list_keys(self, batch: int = 500) -> int:
         """Write the list keys of tasks stored without them; guarded by the version read. Run once."""
-        from pymongo import UpdateOne
-
         done = 0
         ops: list[Any] = []
         async for doc in self._col.find({"ixv": {"$ne": LIST_KEYS_VERSION}}, {"_recent": 0}):
@@ -266,34 +305,6 @@ class TaskRepository:
         """Notices claimed long ago and never settled: their instance died between claim and publish."""
         cursor = self._notices.find({"settled": False, "at": {"$lt": owed_before}}).limit(limit)
         return [Owed(doc["task_id"], doc["_id"], doc["message"]) async for doc in cursor]
-
-
-class LeadProjection:
-    """The projection of leads from crm.leads.events.v1, newest version wins."""
-
-    def __init__(self, db: AsyncDatabase) -> None:
-        self._col = db["leads"]
-
-    async def apply(self, lead_id: str, version: int, fields: dict[str, Any]) -> LeadInfo | None:
-        """Apply a lead event's facts unless a newer version is known; the lead as it is now, or None if stale."""
-        try:
-            doc = await self._col.find_one_and_update(
-                {"_id": lead_id, "version": {"$lte": version}},
-                {"$set": {**fields, "version": version}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:
-            return None  # a newer version of the lead is stored: this event is old news
-        return _lead_from(doc)
-
-    async def get(self, lead_id: str) -> LeadInfo | None:
-        doc = await self._col.find_one({"_id": lead_id})
-        return _lead_from(doc) if doc else None
-
-
-def _lead_from(doc: dict[str, Any]) -> LeadInfo:
-    return LeadInfo.model_validate({**{k: v for k, v in doc.items() if k != "_id"}, "lead_id": doc["_id"]})
 
 
 class TaskTypeRepository:

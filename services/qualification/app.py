@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
 from contracts.topics import DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS
 from crmkit.mongo import until_available
 from crmkit.principals import PrincipalRepository
@@ -23,7 +27,16 @@ CONSUMES = (QUALIFICATION_COMMANDS, LEADS_EVENTS, DIRECTORY_EVENTS)
 PUBLISHES = (QUALIFICATION_EVENTS,)
 
 
-def create_app(settings: QualificationSettings) -> Service:
+@dataclass(frozen=True)
+class Overrides:
+    """What a test may replace when it builds the service; production passes none."""
+
+    clock: Callable[[], datetime] | None = None  # the time processes are stamped with
+    after_step: Callable[[str], None] | None = None  # called after each bulk write of a batch's processes
+
+
+def create_app(settings: QualificationSettings, *, overrides: Overrides | None = None) -> Service:
+    overrides = overrides or Overrides()
     service = Service(
         settings,
         name="qualification",
@@ -43,7 +56,10 @@ def create_app(settings: QualificationSettings) -> Service:
         settings, LeadProjection(db), pipelines, reasons, ClosingRepository(db), CompanyRepository(db), deals,
         principals, source=service.source,
     )
-    service.handlers = handlers  # type: ignore[attr-defined]  # tests reach the seams through it
+    if overrides.clock is not None:
+        handlers.clock = overrides.clock
+    if overrides.after_step is not None:
+        handlers.after_step = overrides.after_step
 
     async def start_up() -> None:
         await ensure_indexes(db)

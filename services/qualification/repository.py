@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crmkit import listkeys
+from crmkit.mongo import find_by_ids, insert_new
 from crmkit.mongo import ensure_indexes as create_missing_indexes
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.qualification.domain import FINAL_STATUSES, Closing, Company, Deal, Lead, ProcessState, Reason, default_reasons
+from services.qualification.domain import FINAL_STATUSES, Closing, Company, Deal, Lead, Reason, default_reasons
 
 _DUPLICATE_KEY = 11000
 
@@ -36,6 +37,7 @@ class _Upsert:
     filter: dict[str, Any]
     update: dict[str, Any]
     upsert: bool = True
+
 
 
 async def _bulk_ignoring_duplicates(col: Any, ops: list[_Upsert]) -> None:
@@ -77,10 +79,15 @@ class LeadProjection:
         await _bulk_ignoring_duplicates(self._col, ops)
 
     async def get(self, lead_id: str) -> Lead | None:
-        doc = await self._col.find_one({"_id": lead_id})
-        if doc is None or "title" not in doc:
-            return None
-        return Lead.model_validate({**doc, "lead_id": doc["_id"]})
+        return (await self.get_many([lead_id])).get(lead_id)
+
+    async def get_many(self, lead_ids: Iterable[str]) -> dict[str, Lead]:
+        """The known leads among ``lead_ids``, in one read (a lead seen only in partial facts is not known)."""
+        ids = sorted(set(lead_ids))
+        if not ids:
+            return {}
+        found = await find_by_ids(self._col, ids)
+        return {doc["_id"]: Lead.model_validate({**doc, "lead_id": doc["_id"]}) for doc in found if "title" in doc}
 
 
 class PipelineProjection:
@@ -168,47 +175,75 @@ class StoredClosing:
     outbox: list[str]  # serialized envelopes the process publishes, fixed when it starts
 
 
+def _closing_doc(stored: StoredClosing) -> dict[str, Any]:
+    doc = stored.closing.model_dump()
+    doc.update({"_id": stored.closing.lead_id, "_outbox": stored.outbox})
+    return doc
+
+
+def _done_id(closing: Closing) -> str:
+    return f"{closing.lead_id}\x1f{closing.command_id}"
+
+
+def _closing_from(doc: dict[str, Any]) -> StoredClosing:
+    outbox = list(doc.get("_outbox", []))
+    return StoredClosing(Closing.model_validate({k: v for k, v in doc.items() if k not in ("_id", "_outbox")}), outbox)
+
+
 class ClosingRepository:
     """One document per lead: the process that closes it, its state, and the events it owes."""
 
     def __init__(self, db: AsyncDatabase) -> None:
         self._col = db["closings"]
         self._history = db["closings_history"]  # earlier processes of reopened leads
+        self._done = db["closings_done"]  # one document per process that finished: its lead and command
 
     async def get(self, lead_id: str) -> StoredClosing | None:
-        doc = await self._col.find_one({"_id": lead_id})
-        if doc is None:
-            return None
-        outbox = list(doc.pop("_outbox", []))
-        return StoredClosing(Closing.model_validate({k: v for k, v in doc.items() if k != "_id"}), outbox)
+        return (await self.get_many([lead_id])).get(lead_id)
+
+    async def get_many(self, lead_ids: Iterable[str]) -> dict[str, StoredClosing]:
+        """The process of each lead that has one, in one read (and one of the done marks of those still running)."""
+        ids = sorted(set(lead_ids))
+        if not ids:
+            return {}
+        found = {doc["_id"]: _closing_from(doc) for doc in await find_by_ids(self._col, ids)}
+        running = {_done_id(s.closing): lid for lid, s in found.items() if s.closing.state != "done"}
+        for doc in await find_by_ids(self._done, list(running), {"_id": 1}):
+            stored = found[running[doc["_id"]]]
+            found[running[doc["_id"]]] = StoredClosing(stored.closing.model_copy(update={"state": "done"}), stored.outbox)
+        return found
+
+    async def start_many(self, stored: Sequence[StoredClosing]) -> set[str]:
+        """Store new processes in one request; the leads that had one already (read them again)."""
+        docs = [_closing_doc(s) for s in stored]
+        return {stored[i].closing.lead_id for i in await insert_new(self._col, docs)}
+
+    async def finish_many(self, closings: Iterable[Closing]) -> None:
+        """Mark processes done, once everything they create is stored: a small document each, inserted in one
+        request (rewriting every process document cost fifty times as much on FerretDB)."""
+        await insert_new(self._done, [{"_id": _done_id(c)} for c in closings])
 
     async def start(self, closing: Closing, outbox: list[str], *, replacing: Closing | None = None) -> bool:
         """Store a new process; False if the lead already has one (then read it again).
 
         ``replacing`` is the finished process of a lead that was reopened: it moves to
         ``closings_history`` and the new one takes its place, unless another got there first."""
-        doc = closing.model_dump()
-        doc.update({"_id": closing.lead_id, "_outbox": outbox})
+        doc = _closing_doc(StoredClosing(closing, outbox))
         if replacing is not None:
-            old = await self._col.find_one({"_id": closing.lead_id, "command_id": replacing.command_id, "state": "done"})
-            if old is None:
+            old = (await self.get_many([closing.lead_id])).get(closing.lead_id)
+            if old is None or old.closing.command_id != replacing.command_id or old.closing.state != "done":
                 return False
-            old["_id"] = f"{closing.lead_id}\x1f{replacing.command_id}"
             with contextlib.suppress(DuplicateKeyError):
-                await self._history.insert_one(old)
-            result = await self._col.replace_one({"_id": closing.lead_id, "command_id": replacing.command_id, "state": "done"}, doc)
+                await self._history.insert_one(
+                    {**_closing_doc(old), "_id": f"{closing.lead_id}\x1f{replacing.command_id}"}
+                )
+            result = await self._col.replace_one({"_id": closing.lead_id, "command_id": replacing.command_id}, doc)
             return result.matched_count == 1
         try:
             await self._col.insert_one(doc)
         except DuplicateKeyError:
             return False
         return True
-
-    async def advance(self, lead_id: str, command_id: str, from_state: ProcessState, to_state: ProcessState) -> None:
-        # Compare-and-set: if another instance already moved it on, this is a no-op.
-        await self._col.update_one(
-            {"_id": lead_id, "command_id": command_id, "state": from_state}, {"$set": {"state": to_state}}
-        )
 
 
 class CompanyRepository:
@@ -219,12 +254,11 @@ class CompanyRepository:
 
     async def create(self, company: Company) -> None:
         """Insert once; a repeat of the same step finds it there."""
-        doc = company.model_dump()
-        doc.update({"_id": company.company_id, "origin": "qualification"})
-        try:
-            await self._col.insert_one(doc)
-        except DuplicateKeyError:
-            pass
+        await self.create_many([company])
+
+    async def create_many(self, companies: Sequence[Company]) -> None:
+        """Insert those not stored yet, in one request (a repeated step finds the others there)."""
+        await insert_new(self._col, [{**c.model_dump(), "_id": c.company_id, "origin": "qualification"} for c in companies])
 
     async def upsert_known(self, records: Sequence[tuple[str, int, dict[str, Any]]]) -> None:
         ops = [
@@ -238,7 +272,14 @@ class CompanyRepository:
         await _bulk_ignoring_duplicates(self._col, ops)
 
     async def exists(self, company_id: str) -> bool:
-        return await self._col.find_one({"_id": company_id}, {"_id": 1}) is not None
+        return bool(await self.known([company_id]))
+
+    async def known(self, company_ids: Iterable[str]) -> set[str]:
+        """Which of these company ids are stored, in one read."""
+        ids = sorted(set(company_ids))
+        if not ids:
+            return set()
+        return {doc["_id"] for doc in await find_by_ids(self._col, ids, {"_id": 1})}
 
     async def get(self, company_id: str) -> Company | None:
         doc = await self._col.find_one({"_id": company_id, "origin": "qualification"})
@@ -259,13 +300,11 @@ class DealRepository:
 
     async def create(self, deal: Deal) -> None:
         """Insert once; a repeat of the same step finds it there."""
-        doc = deal.model_dump()
-        doc["_id"] = deal.deal_id
-        doc.update(deal_list_keys(deal))
-        try:
-            await self._col.insert_one(doc)
-        except DuplicateKeyError:
-            pass
+        await self.create_many([deal])
+
+    async def create_many(self, deals: Sequence[Deal]) -> None:
+        """Insert those not stored yet, in one request (a repeated step finds the others there)."""
+        await insert_new(self._col, [{**d.model_dump(), "_id": d.deal_id, **deal_list_keys(d)} for d in deals])
 
     async def get(self, deal_id: str) -> Deal | None:
         doc = await self._col.find_one({"_id": deal_id})

@@ -21,9 +21,9 @@ from contracts.topics import (
 )
 from crmkit.messaging import Inbound
 from crmkit.principals import PrincipalRepository
-from services.activity.app import create_app
-from services.activity.handlers import next_call_id
-from services.activity.repository import LeadProjection as ActivityLeads
+from services.activity.app import Overrides, create_app
+from services.activity.messages import next_call_id
+from services.activity.projection import LeadProjection as ActivityLeads
 from services.activity.repository import TaskRepository
 from services.activity.settings import ActivitySettings
 from services.leads import domain as leads_domain
@@ -71,7 +71,7 @@ def task_cmd(lead_id: str, task_id: str, due_at: datetime, *, actor: str = "alic
 async def start_activity(settings_for, run_service, **overrides):
     clock = overrides.pop("clock", None)
     settings = settings_for(ActivitySettings, "activity", due_pass_interval_s=0, **overrides)
-    service = create_app(settings, clock=clock) if clock else create_app(settings)
+    service = create_app(settings, overrides=Overrides(clock=clock))
     return await run_service(service)
 
 

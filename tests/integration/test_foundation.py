@@ -14,7 +14,8 @@ from contracts import build_message, parse_message, payload_class
 from contracts.examples import EXAMPLES
 from contracts.registry import TOPIC_TYPES
 from contracts.topics import DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC, LEADS_COMMANDS, LEADS_EVENTS, dlq_topic
-from crmkit.messaging import Bus, Inbound, Outbound, ensure_topics
+from crmkit.messaging import Bus, Inbound, Outbound
+from crmkit.topics import ensure_topics
 from crmkit.metrics import Metrics
 from crmkit.mongo import is_ferretdb, make_client
 from crmkit.partitioning import partition_for

@@ -16,7 +16,7 @@ from crmctl.cli import app as crm
 from crmctl.dlq import Filter, replay_records, summary
 from services.activity.app import create_app
 from services.activity.handlers import ActivityHandlers
-from services.activity.repository import LeadProjection
+from services.activity.projection import LeadProjection
 from services.activity.settings import ActivitySettings
 from tests.integration.test_operations_metrics import scrape, value
 from tests.support import Collector, Producer, headers_of, kafka_options, wait_until
@@ -36,14 +36,14 @@ async def test_a_record_parked_by_two_groups_is_replayed_to_one_and_only_that_on
     first = await run_service(create_app(settings_for(ActivitySettings, "act_a", due_pass_interval_s=0)))
     second = await run_service(create_app(settings_for(ActivitySettings, "act_b", due_pass_interval_s=0)))
     group_a, group_b = isolation.group("act_a"), isolation.group("act_b")
-    original = ActivityHandlers.on_lead_fact
+    original = ActivityHandlers.on_lead_facts
 
-    async def buggy(self, message):
-        if message.subject == "BAD":
+    async def buggy(self, facts):
+        if any(message.subject == "BAD" for _, message in facts):
             raise RuntimeError("a bug that this lead's card trips")
-        return await original(self, message)
+        return await original(self, facts)
 
-    monkeypatch.setattr(ActivityHandlers, "on_lead_fact", buggy)
+    monkeypatch.setattr(ActivityHandlers, "on_lead_facts", buggy)
     dlq_name = isolation.prefix + dlq_topic(LEADS_EVENTS)
     async with Producer(endpoints.kafka, isolation.prefix) as producer, Collector(endpoints.kafka, isolation.prefix, dlq_topic(LEADS_EVENTS)) as dlq:
         await producer.send(LEADS_EVENTS, lead_created("BAD"))
@@ -73,7 +73,7 @@ async def test_a_record_parked_by_two_groups_is_replayed_to_one_and_only_that_on
             activity_row = next(r for r in json.loads(status.stdout)["components"] if r["component"] == "activity")
             assert activity_row["dlq"] >= 2  # the status counts the DLQ records each service parked
 
-        monkeypatch.setattr(ActivityHandlers, "on_lead_fact", original)  # the fix is deployed
+        monkeypatch.setattr(ActivityHandlers, "on_lead_facts", original)  # the fix is deployed
         dry = await replay_records(kafka_options(endpoints.kafka), dlq_name, Filter(group=group_a), dry_run=True)
         assert dry["chosen"] == 1 and dry["to"] == [{"topic": isolation.prefix + LEADS_EVENTS, "group": group_a, "records": 1}]
         report = await replay_records(kafka_options(endpoints.kafka), dlq_name, Filter(group=group_a))

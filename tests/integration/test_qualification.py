@@ -14,7 +14,7 @@ from crmkit.principals import PrincipalRepository
 from services.leads.app import create_app as create_leads
 from services.leads.repository import LeadRepository
 from services.leads.settings import LeadsSettings
-from services.qualification.app import create_app as create_qualification
+from services.qualification.app import Overrides, create_app as create_qualification
 from services.qualification.domain import deal_id_for
 from services.qualification.repository import ClosingRepository, CompanyRepository, DealRepository, LeadProjection
 from services.qualification.settings import QualificationSettings
@@ -197,13 +197,12 @@ async def test_the_same_qualify_twice_makes_one_deal(settings_for, run_service, 
 async def test_a_crash_after_the_deal_resumes_on_redelivery(settings_for, run_service, endpoints, isolation):
     leads = await run_service(create_leads(settings_for(LeadsSettings, "leads")))
     settings = settings_for(QualificationSettings, "qualification")
-    first = await run_service(create_qualification(settings))
 
     def crash_after_deal(state: str) -> None:
         if state == "deal_created":
             raise SimulatedCrash("killed between storing the deal and publishing crm.lead.qualified")
 
-    first.handlers.after_step = crash_after_deal
+    first = await run_service(create_qualification(settings, overrides=Overrides(after_step=crash_after_deal)))
     async with Producer(endpoints.kafka, isolation.prefix) as producer, Collector(
         endpoints.kafka, isolation.prefix, QUALIFICATION_EVENTS
     ) as events:
@@ -214,7 +213,8 @@ async def test_a_crash_after_the_deal_resumes_on_redelivery(settings_for, run_se
 
         async def stuck_after_deal():
             stored = await closings.get("L1")
-            return stored is not None and stored.closing.state == "deal_created"
+            deal_stored = await DealRepository(first.db).count(lead_id="L1") == 1
+            return stored is not None and deal_stored and stored.closing.state != "done"
 
         await wait_until(stuck_after_deal, what="the first instance to die after storing the deal")
         assert await DealRepository(first.db).count(lead_id="L1") == 1

@@ -26,7 +26,7 @@ from contracts import Envelope
 from contracts.topics import DLQ_REASON, dlq_topic
 from crmctl.services import SERVICES, ServiceSpec, http_ready
 from crmctl.stack import ROOT, ManagedProcess, Stack, StackConfig, port_open
-from crmkit.messaging import ensure_topics
+from crmkit.topics import ensure_topics
 from crmkit.mongo import make_client
 from crmkit.settings import KafkaSettings
 from tests.support import kafka_options, register_kafka

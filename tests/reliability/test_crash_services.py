@@ -15,6 +15,7 @@ import pytest
 
 from contracts.topics import ACTIVITY_EVENTS, IMPORTS_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
 from services.importer.settings import ImporterSettings
+from services.qualification.repository import ClosingRepository
 from tests.reliability.harness import Scenario, scaled, until
 from tests.reliability.leads_load import creates, lead_ids
 from tests.reliability.services_load import (
@@ -152,7 +153,8 @@ async def test_qualification_crash_under_load(scenario: Scenario) -> None:
     deals = await scenario.docs_in("qualification", "deals", {"lead_id": 1, "company_id": 1})
     deal_leads = [d["lead_id"] for d in deals]
     companies = await scenario.collection("qualification", "companies").count_documents({"origin": "qualification"})
-    closings = await scenario.docs_in("qualification", "closings", {"state": 1})
+    stored_closings = await ClosingRepository(scenario.collection("qualification", "closings").database).get_many(ids)
+    closings = [{"_id": lid, "state": s.closing.state} for lid, s in stored_closings.items()]
     stored = await scenario.docs_in("leads", "leads", {"status": 1})
     not_qualified = [d["_id"] for d in stored if d.get("status") != "qualified"]
     lost = expected - set(deal_leads)

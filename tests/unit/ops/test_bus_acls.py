@@ -46,7 +46,7 @@ def test_a_prefix_puts_every_topic_and_group_under_it():
 
 
 def test_every_contract_topic_is_created_and_events_keep_their_records():
-    from crmkit.messaging import topic_config
+    from crmkit.topics import topic_config
 
     assert set(bus.EVENTS_TOPICS) | set(bus.COMMANDS_TOPICS) == set(ALL_TOPICS)
     assert all(topic_config(t)["retention.ms"] == "-1" for t in bus.EVENTS_TOPICS)

@@ -1,0 +1,147 @@
+"""Activity's contract messages: task events, summaries, due notices and refusals, and lead facts read off the leads topic."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from contracts import Envelope, build_message
+from contracts.activity import (
+    LeadActivitySummary,
+    TaskCancelled,
+    TaskCompleted,
+    TaskCreated,
+    TaskDueSoon,
+    TaskOverdue,
+    TaskUpdated,
+    TaskView,
+)
+from contracts.qualification import DisqualifyLead
+from contracts.topics import ACTIVITY_EVENTS, QUALIFICATION_COMMANDS
+from crmkit import access
+from crmkit.applied import Applied
+from crmkit.ids import uuid5
+from crmkit.messaging import Outbound
+from crmkit.principals import Principal
+from services.activity import domain as d
+
+# Stable ids: the same input message always yields the same task ids and event ids, so a replay
+# after a crash publishes identical events that consumers dedupe.
+_ID_NAMESPACE = uuid.UUID("3d0c7b1e-6a0f-4a57-b8e4-2f1e9c4d7a21")
+
+TASK_COMMANDS = {"crm.task.create", "crm.task.update", "crm.task.complete", "crm.task.cancel"}
+USER_COMMANDS = TASK_COMMANDS | {"crm.task.type.add"}
+LEAD_FACTS = {"crm.lead.created", "crm.lead.updated", "crm.lead.deleted", "crm.lead.restored", "crm.lead.stage-changed"}
+
+def stable_id(*parts: str) -> str:
+    return uuid5(_ID_NAMESPACE, "\x1f".join(parts))
+
+
+def task_id_of(message: Envelope) -> str:
+    """The task a command is about; a create without `task_id` gets one derived from the message id."""
+    if message.type == "crm.task.create":
+        return message.data.task_id or stable_id("task", message.id)
+    return message.data.task_id
+
+
+def next_call_id(task_id: str) -> str:
+    """uuid5(task_id, "next-call"): the one call a `no_answer` may schedule, whatever the redeliveries."""
+    try:
+        return uuid5(uuid.UUID(task_id), "next-call")
+    except ValueError:  # an outside system chose a task id that is not a UUID
+        return stable_id(d.next_call_id(task_id))
+
+
+def actor_of(principal: Principal) -> d.Actor:
+    return d.Actor(user_id=principal.user_id, licensed=principal.licensed, is_admin=principal.is_admin)
+
+
+# --- domain results → contract messages -----------------------------------------------------
+
+_TASK_EVENTS = {
+    d.TaskCreated: TaskCreated,
+    d.TaskUpdated: TaskUpdated,
+    d.TaskCompleted: TaskCompleted,
+    d.TaskCancelled: TaskCancelled,
+}
+
+
+def task_view(task: d.Task) -> TaskView:
+    return TaskView.model_validate(task.model_dump())
+
+
+def outbound_of(event: Any, cause: Envelope, source: str, index: int, now: datetime) -> Outbound:
+    common = dict(source=source, correlationid=cause.correlationid or cause.id, causationid=cause.id, time=now)
+    if isinstance(event, d.DisqualifyRequested):
+        payload = DisqualifyLead(lead_id=event.lead_id, reason_id=event.reason_id, comment=event.comment)
+        message = build_message(payload, actorid=event.actor_id, id=stable_id(cause.id, "disqualify"), **common)
+        return Outbound(QUALIFICATION_COMMANDS, message)
+    payload = _TASK_EVENTS[type(event)].model_validate(event.task.model_dump())
+    message = build_message(
+        payload, actorid=cause.actorid, id=stable_id(cause.id, event.task.task_id, str(index), payload.TYPE), **common
+    )
+    return Outbound(ACTIVITY_EVENTS, message)
+
+
+def rejection(cause: Envelope, exc: d.Rejected | access.Refusal, source: str, lead_id: str | None) -> Outbound:
+    refusal = exc if isinstance(exc, access.Refusal) else access.Refusal(exc.code, exc.message, tuple(exc.errors))
+    message = access.rejection(cause, refusal, source=source, namespace=_ID_NAMESPACE, lead_id=lead_id)
+    return Outbound(ACTIVITY_EVENTS, message, key=message.subject or cause.id)
+
+
+def summary_message(summary: d.Summary, cause_id: str, correlation_id: str, source: str, now: datetime) -> Outbound:
+    payload = LeadActivitySummary(
+        lead_id=summary.lead_id,
+        next_due_at=summary.next_due_at,
+        next_task_id=summary.next_task_id,
+        open_count=summary.open_count,
+        overdue_count=summary.overdue_count,
+        state=summary.state,
+    )
+    # The id names the content too: a replay that finds the same state repeats the same message,
+    # one that finds a newer state must not be taken for a duplicate.
+    digest = hashlib.sha1(payload.model_dump_json().encode()).hexdigest()
+    message = build_message(
+        payload, source=source, id=stable_id(cause_id, summary.lead_id, "summary", digest),
+        correlationid=correlation_id, causationid=cause_id, time=now,
+    )
+    return Outbound(ACTIVITY_EVENTS, message)
+
+
+def notice_message(task: d.Task, kind: str, source: str, now: datetime) -> Outbound:
+    cls = TaskDueSoon if kind == "due_soon" else TaskOverdue
+    payload = cls(task_id=task.task_id, lead_id=task.lead_id, due_at=task.due_at, assignee_id=task.assignee_id)
+    message = build_message(payload, source=source, id=stable_id(task.task_id, kind, task.due_at.isoformat()), time=now)
+    return Outbound(ACTIVITY_EVENTS, message)
+
+
+def serialize(outbound: Sequence[Outbound]) -> list[dict[str, str]]:
+    return [{"topic": o.topic, "message": o.message.to_json_bytes().decode(), "key": o.key or ""} for o in outbound]
+
+
+def replay(recent: Applied[dict[str, str]]) -> list[Outbound]:
+    return [Outbound(e["topic"], Envelope.model_validate_json(e["message"]), e.get("key") or None) for e in recent.events]
+
+
+def lead_facts(data: Any, message_type: str) -> tuple[str, int, dict[str, Any]]:
+    """What a lead event says about the lead: its id, its version, and the facts the projection keeps."""
+    if message_type in ("crm.lead.created", "crm.lead.updated"):
+        facts = {
+            "pipeline_id": data.pipeline_id,
+            "status": plain(data.status),
+            "deleted": data.deleted,
+            "title": data.title,
+            "data_changed_at": data.data_changed_at,
+        }
+    elif message_type == "crm.lead.stage-changed":
+        facts = {"pipeline_id": data.pipeline_id, "status": plain(data.to_status)}
+    else:
+        facts = {"deleted": message_type == "crm.lead.deleted"}
+    return data.lead_id, data.version, facts
+
+
+def plain(value: Any) -> Any:
+    return getattr(value, "value", value)

@@ -1,0 +1,110 @@
+"""Where the activity service keeps its projection of leads in MongoDB: facts, agendas, reactions (document shapes)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from crmkit.applied import Applied, kept
+from crmkit.mongo import find_by_ids, upsert_ignoring_stale
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.activity.domain import LeadInfo
+
+
+@dataclass(frozen=True)
+class ProjectedLead:
+    """A projected lead, with how far its tasks follow it: whether they were last brought in line with it
+    deleted or live, and the reactions of the last facts that did so (replayed on redelivery)."""
+
+    lead: LeadInfo
+    tasks_deleted: bool
+    reactions: list[Applied[dict[str, str]]]
+
+
+def _agenda_key(task_id: str) -> str:
+    # A task id is the sender's string: hashed, so that no dot or dollar sign can become a field path.
+    return hashlib.sha1(task_id.encode()).hexdigest()[:20]
+
+
+class LeadProjection:
+    """The projection of leads from crm.leads.events.v1, newest version wins.
+
+    Each lead also keeps its agenda, the due time of each of its open tasks (``_open``), so that its
+    summary is one small read instead of reading every open task of the lead."""
+
+    def __init__(self, db: AsyncDatabase, reactions_kept: int = 8) -> None:
+        self._col = db["leads"]
+        self._kept = reactions_kept
+
+    async def apply_many(self, facts: Sequence[tuple[str, int, dict[str, Any]]]) -> dict[str, ProjectedLead]:
+        """Apply lead events' facts (id, version, facts) unless a newer version is known, in one request; then
+        every lead they name as it is now."""
+        await upsert_ignoring_stale(
+            self._col, [({"_id": lid, "version": {"$lte": v}}, {"$set": {**f, "version": v}}) for lid, v, f in facts]
+        )
+        docs = await find_by_ids(self._col, [lid for lid, _, _ in facts])
+        return {
+            doc["_id"]: ProjectedLead(
+                _lead_from(doc), bool(doc.get("_tasks_deleted", False)),
+                [Applied.from_doc(r) for r in doc.get("_reactions") or []],
+            )
+            for doc in docs
+        }
+
+    async def reacted(self, projected: ProjectedLead, applied: Applied[dict[str, str]]) -> ProjectedLead:
+        """Record that the lead's tasks follow its current deleted state, with what the fact that did it published."""
+        reactions = kept([*projected.reactions, applied], self._kept)
+        deleted = projected.lead.deleted
+        await self._col.update_one(
+            {"_id": projected.lead.lead_id},
+            {"$set": {"_tasks_deleted": deleted, "_reactions": [r.to_doc() for r in reactions]}},
+        )
+        return ProjectedLead(projected.lead, deleted, reactions)
+
+    async def agendas(self, lead_ids: Iterable[str]) -> dict[str, dict[str, datetime] | None]:
+        """Each lead's agenda; None where none is kept yet (a lead from before agendas)."""
+        docs = await find_by_ids(self._col, lead_ids, {"_open": 1})
+        return {
+            doc["_id"]: None if "_open" not in doc else {e["id"]: e["due"] for e in doc["_open"].values()} for doc in docs
+        }
+
+    async def keep_agendas(
+        self, changes: Mapping[str, Mapping[str, datetime | None]], rebuilt: Mapping[str, Mapping[str, datetime]]
+    ) -> None:
+        """Apply task changes to the leads' agendas (a due time, or None for a task no longer open) and store the
+        agendas rebuilt whole, in one request."""
+        ops = []
+        for lead_id, entries in changes.items():
+            update: dict[str, Any] = {}
+            for task_id, due in entries.items():
+                if due is None:
+                    update.setdefault("$unset", {})[f"_open.{_agenda_key(task_id)}"] = ""
+                else:
+                    update.setdefault("$set", {})[f"_open.{_agenda_key(task_id)}"] = {"id": task_id, "due": due}
+            if update:
+                ops.append(UpdateOne({"_id": lead_id}, update))
+        for lead_id, agenda in rebuilt.items():
+            whole = {_agenda_key(tid): {"id": tid, "due": due} for tid, due in agenda.items()}
+            ops.append(UpdateOne({"_id": lead_id}, {"$set": {"_open": whole}}))
+        if ops:
+            await self._col.bulk_write(ops, ordered=False)
+
+    async def get(self, lead_id: str) -> LeadInfo | None:
+        doc = await self._col.find_one({"_id": lead_id})
+        return _lead_from(doc) if doc else None
+
+    async def get_many(self, lead_ids: Iterable[str]) -> dict[str, LeadInfo]:
+        """The projected leads among ``lead_ids``, in one read."""
+        ids = sorted(set(lead_ids))
+        if not ids:
+            return {}
+        return {doc["_id"]: _lead_from(doc) for doc in await find_by_ids(self._col, ids)}
+
+
+def _lead_from(doc: dict[str, Any]) -> LeadInfo:
+    return LeadInfo.model_validate({**{k: v for k, v in doc.items() if not k.startswith("_")}, "lead_id": doc["_id"]})

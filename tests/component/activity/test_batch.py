@@ -1,0 +1,100 @@
+"""The activity handlers as ``create_app`` wires them, on the real database, fed batches without Kafka.
+
+A batch of task commands is read once and stored in bulk, each lead's summary published once per
+batch; a redelivery publishes the same records and changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from contracts.topics import ACTIVITY_COMMANDS, ACTIVITY_EVENTS, DIRECTORY_EVENTS
+from services.activity.app import Overrides, create_app
+from services.activity.messages import task_id_of
+from services.activity.repository import TaskRepository
+from services.activity.settings import ActivitySettings
+from tests.component.support import built, inbound, lead_card, lead_fact, wire
+from tests.integration.leads_helpers import directory_event, payload
+from tests.support import command
+
+NOW = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
+GRANT = (DIRECTORY_EVENTS, directory_event("crm.user.licence-granted", user_id="bob", licence="crm"))
+
+
+def create(lead_id: str, hours: int, *, actor: str = "bob"):
+    data = payload("crm.task.create", lead_id=lead_id, type="call", title=f"Call in {hours} h", assignee_id="bob",
+                   start_at=NOW + timedelta(hours=hours - 1), due_at=NOW + timedelta(hours=hours))
+    return ACTIVITY_COMMANDS, command(data, actor=actor)
+
+
+def complete(task_id: str, lead_id: str):
+    return ACTIVITY_COMMANDS, command(payload("crm.task.complete", task_id=task_id), actor="bob", subject=lead_id)
+
+
+def app(settings_for):
+    return create_app(settings_for(ActivitySettings, "activity", due_pass_interval_s=0), overrides=Overrides(clock=lambda: NOW))
+
+
+async def prepared(service):
+    await TaskRepository(service.db).ensure_indexes()
+    return service.batch_handlers["activity"]
+
+
+def summaries(out) -> dict[str, tuple]:
+    found = {}
+    for o in out:
+        if o.message.type == "crm.lead.activity-summary":
+            data = o.message.data
+            assert data.lead_id not in found, f"two summaries of {data.lead_id} in one batch"
+            found[data.lead_id] = (data.open_count, data.next_task_id, data.next_due_at)
+    return found
+
+
+async def test_a_batch_of_tasks_is_stored_once_with_one_summary_per_lead(settings_for):
+    async with built(app(settings_for)) as service:
+        handle = await prepared(service)
+        leads = ["A1", "A2", "A3"]
+        await handle(inbound([GRANT, *(lead_card(lead_id) for lead_id in leads)]))
+        creates = [create(lead_id, hours) for hours in range(2, 12) for lead_id in leads]
+        first_of_a1 = task_id_of(creates[0][1])  # A1's task due in 2 h, completed in the same batch
+        batch = inbound([*creates, complete(first_of_a1, "A1")])
+        out = await handle(batch)
+
+        created = [o for o in out if o.message.type == "crm.task.created"]
+        assert len(created) == 30 and {o.topic for o in out} == {ACTIVITY_EVENTS}
+        assert [o.message.type for o in out if o.message.causationid == batch[-1].message.id][:1] == ["crm.task.completed"]
+        shown = summaries(out)
+        assert set(shown) == set(leads)
+        assert shown["A1"][0] == 9 and shown["A1"][2] == NOW + timedelta(hours=3)  # the completed one is not next
+        assert shown["A2"][0] == 10 and shown["A2"][1] == task_id_of(creates[1][1])
+        tasks = TaskRepository(service.db)
+        assert len((await tasks.search(lead_id="A2", limit=100))[0]) == 10
+        assert (await tasks.view(first_of_a1)).status == "done"
+
+        again = await handle(batch)  # the consumer died before committing
+        assert wire([o for o in again if o.message.type != "crm.lead.activity-summary"]) == wire(
+            [o for o in out if o.message.type != "crm.lead.activity-summary"]
+        )
+        assert summaries(again) == shown
+        assert len((await tasks.search(limit=100))[0]) == 30
+
+
+async def test_deleting_a_lead_cancels_its_tasks_once_and_restoring_it_reopens_them(settings_for):
+    async with built(app(settings_for)) as service:
+        handle = await prepared(service)
+        await handle(inbound([GRANT, lead_card("D1"), lead_card("D2")]))
+        await handle(inbound([create("D1", 3), create("D1", 5), create("D2", 4)]))
+
+        deleted = inbound([lead_fact("crm.lead.deleted", "D1", 2), lead_card("D2", version=2, event="crm.lead.updated")])
+        out = await handle(deleted)
+        assert sorted(o.message.type for o in out) == ["crm.lead.activity-summary", "crm.task.cancelled", "crm.task.cancelled"]
+        assert summaries(out)["D1"][0] == 0
+        again = await handle(deleted)  # redelivered: the same cancellations again, nothing changed twice
+        assert wire([o for o in again if o.message.type == "crm.task.cancelled"]) == wire(
+            [o for o in out if o.message.type == "crm.task.cancelled"]
+        )
+        assert [t.version for t in (await TaskRepository(service.db).search(lead_id="D1", limit=10))[0]] == [2, 2]
+
+        restored = await handle(inbound([lead_fact("crm.lead.restored", "D1", 3)]))
+        assert sorted(o.message.type for o in restored) == ["crm.lead.activity-summary", "crm.task.updated", "crm.task.updated"]
+        assert summaries(restored)["D1"][0] == 2
