@@ -85,12 +85,9 @@ class JobRunner:
         self._wake.set()
 
     def outcomes_arrived(self, import_ids: set[str]) -> None:
-        """Row outcomes were stored: a job of these that waits for its last outcomes may complete now.
+        """Row outcomes were stored: wake the worker if one of these jobs waits for its last ones.
 
-        The worker is woken only for jobs it saw waiting, so the outcomes of a job still being read
-        (most of a large import) cost no round of job queries; a job another instance put into
-        waiting is found by the next pass of ``poll_interval_s``.
-        """
+        A job still being read costs no wake-up; one another instance put in waiting is seen at the next poll."""
         if not import_ids.isdisjoint(self.waiting):
             self._wake.set()
 
