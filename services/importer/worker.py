@@ -35,6 +35,7 @@ from crmkit.messaging import Bus, Outbound
 from services.importer import domain as d
 from services.importer.errors import FileRejected
 from services.importer.mapping import Mapping, build_mapping
+from services.importer.pacing import Pacing
 from services.importer.readers import Limits, RowSource, open_rows
 from services.importer.repository import ImportRepository, ExternalIdProjection
 from services.importer.revert import revert_commands
@@ -79,6 +80,7 @@ class JobRunner:
         self._wake = asyncio.Event()
         self.waiting: set[str] = set()  # jobs whose every row is sent, their outcomes still arriving
         self.watch = JobWatch()  # status requests waiting for a job's next change
+        self.pacing = Pacing(settings, imports, self.owner, clock)
         self.limits = Limits(max_file_bytes=settings.max_file_mb * 1024 * 1024, max_rows=settings.max_rows)
 
     def wake(self) -> None:
@@ -90,6 +92,7 @@ class JobRunner:
         A job still being read costs no wake-up; one another instance put in waiting is seen at the next poll."""
         if not import_ids.isdisjoint(self.waiting):
             self._wake.set()
+        self.pacing.answered(import_ids)
 
     async def wait_for_work(self, timeout: float) -> None:
         """Until something wakes the worker, or ``timeout`` seconds."""
@@ -183,6 +186,9 @@ class JobRunner:
                     job.cancel_requested = True
                     break
                 chunk = await following
+                if chunk and not await self.pacing.hold(job):
+                    log.warning("import %s: lease lost to another instance; leaving it", job.import_id)
+                    return
         finally:
             if following is not None:
                 # The reading thread cannot be stopped: the file is closed only once it is done with it.

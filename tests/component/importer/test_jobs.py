@@ -215,3 +215,29 @@ async def test_a_status_request_with_wait_is_answered_when_the_job_ends(settings
             await importer.run_jobs()
             status = (await request).json()
             assert (status["state"], status["created"]) == ("completed", 3), status
+
+
+async def test_a_job_sends_only_so_many_chunks_ahead_of_the_answers(settings_for, tmp_path):
+    async with wired_importer(settings_for, tmp_path, chunk_rows=100, chunks_in_flight=2) as importer:
+        import_id = await start(importer, write_csv(tmp_path / "a.csv", 600))
+        job = await importer.imports.claim(importer.runner.owner, datetime.now(UTC), 30.0)
+        running = asyncio.ensure_future(importer.runner.handle(job))
+        try:
+            await wait_until(lambda: import_id in importer.runner.pacing.held, what="the job to wait for answers")
+            assert len(importer.commands("crm.lead.create")) == 300  # two chunks ahead of none answered, plus the one in hand
+            await importer.feed(LEADS_EVENTS, [answer(c) for c in importer.commands("crm.lead.create")[:100]])
+            await wait_until(lambda: len(importer.commands("crm.lead.create")) == 400, what="one more chunk")
+            answered = 100
+            while not running.done() or answered < 600:
+                creates = importer.commands("crm.lead.create")
+                if answered < len(creates):
+                    await importer.feed(LEADS_EVENTS, [answer(c) for c in creates[answered:]])
+                    answered = len(creates)
+                await wait_until(lambda: running.done() or len(importer.commands("crm.lead.create")) > answered,
+                                 what="the next chunk or the end of reading")
+            await running
+        finally:
+            running.cancel()
+        await importer.run_jobs()
+        done = importer.events("crm.import.completed", import_id)
+        assert (done[0].data.rows_total, done[0].data.created) == (600, 600), done[0].data
