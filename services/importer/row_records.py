@@ -6,9 +6,9 @@ consumed batch's outcomes of one import as one page, and the worker each chunk's
 values as one record, so the bookkeeping is O(batches + chunks) documents, not O(rows).
 
 A page is stored once per content (a redelivered batch finds its page there and counts nothing);
-a replayed outcome that lands in another page is counted again by the fast counters, so they may
-run ahead of the truth, never behind it: the worker completes a job only after ``exact_counts`` has
-counted each row once from the pages.
+a replayed outcome that lands in another page is counted again by the fast counters (and two
+consumers racing on FerretDB can lose an addition), so the worker completes a job only after
+``exact_counts`` has counted each row once from the pages.
 """
 
 from __future__ import annotations
