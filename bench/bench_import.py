@@ -143,7 +143,7 @@ async def end_to_end(config, path: Path, rows: int, fmt: str) -> tuple[int, floa
                     last_report = time.perf_counter()
                     job = await importer.db["imports"].find_one({"_id": import_id}) or {}
                     print(f"  ... {job.get('state')} read {job.get('rows_read')} outcomes "
-                          f"{await importer.db['import_rows'].count_documents({})}", file=sys.stderr)
+                          f"{await importer.db['import_counts'].find_one({'_id': import_id})}", file=sys.stderr)
             elapsed = time.perf_counter() - started
             if done[0].type != "crm.import.completed":
                 raise SystemExit(f"{fmt} import failed: {done[0].data}")
@@ -198,6 +198,8 @@ async def end_to_end_processes(
                     await asyncio.sleep(0.1)
             import_id = f"bench-{fmt}"
             start = StartImport(import_id=import_id, file_uri=str(path), dry_run=dry_run)
+            pids = {name: proc.pid for (name, _), proc in zip(services, procs)}
+            meter = (common.stack_meter(config, **pids) if hasattr(config, "kafka_pid") else common.CpuMeter(pids)).start()
             started = time.perf_counter()
             await producer.send(IMPORTS_COMMANDS, build_message(start, source="bench", actorid="bench"), key=import_id)
             while not (done := [m for m in events.got.messages if m.type in ("crm.import.completed", "crm.import.failed")]):
@@ -205,6 +207,8 @@ async def end_to_end_processes(
                     raise SystemExit("a service process exited during the import (its stderr is above)")
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
+            meter.sample()
+            CPU_US_PER_ROW[fmt] = {name: round(us, 1) for name, us in meter.per_item_us(rows).items()}
             peak_kb = _peak_rss_kb(procs[0].pid)
             if done[0].type != "crm.import.completed":
                 raise SystemExit(f"{fmt} import failed: {done[0].data}")
@@ -221,6 +225,10 @@ async def end_to_end_processes(
         for database in databases.values():
             await client.drop_database(database)
         await client.close()
+
+
+# The last end-to-end run's CPU per row of each process (µs, from /proc), by format.
+CPU_US_PER_ROW: dict[str, dict[str, float]] = {}
 
 
 def _peak_rss_kb(pid: int) -> int:
@@ -304,6 +312,7 @@ async def measure(endpoints: common.Endpoints, rows: int, formats: tuple[str, ..
                 "rows": n, "seconds": seconds, "per_second": rate, "parse_per_second": n / parse_s,
                 "parse_map_per_second": n / map_s, "bare_insert_per_second": bare_rate,
                 "ratio_to_bare": rate / bare_rate, "ratio_to_parse": rate / (n / parse_s), "importer_peak_mb": peak_kb / 1024,
+                "cpu_us_per_row": CPU_US_PER_ROW.get(fmt, {}),
             }
             path.unlink()
     return figures
@@ -314,6 +323,9 @@ def print_table(figures: dict) -> None:
     for fmt, f in figures.items():
         print(f"{fmt:<5} {f['rows']:>9,} {f['seconds']:>8.2f} {f['per_second']:>9,.0f} {f['parse_per_second']:>9,.0f} "
               f"{f['bare_insert_per_second']:>10,.0f} {f['ratio_to_bare']:>8.2f} {f['ratio_to_parse']:>9.2f}")
+    for fmt, f in figures.items():
+        if f.get("cpu_us_per_row"):
+            print(f"  {fmt} CPU per row (µs, from /proc): " + ", ".join(f"{k} {v:,.0f}" for k, v in f["cpu_us_per_row"].items()))
     print("targets (issue 21): CSV >= 0.5 of bare insert, XLSX >= 0.6 of parse")
 
 
@@ -368,7 +380,7 @@ def main() -> None:
                 n, t = asyncio.run(end_to_end(config, path, rows, fmt))
             else:
                 n, t, peak_kb = asyncio.run(end_to_end_processes(config, path, rows, fmt, args.leads_instances))
-                print(f"  importer peak RSS {peak_kb / 1024:.1f} MB", file=sys.stderr)
+                print(f"  importer peak RSS {peak_kb / 1024:.1f} MB; CPU per row (µs) {CPU_US_PER_ROW[fmt]}", file=sys.stderr)
                 peaks[fmt] = peak_kb
             table.append((fmt, "end to end", n, t))
     rates = {(f, what): n / t for f, what, n, t in table}

@@ -120,6 +120,8 @@ def summary(document: dict) -> None:
     print(f"machine: {m['nproc']} cores, {m['memory_gb']} GB, {m['cpu_model']}; load during the run: "
           f"loadavg {meta['load']['loadavg_start']:.1f} -> {meta['load']['loadavg_end']:.1f}, machine CPU busy {meta['load']['cpu_busy_pct']:.0f}%")
     print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    if meta.get("step_seconds"):
+        print("seconds per step: " + ", ".join(f"{k} {val:,.0f}" for k, val in meta["step_seconds"].items()))
     print(f"\n{'figure':40} {'value':>12} {'spread':>22}  target")
     for key in results.SHOWN_KEYS:
         value = results.lookup(document, key)
@@ -138,6 +140,7 @@ async def run(args) -> int:
     began = datetime.now(UTC)
     load_start, busy_start = os.getloadavg()[0], cpu_busy()
     sections: dict[str, dict] = {}
+    step_seconds: dict[str, float] = {}  # where the run's time goes (the full run should stay under 15 minutes)
     failed: list[str] = []
     try:
         endpoints = common.stack_endpoints(stack)
@@ -150,6 +153,7 @@ async def run(args) -> int:
             try:
                 runs = [await once() for _ in range(reps)]
             except Exception as exc:  # one benchmark failing still leaves the others' figures
+                step_seconds[name] = round(time.perf_counter() - t0, 1)
                 traceback.print_exc()
                 failed.append(name)
                 sections[name] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -163,7 +167,8 @@ async def run(args) -> int:
                     print_section("scale_out", scale_sections(shown)["scale_out"])
             except Exception:  # a table that cannot print must not lose the figures
                 traceback.print_exc()
-            print(f"({name}: {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+            step_seconds[name] = round(time.perf_counter() - t0, 1)
+            print(f"({name}: {step_seconds[name]:.0f} s)", file=sys.stderr)
     finally:
         if started_stack:
             stack.down()
@@ -172,6 +177,7 @@ async def run(args) -> int:
             "cpu_busy_pct": 100 * (busy_end[0] - busy_start[0]) / max(1, busy_end[1] - busy_start[1])}
     out = Path(args.out)
     document = results.document(sections, quick=args.quick, started=began, load=load)
+    document["meta"]["step_seconds"] = step_seconds
     if args.only and out.exists():
         document = results.merge(json.loads(out.read_text()), document)
     out.parent.mkdir(parents=True, exist_ok=True)

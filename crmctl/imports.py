@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,7 @@ imports_app = typer.Typer(
 )
 
 _FINAL = {"completed", "failed", "reverted"}
+_WAIT_S = 1
 
 
 def _count_lines(path: Path) -> int | None:
@@ -91,7 +91,9 @@ def _follow(http: httpx.Client, status_url: str, total: int | None) -> dict:
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("importing", total=total, rate="-")
         while True:
-            status = http.get(status_url).json()
+            # A long poll: answered at the job's next change (a chunk read, its end) or after a second,
+            # so the bar moves and the end is seen at once, without a fixed pause between requests.
+            status = http.get(status_url, params={"wait": _WAIT_S}).json()
             rate = status.get("rows_per_second")
             progress.update(task, completed=status.get("rows_read", 0), description=status["state"],
                             rate=f"{rate:,.0f}" if rate else "-")
@@ -99,7 +101,6 @@ def _follow(http: httpx.Client, status_url: str, total: int | None) -> dict:
                 if total is None:
                     progress.update(task, total=status.get("rows_read", 0))
                 return status
-            time.sleep(0.3)
 
 
 def _summary(status: dict, base: str) -> None:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crmkit import tracing
-from crmkit.http import ApiError, authenticate, endpoint, flag, json_response
+from crmkit.http import ApiError, authenticate, endpoint, flag, is_ascii_digits, json_response
 from crmkit.principals import PrincipalRepository
 from services.importer import domain as d
 from services.importer.reports import ErrorReportWriter, write_template
@@ -31,6 +31,8 @@ _MEDIA = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 _IMPORT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,99}")
+FINAL_STATES = ("completed", "failed", "reverted")
+MAX_WAIT_S = 30
 UPLOAD_FIELDS = frozenset(
     {"pipeline_id", "pipeline", "stage_id", "dry_run", "mapping", "format", "encoding", "delimiter", "sheet",
      "language", "import_id"}
@@ -161,7 +163,26 @@ def routes(
 
     @endpoint
     async def status(request: Request) -> Response:
-        job = await owned_job(request)
+        """The job's status; with ``wait=N`` (seconds, up to 30) answered at its next change, at once when it has ended."""
+        raw_wait = request.query_params.get("wait", "0")
+        if raw_wait != "0" and (not is_ascii_digits(raw_wait) or int(raw_wait) > MAX_WAIT_S):
+            raise ApiError(400, "validation", f"wait must be a whole number of seconds from 0 to {MAX_WAIT_S}.")
+        principal = await auth(request)
+        wait = int(raw_wait)
+        # Watched before the job is read, so a change between the read and the wait is not missed.
+        changed = runner.watch.start(request.path_params["import_id"]) if wait else None
+        try:
+            job = await job_of(request)
+            if not d.may_see(job, principal.user_id, principal.is_admin):
+                raise ApiError(403, "forbidden", "This import belongs to another user; only they and administrators may see it.")
+            if changed is not None and job.state not in FINAL_STATES:
+                # Only this instance's changes wake the request; another instance's are seen at the deadline.
+                await runner.watch.wait(job.import_id, changed, wait)
+                changed = None
+                job = await job_of(request)
+        finally:
+            if changed is not None:
+                runner.watch.stop(request.path_params["import_id"], changed)
         return json_response(status_view(job, await runner.counts(job)))
 
     @endpoint

@@ -27,6 +27,7 @@ def create_app(settings: ImporterSettings) -> Service:
     handlers = ImporterHandlers(imports, index, principals, runner, source=service.source)
     service.runner = runner  # type: ignore[attr-defined]  # tests and the benchmark reach the seams through it
     service.scheduler = scheduler  # type: ignore[attr-defined]
+    service.handlers = handlers  # type: ignore[attr-defined]  # the component tests feed it batches
 
     async def start_up() -> None:
         await imports.ensure_indexes()

@@ -13,7 +13,8 @@ from crmkit.access import Refusal, rejection, screen, text_error
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import PrincipalRepository
 from services.importer import domain as d
-from services.importer.repository import ImportRepository, ExternalIdProjection, Outcome, Projected
+from services.importer.repository import ImportRepository, ExternalIdProjection, Projected
+from services.importer.row_records import Outcome
 from services.importer.sources import display_name
 from services.importer.worker import JobRunner, event_id
 
@@ -128,9 +129,9 @@ class ImporterHandlers:
                     rejections.append((message, import_id, row))
         await self.index.apply(cards, created_by, deleted)
         out = await self._row_rejections(rejections)
-        await self.imports.record_outcomes(outcomes, duplicates, self.clock())
+        await self.imports.rows.record_outcomes(outcomes, duplicates, self.clock())
         if outcomes:
-            self.runner.wake_soon()  # the worker completes a job whose rows all have outcomes
+            self.runner.outcomes_arrived({o.import_id for o in outcomes})
         return out
 
     async def _row_rejections(self, rejections: list[tuple[Envelope, str, int]]) -> list[Outbound]:

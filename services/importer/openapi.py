@@ -35,7 +35,10 @@ OPERATIONS = {
             Param("offset", "Skip this many (the previous page's `next_offset`).", "integer", minimum=0),
         ),
         ok="The caller's imports newest first (an administrator's: everyone's): `items`, `limit`, `offset`, `next_offset`."),
-    ("GET", "/imports/{import_id}"): Operation(ok="The import's state, counts, rows per second and report links.", errors=("404",)),
+    ("GET", "/imports/{import_id}"): Operation(
+        query=(Param("wait", "A long poll: answer at the import's next change (a chunk read, its end), at once when it "
+                             "has ended, else after this many seconds.", "integer", minimum=0, maximum=30),),
+        ok="The import's state, counts, rows per second and report links.", errors=("400", "404")),
     ("GET", "/imports/{import_id}/errors.{format}"): Operation(
         query=(_LANGUAGE,), ok="The error report: every rejected row with its cells, column and reason (csv or xlsx).",
         ok_media="application/octet-stream", errors=("404",)),

@@ -14,6 +14,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crmkit.mongo import ensure_indexes, find_by_ids
 from services.importer.domain import ImportJob, KnownLead
+from services.importer.row_records import RowRecords
 
 _JOB_FIELDS = {f.name for f in dataclasses.fields(ImportJob)}
 _DUPLICATE_KEY = 11000
@@ -47,29 +48,16 @@ class Projected:
     deleted: bool
 
 
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """What the leads service answered to one row's command."""
-
-    import_id: str
-    row: int
-    outcome: str  # created | updated | rejected
-    lead_id: str | None = None
-    column: str | None = None
-    reason: str | None = None
-
-
 class ImportRepository:
     """Import jobs with their checkpoint, per-row outcomes, saved previous values and row errors."""
 
     def __init__(self, db: AsyncDatabase) -> None:
         self._jobs = db["imports"]
-        self._rows = db["import_rows"]
-        self._previous = db["import_previous"]
         self._errors = db["import_errors"]
-        # The consumer writes only these two; the job document has one writer, the worker.
-        # (FerretDB applies an update as read-modify-write, so two writers of one document lose changes.)
-        self._counts = db["import_counts"]
+        # The consumer writes the outcome pages, their counters and the requests; the job document
+        # has one writer, the worker. (FerretDB applies an update as read-modify-write, so two
+        # writers of one document lose changes.)
+        self.rows = RowRecords(db)
         self._requests = db["import_requests"]
 
     async def ensure_indexes(self) -> None:
@@ -79,12 +67,9 @@ class ImportRepository:
             IndexModel([("actor_id", ASCENDING), ("created_at", DESCENDING)], name="actor_id_1_created_at_-1"),
         ])
         await ensure_indexes(
-            self._rows, [IndexModel([("import_id", ASCENDING), ("outcome", ASCENDING)], name="import_id_1_outcome_1")]
-        )
-        await ensure_indexes(
             self._errors, [IndexModel([("import_id", ASCENDING), ("row", ASCENDING)], name="import_id_1_row_1")]
         )
-        await ensure_indexes(self._previous, [IndexModel([("import_id", ASCENDING)], name="import_id_1")])
+        await self.rows.ensure_indexes()
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -133,6 +118,16 @@ class ImportRepository:
         )
         return _job_from(doc) if doc else None
 
+    async def advance(self, import_id: str, owner: str, now: datetime, lease_s: float, fields: dict[str, Any],
+                      inc: dict[str, int]) -> ImportJob | None:
+        """Move a running job's checkpoint and counters and extend its lease in one write; None when another owner has it."""
+        doc = await self._jobs.find_one_and_update(
+            {"_id": import_id, "owner": owner, "state": "running"},
+            {"$set": {**fields, "lease_until": now + timedelta(seconds=lease_s)}, "$inc": inc},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _job_from(doc) if doc else None
+
     async def release(self, import_id: str, owner: str) -> None:
         await self._jobs.update_one({"_id": import_id, "owner": owner}, {"$set": {"owner": None, "lease_until": None}})
 
@@ -171,62 +166,6 @@ class ImportRepository:
     async def waiting(self) -> list[ImportJob]:
         return [_job_from(doc) async for doc in self._jobs.find({"state": "waiting"})]
 
-    # --- rows ---------------------------------------------------------------------------------
-
-    async def record_outcomes(self, outcomes: Sequence[Outcome], duplicates: Iterable[tuple[str, int]], now: datetime) -> None:
-        """Store each row's first outcome once and add only the new ones to the job's counters.
-
-        A replayed event finds its row stored already and counts nothing; the counters are thus
-        exact without counting the rows again."""
-        docs = [
-            {"_id": _row_key(o.import_id, o.row), "import_id": o.import_id, "row": o.row, "outcome": o.outcome,
-             "lead_id": o.lead_id}
-            for o in outcomes
-        ]
-        failed: set[int] = set()
-        if docs:
-            try:
-                await self._rows.insert_many(docs, ordered=False)
-            except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                if any(e.get("code") != _DUPLICATE_KEY for e in errors):
-                    raise
-                failed = {e["index"] for e in errors}
-        inc: dict[str, dict[str, int]] = {}
-        for index, doc in enumerate(docs):
-            if index not in failed:
-                counters = inc.setdefault(doc["import_id"], {})
-                counters[f"confirmed.{doc['outcome']}"] = counters.get(f"confirmed.{doc['outcome']}", 0) + 1
-        by_import: dict[str, list[str]] = {}
-        for import_id, row in duplicates:
-            by_import.setdefault(import_id, []).append(_row_key(import_id, row))
-        for import_id, keys in by_import.items():
-            result = await self._rows.update_many(
-                {"_id": {"$in": sorted(set(keys))}, "duplicate": {"$ne": True}}, {"$set": {"duplicate": True}}
-            )
-            if result.modified_count:
-                inc.setdefault(import_id, {})["confirmed.duplicates"] = result.modified_count
-        for import_id, counters in inc.items():
-            await self._counts.update_one({"_id": import_id}, {"$inc": counters, "$set": {"last_outcome_at": now}}, upsert=True)
-
-    async def confirmed_counts(self, import_id: str, *, recount: bool = False) -> dict[str, int]:
-        """The job's counters; `recount` counts the stored rows instead (slow, exact after any crash)."""
-        if not recount:
-            doc = await self._counts.find_one({"_id": import_id})
-            return {k: v for k, v in ((doc or {}).get("confirmed") or {}).items()}
-        counts: dict[str, int] = {}
-        async for doc in await self._rows.aggregate(
-            [{"$match": {"import_id": import_id}}, {"$group": {"_id": "$outcome", "n": {"$sum": 1}}}]
-        ):
-            counts[doc["_id"]] = doc["n"]
-        counts["duplicates"] = await self._rows.count_documents({"import_id": import_id, "duplicate": True})
-        await self._counts.update_one({"_id": import_id}, {"$set": {"confirmed": counts}}, upsert=True)
-        return counts
-
-    async def last_outcome_at(self, import_id: str) -> datetime | None:
-        doc = await self._counts.find_one({"_id": import_id}, {"last_outcome_at": 1})
-        return (doc or {}).get("last_outcome_at")
-
     # --- requests from commands (written by the consumer, acted on by the worker) --------------
 
     async def request(self, import_id: str, **fields: Any) -> None:
@@ -245,28 +184,6 @@ class ImportRepository:
 
     async def pending_reverts(self) -> list[tuple[str, str | None]]:
         return [(doc["_id"], doc.get("revert_actor_id")) async for doc in self._requests.find({"revert": True, "revert_taken": {"$ne": True}})]
-
-    async def rows_with(self, import_id: str, outcome: str) -> AsyncIterator[tuple[int, str]]:
-        async for doc in self._rows.find({"import_id": import_id, "outcome": outcome}, {"row": 1, "lead_id": 1}).sort("row", 1):
-            yield doc["row"], doc["lead_id"]
-
-    async def save_previous(self, import_id: str, previous: dict[int, tuple[str, dict[str, Any]]]) -> None:
-        """Keep each updated lead's values from before the import (the first attempt's, on a resend)."""
-        await _insert_once(
-            self._previous,
-            [{"_id": _row_key(import_id, row), "import_id": import_id, "row": row, "lead_id": lead_id, "previous": values}
-             for row, (lead_id, values) in previous.items()],
-        )
-
-    async def saved_previous(self, import_id: str, rows: Iterable[int]) -> dict[int, dict[str, Any]]:
-        keys = [_row_key(import_id, r) for r in rows]
-        if not keys:
-            return {}
-        return {doc["row"]: doc["previous"] for doc in await find_by_ids(self._previous, keys)}
-
-    async def previous_of(self, import_id: str, row: int) -> tuple[str, dict[str, Any]] | None:
-        doc = await self._previous.find_one({"_id": _row_key(import_id, row)})
-        return (doc["lead_id"], doc["previous"]) if doc else None
 
     async def record_errors(self, import_id: str, errors: Sequence[tuple[int, str | None, str, Sequence[str | None]]]) -> None:
         """Row errors for the report, one document per (row, error); a resent chunk writes nothing new."""

@@ -35,11 +35,11 @@ class ImporterSettings(ServiceSettings):
     )
     max_field_kb: int = Field(64, description="Largest form field of an upload other than the file, in kilobytes", ge=1)
     chunk_rows: int = Field(1000, description="Rows sent per chunk; the checkpoint advances after each chunk's acks", ge=1)
+    chunks_in_flight: int = Field(
+        4, description="Chunks a job sends ahead of the leads service's answers; a cancel stops within them", ge=1
+    )
     job_lease_s: float = Field(30.0, description="How long a job stays with the instance running it without a heartbeat")
     poll_interval_s: float = Field(1.0, description="How often the worker looks for jobs when nothing woke it")
-    outcome_check_s: float = Field(
-        0.5, description="While row outcomes arrive, how often the worker checks whether their job is complete", gt=0
-    )
     outcome_timeout_s: float = Field(
         600.0, description="A job waiting this long without a new row outcome completes with what it has"
     )

@@ -35,11 +35,13 @@ from crmkit.messaging import Bus, Outbound
 from services.importer import domain as d
 from services.importer.errors import FileRejected
 from services.importer.mapping import Mapping, build_mapping
+from services.importer.pacing import Pacing
 from services.importer.readers import Limits, RowSource, open_rows
 from services.importer.repository import ImportRepository, ExternalIdProjection
 from services.importer.revert import revert_commands
 from services.importer.rows import RowResult, row_to_lead
 from services.importer.settings import ImporterSettings
+from services.importer.watch import JobWatch
 from services.importer.sources import display_name, resolve_import_file
 
 log = logging.getLogger("services.importer")
@@ -76,28 +78,21 @@ class JobRunner:
         self.clock = clock
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
-        self._wake_pending = False
+        self.waiting: set[str] = set()  # jobs whose every row is sent, their outcomes still arriving
+        self.watch = JobWatch()  # status requests waiting for a job's next change
+        self.pacing = Pacing(settings, imports, self.owner, clock)
         self.limits = Limits(max_file_bytes=settings.max_file_mb * 1024 * 1024, max_rows=settings.max_rows)
 
     def wake(self) -> None:
         self._wake.set()
 
-    def wake_soon(self) -> None:
-        """Wake the worker within ``outcome_check_s``; calls in between share one wake-up.
+    def outcomes_arrived(self, import_ids: set[str]) -> None:
+        """Row outcomes were stored: wake the worker if one of these jobs waits for its last ones.
 
-        Row outcomes arrive a Kafka batch at a time, many batches a second during a large import;
-        each wake-up costs the worker a round of queries (jobs, counters, requests, a claim), so
-        they are coalesced rather than run once per batch.
-        """
-        if self._wake_pending:
-            return
-        self._wake_pending = True
-
-        def fire() -> None:
-            self._wake_pending = False
+        A job still being read costs no wake-up; one another instance put in waiting is seen at the next poll."""
+        if not import_ids.isdisjoint(self.waiting):
             self._wake.set()
-
-        asyncio.get_running_loop().call_later(self.settings.outcome_check_s, fire)
+        self.pacing.answered(import_ids)
 
     async def wait_for_work(self, timeout: float) -> None:
         """Until something wakes the worker, or ``timeout`` seconds."""
@@ -121,7 +116,9 @@ class JobRunner:
 
     async def housekeeping(self) -> None:
         """Complete jobs whose rows all have outcomes, and turn revert requests into reverting jobs."""
-        for job in await self.imports.waiting():
+        jobs = await self.imports.waiting()
+        self.waiting = {job.import_id for job in jobs}
+        for job in jobs:
             await self.try_complete(job.import_id)
         for import_id, actor in await self.imports.pending_reverts():
             await self.imports.update(import_id, {"state": "reverting", "revert_actor_id": actor, "announced": False},
@@ -166,17 +163,20 @@ class JobRunner:
             job, open_rows, path, format=job.format, encoding=job.encoding, delimiter=job.delimiter,
             sheet=job.sheet, limits=self.limits, start_after_row=job.last_row_sent,
         )
+        following: asyncio.Future | None = None
         try:
             mapping = build_mapping(source.header, job.mapping)
             if not job.started_announced:
                 await self._announce_start(job, source, mapping)
+            # Rows past the checkpoint that an earlier attempt sent (it stopped before checkpointing):
+            # they repeat that attempt's commands with its saved values, however the lead changed since.
+            resent = {} if job.dry_run else await self.imports.rows.saved_after(job.import_id, job.last_row_sent)
             rows = iter(source)
-            while True:
-                chunk = await self._from_file(job, self._read_chunk, rows, mapping, job)
-                if not chunk:
-                    break
-                await self._send_chunk(job, chunk, mapping)
-                fresh = await self.imports.renew(job.import_id, self.owner, self.clock(), self.settings.job_lease_s)
+            chunk = await self._from_file(job, self._read_chunk, rows, mapping, job)
+            while chunk:
+                # The next chunk is read and checked in its thread while this one is sent and checkpointed.
+                following = asyncio.ensure_future(self._from_file(job, self._read_chunk, rows, mapping, job))
+                fresh = await self._send_chunk(job, chunk, mapping, resent)
                 if fresh is None:
                     log.warning("import %s: lease lost to another instance; leaving it", job.import_id)
                     return
@@ -185,7 +185,14 @@ class JobRunner:
                 if (await self.imports.requests(job.import_id)).get("cancel"):
                     job.cancel_requested = True
                     break
+                chunk = await following
+                if chunk and not await self.pacing.hold(job):
+                    log.warning("import %s: lease lost to another instance; leaving it", job.import_id)
+                    return
         finally:
+            if following is not None:
+                # The reading thread cannot be stopped: the file is closed only once it is done with it.
+                await asyncio.gather(following, return_exceptions=True)
             source.close()
         await self._finish_reading(job, cancelled=job.cancel_requested)
 
@@ -196,6 +203,8 @@ class JobRunner:
     async def _finish_reading(self, job: d.ImportJob, *, cancelled: bool) -> None:
         finished = {"state": "waiting", "cancelled": cancelled, "cancel_requested": cancelled, "last_outcome_at": self.clock()}
         await self.imports.update(job.import_id, finished, expect_state="running")
+        self.waiting.add(job.import_id)
+        self.watch.changed(job.import_id)
         await self.try_complete(job.import_id)
 
     def _read_chunk(self, rows: Iterator[tuple[int, list]], mapping: Mapping, job: d.ImportJob) -> list[tuple[list, RowResult]]:
@@ -223,17 +232,16 @@ class JobRunner:
         await self.imports.update(job.import_id, fields)
 
     async def _send_chunk(
-        self, job: d.ImportJob, chunk: list[tuple[list, RowResult]], mapping: Mapping
-    ) -> None:
+        self, job: d.ImportJob, chunk: list[tuple[list, RowResult]], mapping: Mapping, resent: dict[int, dict[str, Any]]
+    ) -> d.ImportJob | None:
+        """Plan, record and send one chunk, then move the checkpoint; the job as it is now, None if the lease was lost."""
         results = [result for _, result in chunk]
         cells_of = {result.row_number: cells for cells, result in chunk}
         external = {r.row_number: r.lead["external_id"] for r in results if r.ok and r.lead.get("external_id")}
         # One `_id $in` lookup per 500 ids, from the index (8 ms for 1,000 new ids at 100,000
         # known leads): nothing about the known leads is held in memory between chunks.
         known = await self.index.by_external_ids(external.values())
-        saved = {} if job.dry_run else await self.imports.saved_previous(
-            job.import_id, [row for row, ext in external.items() if ext in known]
-        )
+        saved = {row: resent[row] for row in external if row in resent}
         plans = [
             d.plan_row(r, import_id=job.import_id, source=self.source,
                        known=known.get(external.get(r.row_number, "")), saved_previous=saved.get(r.row_number))
@@ -266,13 +274,15 @@ class JobRunner:
             out.append(self._event(job, ImportRowRejected(import_id=job.import_id, row=row, column=column, reason=reason,
                                                           value=value), "row-rejected", row, index))
         await self.imports.record_errors(job.import_id, errors)
-        await self.imports.save_previous(job.import_id, previous)
+        await self.imports.rows.save_previous(job.import_id, plans[0].row_number, previous)
         await self.bus.publish(out)
         inc = {"rows_read": len(plans), "sent": sent, "rejected_local": tally["rejected"], "unchanged": tally["unchanged"]}
         if job.dry_run:
             inc.update(dry_created=tally["create"], dry_updated=tally["update"])
-        # The checkpoint and the counts settled on reading move together: a resent chunk counts once.
-        await self.imports.update(job.import_id, {"last_row_sent": plans[-1].row_number}, inc=inc, expect_state="running")
+        # The checkpoint, the counts settled on reading and the lease move in one write: a resent
+        # chunk counts once, and an instance that lost the job moves nothing.
+        return await self.imports.advance(job.import_id, self.owner, self.clock(), self.settings.job_lease_s,
+                                          {"last_row_sent": plans[-1].row_number}, inc)
 
     def _command(self, job: d.ImportJob, plan: d.RowPlan) -> Outbound:
         common = {"import_id": job.import_id, "import_row": plan.row_number}
@@ -294,24 +304,30 @@ class JobRunner:
             rejected=counts.rejected, duplicates=counts.duplicates,
         )
         await self.bus.publish([self._event(job, progress, "progress", job.last_row_sent)])
+        self.watch.changed(job.import_id)
 
     # --- finishing ----------------------------------------------------------------------------
 
-    async def counts(self, job: d.ImportJob, *, recount: bool = False) -> d.Counts:
-        confirmed = {} if job.dry_run else await self.imports.confirmed_counts(job.import_id, recount=recount)
+    async def counts(self, job: d.ImportJob) -> d.Counts:
+        """The job's counts so far, from the consumer's counters (a replayed outcome may count twice until the end)."""
+        confirmed = {} if job.dry_run else (await self.imports.rows.fast_counts(job.import_id))[0]
         return d.job_counts(job, confirmed)
 
     async def try_complete(self, import_id: str) -> bool:
         """Complete a waiting job once every row read has an outcome (or it waited too long)."""
         job = await self.imports.get(import_id)
         if job is None or job.state != "waiting":
+            self.waiting.discard(import_id)
             return False
-        counts = await self.counts(job)
-        latest = max(filter(None, [job.last_outcome_at, await self.imports.last_outcome_at(import_id)]), default=None)
+        confirmed, last_outcome_at = ({}, None) if job.dry_run else await self.imports.rows.fast_counts(import_id)
+        counts = d.job_counts(job, confirmed)
+        latest = max(filter(None, [job.last_outcome_at, last_outcome_at]), default=None)
         quiet = self.clock() - (latest or self.clock())
-        if not d.is_finished(job, counts) and quiet > timedelta(seconds=min(15.0, self.settings.outcome_timeout_s)):
-            # Counters are kept from newly stored outcomes; after a crash between the two, count the rows.
-            counts = await self.counts(job, recount=True)
+        # The counters may count a replayed outcome twice, and two consumers racing on FerretDB may
+        # lose an addition: the rows are counted one by one when the counters say done, or after a
+        # quiet spell, and only that count completes a job.
+        if not job.dry_run and (d.is_finished(job, counts) or quiet > timedelta(seconds=min(15.0, self.settings.outcome_timeout_s))):
+            counts = d.job_counts(job, await self.imports.rows.exact_counts(import_id))
         stale = quiet > timedelta(seconds=self.settings.outcome_timeout_s)
         if not d.is_finished(job, counts) and not stale:
             return False
@@ -325,7 +341,9 @@ class JobRunner:
              "unchanged": counts.unchanged},
             expect_state="waiting",
         )
+        self.waiting.discard(import_id)
         if done:
+            self.watch.changed(import_id)
             self.wake()
         return done
 
@@ -343,6 +361,7 @@ class JobRunner:
             payload = ImportFailed(import_id=job.import_id, reason=job.failure_reason or "failed", code=job.failure_code)
         await self.bus.publish([self._event(job, payload, job.state)])
         await self.imports.update(job.import_id, {"announced": True})
+        self.watch.changed(job.import_id)
 
     async def fail(self, job: d.ImportJob, code: str, reason: str) -> None:
         log.warning("import %s failed: %s: %s", job.import_id, code, reason)
@@ -362,7 +381,8 @@ class JobRunner:
         """Delete the leads the import created; put back the fields it changed on the others."""
         done = {"removed": 0, "restored": 0}
         batch: list[Outbound] = []
-        async for what, command in revert_commands(self.imports, job, self.source, event_id):
+        self.watch.changed(job.import_id)
+        async for what, command in revert_commands(self.imports.rows, job, self.source, event_id):
             batch.append(command)
             done[what] += 1
             if len(batch) >= self.settings.chunk_rows:
