@@ -124,14 +124,16 @@ def routes(
             raise ApiError(404, "not_found", f"Import {request.path_params['import_id']} does not exist.")
         return job
 
-    async def owned_job(request: Request) -> d.ImportJob:
-        principal = await auth(request)
-        job = await job_of(request)
+    def shown_to(job: d.ImportJob, principal) -> d.ImportJob:
         # Another user's import answers as one that does not exist: a 403 would confirm that the id is real.
         if not d.may_see(job, principal.user_id, principal.is_admin):
             raise ApiError(404, "not_found", f"Import {job.import_id} does not exist, or belongs to another user "
                                              f"(only they and administrators may see it).")
         return job
+
+    async def owned_job(request: Request) -> d.ImportJob:
+        principal = await auth(request)
+        return shown_to(await job_of(request), principal)
 
     limits = UploadLimits(
         max_file_bytes=settings.max_file_mb * 1024 * 1024, max_field_bytes=settings.max_field_kb * 1024,
@@ -172,9 +174,7 @@ def routes(
         # Watched before the job is read, so a change between the read and the wait is not missed.
         changed = runner.watch.start(request.path_params["import_id"]) if wait else None
         try:
-            job = await job_of(request)
-            if not d.may_see(job, principal.user_id, principal.is_admin):
-                raise ApiError(403, "forbidden", "This import belongs to another user; only they and administrators may see it.")
+            job = shown_to(await job_of(request), principal)
             if changed is not None and job.state not in FINAL_STATES:
                 # Only this instance's changes wake the request; another instance's are seen at the deadline.
                 await runner.watch.wait(job.import_id, changed, wait)
