@@ -60,15 +60,28 @@ def routes(
     principals: PrincipalRepository,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[Route]:
-    def limit_of(request: Request) -> int:
-        return limit_param(request, 100, settings.page_size_max)
+    return ActivityApi(settings, tasks, principals, clock).routes()
 
-    def bounded():
-        return read_time_limit(settings.read_time_limit_s)
 
-    @endpoint
-    async def list_tasks(request: Request) -> Response:
-        principal = await authenticate(request, settings.tokens, principals)
+class ActivityApi:
+    """The task read endpoints over the task store, each read bounded by the service's time limit."""
+
+    def __init__(self, settings: ActivitySettings, tasks: TaskRepository, principals: PrincipalRepository,
+                 clock: Callable[[], datetime]) -> None:
+        self.settings, self.tasks, self.principals, self.clock = settings, tasks, principals, clock
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/tasks", endpoint(self.list_tasks)),
+            Route("/tasks/{task_id}", endpoint(self.get_task)),
+            Route("/my-day", endpoint(self.my_day)),
+        ]
+
+    def _bounded(self):
+        return read_time_limit(self.settings.read_time_limit_s)
+
+    async def list_tasks(self, request: Request) -> Response:
+        principal = await authenticate(request, self.settings.tokens, self.principals)
         q = request.query_params
         assignee_id = _assignee(principal, q.get("assignee_id"), "tasks", all_for_admin=True)
         status = q.get("status")
@@ -76,21 +89,20 @@ def routes(
             raise ApiError(400, "validation", f"status must be one of {', '.join(_STATUSES)}.")
         due_before = _time(q["due_before"], "due_before") if q.get("due_before") else None
         try:
-            with bounded():
-                found, cursor = await tasks.search(
+            with self._bounded():
+                found, cursor = await self.tasks.search(
                     lead_id=q.get("lead_id"), assignee_id=assignee_id, status=status, due_before=due_before,
-                    cursor=q.get("cursor"), limit=limit_of(request),
+                    cursor=q.get("cursor"), limit=limit_param(request, 100, self.settings.page_size_max),
                 )
         except ValueError as exc:
             raise ApiError(400, "validation", str(exc)) from exc
-        now = clock()
+        now = self.clock()
         return json_response({"items": [task_json(t, now) for t in found], "next_cursor": cursor})
 
-    @endpoint
-    async def get_task(request: Request) -> Response:
-        principal = await authenticate(request, settings.tokens, principals)
-        with bounded():
-            task = await tasks.view(request.path_params["task_id"])
+    async def get_task(self, request: Request) -> Response:
+        principal = await authenticate(request, self.settings.tokens, self.principals)
+        with self._bounded():
+            task = await self.tasks.view(request.path_params["task_id"])
         # Another user's task answers as one that does not exist: a 403 would tell who has which task ids.
         if task is None or not owner_or_admin(principal, task.assignee_id):
             raise ApiError(
@@ -98,24 +110,24 @@ def routes(
                 f"Task {request.path_params['task_id']} does not exist, or is assigned to another user "
                 f"(only its assignee and administrators may read it).",
             )
-        return json_response(task_json(task, clock()))
+        return json_response(task_json(task, self.clock()))
 
-    @endpoint
-    async def my_day(request: Request) -> Response:
-        principal = await authenticate(request, settings.tokens, principals)
+    async def my_day(self, request: Request) -> Response:
+        principal = await authenticate(request, self.settings.tokens, self.principals)
         q = request.query_params
         assignee_id = _assignee(principal, q.get("assignee_id"), "day plan")
         try:
-            zone = ZoneInfo(q.get("tz") or settings.day_timezone)
+            zone = ZoneInfo(q.get("tz") or self.settings.day_timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ApiError(400, "validation", "tz must be an IANA time zone name, e.g. Europe/Moscow.") from exc
-        now = clock()
+        now = self.clock()
         local = now.astimezone(zone)
         day_start = datetime(local.year, local.month, local.day, tzinfo=zone)
         day_end = day_start + timedelta(days=1)
-        with bounded():
-            overdue, _ = await tasks.search(assignee_id=assignee_id, status="open", due_before=day_start, limit=settings.page_size_max)
-            today_all, _ = await tasks.search(assignee_id=assignee_id, due_from=day_start, due_before=day_end, limit=settings.page_size_max)
+        most = self.settings.page_size_max
+        with self._bounded():
+            overdue, _ = await self.tasks.search(assignee_id=assignee_id, status="open", due_before=day_start, limit=most)
+            today_all, _ = await self.tasks.search(assignee_id=assignee_id, due_from=day_start, due_before=day_end, limit=most)
         today, late = d.my_day([*overdue, *today_all], day_start, day_end)
         return json_response(
             {
@@ -126,9 +138,3 @@ def routes(
                 "overdue": [task_json(t, now) for t in late],
             }
         )
-
-    return [
-        Route("/tasks", list_tasks),
-        Route("/tasks/{task_id}", get_task),
-        Route("/my-day", my_day),
-    ]

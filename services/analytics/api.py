@@ -45,7 +45,105 @@ def routes(
     rebuild: Callable[[], None],
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[Route]:
-    async def who(request: Request) -> Principal:
+    return AnalyticsApi(settings, store, principals, status, rebuild, clock).routes()
+
+
+def _filters_of(request: Request) -> d.Filters:
+    try:
+        return d.parse_filters(request.query_params)
+    except d.FilterError as exc:
+        raise ApiError(400, "validation", exc.message) from exc
+
+
+class AnalyticsApi:
+    """The report, dashboard and admin endpoints over the read model, each narrowed to the pipelines the caller sees."""
+
+    def __init__(
+        self, settings: AnalyticsSettings, store: AnalyticsStore, principals: PrincipalRepository,
+        status: Callable[[], dict[str, Any]], rebuild: Callable[[], None], clock: Callable[[], datetime],
+    ) -> None:
+        self.settings, self.store, self.principals = settings, store, principals
+        self.status, self.rebuild, self.clock = status, rebuild, clock
+
+    def routes(self) -> list[Route]:
+        report, page = endpoint(self.report), endpoint(self.page)
+        # The filters are read as a whole by the domain's parser, which names any unknown one.
+        report.query_parameters = page.query_parameters = d.KNOWN_PARAMS  # type: ignore[attr-defined]
+        return [
+            Route("/", page),
+            Route("/sign-in", self.sign_in, methods=["POST"]),
+            Route("/reports/{name}", report),
+            Route("/admin/rebuild", endpoint(self.start_rebuild), methods=["POST"]),
+            Route("/admin/status", endpoint(self.show_status)),
+        ]
+
+    async def report(self, request: Request) -> Response:
+        principal = await self._who(request)
+        raw = request.path_params["name"]
+        name, dot, ext = raw.partition(".")
+        fmt = _FORMATS.get(dot + ext)
+        if name not in d.REPORTS or fmt is None:
+            raise ApiError(404, "not_found", f"No report {raw!r}; reports: {', '.join(d.REPORTS)} (add .csv or .svg).")
+        result = await self._run(name, await self._seen_by(principal, _filters_of(request)))
+        if fmt == "csv":
+            return Response(to_csv(result), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f"attachment; filename={name}.csv"})
+        if fmt == "svg":
+            return Response(charts.chart(result), media_type="image/svg+xml")
+        return json_response(result.as_json())
+
+    async def page(self, request: Request) -> Response:
+        signed_in = "authorization" in request.headers or request.cookies.get(SESSION_COOKIE) or request.query_params.get("token")
+        if not signed_in:
+            return HTMLResponse(dashboard.sign_in(), status_code=401)
+        try:
+            principal = await self._who(request)
+        except ApiError as exc:
+            if exc.status != 401:
+                raise
+            return HTMLResponse(dashboard.sign_in(exc.message), status_code=401)
+        try:
+            f = await self._seen_by(principal, _filters_of(request))
+            error = None
+        except ApiError as exc:
+            f, error = await self._seen_by(principal, d.Filters()), exc.message
+        found: dict[str, d.Report | str] = {}
+        for name in dashboard.DASHBOARD_REPORTS:
+            try:
+                found[name] = await self._run(name, f)
+            except ApiError as exc:
+                found[name] = exc.message
+        pipelines, responsibles, sources = await asyncio.to_thread(self._choices, f)
+        html = dashboard.render(
+            # A token that came in the link stays in the page's links; a signed-in browser's stays in its cookie.
+            found, f, token=request.query_params.get("token"), pipelines=pipelines, responsibles=responsibles, sources=sources
+        )
+        if error:
+            html = html.replace("<form", f"<p class='error' id='filter-error'>{escape(error)}</p><form", 1)
+        return HTMLResponse(html, status_code=400 if error else 200)
+
+    async def sign_in(self, request: Request) -> Response:
+        """The dashboard's sign-in form: the token goes into an HttpOnly cookie, never into a URL."""
+        form = await request.form(max_files=0, max_fields=2, max_part_size=4096)
+        token = str(form.get("token") or "").strip()
+        if self.settings.tokens.get(token) is None:
+            return HTMLResponse(dashboard.sign_in("Unknown token; the tokens are set per deployment."), status_code=401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", path="/")
+        return response
+
+    async def start_rebuild(self, request: Request) -> Response:
+        principal = await self._who(request)
+        if not principal.is_admin:
+            raise ApiError(403, "forbidden", "Only administrators may rebuild the analytics read model.")
+        self.rebuild()
+        return json_response({"rebuilding": True, **self.status()}, status=202)
+
+    async def show_status(self, request: Request) -> Response:
+        await self._who(request)
+        return json_response(self.status())
+
+    async def _who(self, request: Request) -> Principal:
         """The bearer token; for a browser, the sign-in cookie (or ``?token=``: a plain page cannot send a header)."""
         if "authorization" not in request.headers:
             token = request.cookies.get(SESSION_COOKIE) or request.query_params.get("token")
@@ -53,17 +151,11 @@ def routes(
                 scope = dict(request.scope)
                 scope["headers"] = [*request.scope["headers"], (b"authorization", f"Bearer {token}".encode())]
                 request = Request(scope)
-        return await authenticate(request, settings.tokens, principals)
+        return await authenticate(request, self.settings.tokens, self.principals)
 
-    def filters_of(request: Request) -> d.Filters:
-        try:
-            return d.parse_filters(request.query_params)
-        except d.FilterError as exc:
-            raise ApiError(400, "validation", exc.message) from exc
-
-    async def seen_by(principal: Principal, f: d.Filters) -> d.Filters:
+    async def _seen_by(self, principal: Principal, f: d.Filters) -> d.Filters:
         """The filters narrowed to the pipelines ``principal`` sees; a hidden pipeline asked for reads as unknown."""
-        shown = await asyncio.to_thread(store.visibility)
+        shown = await asyncio.to_thread(self.store.visibility)
         visible = {p for p, (groups, roles) in shown.items() if sees(principal, groups, roles)}
         if len(visible) == len(shown):
             return f
@@ -74,92 +166,15 @@ def routes(
             f = dataclasses.replace(f, pipeline_id=min(visible)) if visible else f
         return dataclasses.replace(f, pipeline_ids=tuple(sorted(visible)))
 
-    async def run(name: str, f: d.Filters) -> d.Report:
+    async def _run(self, name: str, f: d.Filters) -> d.Report:
         try:
-            return await asyncio.to_thread(reports.build, store, name, f, clock())
+            return await asyncio.to_thread(reports.build, self.store, name, f, self.clock())
         except reports.UnknownPipeline as exc:
             raise ApiError(404, "not_found", f"pipeline_id {exc.args[0]!r} is not a pipeline the analytics read model knows.") from exc
 
-    @endpoint
-    async def report(request: Request) -> Response:
-        principal = await who(request)
-        raw = request.path_params["name"]
-        name, dot, ext = raw.partition(".")
-        fmt = _FORMATS.get(dot + ext)
-        if name not in d.REPORTS or fmt is None:
-            raise ApiError(404, "not_found", f"No report {raw!r}; reports: {', '.join(d.REPORTS)} (add .csv or .svg).")
-        result = await run(name, await seen_by(principal, filters_of(request)))
-        if fmt == "csv":
-            return Response(to_csv(result), media_type="text/csv; charset=utf-8",
-                            headers={"Content-Disposition": f"attachment; filename={name}.csv"})
-        if fmt == "svg":
-            return Response(charts.chart(result), media_type="image/svg+xml")
-        return json_response(result.as_json())
-
-    @endpoint
-    async def page(request: Request) -> Response:
-        signed_in = "authorization" in request.headers or request.cookies.get(SESSION_COOKIE) or request.query_params.get("token")
-        if not signed_in:
-            return HTMLResponse(dashboard.sign_in(), status_code=401)
-        try:
-            principal = await who(request)
-        except ApiError as exc:
-            if exc.status != 401:
-                raise
-            return HTMLResponse(dashboard.sign_in(exc.message), status_code=401)
-        try:
-            f = await seen_by(principal, filters_of(request))
-            error = None
-        except ApiError as exc:
-            f, error = await seen_by(principal, d.Filters()), exc.message
-        found: dict[str, d.Report | str] = {}
-        for name in dashboard.DASHBOARD_REPORTS:
-            try:
-                found[name] = await run(name, f)
-            except ApiError as exc:
-                found[name] = exc.message
-        lists = await asyncio.to_thread(
-            lambda: (store.pipelines(), store.distinct_values("responsible_id"), store.distinct_values("source"))
-        )
+    def _choices(self, f: d.Filters) -> tuple[list[dict], list[str], list[str]]:
+        """The dashboard's filter lists: the pipelines (those ``f`` is narrowed to), responsibles and sources."""
+        pipelines = self.store.pipelines()
         if f.pipeline_ids is not None:
-            lists = ([p for p in lists[0] if p["pipeline_id"] in f.pipeline_ids], *lists[1:])
-        html = dashboard.render(
-            # A token that came in the link stays in the page's links; a signed-in browser's stays in its cookie.
-            found, f, token=request.query_params.get("token"), pipelines=lists[0], responsibles=lists[1], sources=lists[2]
-        )
-        if error:
-            html = html.replace("<form", f"<p class='error' id='filter-error'>{escape(error)}</p><form", 1)
-        return HTMLResponse(html, status_code=400 if error else 200)
-
-    async def sign_in(request: Request) -> Response:
-        """The dashboard's sign-in form: the token goes into an HttpOnly cookie, never into a URL."""
-        form = await request.form(max_files=0, max_fields=2, max_part_size=4096)
-        token = str(form.get("token") or "").strip()
-        if settings.tokens.get(token) is None:
-            return HTMLResponse(dashboard.sign_in("Unknown token; the tokens are set per deployment."), status_code=401)
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", path="/")
-        return response
-
-    @endpoint
-    async def start_rebuild(request: Request) -> Response:
-        principal = await who(request)
-        if not principal.is_admin:
-            raise ApiError(403, "forbidden", "Only administrators may rebuild the analytics read model.")
-        rebuild()
-        return json_response({"rebuilding": True, **status()}, status=202)
-
-    @endpoint
-    async def show_status(request: Request) -> Response:
-        await who(request)
-        return json_response(status())
-
-    # The filters are read as a whole by the domain's parser, which names any unknown one.
-    report.query_parameters = page.query_parameters = d.KNOWN_PARAMS  # type: ignore[attr-defined]
-    return [
-        Route("/", page),
-        Route("/sign-in", sign_in, methods=["POST"]),
-        Route("/reports/{name}", report),
-        Route("/admin/rebuild", start_rebuild, methods=["POST"]),
-        Route("/admin/status", show_status),
-    ]
+            pipelines = [p for p in pipelines if p["pipeline_id"] in f.pipeline_ids]
+        return pipelines, self.store.distinct_values("responsible_id"), self.store.distinct_values("source")

@@ -15,41 +15,14 @@ import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from services.analytics import domain as d
-
-# Bump when the tables change: a store of another schema is rebuilt from the topics at start.
-SCHEMA_VERSION = "3"  # 3: pipelines carry who sees them
-
-_FILTER_COLUMNS = "created_at TIMESTAMP, responsible_id VARCHAR, source VARCHAR, deleted BOOLEAN"
-_TABLES = {
-    "leads": (
-        "lead_id VARCHAR, version BIGINT, pipeline_id VARCHAR, stage_id VARCHAR, status VARCHAR, responsible_id VARCHAR,"
-        " source VARCHAR, utm_source VARCHAR, utm_medium VARCHAR, utm_campaign VARCHAR, marketing_event VARCHAR,"
-        " created_at TIMESTAMP, qualified_at TIMESTAMP, deleted BOOLEAN, reason_id VARCHAR, reason VARCHAR, has_deal BOOLEAN"
-    ),
-    # Visits and stays repeat the lead's filter columns so the funnel and stage times need no join.
-    "visits": f"lead_id VARCHAR, pipeline_id VARCHAR, stage_id VARCHAR, {_FILTER_COLUMNS}",
-    "stays": f"lead_id VARCHAR, pipeline_id VARCHAR, stage_id VARCHAR, days DOUBLE, {_FILTER_COLUMNS}",
-    "pipelines": "pipeline_id VARCHAR, version BIGINT, name VARCHAR, deleted BOOLEAN, visible_groups VARCHAR[], visible_roles VARCHAR[]",
-    "stages": "pipeline_id VARCHAR, stage_id VARCHAR, name VARCHAR, status VARCHAR, position INTEGER",
-    # Tasks repeat their lead's pipeline and filter columns (deleted while the lead is unknown): no join either.
-    "tasks": f"task_id VARCHAR, version BIGINT, lead_id VARCHAR, assignee_id VARCHAR, status VARCHAR, due_at TIMESTAMP,"
-    f" pipeline_id VARCHAR, {_FILTER_COLUMNS}",
-    "deals": "deal_id VARCHAR, lead_id VARCHAR",
-    "offsets": "topic VARCHAR, part INTEGER, next_offset BIGINT",
-}
-_META = "meta"
-
-
-def _naive(at: datetime | None) -> datetime | None:
-    """UTC without an offset: the store keeps TIMESTAMP (no time-zone setting can shift a day)."""
-    return None if at is None else at.astimezone(UTC).replace(tzinfo=None)
+from services.analytics.tables import META, SCHEMA_VERSION, TABLES, filter_clause, naive
 
 
 @dataclass
@@ -91,16 +64,16 @@ class AnalyticsStore:
 
     def _ensure_schema(self) -> None:
         con = self._con
-        con.execute(f"CREATE TABLE IF NOT EXISTS {_META} (key VARCHAR, value VARCHAR)")
-        found = con.execute(f"SELECT value FROM {_META} WHERE key = 'schema'").fetchone()
+        con.execute(f"CREATE TABLE IF NOT EXISTS {META} (key VARCHAR, value VARCHAR)")
+        found = con.execute(f"SELECT value FROM {META} WHERE key = 'schema'").fetchone()
         if found and found[0] != SCHEMA_VERSION:
-            for table in _TABLES:
+            for table in TABLES:
                 con.execute(f"DROP TABLE IF EXISTS {table}")
-            con.execute(f"DELETE FROM {_META}")
-        for table, columns in _TABLES.items():
+            con.execute(f"DELETE FROM {META}")
+        for table, columns in TABLES.items():
             con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
         if not found or found[0] != SCHEMA_VERSION:
-            con.execute(f"INSERT INTO {_META} VALUES ('schema', ?), ('replica', ?)", [SCHEMA_VERSION, uuid.uuid4().hex])
+            con.execute(f"INSERT INTO {META} VALUES ('schema', ?), ('replica', ?)", [SCHEMA_VERSION, uuid.uuid4().hex])
 
     def positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read per (contract topic, partition); absent means from the beginning."""
@@ -112,7 +85,7 @@ class AnalyticsStore:
         with self._write_lock:
             cur = self._con.cursor()
             cur.execute("BEGIN")
-            for table in _TABLES:
+            for table in TABLES:
                 cur.execute(f"DELETE FROM {table}")
             cur.execute("COMMIT")
 
@@ -170,10 +143,10 @@ class AnalyticsStore:
         leads, visits, stays = [], [], []
         for f in fresh:
             x = f.lead
-            created = _naive(x.created_at)
+            created = naive(x.created_at)
             leads.append(
                 (x.lead_id, x.version, x.pipeline_id, x.stage_id, x.status, x.responsible_id, x.source, x.utm_source,
-                 x.utm_medium, x.utm_campaign, x.marketing_event, created, _naive(x.qualified_at), x.deleted,
+                 x.utm_medium, x.utm_campaign, x.marketing_event, created, naive(x.qualified_at), x.deleted,
                  x.reason_id, x.reason, x.lead_id in with_deal)
             )
             tail = (created, x.responsible_id, x.source, x.deleted)
@@ -231,7 +204,7 @@ class AnalyticsStore:
         unknown = (None, None, None, None, True)  # counted once the lead's card arrives
         self._insert(
             cur, "tasks",
-            [(t.task_id, t.version, t.lead_id, t.assignee_id, t.status, _naive(t.due_at), *known.get(t.lead_id, unknown)) for t in fresh],
+            [(t.task_id, t.version, t.lead_id, t.assignee_id, t.status, naive(t.due_at), *known.get(t.lead_id, unknown)) for t in fresh],
         )
 
     def _apply_deals(self, cur: Any, deals: list[d.DealRow]) -> None:
@@ -258,30 +231,6 @@ class AnalyticsStore:
         """A cursor of its own per call: reads run in worker threads beside the feed's writes."""
         return self._con.cursor()
 
-    @staticmethod
-    def _where(f: d.Filters, *, pipeline: bool = True, responsible: bool = True) -> tuple[str, list]:
-        """The filters on a table with the lead's filter columns (leads, visits, stays, tasks)."""
-        clauses, params = ["NOT deleted"], []
-        if pipeline and f.pipeline_id:
-            clauses.append("pipeline_id = ?")
-            params.append(f.pipeline_id)
-        if f.pipeline_ids is not None:
-            clauses.append("pipeline_id IN (SELECT unnest(?))")
-            params.append(list(f.pipeline_ids))
-        if f.created_from:
-            clauses.append("created_at >= ?")
-            params.append(_naive(f.created_from))
-        if f.created_to:
-            clauses.append("created_at < ?")
-            params.append(_naive(f.created_to))
-        if responsible and f.responsible_id:
-            clauses.append("responsible_id = ?")
-            params.append(f.responsible_id)
-        if f.source:
-            clauses.append("source = ?")
-            params.append(f.source)
-        return " AND ".join(clauses), params
-
     def pipelines(self) -> list[dict]:
         rows = self._cursor().execute("SELECT pipeline_id, name, deleted FROM pipelines ORDER BY pipeline_id").fetchall()
         return [{"pipeline_id": p, "name": n, "deleted": x} for p, n, x in rows]
@@ -301,7 +250,7 @@ class AnalyticsStore:
         return [d.StageRow(*row) for row in rows]
 
     def funnel_counts(self, pipeline_id: str, f: d.Filters) -> tuple[dict[str, int], dict[str, int]]:
-        where, params = self._where(f, pipeline=False)
+        where, params = filter_clause(f, pipeline=False)
         cur = self._cursor()
         reached = cur.execute(
             f"SELECT stage_id, count(*) FROM visits WHERE pipeline_id = ? AND {where} GROUP BY stage_id", [pipeline_id, *params]
@@ -314,7 +263,7 @@ class AnalyticsStore:
     def source_groups(self, f: d.Filters) -> list[dict]:
         if f.by not in d.SOURCE_DIMENSIONS:  # the column name is spliced: only the known ones
             raise ValueError(f"unknown dimension {f.by!r}")
-        where, params = self._where(f)
+        where, params = filter_clause(f)
         rows = self._cursor().execute(
             f"""
             SELECT {f.by}, count(*),
@@ -331,7 +280,7 @@ class AnalyticsStore:
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def reason_groups(self, f: d.Filters) -> list[dict]:
-        where, params = self._where(f)
+        where, params = filter_clause(f)
         rows = self._cursor().execute(
             f"SELECT pipeline_id, reason_id, min(reason), count(*) FROM leads WHERE status = 'unqualified' AND {where} GROUP BY 1, 2",
             params,
@@ -339,7 +288,7 @@ class AnalyticsStore:
         return [dict(zip(("pipeline_id", "reason_id", "reason", "leads"), row, strict=True)) for row in rows]
 
     def stage_times(self, pipeline_id: str, f: d.Filters) -> dict[str, dict]:
-        where, params = self._where(f, pipeline=False)
+        where, params = filter_clause(f, pipeline=False)
         rows = self._cursor().execute(
             f"SELECT stage_id, count(*), quantile_cont(days, 0.5), quantile_cont(days, 0.9) FROM stays"
             f" WHERE pipeline_id = ? AND {where} GROUP BY stage_id",
@@ -349,20 +298,20 @@ class AnalyticsStore:
 
     def responsible_groups(self, f: d.Filters, now: datetime) -> tuple[list[dict], list[dict]]:
         cur = self._cursor()
-        where, params = self._where(f)
+        where, params = filter_clause(f)
         leads = cur.execute(
             f"SELECT responsible_id, count(*), count(*) FILTER (WHERE status = 'qualified'),"
             f" count(*) FILTER (WHERE status = 'unqualified') FROM leads WHERE {where} GROUP BY 1",
             params,
         ).fetchall()
         # Tasks count against the user they are assigned to, on the leads the other filters select.
-        where, params = self._where(f, responsible=False)
+        where, params = filter_clause(f, responsible=False)
         if f.responsible_id:
             where += " AND assignee_id = ?"
             params.append(f.responsible_id)
         tasks = cur.execute(
             f"SELECT assignee_id, count(*), count(*) FILTER (WHERE due_at < ?) FROM tasks WHERE status = 'open' AND {where} GROUP BY 1",
-            [_naive(now), *params],
+            [naive(now), *params],
         ).fetchall()
         return (
             [dict(zip(("user", "leads", "qualified", "unqualified"), row, strict=True)) for row in leads],
@@ -371,7 +320,7 @@ class AnalyticsStore:
 
     def trend_counts(self, f: d.Filters) -> tuple[dict[date, int], dict[date, int]]:
         unit = "week" if f.period == "week" else "day"
-        where, params = self._where(f)
+        where, params = filter_clause(f)
         cur = self._cursor()
         created = cur.execute(
             f"SELECT CAST(date_trunc('{unit}', created_at) AS DATE), count(*) FROM leads WHERE {where} GROUP BY 1", params

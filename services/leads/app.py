@@ -55,74 +55,93 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
         publishes=PUBLISHES,
     )
     leads = LeadRepository(service.db)
-    index = LeadIndex()
     pipelines = PipelineRepository(service.db)
-    directory = DirectoryRepository(service.db)
     forms = CaptureFormRepository(service.db)
     # A capture form is the actor of its submissions, licensed while it exists (services/leads/capture/principals.py).
     principals = FormAwarePrincipals(PrincipalRepository(service.db, settings.service_principals), forms)
-    handlers = LeadsHandlers(settings, leads, pipelines, directory, principals, index, source=service.source)
+    handlers = LeadsHandlers(
+        settings, leads, pipelines, DirectoryRepository(service.db), principals, LeadIndex(), source=service.source,
+    )
     if overrides.clock is not None:
         handlers.clock = overrides.clock
     service.handlers = handlers  # type: ignore[attr-defined]  # tests reach the seams through it
     clock = overrides.clock or (lambda: datetime.now(UTC))
+    service.background(lambda: until_available(lambda: _migrate_read_fields(service, leads), "leads: read fields"))
+    service.consume(WRITE_PATH_CONSUMES, handlers.on_batch, title="leads")
+    service.add_routes(api.routes(settings, leads, pipelines, principals))
+    service.describe_http(openapi.OPERATIONS)
+    _wire_stage_actions(service, settings, leads, pipelines)
+    _wire_capture_and_bulk(service, settings, handlers, leads, pipelines, forms, principals, clock)
+    # Registered last: it freezes what the start-ups before it made.
+    service.on_startup(lambda: _start_up(service, handlers, leads, pipelines))
+    return service
+
+
+def _wire_capture_and_bulk(
+    service: Service, settings: LeadsSettings, handlers: LeadsHandlers, leads: LeadRepository, pipelines: PipelineRepository,
+    forms: CaptureFormRepository, principals: FormAwarePrincipals, clock: Callable[[], datetime],
+) -> None:
+    """Web capture forms and mass actions: their handlers on the write path, their endpoints and their loops."""
     submissions = SubmissionCounts(service.db)
     jobs = BulkRepository(service.db)
     bulk_runner = BulkRunner(settings, jobs, service.bus.publish, service.source, clock)
     handlers.capture_forms = CaptureFormHandlers(forms, pipelines, principals, service.source, clock, settings.recent_messages_kept)
     handlers.bulk = BulkHandlers(settings, jobs, leads, principals, service.source, clock, bulk_runner.wake, pipelines)
     handlers.bulk_tracker = BulkTracker(jobs, service.source, bulk_runner.wake)
-    outbox = Outbox(service.db)
-    sender = WebhookSender(settings, outbox, service.bus, service.metrics, service.source)
-    stage_actions = StageActionRunner(pipelines, leads, outbox, service.source, wake=sender.wake)
-    service.stage_actions = stage_actions  # type: ignore[attr-defined]
 
-    async def start_up() -> None:
-        ferretdb = await is_ferretdb(service.db)
-        await leads.ensure_indexes(ferretdb=ferretdb)
-        await outbox.ensure_indexes()
-        # Version-guarded replaces on FerretDB too: it applies the guard as read-then-write inside one
-        # statement, not atomically, but that window is microseconds, where an unguarded replace let
-        # an instance still finishing a batch after a rebalance overwrite the new owner's newer
-        # version (15 of 5,000 leads left a version behind in the scale-out scenario under load).
+    async def ensure_indexes() -> None:
         await submissions.ensure_indexes()
         await jobs.ensure_indexes()
-        leads.strict_versions = True
-        leads.ferretdb = ferretdb
-        owed = await handlers.announce_default_pipeline()
-        if owed:
-            await service.bus.publish(owed)
-            await pipelines.mark_announced("default")
-        # What start-up made (modules, pydantic schemas, clients) lives as long as the process: moved
-        # out of the collector's reach, so its full collections stop walking it (~15% of the CPU of a
-        # create, measured on 20,000 creates; bench/bench_leads.py).
-        gc.freeze()
 
-    async def migrate_read_fields() -> None:
-        """Leads stored before the read fields (or with older ones) get them once, in the background."""
-        meta = LeadsMeta(service.db)
-        if await meta.read_fields_version() >= readmodel.READ_FIELDS_VERSION:
-            return
-        changed = await leads.migrate_read_fields()
-        await meta.set_read_fields_version(readmodel.READ_FIELDS_VERSION)
-        if changed:
-            log.info("read fields written for %d stored leads", changed)
-
-    service.on_startup(start_up)
-    service.background(lambda: until_available(migrate_read_fields, "leads: read fields"))
-    service.consume(WRITE_PATH_CONSUMES, handlers.on_batch, title="leads")
-    if settings.stage_actions:
-        # A group of its own on the events topic: actions follow the write path, never hold it up.
-        service.consume(STAGE_ACTIONS_CONSUME, stage_actions.on_batch, group_suffix="-actions", title="leads:stage-actions")
-        service.background(sender.run_forever)
-    service.add_routes(api.routes(settings, leads, pipelines, principals))
+    service.on_startup(ensure_indexes)
     service.add_routes(capture_api.routes(settings, forms, submissions, leads, service.bus.publish, service.source, clock))
     service.add_routes(bulk_api.routes(settings, jobs, principals, service.bus.publish, service.source))
     service.background(bulk_runner.run_forever)
     service.background(lambda: prune_windows(submissions, clock))
-    service.describe_http(openapi.OPERATIONS)
     service.describe_http({**capture_api.OPERATIONS, **bulk_api.OPERATIONS})
-    return service
+
+
+def _wire_stage_actions(service: Service, settings: LeadsSettings, leads: LeadRepository, pipelines: PipelineRepository) -> None:
+    """Stage-entry actions: a consumer of the service's own events and the webhook sender's outbox."""
+    outbox = Outbox(service.db)
+    sender = WebhookSender(settings, outbox, service.bus, service.metrics, service.source)
+    stage_actions = StageActionRunner(pipelines, leads, outbox, service.source, wake=sender.wake)
+    service.stage_actions = stage_actions  # type: ignore[attr-defined]
+    service.on_startup(outbox.ensure_indexes)
+    if settings.stage_actions:
+        # A group of its own on the events topic: actions follow the write path, never hold it up.
+        service.consume(STAGE_ACTIONS_CONSUME, stage_actions.on_batch, group_suffix="-actions", title="leads:stage-actions")
+        service.background(sender.run_forever)
+
+
+async def _start_up(service: Service, handlers: LeadsHandlers, leads: LeadRepository, pipelines: PipelineRepository) -> None:
+    ferretdb = await is_ferretdb(service.db)
+    await leads.ensure_indexes(ferretdb=ferretdb)
+    # Version-guarded replaces on FerretDB too: it applies the guard as read-then-write inside one
+    # statement, not atomically, but that window is microseconds, where an unguarded replace let
+    # an instance still finishing a batch after a rebalance overwrite the new owner's newer
+    # version (15 of 5,000 leads left a version behind in the scale-out scenario under load).
+    leads.strict_versions = True
+    leads.ferretdb = ferretdb
+    owed = await handlers.announce_default_pipeline()
+    if owed:
+        await service.bus.publish(owed)
+        await pipelines.mark_announced("default")
+    # What start-up made (modules, pydantic schemas, clients) lives as long as the process: moved
+    # out of the collector's reach, so its full collections stop walking it (~15% of the CPU of a
+    # create, measured on 20,000 creates; bench/bench_leads.py).
+    gc.freeze()
+
+
+async def _migrate_read_fields(service: Service, leads: LeadRepository) -> None:
+    """Leads stored before the read fields (or with older ones) get them once, in the background."""
+    meta = LeadsMeta(service.db)
+    if await meta.read_fields_version() >= readmodel.READ_FIELDS_VERSION:
+        return
+    changed = await leads.migrate_read_fields()
+    await meta.set_read_fields_version(readmodel.READ_FIELDS_VERSION)
+    if changed:
+        log.info("read fields written for %d stored leads", changed)
 
 
 async def prune_windows(submissions: SubmissionCounts, clock: Callable[[], datetime]) -> None:

@@ -230,12 +230,7 @@ def decide(message: Envelope, lead_id: str, states: Mapping[str, LeadState], ctx
     now = ctx.now
     actor = actor_of(ctx.actors.get(message.actorid or "", Principal(message.actorid or "")))
     if message.type == "crm.lead.create":
-        if lead is not None:
-            d.require_visible(actor, lead, lead_id, ctx.pipelines)
-        d.require_new(lead_id, lead)
-        pipeline = d.visible_pipeline(ctx.pipelines, data.pipeline_id or d.DEFAULT_PIPELINE_ID, actor)
-        fields = d.with_snapshots(data.model_dump(exclude_none=True), ctx.contacts, ctx.companies, ctx.products)
-        return [(lead_id, d.create_lead(actor, lead_id, fields, pipeline, now))]
+        return [(lead_id, _created(data, lead_id, lead, actor, ctx))]
     if message.type in USER_COMMANDS:
         d.require_visible(actor, lead, lead_id, ctx.pipelines)
     lead = d.require_exists(lead_id, lead)
@@ -284,6 +279,16 @@ def decide(message: Envelope, lead_id: str, states: Mapping[str, LeadState], ctx
             survivor, merged = d.merge_leads(actor, lead, other, dict(data.fields or {}), now)
             return [(lead_id, survivor), (other.lead_id, merged)]
     raise AssertionError(f"unrouted message type {message.type}")
+
+
+def _created(data: ev.CreateLead, lead_id: str, lead: d.Lead | None, actor: d.Actor, ctx: BatchContext) -> d.Outcome:
+    """``crm.lead.create``: a new lead in a pipeline the actor sees, with the snapshots of what it names."""
+    if lead is not None:
+        d.require_visible(actor, lead, lead_id, ctx.pipelines)
+    d.require_new(lead_id, lead)
+    pipeline = d.visible_pipeline(ctx.pipelines, data.pipeline_id or d.DEFAULT_PIPELINE_ID, actor)
+    fields = d.with_snapshots(data.model_dump(exclude_none=True), ctx.contacts, ctx.companies, ctx.products)
+    return d.create_lead(actor, lead_id, fields, pipeline, ctx.now)
 
 
 def _lead_of(states: Mapping[str, LeadState], lead_id: str) -> d.Lead | None:

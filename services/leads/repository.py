@@ -177,14 +177,7 @@ class LeadRepository:
             "responsible_id": responsible_id, "source": source,
         }
         plain = {k: v for k, v in plain.items() if v}
-        values: dict[str, tuple[str, ...] | None] = {
-            "stage": (pipeline_id, stage_id) if pipeline_id and stage_id else None,
-            "responsible": (responsible_id,) if responsible_id else None,
-            "source": (source,) if source else None,
-            "status": (status,) if status else None,
-            "pipeline": (pipeline_id,) if pipeline_id else None,
-        }
-        keyed = next(((name, values[name]) for name in readmodel.KEYED_FILTERS if values[name]), ("all", ()))
+        keyed = _keyed_range(plain)
         after = _decode_cursor(cursor) if cursor else None
         # The keyed filter's own fields are in its key; the others are checked row by row.
         query: dict[str, Any] = {k: v for k, v in plain.items() if k not in _KEYED_FIELDS[keyed[0]]}
@@ -243,6 +236,19 @@ def _range(filter_name: str, value: tuple[str, ...], *, deleted: bool) -> dict[s
 
 
 _CURSOR = re.compile(r"[0-9]{13}[0-9a-f]*")
+
+
+def _keyed_range(plain: dict[str, str]) -> tuple[str, tuple[str, ...]]:
+    """The list key a search reads (the most selective of the filters given) and its value."""
+    pipeline_id, stage_id = plain.get("pipeline_id"), plain.get("stage_id")
+    values: dict[str, tuple[str, ...] | None] = {
+        "stage": (pipeline_id, stage_id) if pipeline_id and stage_id else None,
+        "responsible": (plain["responsible_id"],) if "responsible_id" in plain else None,
+        "source": (plain["source"],) if "source" in plain else None,
+        "status": (plain["status"],) if "status" in plain else None,
+        "pipeline": (pipeline_id,) if pipeline_id else None,
+    }
+    return next(((name, values[name]) for name in readmodel.KEYED_FILTERS if values[name]), ("all", ()))
 
 
 def _decode_cursor(cursor: str) -> str:

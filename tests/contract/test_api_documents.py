@@ -26,9 +26,13 @@ def test_the_openapi_document_is_valid_openapi(name):
     validate(json.loads((DOCS / f"{name}.openapi.json").read_text(encoding="utf-8")))
 
 
-def _functions(fn, seen=None):
-    """``fn`` and every function it closes over (the endpoint wrappers close over the route's own function)."""
+def _functions(fn, seen=None, owner=None):
+    """``fn`` and every function it closes over (the endpoint wrappers close over the route's own function).
+
+    An endpoint that is a method reaches its helpers through ``self`` and its module, so those are followed too."""
     seen = seen if seen is not None else set()
+    if inspect.ismethod(fn):
+        owner, fn = type(fn.__self__), fn.__func__
     if not inspect.isfunction(fn) or fn in seen:
         return seen
     seen.add(fn)
@@ -37,6 +41,13 @@ def _functions(fn, seen=None):
             _functions(cell.cell_contents, seen)
         except ValueError:  # an empty cell
             continue
+    if owner is not None:
+        for name in fn.__code__.co_names:
+            helper = owner.__dict__.get(name)
+            if inspect.isfunction(helper):
+                _functions(helper, seen, owner)
+            elif inspect.isfunction(fn.__globals__.get(name)):
+                _functions(fn.__globals__[name], seen, owner)
     return seen
 
 

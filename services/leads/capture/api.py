@@ -38,33 +38,136 @@ def routes(
     settings: LeadsSettings, forms: CaptureFormRepository, counts: SubmissionCounts, leads: LeadRepository,
     publish: Publish, source: str, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[Route]:
-    window_s = settings.capture_dedup_window_s
+    return CaptureApi(settings, forms, counts, leads, publish, source, clock).routes()
 
-    async def live_form(request: Request) -> rules.CaptureForm:
-        form = await forms.get(request.path_params["form_id"])
+
+def _origin_of(request: Request) -> str | None:
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        return origin
+    referer = urlsplit(request.headers.get("referer", ""))
+    return f"{referer.scheme}://{referer.netloc}" if referer.scheme and referer.netloc else None
+
+
+def _cors(form: rules.CaptureForm, request: Request) -> dict[str, str]:
+    origin = request.headers.get("origin")
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if rules.origin_allowed(form, origin) else {}
+
+
+def _values_of(request: Request, body: bytes) -> dict[str, str]:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if kind == "application/json":
+            parsed = json.loads(body or b"{}")
+            if not isinstance(parsed, dict):
+                raise ApiError(400, "validation", "body: send a JSON object of field names to values.")
+            values = rules.flatten(parsed)
+        elif kind == _URLENCODED:
+            values = _urlencoded_values(body)
+        else:
+            raise ApiError(415, "unsupported", f"Send application/json or {_URLENCODED}, not {kind or 'no content type'}.")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "validation", f"body: not valid {kind}: {exc}") from None
+    except ValueError as exc:  # parse_qsl past max_num_fields
+        raise ApiError(400, "validation", f"body: {exc}") from None
+    if len(values) > _MAX_FIELDS:
+        raise ApiError(400, "validation", f"body: {len(values)} fields, at most {_MAX_FIELDS}.")
+    return values
+
+
+def _urlencoded_values(body: bytes) -> dict[str, str]:
+    pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+    values: dict[str, str] = {}
+    for name, value in pairs:
+        if name in values:
+            raise rules.SubmissionError(name, "sent twice; send one value")
+        values[name] = value
+    return values
+
+
+def _require_access(form: rules.CaptureForm, request: Request, key: str | None) -> None:
+    given = request.headers.get("x-capture-key") or key
+    if form.secret_key and given and hmac.compare_digest(given.encode(), form.secret_key.encode()):
+        return
+    if form.allowed_origins and rules.origin_allowed(form, _origin_of(request)):
+        return
+    if form.secret_key and not form.allowed_origins:
+        raise ApiError(403, "forbidden", "X-Capture-Key: missing or wrong key for this form.")
+    raise ApiError(403, "forbidden", "Origin: this form takes submissions from its own sites only.")
+
+
+def _read(form: rules.CaptureForm, request: Request, values: dict[str, str]) -> tuple[rules.Submission, dict[str, Any]]:
+    """The submission and the lead's fields from it, checked against the form and its access rules."""
+    key = request.headers.get("idempotency-key")
+    if key and "submission_id" not in values:
+        values["submission_id"] = key
+    try:
+        submission = rules.read_submission(form, values)
+        _require_access(form, request, submission.key)
+        q = request.query_params
+        query_utm = {"utm_source": q.get("utm_source"), "utm_medium": q.get("utm_medium"), "utm_campaign": q.get("utm_campaign")}
+        return submission, rules.lead_fields(form, submission, {k: v for k, v in query_utm.items() if v})
+    except rules.SubmissionError as exc:
+        raise ApiError(400, "validation", f"{exc.field}: {exc.message}") from None
+
+
+class CaptureApi:
+    """The capture endpoints over the form store, the submission counts and the leads they create."""
+
+    def __init__(
+        self, settings: LeadsSettings, forms: CaptureFormRepository, counts: SubmissionCounts, leads: LeadRepository,
+        publish: Publish, source: str, clock: Callable[[], datetime],
+    ) -> None:
+        self.settings, self.forms, self.counts, self.leads = settings, forms, counts, leads
+        self.publish, self.source, self.clock = publish, source, clock
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/capture/{form_id}", endpoint(self.capture), methods=["POST"]),
+            Route("/capture/{form_id}", endpoint(self.capture_preflight), methods=["OPTIONS"]),
+        ]
+
+    async def capture(self, request: Request) -> Response:
+        """Take a web form submission (JSON or urlencoded) and create a lead from it, with the form's presets.
+
+        Answers 202 with the lead's id (or 303 to the form's `redirect_url` for an HTML form), also for
+        a submission caught by the honeypot, which makes no lead."""
+        form = await self._live_form(request)
+        now = self.clock()
+        await self._rate_limit(form, request, now)  # every submission from the address counts, good or bad
+        submission, data = _read(form, request, _values_of(request, await self._body_of(request)))
+        lead_id = await self._lead_id_for(form, submission, now)
+        if not submission.spam:  # a bot is answered as a person is, so it learns nothing
+            command = self._create_command(form, data, lead_id, request, now)
+            await self.publish([Outbound(LEADS_COMMANDS, command, key=lead_id)])
+        if form.redirect_url and request.headers.get("content-type", "").startswith(_URLENCODED):
+            return RedirectResponse(form.redirect_url, status_code=303, headers=_cors(form, request))
+        return JSONResponse({"status": "accepted", "lead_id": lead_id}, status_code=202, headers=_cors(form, request))
+
+    async def capture_preflight(self, request: Request) -> Response:
+        """CORS preflight of a submission from one of the form's allowed origins."""
+        form = await self._live_form(request)
+        headers = _cors(form, request)
+        if not headers:
+            raise ApiError(403, "forbidden", "Origin: this form takes submissions from its own sites only.")
+        headers.update({"Access-Control-Allow-Methods": "POST", "Access-Control-Allow-Headers": _CORS_HEADERS,
+                        "Access-Control-Max-Age": "600"})
+        return Response(status_code=204, headers=headers)
+
+    async def _live_form(self, request: Request) -> rules.CaptureForm:
+        form = await self.forms.get(request.path_params["form_id"])
         if form is None or form.deleted:
             raise ApiError(404, "not_found", f"No capture form {request.path_params['form_id']}.")
         return form
 
-    def origin_of(request: Request) -> str | None:
-        origin = request.headers.get("origin")
-        if origin and origin != "null":
-            return origin
-        referer = urlsplit(request.headers.get("referer", ""))
-        return f"{referer.scheme}://{referer.netloc}" if referer.scheme and referer.netloc else None
-
-    def cors(form: rules.CaptureForm, request: Request) -> dict[str, str]:
-        origin = request.headers.get("origin")
-        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if rules.origin_allowed(form, origin) else {}
-
-    def client_of(request: Request) -> str:
-        forwarded = request.headers.get("x-forwarded-for") if settings.capture_trust_forwarded else None
+    def _client_of(self, request: Request) -> str:
+        forwarded = request.headers.get("x-forwarded-for") if self.settings.capture_trust_forwarded else None
         if forwarded:
             return forwarded.split(",")[0].strip()[:100]
         return request.client.host if request.client else "unknown"
 
-    async def body_of(request: Request) -> bytes:
-        limit = settings.capture_max_body_bytes
+    async def _body_of(self, request: Request) -> bytes:
+        limit = self.settings.capture_max_body_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise ApiError(413, "too_large", f"The submission is {int(declared):,} bytes; a form takes at most {limit:,}.")
@@ -75,60 +178,25 @@ def routes(
                 raise ApiError(413, "too_large", f"The submission is over {limit:,} bytes, the most a form takes.")
         return bytes(body)
 
-    def values_of(request: Request, body: bytes) -> dict[str, str]:
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        try:
-            if kind == "application/json":
-                parsed = json.loads(body or b"{}")
-                if not isinstance(parsed, dict):
-                    raise ApiError(400, "validation", "body: send a JSON object of field names to values.")
-                values = rules.flatten(parsed)
-            elif kind == _URLENCODED:
-                pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=_MAX_FIELDS)
-                values = {}
-                for name, value in pairs:
-                    if name in values:
-                        raise rules.SubmissionError(name, "sent twice; send one value")
-                    values[name] = value
-            else:
-                raise ApiError(415, "unsupported", f"Send application/json or {_URLENCODED}, not {kind or 'no content type'}.")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, "validation", f"body: not valid {kind}: {exc}") from None
-        except ValueError as exc:  # parse_qsl past max_num_fields
-            raise ApiError(400, "validation", f"body: {exc}") from None
-        if len(values) > _MAX_FIELDS:
-            raise ApiError(400, "validation", f"body: {len(values)} fields, at most {_MAX_FIELDS}.")
-        return values
-
-    def require_access(form: rules.CaptureForm, request: Request, key: str | None) -> None:
-        given = request.headers.get("x-capture-key") or key
-        if form.secret_key and given and hmac.compare_digest(given.encode(), form.secret_key.encode()):
-            return
-        if form.allowed_origins and rules.origin_allowed(form, origin_of(request)):
-            return
-        if form.secret_key and not form.allowed_origins:
-            raise ApiError(403, "forbidden", "X-Capture-Key: missing or wrong key for this form.")
-        raise ApiError(403, "forbidden", "Origin: this form takes submissions from its own sites only.")
-
-    async def rate_limit(form: rules.CaptureForm, request: Request, now: datetime) -> None:
+    async def _rate_limit(self, form: rules.CaptureForm, request: Request, now: datetime) -> None:
         minute = int(now.timestamp() // 60)
         ends = datetime.fromtimestamp((minute + 1) * 60, UTC)
-        seen = await counts.count(form.form_id, client_of(request), minute, ends + timedelta(minutes=1))
+        seen = await self.counts.count(form.form_id, self._client_of(request), minute, ends + timedelta(minutes=1))
         if seen > form.rate_limit_per_minute:
             wait = max(1, int((ends - now).total_seconds()) + 1)
             raise ApiError(429, "rate_limited", f"More than {form.rate_limit_per_minute} submissions a minute from this address; "
                            f"try again in {wait} s.", headers={"Retry-After": str(wait)})
 
-    async def lead_id_for(form: rules.CaptureForm, submission: rules.Submission, now: datetime) -> str:
-        window = int(now.timestamp() // window_s)
+    async def _lead_id_for(self, form: rules.CaptureForm, submission: rules.Submission, now: datetime) -> str:
+        window = int(now.timestamp() // self.settings.capture_dedup_window_s)
         current = uuid5(ID_NAMESPACE, "capture\x1f" + rules.submission_key(form.form_id, submission, window))
         if "submission_id" in submission.fields:
             return current
         # A retry just after a window boundary finds the lead its first try made in the window before.
         previous = uuid5(ID_NAMESPACE, "capture\x1f" + rules.submission_key(form.form_id, submission, window - 1))
-        return previous if await leads.get(previous) is not None else current
+        return previous if await self.leads.get(previous) is not None else current
 
-    def create_command(form: rules.CaptureForm, data: dict[str, Any], lead_id: str, request: Request, now: datetime) -> Envelope:
+    def _create_command(self, form: rules.CaptureForm, data: dict[str, Any], lead_id: str, request: Request, now: datetime) -> Envelope:
         try:
             payload = CreateLead.model_validate({**data, "lead_id": lead_id})
         except ValidationError as exc:
@@ -140,51 +208,9 @@ def routes(
             name, problem = bounds[0]
             raise ApiError(400, "validation", f"{name}: {problem}")
         return build_message(
-            payload, source=source, subject=lead_id, id=lead_id, actorid=form.actor_id, time=now,
+            payload, source=self.source, subject=lead_id, id=lead_id, actorid=form.actor_id, time=now,
             traceparent=request.headers.get("traceparent"),
         )
-
-    @endpoint
-    async def capture(request: Request) -> Response:
-        """Take a web form submission (JSON or urlencoded) and create a lead from it, with the form's presets.
-
-        Answers 202 with the lead's id (or 303 to the form's `redirect_url` for an HTML form), also for
-        a submission caught by the honeypot, which makes no lead."""
-        form = await live_form(request)
-        now = clock()
-        await rate_limit(form, request, now)  # every submission from the address counts, good or bad
-        values = values_of(request, await body_of(request))
-        key = request.headers.get("idempotency-key")
-        if key and "submission_id" not in values:
-            values["submission_id"] = key
-        try:
-            submission = rules.read_submission(form, values)
-            require_access(form, request, submission.key)
-            q = request.query_params
-            query_utm = {"utm_source": q.get("utm_source"), "utm_medium": q.get("utm_medium"), "utm_campaign": q.get("utm_campaign")}
-            data = rules.lead_fields(form, submission, {k: v for k, v in query_utm.items() if v})
-        except rules.SubmissionError as exc:
-            raise ApiError(400, "validation", f"{exc.field}: {exc.message}") from None
-        lead_id = await lead_id_for(form, submission, now)
-        if not submission.spam:  # a bot is answered as a person is, so it learns nothing
-            command = create_command(form, data, lead_id, request, now)
-            await publish([Outbound(LEADS_COMMANDS, command, key=lead_id)])
-        if form.redirect_url and request.headers.get("content-type", "").startswith(_URLENCODED):
-            return RedirectResponse(form.redirect_url, status_code=303, headers=cors(form, request))
-        return JSONResponse({"status": "accepted", "lead_id": lead_id}, status_code=202, headers=cors(form, request))
-
-    @endpoint
-    async def capture_preflight(request: Request) -> Response:
-        """CORS preflight of a submission from one of the form's allowed origins."""
-        form = await live_form(request)
-        headers = cors(form, request)
-        if not headers:
-            raise ApiError(403, "forbidden", "Origin: this form takes submissions from its own sites only.")
-        headers.update({"Access-Control-Allow-Methods": "POST", "Access-Control-Allow-Headers": _CORS_HEADERS,
-                        "Access-Control-Max-Age": "600"})
-        return Response(status_code=204, headers=headers)
-
-    return [Route("/capture/{form_id}", capture, methods=["POST"]), Route("/capture/{form_id}", capture_preflight, methods=["OPTIONS"])]
 
 
 # For the OpenAPI document: what the code above cannot say by itself.
