@@ -115,86 +115,94 @@ def routes(
     principals: PrincipalRepository,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[Route]:
-    async def auth(request: Request):
-        return await authenticate(request, settings.tokens, principals)
+    return ImportsApi(settings, imports, runner, principals, clock).routes()
 
-    async def job_of(request: Request) -> d.ImportJob:
-        job = await imports.get(request.path_params["import_id"])
+
+class ImportsApi:
+    """Uploads, job status (long-polled), error reports and templates; a job is shown to its owner and administrators."""
+
+    def __init__(self, settings: ImporterSettings, imports: ImportRepository, runner: JobRunner,
+                 principals: PrincipalRepository, clock: Callable[[], datetime]) -> None:
+        self.settings, self.imports, self.runner, self.principals, self.clock = settings, imports, runner, principals, clock
+        self.limits = UploadLimits(
+            max_file_bytes=settings.max_file_mb * 1024 * 1024, max_field_bytes=settings.max_field_kb * 1024,
+            fields=UPLOAD_FIELDS,
+        )
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/imports", endpoint(self.upload), methods=["POST"]),
+            Route("/imports/template.{format:str}", _only_formats(self.template)),
+            Route("/imports/{import_id}/errors.{format:str}", _only_formats(self.errors)),
+            Route("/imports/{import_id}", endpoint(self.status)),
+        ]
+
+    async def _auth(self, request: Request):
+        return await authenticate(request, self.settings.tokens, self.principals)
+
+    async def _job_of(self, request: Request) -> d.ImportJob:
+        job = await self.imports.get(request.path_params["import_id"])
         if job is None:
             raise ApiError(404, "not_found", f"Import {request.path_params['import_id']} does not exist.")
         return job
 
-    def shown_to(job: d.ImportJob, principal) -> d.ImportJob:
-        # Another user's import answers as one that does not exist: a 403 would confirm that the id is real.
-        if not d.may_see(job, principal.user_id, principal.is_admin):
-            raise ApiError(404, "not_found", f"Import {job.import_id} does not exist, or belongs to another user "
-                                             f"(only they and administrators may see it).")
-        return job
+    async def _owned_job(self, request: Request) -> d.ImportJob:
+        principal = await self._auth(request)
+        return _shown_to(await self._job_of(request), principal)
 
-    async def owned_job(request: Request) -> d.ImportJob:
-        principal = await auth(request)
-        return shown_to(await job_of(request), principal)
-
-    limits = UploadLimits(
-        max_file_bytes=settings.max_file_mb * 1024 * 1024, max_field_bytes=settings.max_field_kb * 1024,
-        fields=UPLOAD_FIELDS,
-    )
-
-    @endpoint
-    async def upload(request: Request) -> Response:
+    async def upload(self, request: Request) -> Response:
         """Multipart `file` plus the options of crm.import.start as form fields; 202 with the status URL."""
-        principal = await auth(request)
+        principal = await self._auth(request)
 
         async def id_is_free(received: Upload) -> None:
             # Checked when the file part begins, before a byte of it is written.
             import_id = received.get("import_id")
             if import_id is not None:
-                await _free_import_id(imports, _valid_import_id(import_id))
+                await _free_import_id(self.imports, _valid_import_id(import_id))
 
-        form = await read_upload(request, settings.uploads_dir, limits, id_is_free)
+        form = await read_upload(request, self.settings.uploads_dir, self.limits, id_is_free)
         try:
             import_id = _valid_import_id(form.get("import_id")) if form.get("import_id") else str(uuid.uuid4())
-            job = _upload_job(form, import_id, principal.user_id, clock())
-            if not await imports.create(job):
+            job = _upload_job(form, import_id, principal.user_id, self.clock())
+            if not await self.imports.create(job):
                 raise ApiError(409, "conflict", f"Import {import_id} exists already; GET /imports/{import_id} shows it.")
         except BaseException:
             form.discard()
             raise
-        runner.wake()
+        self.runner.wake()
         return json_response({"import_id": import_id, "state": job.state, "status_url": f"/imports/{import_id}"}, 202)
 
-    @endpoint
-    async def status(request: Request) -> Response:
+    async def status(self, request: Request) -> Response:
         """The job's status; with ``wait=N`` (seconds, up to 30) answered at its next change, at once when it has ended."""
         raw_wait = request.query_params.get("wait", "0")
         if raw_wait != "0" and (not is_ascii_digits(raw_wait) or int(raw_wait) > MAX_WAIT_S):
             raise ApiError(400, "validation", f"wait must be a whole number of seconds from 0 to {MAX_WAIT_S}.")
-        principal = await auth(request)
+        principal = await self._auth(request)
         wait = int(raw_wait)
+        watch = self.runner.watch
         # Watched before the job is read, so a change between the read and the wait is not missed.
-        changed = runner.watch.start(request.path_params["import_id"]) if wait else None
+        changed = watch.start(request.path_params["import_id"]) if wait else None
         try:
-            job = shown_to(await job_of(request), principal)
+            job = _shown_to(await self._job_of(request), principal)
             if changed is not None and job.state not in FINAL_STATES:
                 # Only this instance's changes wake the request; another instance's are seen at the deadline.
-                await runner.watch.wait(job.import_id, changed, wait)
+                await watch.wait(job.import_id, changed, wait)
                 changed = None
-                job = await job_of(request)
+                job = await self._job_of(request)
         finally:
             if changed is not None:
-                runner.watch.stop(request.path_params["import_id"], changed)
-        return json_response(status_view(job, await runner.counts(job)))
+                watch.stop(request.path_params["import_id"], changed)
+        return json_response(status_view(job, await self.runner.counts(job)))
 
-    @endpoint
-    async def errors(request: Request) -> Response:
-        job = await owned_job(request)
+    async def errors(self, request: Request) -> Response:
+        job = await self._owned_job(request)
         format_ = request.path_params["format"]
         language = request.query_params.get("language") or job.language or "en"
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, f"errors.{format_}")
             writer = ErrorReportWriter(path, job.header, format=format_, language=language)
             try:
-                async for row, column, reason, cells in imports.errors(job.import_id):
+                async for row, column, reason, cells in self.imports.errors(job.import_id):
                     writer.write(row, column, reason, cells)
             finally:
                 writer.close()
@@ -202,9 +210,8 @@ def routes(
         disposition = f'attachment; filename="import-{job.import_id}-errors.{format_}"'
         return Response(body, media_type=_MEDIA[format_], headers={"Content-Disposition": disposition})
 
-    @endpoint
-    async def template(request: Request) -> Response:
-        await auth(request)
+    async def template(self, request: Request) -> Response:
+        await self._auth(request)
         format_ = request.path_params["format"]
         language = request.query_params.get("language", "ru")
         if language not in ("ru", "en"):
@@ -216,12 +223,13 @@ def routes(
         disposition = f'attachment; filename="leads-import-template-{language}.{format_}"'
         return Response(body, media_type=_MEDIA[format_], headers={"Content-Disposition": disposition})
 
-    return [
-        Route("/imports", upload, methods=["POST"]),
-        Route("/imports/template.{format:str}", _only_formats(template)),
-        Route("/imports/{import_id}/errors.{format:str}", _only_formats(errors)),
-        Route("/imports/{import_id}", status),
-    ]
+
+def _shown_to(job: d.ImportJob, principal) -> d.ImportJob:
+    # Another user's import answers as one that does not exist: a 403 would confirm that the id is real.
+    if not d.may_see(job, principal.user_id, principal.is_admin):
+        raise ApiError(404, "not_found", f"Import {job.import_id} does not exist, or belongs to another user "
+                                         f"(only they and administrators may see it).")
+    return job
 
 
 def _only_formats(handler):

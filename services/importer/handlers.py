@@ -16,7 +16,8 @@ from services.importer import domain as d
 from services.importer.repository import ImportRepository, ExternalIdProjection, Projected
 from services.importer.row_records import Outcome
 from services.importer.sources import display_name
-from services.importer.worker import JobRunner, event_id
+from services.importer.announcements import event_id
+from services.importer.worker import JobRunner
 
 _OUTCOME_OF = {"crm.lead.created": "created", "crm.lead.updated": "updated", "crm.command.rejected": "rejected"}
 _REJECTION_NAMESPACE = uuid.UUID("3d0c1b6a-5e7f-4a28-b1c9-8e2f0a4d6c57")

@@ -167,48 +167,66 @@ def build_mapping(header: list[str], explicit: dict[str, str] | None = None) -> 
     """Explicit entries first (column header → field), then aliases for every other column."""
     header = [(name or "").strip() for name in header]
     columns: dict[int, str] = {}
+    taken: dict[str, int] = {}
+    explicit_indexes = _map_explicit(header, explicit, columns, taken) if explicit else set()
+    unknown, warnings = _map_by_alias(header, explicit_indexes, columns, taken)
+    if not columns:
+        expected = "; ".join(
+            f"{name}: {FIELD_ALIASES[name]['ru'][0]} / {FIELD_ALIASES[name]['en'][0]}" for name in LEAD_FIELDS
+        )
+        raise FileRejected(
+            "no_known_columns",
+            f"no column of the file matches a lead field; the file's header is: "
+            f"{', '.join(repr(h) for h in header if h) or '(empty)'}; expected names such as {expected}",
+        )
+    return Mapping(header=header, columns=dict(sorted(columns.items())), unknown_columns=unknown, warnings=warnings)
+
+
+def _map_explicit(header: list[str], explicit: dict[str, str], columns: dict[int, str], taken: dict[str, int]) -> set[int]:
+    """The caller's column → field entries into ``columns``; the indexes they decided (skipped ones too)."""
+    positions = {name: i for i, name in reversed(list(enumerate(header))) if name}
+    by_key = {normalize_column(name): i for i, name in reversed(list(enumerate(header))) if name}
+    decided: set[int] = set()
+    missing = []
+    for column, field_name in explicit.items():
+        index = positions.get(column.strip(), by_key.get(normalize_column(column)))
+        if index is None:
+            missing.append(column)
+            continue
+        target = (field_name or "").strip()
+        if target.casefold() in _SKIP_FIELDS:
+            decided.add(index)
+            continue
+        if target not in FIELD_ALIASES:
+            raise FileRejected(
+                "unknown_mapping_field",
+                f"the mapping sends column '{column}' to '{field_name}', which is not a lead field; "
+                f"use one of: {', '.join(LEAD_FIELDS)}",
+            )
+        if target in taken:
+            raise FileRejected(
+                "duplicate_mapping_field",
+                f"the mapping sends both '{header[taken[target]]}' and '{column}' to '{target}'; "
+                "map each field from one column",
+            )
+        columns[index] = target
+        taken[target] = index
+        decided.add(index)
+    if missing:
+        raise FileRejected(
+            "unknown_mapping_column",
+            f"the mapping names columns that are not in the file: {', '.join(repr(m) for m in missing)}; "
+            f"the file's columns are: {', '.join(repr(h) for h in header if h)}",
+        )
+    return decided
+
+
+def _map_by_alias(header: list[str], decided: set[int], columns: dict[int, str], taken: dict[str, int]) -> tuple[list[str], list[str]]:
+    """Every other column by its name's aliases into ``columns``; the unknown columns and the warnings."""
     unknown: list[str] = []
     warnings: list[str] = []
-    taken: dict[str, int] = {}
-    explicit_indexes: set[int] = set()
-
-    if explicit:
-        positions = {name: i for i, name in reversed(list(enumerate(header))) if name}
-        by_key = {normalize_column(name): i for i, name in reversed(list(enumerate(header))) if name}
-        missing = []
-        for column, field_name in explicit.items():
-            index = positions.get(column.strip(), by_key.get(normalize_column(column)))
-            if index is None:
-                missing.append(column)
-                continue
-            target = (field_name or "").strip()
-            if target.casefold() in _SKIP_FIELDS:
-                explicit_indexes.add(index)
-                continue
-            if target not in FIELD_ALIASES:
-                raise FileRejected(
-                    "unknown_mapping_field",
-                    f"the mapping sends column '{column}' to '{field_name}', which is not a lead field; "
-                    f"use one of: {', '.join(LEAD_FIELDS)}",
-                )
-            if target in taken:
-                raise FileRejected(
-                    "duplicate_mapping_field",
-                    f"the mapping sends both '{header[taken[target]]}' and '{column}' to '{target}'; "
-                    "map each field from one column",
-                )
-            columns[index] = target
-            taken[target] = index
-            explicit_indexes.add(index)
-        if missing:
-            raise FileRejected(
-                "unknown_mapping_column",
-                f"the mapping names columns that are not in the file: {', '.join(repr(m) for m in missing)}; "
-                f"the file's columns are: {', '.join(repr(h) for h in header if h)}",
-            )
-
     for index, name in enumerate(header):
-        if index in explicit_indexes or not name:
+        if index in decided or not name:
             continue
         field_name = field_for_column(name)
         if field_name is None:
@@ -223,14 +241,4 @@ def build_mapping(header: list[str], explicit: dict[str, str] | None = None) -> 
             continue
         columns[index] = field_name
         taken[field_name] = index
-
-    if not columns:
-        expected = "; ".join(
-            f"{name}: {FIELD_ALIASES[name]['ru'][0]} / {FIELD_ALIASES[name]['en'][0]}" for name in LEAD_FIELDS
-        )
-        raise FileRejected(
-            "no_known_columns",
-            f"no column of the file matches a lead field; the file's header is: "
-            f"{', '.join(repr(h) for h in header if h) or '(empty)'}; expected names such as {expected}",
-        )
-    return Mapping(header=header, columns=dict(sorted(columns.items())), unknown_columns=unknown, warnings=warnings)
+    return unknown, warnings

@@ -19,20 +19,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts import Envelope, build_message
-from contracts.imports import (
-    ImportCompleted,
-    ImportFailed,
-    ImportProgress,
-    ImportReverted,
-    ImportRowRejected,
-    ImportStarted,
-)
+from contracts.imports import ImportProgress, ImportRowRejected, ImportStarted
 from contracts.leads import CreateLead, UpdateLead
 from contracts.topics import IMPORTS_EVENTS, LEADS_COMMANDS
-from crmkit.ids import uuid5
 from crmkit.errors import is_transient
 from crmkit.messaging import Bus, Outbound
 from services.importer import domain as d
+from services.importer.announcements import event_id, final_event
 from services.importer.errors import FileRejected
 from services.importer.mapping import Mapping, build_mapping
 from services.importer.pacing import Pacing
@@ -45,18 +38,6 @@ from services.importer.watch import JobWatch
 from services.importer.sources import display_name, resolve_import_file
 
 log = logging.getLogger("services.importer")
-
-# Event ids derive from the import, so a re-published event after a crash is the same event.
-_EVENT_NAMESPACE = uuid.UUID("0c3f1d7e-8a52-4c61-9e0b-2f4a6d8c1b35")
-
-
-def event_id(import_id: str, *parts: Any) -> str:
-    return uuid5(_EVENT_NAMESPACE, "\x1f".join([import_id, *map(str, parts)]))
-
-
-def report_uri(settings: ImporterSettings, import_id: str) -> str:
-    return f"{settings.public_url.rstrip('/')}/imports/{import_id}/errors.csv"
-
 
 class JobRunner:
     """Runs import jobs one at a time; any number of instances share the work through job leases."""
@@ -349,17 +330,7 @@ class JobRunner:
 
     async def announce(self, job: d.ImportJob) -> None:
         """Publish the final event a finished job owes, then remember it went out."""
-        if job.state == "completed":
-            payload: Any = ImportCompleted(
-                import_id=job.import_id, rows_total=job.rows_read, created=job.created, updated=job.updated,
-                rejected=job.rejected, duplicates=job.duplicates, dry_run=job.dry_run, cancelled=job.cancelled,
-                error_report_uri=report_uri(self.settings, job.import_id) if job.rejected else None,
-            )
-        elif job.state == "reverted":
-            payload = ImportReverted(import_id=job.import_id, removed=job.removed, restored=job.restored)
-        else:
-            payload = ImportFailed(import_id=job.import_id, reason=job.failure_reason or "failed", code=job.failure_code)
-        await self.bus.publish([self._event(job, payload, job.state)])
+        await self.bus.publish([self._event(job, final_event(self.settings, job), job.state)])
         await self.imports.update(job.import_id, {"announced": True})
         self.watch.changed(job.import_id)
 
