@@ -95,10 +95,13 @@ async def test_bulk_move_of_a_thousand_leads_with_refusals_and_a_cancel(settings
         assert (await repo.get("L500")).version == yardstick.version
 
         # A job by filter (the 974 moved leads) cancelled right after it starts: what was not sent yet stays as it was.
+        # Both in one produce request on one key, so the consumer takes them in one batch: the cancel is
+        # stored before any lead's answer can come back (sent one by one, a loaded machine could let the
+        # whole job finish between them, and the job would rightly report completed).
         job = command(BulkUpdateLeads(bulk_id="assign-1", action="assign", responsible_id="carol",
-                                      filter={"pipeline_id": "default", "stage_id": "processing", "source": "expo"}), actor="bob")
-        await producer.send(LEADS_COMMANDS, job, key="assign-1")
-        await producer.send(LEADS_COMMANDS, command(CancelBulkUpdate(bulk_id="assign-1"), actor="bob"), key="assign-1")
+                                      filter={"pipeline_id": "default", "stage_id": "processing", "source": "expo"}),
+                      actor="bob", subject="assign-1")
+        await producer.send_many(LEADS_COMMANDS, [job, command(CancelBulkUpdate(bulk_id="assign-1"), actor="bob", subject="assign-1")])
         done = await wait_until(lambda: _completed(events, "assign-1"), timeout=120, what="the cancelled job reported")
         counts = done[0].data.counts
         assert done[0].data.state.value == "cancelled"
