@@ -18,6 +18,7 @@ from crmkit.http import ApiError, authenticate, endpoint, json_response
 from crmkit.principals import Principal, PrincipalRepository
 from services.analytics import charts, dashboard, reports
 from services.analytics import domain as d
+from services.analytics.filters import FilterError, Filters, KNOWN_PARAMS, parse_filters
 from services.analytics.repository import AnalyticsStore
 from services.analytics.settings import AnalyticsSettings
 
@@ -53,13 +54,13 @@ def routes(
                 request = Request(scope)
         return await authenticate(request, settings.tokens, principals)
 
-    def filters_of(request: Request) -> d.Filters:
+    def filters_of(request: Request) -> Filters:
         try:
-            return d.parse_filters(request.query_params)
-        except d.FilterError as exc:
+            return parse_filters(request.query_params)
+        except FilterError as exc:
             raise ApiError(400, "validation", exc.message) from exc
 
-    async def run(name: str, f: d.Filters) -> d.Report:
+    async def run(name: str, f: Filters) -> d.Report:
         try:
             return await asyncio.to_thread(reports.build, store, name, f, clock())
         except reports.UnknownPipeline as exc:
@@ -96,7 +97,7 @@ def routes(
             f = filters_of(request)
             error = None
         except ApiError as exc:
-            f, error = d.Filters(), exc.message
+            f, error = Filters(), exc.message
         found: dict[str, d.Report | str] = {}
         for name in dashboard.DASHBOARD_REPORTS:
             try:
@@ -138,7 +139,7 @@ def routes(
         return json_response(status())
 
     # The filters are read as a whole by the domain's parser, which names any unknown one.
-    report.query_parameters = page.query_parameters = d.KNOWN_PARAMS  # type: ignore[attr-defined]
+    report.query_parameters = page.query_parameters = KNOWN_PARAMS  # type: ignore[attr-defined]
     return [
         Route("/", page),
         Route("/sign-in", sign_in, methods=["POST"]),

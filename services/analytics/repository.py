@@ -22,6 +22,7 @@ from typing import Any
 import duckdb
 
 from services.analytics import domain as d
+from services.analytics.filters import Filters, SOURCE_DIMENSIONS
 
 # Bump when the tables change: a store of another schema is rebuilt from the topics at start.
 SCHEMA_VERSION = "2"
@@ -254,7 +255,7 @@ class AnalyticsStore:
         return self._con.cursor()
 
     @staticmethod
-    def _where(f: d.Filters, *, pipeline: bool = True, responsible: bool = True) -> tuple[str, list]:
+    def _where(f: Filters, *, pipeline: bool = True, responsible: bool = True) -> tuple[str, list]:
         """The filters on a table with the lead's filter columns (leads, visits, stays, tasks)."""
         clauses, params = ["NOT deleted"], []
         if pipeline and f.pipeline_id:
@@ -287,7 +288,7 @@ class AnalyticsStore:
         ).fetchall()
         return [d.StageRow(*row) for row in rows]
 
-    def funnel_counts(self, pipeline_id: str, f: d.Filters) -> tuple[dict[str, int], dict[str, int]]:
+    def funnel_counts(self, pipeline_id: str, f: Filters) -> tuple[dict[str, int], dict[str, int]]:
         where, params = self._where(f, pipeline=False)
         cur = self._cursor()
         reached = cur.execute(
@@ -298,8 +299,8 @@ class AnalyticsStore:
         ).fetchall()
         return dict(reached), dict(now_in)
 
-    def source_groups(self, f: d.Filters) -> list[dict]:
-        if f.by not in d.SOURCE_DIMENSIONS:  # the column name is spliced: only the known ones
+    def source_groups(self, f: Filters) -> list[dict]:
+        if f.by not in SOURCE_DIMENSIONS:  # the column name is spliced: only the known ones
             raise ValueError(f"unknown dimension {f.by!r}")
         where, params = self._where(f)
         rows = self._cursor().execute(
@@ -317,7 +318,7 @@ class AnalyticsStore:
         keys = ("value", "leads", "open", "qualified", "unqualified", "median_days", "deals")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
-    def reason_groups(self, f: d.Filters) -> list[dict]:
+    def reason_groups(self, f: Filters) -> list[dict]:
         where, params = self._where(f)
         rows = self._cursor().execute(
             f"SELECT pipeline_id, reason_id, min(reason), count(*) FROM leads WHERE status = 'unqualified' AND {where} GROUP BY 1, 2",
@@ -325,7 +326,7 @@ class AnalyticsStore:
         ).fetchall()
         return [dict(zip(("pipeline_id", "reason_id", "reason", "leads"), row, strict=True)) for row in rows]
 
-    def stage_times(self, pipeline_id: str, f: d.Filters) -> dict[str, dict]:
+    def stage_times(self, pipeline_id: str, f: Filters) -> dict[str, dict]:
         where, params = self._where(f, pipeline=False)
         rows = self._cursor().execute(
             f"SELECT stage_id, count(*), quantile_cont(days, 0.5), quantile_cont(days, 0.9) FROM stays"
@@ -334,7 +335,7 @@ class AnalyticsStore:
         ).fetchall()
         return {s: {"stays": n, "median": m, "p90": p} for s, n, m, p in rows}
 
-    def responsible_groups(self, f: d.Filters, now: datetime) -> tuple[list[dict], list[dict]]:
+    def responsible_groups(self, f: Filters, now: datetime) -> tuple[list[dict], list[dict]]:
         cur = self._cursor()
         where, params = self._where(f)
         leads = cur.execute(
@@ -356,7 +357,7 @@ class AnalyticsStore:
             [dict(zip(("user", "open", "overdue"), row, strict=True)) for row in tasks],
         )
 
-    def trend_counts(self, f: d.Filters) -> tuple[dict[date, int], dict[date, int]]:
+    def trend_counts(self, f: Filters) -> tuple[dict[date, int], dict[date, int]]:
         unit = "week" if f.period == "week" else "day"
         where, params = self._where(f)
         cur = self._cursor()
