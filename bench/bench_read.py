@@ -197,12 +197,22 @@ async def other_lists(bootstrap: str, mongodb: str, database: str, args) -> list
     """/tasks, /my-day and /deals from their own service processes."""
     rows: list[tuple[str, list[float]]] = []
     procs = []
+    client = make_client(mongodb)
     try:
         activity, activity_url, _ = await start_leads(bootstrap, mongodb, database, "activity")
         procs.append(activity)
         qualification, qualification_url, _ = await start_leads(bootstrap, mongodb, database, "qualification")
         procs.append(qualification)
         headers = {"Authorization": f"Bearer {TOKEN}"}
+        from services.activity.domain import DUE_SOON_WITHIN
+        from services.activity.repository import TaskRepository
+
+        tasks = TaskRepository(client[f"{database}_activity"])
+        now = datetime.now(UTC)
+
+        async def due_pass(i: int) -> None:  # what one pass of the activity service reads (its query alone)
+            await tasks.due_candidates(now, now + DUE_SOON_WITHIN, 1000)
+
         async with httpx.AsyncClient(headers=headers, timeout=60) as http:
             async def get(url: str, params: dict) -> None:
                 reply = await http.get(url, params=params)
@@ -216,6 +226,7 @@ async def other_lists(bootstrap: str, mongodb: str, database: str, args) -> list
                 ("GET /my-day?assignee_id=", lambda i: get(f"{activity_url}/my-day", {"assignee_id": f"user{i % 20}"})),
                 ("GET /deals?limit=50", lambda i: get(f"{qualification_url}/deals", {"limit": "50"})),
                 ("GET /deals?lead_id=", lambda i: get(f"{qualification_url}/deals", {"lead_id": f"L{i * 7919 % args.leads:07d}"})),
+                ("due pass query (1000 tasks)", lambda i: due_pass(i)),
             ]
             for name, call in kinds:
                 await call(0)
@@ -223,6 +234,7 @@ async def other_lists(bootstrap: str, mongodb: str, database: str, args) -> list
                 print(f"  {name}: done", file=sys.stderr)
     finally:
         stop_all(procs)
+        await client.close()
     return rows
 
 
