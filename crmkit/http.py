@@ -69,8 +69,8 @@ def json_response(payload: Any, status: int = 200) -> Response:
     return Response(json.dumps(payload, default=_default, ensure_ascii=False), status_code=status, media_type="application/json")
 
 
-async def authenticate(request: Request, tokens: dict[str, str], principals: PrincipalRepository) -> Principal:
-    """Map ``Authorization: Bearer <token>`` to a licensed user, else 401 (who?) or 403 (not allowed)."""
+def bearer_user(request: Request, tokens: dict[str, str]) -> str:
+    """The user of ``Authorization: Bearer <token>``, else 401; no I/O (the licence is checked apart)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -78,6 +78,16 @@ async def authenticate(request: Request, tokens: dict[str, str], principals: Pri
     user_id = tokens.get(token.strip())
     if user_id is None:
         raise ApiError(401, "unauthorized", "Unknown bearer token.")
+    return user_id
+
+
+async def authenticate(request: Request, tokens: dict[str, str], principals: PrincipalRepository) -> Principal:
+    """Map ``Authorization: Bearer <token>`` to a licensed user, else 401 (who?) or 403 (not allowed)."""
+    return await licensed(bearer_user(request, tokens), principals)
+
+
+async def licensed(user_id: str, principals: PrincipalRepository) -> Principal:
+    """The user's principal, else 403 when it holds no licence."""
     principal = await principals.get(user_id)
     if not principal.licensed:
         raise ApiError(403, "not_licensed", f"User {user_id} holds no CRM licence; ask an administrator to grant one.")
@@ -87,9 +97,9 @@ async def authenticate(request: Request, tokens: dict[str, str], principals: Pri
 def endpoint(fn):
     """Turn ApiError raised by a route into its JSON response (and a query past its time limit into a 503)."""
 
-    async def wrapper(request: Request) -> Response:
+    async def wrapper(*args: Any) -> Response:  # (request) or, on a method, (self, request)
         try:
-            return await fn(request)
+            return await fn(*args)
         except ApiError as exc:
             return exc.response()
         except QueryTimeout as exc:

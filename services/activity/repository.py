@@ -15,7 +15,7 @@ from pymongo import ASCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.activity.domain import Task
+from services.activity.domain import Task, next_notice_at
 
 _INTERNAL = ("_id", "_recent")
 
@@ -46,7 +46,7 @@ class Owed:
 # The lists of GET /tasks and /my-day, soonest due first: one indexed key per way of filtering them
 # (crmkit/listkeys.py), so a page is one range of one index on MongoDB and on the patched FerretDB.
 TASK_LISTS = ("assignee_status", "assignee", "lead", "status", "all")
-LIST_KEYS_VERSION = 1
+LIST_KEYS_VERSION = 2  # 2: ix_due
 
 
 def _list_values(task: Task) -> dict[str, tuple[str, ...] | None]:
@@ -64,7 +64,14 @@ def _list_keys(task: Task) -> dict[str, Any]:
         f"ix_{name}": listkeys.key(values, task.due_at, task.task_id) if values is not None else None
         for name, values in _list_values(task).items()
     }
-    return {**keys, "ixv": LIST_KEYS_VERSION}
+    return {**keys, "ix_due": _due_key(task), "ixv": LIST_KEYS_VERSION}
+
+
+def _due_key(task: Task) -> str | None:
+    """The due pass's key: open tasks with a notice to come, by the moment it falls due (None: no notice
+    left), so a pass reads one index range up to now instead of every open task."""
+    at = next_notice_at(task)
+    return listkeys.key((), at, task.task_id) if at is not None else None
 
 
 def task_document(task: Task, recent: Sequence[Recent]) -> dict[str, Any]:
@@ -106,14 +113,17 @@ class TaskRepository:
         self._notices = db["due_notices"]
         self._recent_kept = recent_kept
         self._meta = db["activity_meta"]
+        self._keys_current = False  # every stored task has the current list keys (ix_due included)
 
     async def list_keys_stale(self) -> bool:
         """Whether stored tasks may lack their list keys (a database from before them)."""
         doc = await self._meta.find_one({"_id": "list_keys"})
-        return not doc or doc.get("version", 0) < LIST_KEYS_VERSION
+        self._keys_current = bool(doc) and doc.get("version", 0) >= LIST_KEYS_VERSION
+        return not self._keys_current
 
     async def mark_list_keys_done(self) -> None:
         await self._meta.update_one({"_id": "list_keys"}, {"$set": {"version": LIST_KEYS_VERSION}}, upsert=True)
+        self._keys_current = True
 
     async def ensure_indexes(self) -> None:
         await ensure_indexes(
@@ -124,7 +134,7 @@ class TaskRepository:
                 IndexModel([("assignee_id", ASCENDING), ("due_at", ASCENDING)]),
                 IndexModel([("due_at", ASCENDING), ("_id", ASCENDING)]),
                 IndexModel([("_recent.id", ASCENDING)]),
-                *[IndexModel([(f"ix_{name}", ASCENDING)], name=f"ix_{name}_1") for name in TASK_LISTS],
+                *[IndexModel([(f"ix_{name}", ASCENDING)], name=f"ix_{name}_1") for name in (*TASK_LISTS, "due")],
             ]
         )
         await ensure_indexes(self._notices, [IndexModel([("settled", ASCENDING), ("at", ASCENDING)])])
@@ -264,7 +274,15 @@ class TaskRepository:
     # --- the due pass -------------------------------------------------------------------------
 
     async def due_candidates(self, now: datetime, soon: datetime, limit: int) -> list[Task]:
-        """Open tasks with an unannounced moment: due before `soon` and not flagged, or past due and not flagged."""
+        """Open tasks with an unannounced moment: due before `soon` and not flagged, or past due and not flagged.
+
+        One range of ``ix_due`` up to now, in its index's order, with the limit in SQL; until every stored
+        task has that key (the start-up migration), the scan of every open task it replaces.
+        """
+        if self._keys_current or not await self.list_keys_stale():
+            bound = listkeys.bounds((), below=listkeys.millis(now, ceil=True))
+            cursor = self._col.find({"ix_due": bound}, {"_recent": 0}).sort("ix_due", ASCENDING).limit(limit)
+            return [_task_from(d) async for d in cursor]
         query = {
             "status": "open",
             "overdue_notified": False,
@@ -290,9 +308,10 @@ class TaskRepository:
             claimed = True
         except DuplicateKeyError:
             claimed = False  # another instance (or an earlier pass) has it; the flags may still lag behind
+        flagged = task.model_copy(update={"due_soon_notified": due_soon_notified, "overdue_notified": overdue_notified})
         await self._col.update_one(
             {**_expected(task), "status": "open", "due_at": task.due_at},
-            {"$set": {"due_soon_notified": due_soon_notified, "overdue_notified": overdue_notified}},
+            {"$set": {"due_soon_notified": due_soon_notified, "overdue_notified": overdue_notified, "ix_due": _due_key(flagged)}},
         )
         return claimed
 

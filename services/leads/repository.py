@@ -19,7 +19,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from crmkit.applied import Applied, applied_for, kept
 from crmkit.mongo import IDS_PER_QUERY, ensure_indexes, find_by_ids
 from services.leads import readmodel
-from services.leads.documents import LeadWrite, Recent, StoredLead, lead_document, stored_lead
+from services.leads.documents import LeadWrite, Recent, StoredLead, lead_document, stored_card, stored_lead
 from services.leads.domain import Lead, Pipeline
 
 log = logging.getLogger("services.leads.repository")
@@ -66,7 +66,7 @@ class LeadRepository:
 
     async def get(self, lead_id: str) -> Lead | None:
         doc = await self._col.find_one({"_id": lead_id})
-        return stored_lead(doc).lead if doc else None
+        return stored_card(doc) if doc else None
 
     async def save(self, writes: Sequence[LeadWrite]) -> set[str]:
         """Store all writes in one bulk call; return the ids that lost a race (to be re-applied).
@@ -201,7 +201,7 @@ class LeadRepository:
         page = pages[:limit]
         next_cursor = page[-1][0] if len(pages) > limit else None
         # A hash shared by two filter values would put a stranger in the range: checked here.
-        leads = [stored_lead(d).lead for _, d in page if all(d.get(k) == v for k, v in plain.items())
+        leads = [stored_card(d) for _, d in page if all(d.get(k) == v for k, v in plain.items())
                  and (seen is None or d.get("pipeline_id") in seen)]
         return leads, next_cursor
 

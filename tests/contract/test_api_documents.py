@@ -68,7 +68,9 @@ def query_parameters_read(endpoint) -> set[str]:
             if target is not None and isinstance(key, ast.Constant) and isinstance(key.value, str):
                 if (isinstance(target, ast.Name) and target.id == "q") or (isinstance(target, ast.Attribute) and target.attr == "query_params"):
                     found.add(key.value)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("limit_param", "limit_of"):
+            called = node.func.id if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) else (
+                node.func.attr if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) else None)
+            if called in ("limit_param", "limit_of"):
                 found.add("limit")
     return found
 

@@ -53,6 +53,7 @@ from services.activity.domain.due import (
     summarize,
     summarize_agenda,
     due_notice,
+    next_notice_at,
     my_day,
 )
 
@@ -103,5 +104,6 @@ __all__ = [
     "summarize",
     "summarize_agenda",
     "due_notice",
+    "next_notice_at",
     "my_day",
 ]

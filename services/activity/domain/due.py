@@ -44,6 +44,13 @@ def due_notice(task: Task, now: datetime) -> Notice | None:
     return None
 
 
+def next_notice_at(task: Task) -> datetime | None:
+    """When the task's next due-time notice falls due (the moment due_notice starts to return one), if any."""
+    if not task.is_open or task.overdue_notified:
+        return None
+    return task.due_at if task.due_soon_notified else task.due_at - DUE_SOON_WITHIN
+
+
 def my_day(tasks: Iterable[Task], day_start: datetime, day_end: datetime) -> tuple[list[Task], list[Task]]:
     """An assignee's day: tasks due within the day (not cancelled), and open tasks due before it."""
     today, overdue = [], []

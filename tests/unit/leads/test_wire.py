@@ -17,7 +17,7 @@ from contracts.topics import LEADS_EVENTS
 from services.leads import domain as d
 from services.leads.documents import BLOB_FORMAT
 from services.leads.messages import CardEvent, Cards, to_messages
-from services.leads.repository import LeadWrite, Recent, lead_document, stored_lead
+from services.leads.repository import LeadWrite, Recent, lead_document, stored_card, stored_lead
 
 NOW = datetime(2025, 3, 10, 9, 0, 0, 123456, tzinfo=UTC)
 USER = d.Actor(user_id="u-1", licensed=True)
@@ -147,12 +147,23 @@ def test_blobs_of_the_earlier_format_still_read() -> None:
         assert parse_message(LEADS_EVENTS, old[-1].encode())  # each is a valid record value
         stored = stored_lead({"blob": _old_format_blob(lead, [("m-0", ['{"id":"e-0"}']), ("m-1", old)])})
         assert stored.lead == lead
+        assert stored_card({"blob": _old_format_blob(lead, [("m-1", old)])}) == lead  # the read side's shortcut too
         assert [r.events for r in stored.recent] == [['{"id":"e-0"}'], old]
     lead, events = _cards()[1]  # and before the marker: every event whole
     event = to_messages(events, _cause(), "crm/leads", lead.lead_id, NOW)[0].to_json_bytes().decode()
     blob = b'{"card":' + lead.model_dump_json().encode() + b',"recent":' + json.dumps([{"id": "m-1", "events": [event]}]).encode() + b"}"
     stored = stored_lead({"blob": zlib.compress(blob)})
     assert stored.lead == lead and stored.recent[0].events == [event]
+    assert stored_card({"blob": zlib.compress(blob)}) == lead
+
+
+def test_the_read_side_cuts_the_same_card_from_a_blob_of_the_current_format() -> None:
+    cards = Cards()
+    for lead, events in _cards():
+        recent = [Recent("m-1", _produced(cards.messages(events, _cause(), "crm/leads", lead.lead_id, NOW)))]
+        doc = lead_document(LeadWrite(lead, recent, None, cards.cached(lead)))
+        assert zlib.decompress(doc["blob"]).startswith(b'{"format":%d,"card":' % BLOB_FORMAT)
+        assert stored_card(doc) == stored_lead(doc).lead == lead
 
 
 def test_the_stored_document_carries_its_duplicate_keys_and_links_while_live() -> None:
