@@ -20,6 +20,7 @@ from crmkit.principals import Principal, PrincipalRepository
 from crmkit.visibility import sees
 from services.analytics import charts, dashboard, reports
 from services.analytics import domain as d
+from services.analytics.filters import FilterError, Filters, KNOWN_PARAMS, parse_filters
 from services.analytics.repository import AnalyticsStore
 from services.analytics.settings import AnalyticsSettings
 
@@ -48,10 +49,10 @@ def routes(
     return AnalyticsApi(settings, store, principals, status, rebuild, clock).routes()
 
 
-def _filters_of(request: Request) -> d.Filters:
+def _filters_of(request: Request) -> Filters:
     try:
-        return d.parse_filters(request.query_params)
-    except d.FilterError as exc:
+        return parse_filters(request.query_params)
+    except FilterError as exc:
         raise ApiError(400, "validation", exc.message) from exc
 
 
@@ -68,7 +69,7 @@ class AnalyticsApi:
     def routes(self) -> list[Route]:
         report, page = endpoint(self.report), endpoint(self.page)
         # The filters are read as a whole by the domain's parser, which names any unknown one.
-        report.query_parameters = page.query_parameters = d.KNOWN_PARAMS  # type: ignore[attr-defined]
+        report.query_parameters = page.query_parameters = KNOWN_PARAMS  # type: ignore[attr-defined]
         return [
             Route("/", page),
             Route("/sign-in", self.sign_in, methods=["POST"]),
@@ -106,7 +107,7 @@ class AnalyticsApi:
             f = await self._seen_by(principal, _filters_of(request))
             error = None
         except ApiError as exc:
-            f, error = await self._seen_by(principal, d.Filters()), exc.message
+            f, error = await self._seen_by(principal, Filters()), exc.message
         found: dict[str, d.Report | str] = {}
         for name in dashboard.DASHBOARD_REPORTS:
             try:
@@ -153,7 +154,7 @@ class AnalyticsApi:
                 request = Request(scope)
         return await authenticate(request, self.settings.tokens, self.principals)
 
-    async def _seen_by(self, principal: Principal, f: d.Filters) -> d.Filters:
+    async def _seen_by(self, principal: Principal, f: Filters) -> Filters:
         """The filters narrowed to the pipelines ``principal`` sees; a hidden pipeline asked for reads as unknown."""
         shown = await asyncio.to_thread(self.store.visibility)
         visible = {p for p, (groups, roles) in shown.items() if sees(principal, groups, roles)}
@@ -166,13 +167,13 @@ class AnalyticsApi:
             f = dataclasses.replace(f, pipeline_id=min(visible)) if visible else f
         return dataclasses.replace(f, pipeline_ids=tuple(sorted(visible)))
 
-    async def _run(self, name: str, f: d.Filters) -> d.Report:
+    async def _run(self, name: str, f: Filters) -> d.Report:
         try:
             return await asyncio.to_thread(reports.build, self.store, name, f, self.clock())
         except reports.UnknownPipeline as exc:
             raise ApiError(404, "not_found", f"pipeline_id {exc.args[0]!r} is not a pipeline the analytics read model knows.") from exc
 
-    def _choices(self, f: d.Filters) -> tuple[list[dict], list[str], list[str]]:
+    def _choices(self, f: Filters) -> tuple[list[dict], list[str], list[str]]:
         """The dashboard's filter lists: the pipelines (those ``f`` is narrowed to), responsibles and sources."""
         pipelines = self.store.pipelines()
         if f.pipeline_ids is not None:

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 from services.analytics import charts
 from services.analytics import domain as d
+from services.analytics.filters import Filters, SOURCE_DIMENSIONS, TREND_PERIODS
 from services.analytics.reports import COLUMNS
 
 _STYLE = """
@@ -54,7 +55,7 @@ def day(at) -> str:
 
 def render(
     reports: dict[str, d.Report | str],
-    f: d.Filters,
+    f: Filters,
     *,
     token: str | None,
     pipelines: list[dict],
@@ -70,8 +71,8 @@ def render(
         _input("created_to", "Created to (inclusive)", day(f.created_to - timedelta(days=1)) if f.created_to else "", "date"),
         _select("responsible_id", "Responsible", [("", "anyone"), *[(u, u) for u in responsibles]], f.responsible_id),
         _select("source", "Source", [("", "any"), *[(s, s) for s in sources]], f.source),
-        _select("by", "Sources by", [(x, x) for x in d.SOURCE_DIMENSIONS], f.by),
-        _select("period", "Trend per", [(x, x) for x in d.TREND_PERIODS], f.period),
+        _select("by", "Sources by", [(x, x) for x in SOURCE_DIMENSIONS], f.by),
+        _select("period", "Trend per", [(x, x) for x in TREND_PERIODS], f.period),
         f"<input type='hidden' name='token' value='{escape(token)}'>" if token else "",
         "<button type='submit'>Show</button></form>",
     ]

@@ -1,7 +1,8 @@
 """What the analytics HTTP routes' code cannot say by itself, for the OpenAPI document."""
 
 from crmkit.openapi import Operation, Param
-from services.analytics.domain import REPORTS, SOURCE_DIMENSIONS
+from services.analytics.domain import REPORTS
+from services.analytics.filters import SOURCE_DIMENSIONS
 
 _FILTERS = (
     Param("pipeline_id", "Only leads of this pipeline (the funnel and stages: the pipeline shown; `default` when absent)."),

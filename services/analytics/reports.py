@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from services.analytics import domain as d
+from services.analytics.filters import Filters
 from services.analytics.repository import AnalyticsStore
 
 # Columns of each report's CSV, in order (the JSON rows carry the same keys).
@@ -22,7 +23,7 @@ class UnknownPipeline(LookupError):
     """The funnel or stage times were asked for a pipeline the read model has not seen."""
 
 
-def _pipeline_stages(store: AnalyticsStore, f: d.Filters) -> tuple[str, list[d.StageRow]]:
+def _pipeline_stages(store: AnalyticsStore, f: Filters) -> tuple[str, list[d.StageRow]]:
     pipeline_id = f.pipeline_id or d.DEFAULT_PIPELINE
     stages = store.stages(pipeline_id)
     if stages is None:
@@ -30,7 +31,7 @@ def _pipeline_stages(store: AnalyticsStore, f: d.Filters) -> tuple[str, list[d.S
     return pipeline_id, stages
 
 
-def build(store: AnalyticsStore, name: str, f: d.Filters, now: datetime) -> d.Report:
+def build(store: AnalyticsStore, name: str, f: Filters, now: datetime) -> d.Report:
     """Run report ``name`` (one of ``domain.REPORTS``) with filters ``f``; synchronous (DuckDB)."""
     if name == "funnel":
         pipeline_id, stages = _pipeline_stages(store, f)

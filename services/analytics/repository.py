@@ -22,6 +22,7 @@ from typing import Any
 import duckdb
 
 from services.analytics import domain as d
+from services.analytics.filters import Filters, SOURCE_DIMENSIONS
 from services.analytics.tables import META, SCHEMA_VERSION, TABLES, filter_clause, naive
 
 
@@ -249,7 +250,7 @@ class AnalyticsStore:
         ).fetchall()
         return [d.StageRow(*row) for row in rows]
 
-    def funnel_counts(self, pipeline_id: str, f: d.Filters) -> tuple[dict[str, int], dict[str, int]]:
+    def funnel_counts(self, pipeline_id: str, f: Filters) -> tuple[dict[str, int], dict[str, int]]:
         where, params = filter_clause(f, pipeline=False)
         cur = self._cursor()
         reached = cur.execute(
@@ -260,8 +261,8 @@ class AnalyticsStore:
         ).fetchall()
         return dict(reached), dict(now_in)
 
-    def source_groups(self, f: d.Filters) -> list[dict]:
-        if f.by not in d.SOURCE_DIMENSIONS:  # the column name is spliced: only the known ones
+    def source_groups(self, f: Filters) -> list[dict]:
+        if f.by not in SOURCE_DIMENSIONS:  # the column name is spliced: only the known ones
             raise ValueError(f"unknown dimension {f.by!r}")
         where, params = filter_clause(f)
         rows = self._cursor().execute(
@@ -279,7 +280,7 @@ class AnalyticsStore:
         keys = ("value", "leads", "open", "qualified", "unqualified", "median_days", "deals")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
-    def reason_groups(self, f: d.Filters) -> list[dict]:
+    def reason_groups(self, f: Filters) -> list[dict]:
         where, params = filter_clause(f)
         rows = self._cursor().execute(
             f"SELECT pipeline_id, reason_id, min(reason), count(*) FROM leads WHERE status = 'unqualified' AND {where} GROUP BY 1, 2",
@@ -287,7 +288,7 @@ class AnalyticsStore:
         ).fetchall()
         return [dict(zip(("pipeline_id", "reason_id", "reason", "leads"), row, strict=True)) for row in rows]
 
-    def stage_times(self, pipeline_id: str, f: d.Filters) -> dict[str, dict]:
+    def stage_times(self, pipeline_id: str, f: Filters) -> dict[str, dict]:
         where, params = filter_clause(f, pipeline=False)
         rows = self._cursor().execute(
             f"SELECT stage_id, count(*), quantile_cont(days, 0.5), quantile_cont(days, 0.9) FROM stays"
@@ -296,7 +297,7 @@ class AnalyticsStore:
         ).fetchall()
         return {s: {"stays": n, "median": m, "p90": p} for s, n, m, p in rows}
 
-    def responsible_groups(self, f: d.Filters, now: datetime) -> tuple[list[dict], list[dict]]:
+    def responsible_groups(self, f: Filters, now: datetime) -> tuple[list[dict], list[dict]]:
         cur = self._cursor()
         where, params = filter_clause(f)
         leads = cur.execute(
@@ -318,7 +319,7 @@ class AnalyticsStore:
             [dict(zip(("user", "open", "overdue"), row, strict=True)) for row in tasks],
         )
 
-    def trend_counts(self, f: d.Filters) -> tuple[dict[date, int], dict[date, int]]:
+    def trend_counts(self, f: Filters) -> tuple[dict[date, int], dict[date, int]]:
         unit = "week" if f.period == "week" else "day"
         where, params = filter_clause(f)
         cur = self._cursor()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.analytics import domain as d
+from services.analytics.filters import Filters
 
 # Bump when the tables change: a store of another schema is rebuilt from the topics at start.
 SCHEMA_VERSION = "3"  # 3: pipelines carry who sees them
@@ -35,7 +35,7 @@ def naive(at: datetime | None) -> datetime | None:
     return None if at is None else at.astimezone(UTC).replace(tzinfo=None)
 
 
-def filter_clause(f: d.Filters, *, pipeline: bool = True, responsible: bool = True) -> tuple[str, list]:
+def filter_clause(f: Filters, *, pipeline: bool = True, responsible: bool = True) -> tuple[str, list]:
     """The filters on a table with the lead's filter columns (leads, visits, stays, tasks)."""
     clauses, params = ["NOT deleted"], []
     if pipeline and f.pipeline_id:

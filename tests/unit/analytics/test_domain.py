@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from services.analytics import domain as d
+from services.analytics.filters import FilterError, parse_filters
 from tests import analytics_data as data
 
 STAGES = [
@@ -18,11 +19,11 @@ STAGES = [
 
 
 def test_filters_read_dates_as_whole_utc_days_and_times_with_offsets() -> None:
-    f = d.parse_filters({"created_from": "2025-03-01", "created_to": "2025-03-31", "by": "utm_campaign"})
+    f = parse_filters({"created_from": "2025-03-01", "created_to": "2025-03-31", "by": "utm_campaign"})
     assert f.created_from == datetime(2025, 3, 1, tzinfo=UTC)
     assert f.created_to == datetime(2025, 4, 1, tzinfo=UTC)  # the 31st is included
     assert f.by == "utm_campaign" and f.period == "week"
-    f = d.parse_filters({"created_from": "2025-03-01T00:00:00+03:00"})
+    f = parse_filters({"created_from": "2025-03-01T00:00:00+03:00"})
     assert f.created_from == datetime(2025, 2, 28, 21, tzinfo=UTC)
 
 
@@ -39,8 +40,8 @@ def test_filters_read_dates_as_whole_utc_days_and_times_with_offsets() -> None:
     ],
 )
 def test_bad_filters_name_the_parameter(params: dict, param: str) -> None:
-    with pytest.raises(d.FilterError) as info:
-        d.parse_filters(params)
+    with pytest.raises(FilterError) as info:
+        parse_filters(params)
     assert info.value.param == param and param in info.value.message
 
 

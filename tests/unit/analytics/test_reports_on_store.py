@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from crmkit.messaging import Inbound
-from services.analytics import domain as d
+from services.analytics.filters import parse_filters
 from services.analytics import reports
 from services.analytics.handlers import AnalyticsHandlers
 from services.analytics.repository import AnalyticsStore
@@ -29,7 +29,7 @@ def fed(events) -> AnalyticsStore:
 
 
 def figures(store: AnalyticsStore, name: str, **params) -> list[tuple]:
-    report = reports.build(store, name, d.parse_filters(params), NOW)
+    report = reports.build(store, name, parse_filters(params), NOW)
     return [tuple(row[c] for c in reports.COLUMNS[name] if c not in ("name", "status")) for row in report.rows]
 
 
@@ -78,7 +78,7 @@ def test_records_before_the_checkpoint_are_skipped() -> None:
 
 def test_unknown_pipeline_is_refused() -> None:
     with pytest.raises(reports.UnknownPipeline):
-        reports.build(fed(data.all_events()), "funnel", d.parse_filters({"pipeline_id": "nope"}), NOW)
+        reports.build(fed(data.all_events()), "funnel", parse_filters({"pipeline_id": "nope"}), NOW)
 
 
 def test_a_store_that_cannot_be_written_is_an_outage_not_bad_data() -> None:
