@@ -32,6 +32,7 @@ def create_app(settings: AnalyticsSettings, clock: Callable[[], datetime] = lamb
     principals = PrincipalRepository(service.db, settings.service_principals)
     handlers = AnalyticsHandlers(store, principals)
     processor = BatchProcessor(settings, service.bus, handlers.on_batch, service.metrics, service.health, "analytics")
+    service.batch_handlers["analytics"] = handlers.on_batch  # the component tests feed it batches without Kafka
     feed = TopicFeed(settings, CONSUMES, store, handlers, processor)
     service.consumes.extend(CONSUMES)  # read by the feed, not a consumer group: topics and DLQs still made at start
     service.store = store  # type: ignore[attr-defined]  # tests and the benchmark read the store directly
