@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import httpx
 
 from contracts import Envelope, build_message, payload_class
-from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_EVENTS
+from contracts.topics import DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_EVENTS
 from crmkit.messaging import Inbound
 from services.analytics import reports
 from services.analytics.app import create_app
