@@ -43,7 +43,8 @@ def _client(url: str | None, token: str | None) -> httpx.Client:
     return httpx.Client(base_url=importer_url(url), headers={"Authorization": f"Bearer {resolve_token(token)}"}, timeout=60)
 
 
-def _checked(response: httpx.Response, expected: int = 200) -> Any:
+def checked(response: httpx.Response, expected: int = 200) -> Any:
+    """The body of an answer with the expected status, else the service's error printed and exit 1."""
     if response.status_code != expected:
         try:
             body = response.json()
@@ -58,7 +59,7 @@ def _checked(response: httpx.Response, expected: int = 200) -> Any:
 def _call(url: str | None, token: str | None, method: str, path: str, expected: int = 200, **kwargs) -> Any:
     with _client(url, token) as http:
         try:
-            return _checked(http.request(method, path, **kwargs), expected)
+            return checked(http.request(method, path, **kwargs), expected)
         except httpx.HTTPError as exc:
             console.print(f"error: cannot reach the importer at {importer_url(url)}: {exc}")
             raise typer.Exit(1) from None

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .jobs import TOKEN_HELP, resolve_token
+from .jobs import TOKEN_HELP, checked, resolve_token
 
 console = Console(stderr=True)
 
@@ -65,15 +65,7 @@ def _request(http: httpx.Client, method: str, path: str, expected: int, **kwargs
     except httpx.HTTPError as exc:
         console.print(f"error: cannot reach the leads service at {http.base_url}: {exc}")
         raise typer.Exit(1) from None
-    if response.status_code != expected:
-        try:
-            body = response.json()
-            text = f"{body.get('error')}: {body.get('message')}"
-        except ValueError:
-            text = response.text[:300]
-        console.print(f"error ({response.status_code}) {text}")
-        raise typer.Exit(1)
-    return response.json()
+    return checked(response, expected)
 
 
 def _client(url: str | None, token: str | None) -> httpx.Client:
