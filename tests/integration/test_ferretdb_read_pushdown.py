@@ -81,9 +81,13 @@ async def test_ix_ranges_sorts_limits_and_counts_answer_as_mongodb_does(endpoint
         if ferretdb:
             plan = await db.command("explain", {"find": "docs", "filter": query, "sort": {"ix_k": -1}, "limit": 5})
             text = " ".join(plan["queryPlanner"]["Plan"])
-            assert "USING INDEX" in text and "ix_k" in text and "TEMP B-TREE" not in text, text
+            searched = fts and "ix_terms" in json.dumps(query)
+            assert ("VIRTUAL TABLE" in text) is searched, text
             assert plan["sortPushdown"] and plan["limitPushdown"] is exact
-            assert ("VIRTUAL TABLE" in text) is (fts and "ix_terms" in json.dumps(query)), text
+            if searched:  # every word here is rare (under 1,000 rows): its rows first, then sorted
+                assert "TEMP B-TREE" in text, text
+            else:
+                assert "USING INDEX" in text and "ix_k" in text and "TEMP B-TREE" not in text, text
         else:
             # MongoDB: the page is read from the key's index in its order (no collection scan, no sort stage).
             plan = str((await db["docs"].find(query).sort("ix_k", -1).limit(5).explain())["queryPlanner"]["winningPlan"])
@@ -98,6 +102,34 @@ async def test_ix_ranges_sorts_limits_and_counts_answer_as_mongodb_does(endpoint
         assert [d["_id"] async for d in db["docs"].find({"ix_terms": {"$regex": " друг"}})] == [victim["_id"]]
     finally:
         await client.drop_database(isolation.db("readpush"))
+        await client.close()
+
+
+async def test_a_search_reads_a_rare_words_rows_first_and_walks_the_index_for_a_common_one(endpoints, isolation):
+    """A page of a common word walks the list index in order; a rare word (under 1,000 FTS rows) is read
+    from its rows and sorted, so it does not walk the whole range: both answer as MongoDB does."""
+    client = make_client(endpoints.mongodb)
+    db = client[isolation.db("readrare")]
+    try:
+        if not await is_ferretdb(db):
+            pytest.skip("the ix_terms_fts index is the patched FerretDB's")
+        docs = [{"_id": f"r{i:04d}", "ix_k": f"L:{i:05d}", "ix_terms": f" common {'rare ' if i % 700 == 3 else ''}n{i} "}
+                for i in range(1500)]
+        await db["docs"].create_index([("ix_k", 1)])
+        await db["docs"].create_index([("ix_terms", 1)], name="ix_terms_fts")
+        await db["docs"].insert_many(docs)
+        for word, walks in (("common", True), ("rare", False), ("n14", False)):
+            query = {"ix_k": {"$gt": "L:", "$lt": "L;"}, "$and": [{"ix_terms": {"$regex": f" {word}"}}]}
+            expected = sorted((d for d in docs if f" {word}" in d["ix_terms"]), key=lambda d: d["ix_k"], reverse=True)
+            for limit in (1, 5, 51):
+                found = [d["_id"] async for d in db["docs"].find(query).sort("ix_k", -1).limit(limit)]
+                assert found == [d["_id"] for d in expected[:limit]], (word, limit)
+            plan = await db.command("explain", {"find": "docs", "filter": query, "sort": {"ix_k": -1}, "limit": 51})
+            text = " ".join(plan["queryPlanner"]["Plan"])
+            assert "VIRTUAL TABLE" in text and plan["limitPushdown"], text
+            assert ("TEMP B-TREE" not in text and "USING INDEX" in text) is walks, (word, text)
+    finally:
+        await client.drop_database(isolation.db("readrare"))
         await client.close()
 
 
