@@ -8,17 +8,12 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from contracts import ContractError, Envelope, parse_message
 from contracts.topics import DLQ_GROUP, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_REASON_CODE
@@ -26,11 +21,11 @@ from contracts.topics import DLQ_REPLAY_GROUP, DLQ_SERVICE, DLQ_TOPIC, dlq_topic
 
 from .errors import UNSENDABLE, is_transient
 from .metrics import Metrics
-from .records import replay_group, rejection_of
+from .records import record_type, rejection_of, replay_group
 from .logs import message_fields
 from .tracing import MessageSpans, carry_traces, traceparent_for
 from .partitioning import partition_for
-from .settings import KafkaSettings, ServiceSettings
+from .settings import ServiceSettings
 
 log = logging.getLogger("crmkit.messaging")
 
@@ -69,6 +64,9 @@ class Outbound:
 
 
 BatchHandler = Callable[[list[Inbound]], Awaitable[Sequence[Outbound]]]
+# Asked once per batch, before any record is parsed: the message types the handler will act on now
+# (None: every type). A record whose ``ce-type`` header names another type is passed over unparsed.
+TypeSelector = Callable[[], Awaitable[Container[str] | None]]
 
 
 class Bus:
@@ -253,7 +251,9 @@ class BatchProcessor:
         name: str,
         group: str = "",
         service: str = "",
+        select: TypeSelector | None = None,
     ) -> None:
+        self._select = select
         self._settings = settings
         self._bus = bus
         self._handler = handler
@@ -267,6 +267,7 @@ class BatchProcessor:
         good: list[tuple[Any, Inbound]] = []
         bad: list[tuple[Any, str, str]] = []
         consumed: Counter[str] = Counter()
+        wanted = await self._wanted()
         for record in records:
             meant_for = replay_group(record)
             if meant_for is not None:
@@ -276,6 +277,9 @@ class BatchProcessor:
                 if not applies:
                     continue
             topic = self._settings.contract_topic(record.topic)
+            if wanted is not None and (kind := record_type(record)) is not None and kind not in wanted:
+                consumed[topic] += 1  # read and passed over: this handler does nothing with its type now
+                continue
             try:
                 message = parse_message(topic, record.value if record.value is not None else b"")
             except ContractError as exc:
@@ -299,6 +303,17 @@ class BatchProcessor:
             elapsed = time.perf_counter() - started
             self._metrics.batch_seconds.labels(handler=self._name).observe(elapsed)
             self._metrics.handled_batch((inbound.message.type for _, inbound in good), elapsed)
+
+    async def _wanted(self) -> Container[str] | None:
+        if self._select is None:
+            return None
+        wanted: list[Container[str] | None] = []
+
+        async def ask() -> None:
+            wanted[:] = [await self._select()]  # type: ignore[misc]
+
+        await self._retrying(ask)
+        return wanted[0]
 
     async def _run(self, items: list[tuple[Any, Inbound]], traces: dict[str, tuple[str | None, str | None]]) -> None:
         async def attempt() -> None:
@@ -337,57 +352,3 @@ class BatchProcessor:
             if self._health.retrying:
                 self._health.recovered()
             return
-
-
-async def _raw_records(message: Any) -> None:
-    """A FastStream decoder that decodes nothing: ``BatchProcessor`` parses the raw records itself."""
-    return None
-
-
-def subscribe_batches(
-    broker: KafkaBroker,
-    settings: ServiceSettings,
-    processor: BatchProcessor,
-    *,
-    topics: Sequence[str],
-    group_id: str,
-    title: str,
-    description: str,
-) -> None:
-    """Register an at-least-once batch subscriber: offsets are committed after the batch is done."""
-
-    @broker.subscriber(
-        *[settings.topic(t) for t in topics],
-        group_id=group_id,
-        batch=True,
-        max_records=settings.batch_max_records,
-        batch_timeout_ms=settings.batch_timeout_ms,
-        auto_offset_reset=settings.auto_offset_reset,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        # Range assignment gives one instance the same partition number of every topic, and a lead
-        # id hashes to the same partition number on every topic: one instance owns all of a lead.
-        partition_assignment_strategy=(RangePartitionAssignor,),
-        # The handler reads the raw records: FastStream's per-record decoding is skipped.
-        decoder=_raw_records,
-        title=title,
-        description=description,
-    )
-    async def consume(message: KafkaMessage) -> None:
-        raw = message.raw_message
-        await processor.process(raw if isinstance(raw, tuple) else (raw,))
-
-
-_SASL_SECURITY = {"SCRAM-SHA-512": SASLScram512, "SCRAM-SHA-256": SASLScram256, "PLAIN": SASLPlaintext}
-
-
-def faststream_security(kafka: KafkaSettings) -> BaseSecurity | None:
-    """The same protocol and credentials as ``kafka_client_options``, in the form FastStream's broker takes."""
-    protocol = kafka.security_protocol
-    context = kafka.ssl_context()
-    if protocol.startswith("SASL"):
-        cls = _SASL_SECURITY[kafka.kafka_sasl_mechanism.upper()]
-        return cls(kafka.kafka_sasl_username, kafka.kafka_sasl_password.get_secret_value(),
-                   ssl_context=context, use_ssl=protocol == "SASL_SSL")
-    if protocol == "SSL":
-        return BaseSecurity(ssl_context=context, use_ssl=True)
-    return None

@@ -29,6 +29,14 @@ def rejection_of(message: Envelope) -> tuple[str, str] | None:
 DLQ_REASON_CODES = ("invalid_message", "handler_error", "too_large")
 
 
+def record_type(record: Any) -> str | None:
+    """The message type a record's ``ce-type`` header names (the services' producers set it), or None."""
+    for key, value in record.headers or ():
+        if key == "ce-type":
+            return value.decode(errors="replace")
+    return None
+
+
 def replay_group(record: Any) -> str | None:
     """The group a replayed record is meant for (header dlq-replay-group), None for an ordinary record."""
     for key, value in record.headers or ():

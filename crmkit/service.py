@@ -29,9 +29,9 @@ from .messaging import (
     BatchProcessor,
     Bus,
     Health,
-    faststream_security,
-    subscribe_batches,
+    TypeSelector,
 )
+from .subscriptions import faststream_security, subscribe_batches
 from .topics import ensure_topics, topic_config
 from .metrics import Metrics
 from . import tracing
@@ -144,13 +144,20 @@ class Service:
 
     # --- wiring -------------------------------------------------------------------------------
 
-    def consume(self, topics: Sequence[str], handler: BatchHandler, *, group_suffix: str = "", title: str = "") -> None:
-        """Subscribe ``handler`` to ``topics`` in the service's consumer group, in batches, at least once."""
+    def consume(
+        self, topics: Sequence[str], handler: BatchHandler, *, group_suffix: str = "", title: str = "",
+        select: TypeSelector | None = None,
+    ) -> None:
+        """Subscribe ``handler`` to ``topics`` in the service's consumer group, in batches, at least once.
+
+        ``select``, asked before each batch is parsed, names the message types the handler acts on
+        then: records of other types are passed over without parsing them."""
         self.consumes.extend(t for t in topics if t not in self.consumes)
         group = self.settings.group_id + group_suffix
         self.batch_handlers[title or handler.__name__] = handler
         processor = BatchProcessor(
-            self.settings, self.bus, handler, self.metrics, self.health, title or handler.__name__, group=group, service=self.name
+            self.settings, self.bus, handler, self.metrics, self.health, title or handler.__name__, group=group, service=self.name,
+            select=select,
         )
         self.lag.watch(group, [self.settings.topic(t) for t in topics])
         subscribe_batches(

@@ -110,7 +110,8 @@ def _wire_stage_actions(service: Service, settings: LeadsSettings, leads: LeadRe
     service.on_startup(outbox.ensure_indexes)
     if settings.stage_actions:
         # A group of its own on the events topic: actions follow the write path, never hold it up.
-        service.consume(STAGE_ACTIONS_CONSUME, stage_actions.on_batch, group_suffix="-actions", title="leads:stage-actions")
+        service.consume(STAGE_ACTIONS_CONSUME, stage_actions.on_batch, group_suffix="-actions", title="leads:stage-actions",
+                        select=stage_actions.wanted_types)
         service.background(sender.run_forever)
 
 

@@ -103,6 +103,23 @@ async def test_a_dead_endpoint_does_not_hold_up_other_leads_actions(settings_for
         assert dead.held == 2 and len(dead.got) == 2
 
 
+async def test_actions_added_to_a_pipeline_without_any_run_for_the_next_entries(settings_for, run_service, endpoints, isolation):
+    """While no stage has actions the actions group passes the events over unparsed; once a pipeline gets
+    one, the next entry into that stage is delivered."""
+    async with webhook_receiver() as hook, leads_stack(settings_for, run_service, endpoints, isolation, **FAST_RETRIES) as (
+        service, producer, events,
+    ):
+        await send_and_wait(producer, events, command(payload(
+            "crm.pipeline.create", pipeline_id="sa", name="Actions", stages=_stages([])), actor="alice"))
+        await _lead_in(producer, events, "N1", "hot")  # entered while no stage had an action
+        await send_and_wait(producer, events, command(payload(
+            "crm.pipeline.update", pipeline_id="sa", stages=_stages([_hook(hook.url)])), actor="alice"))
+        await _lead_in(producer, events, "N2", "hot")
+        got = await wait_until(lambda: "N2" in {d[0].event["subject"] for d in hook.deliveries().values()} and hook.deliveries(),
+                               what="the entry after the update delivered")
+        assert all(d[0].event["data"]["stage_id"] == "hot" for d in got.values())
+
+
 async def test_webhook_addresses_are_checked(settings_for, run_service, endpoints, isolation):
     async with leads_stack(settings_for, run_service, endpoints, isolation) as (service, producer, events):
         cases = {

@@ -21,6 +21,10 @@ from services.leads.repository import LeadRepository, PipelineRepository
 
 WEBHOOK_TYPE = "crm.lead.stage-entered"
 _ENTRIES = frozenset({"crm.lead.created", "crm.lead.stage-changed"})
+_REFUSED = "crm.command.rejected"
+# What a batch is read for while some stage has actions: the entries, the cards they entered with, refusals.
+_WITH_ACTIONS = _ENTRIES | {"crm.lead.updated", _REFUSED}
+_WITHOUT_ACTIONS = frozenset({_REFUSED})
 
 
 @dataclass(frozen=True)
@@ -75,26 +79,42 @@ class StageActionRunner:
         self.source = source
         self.wake = wake
         self.clock = clock
+        self._pipelines: dict[str, d.Pipeline] | None = None  # read by ``wanted_types`` for the batch after it
+
+    async def wanted_types(self) -> frozenset[str]:
+        """The event types the next batch is read for: only refusals while no stage has actions.
+
+        Asked before the batch is parsed (crmkit's ``select``): every event of the write path comes
+        through this group, and parsing each one cost the leads service ~80 µs of CPU per create
+        (bench_leads, 20,000 creates, 319 against 237 µs with this consumer off) where no pipeline
+        has a stage action. The pipelines read here are those the batch's entries are matched with."""
+        self._pipelines = await self.pipelines.all()
+        has_actions = any(stage.on_enter for pipeline in self._pipelines.values() for stage in pipeline.stages)
+        return _WITH_ACTIONS if has_actions else _WITHOUT_ACTIONS
 
     async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
         """Lead entries in: run-stage-action commands out, webhooks owed in the outbox; refused field actions reported."""
+        pipelines, self._pipelines = self._pipelines, None
         messages = [item.message for item in batch if item.topic == LEADS_EVENTS]
         entries = [_entry(m) for m in messages if m.type in _ENTRIES]
-        refusals = [m for m in messages if m.type == "crm.command.rejected" and m.data.command_type == RunStageAction.TYPE]
+        refusals = [m for m in messages if m.type == _REFUSED and m.data.command_type == RunStageAction.TYPE]
         out: list[Outbound] = []
         if entries:
-            out += await self._run(entries, _cards(messages))
+            out += await self._run(entries, messages, pipelines if pipelines is not None else await self.pipelines.all())
         if refusals:
             out += await self._report_refusals(refusals)
         return out
 
-    async def _run(self, entries: list[Entry], cards: dict[tuple[str, int], dict[str, Any]]) -> list[Outbound]:
-        pipelines = await self.pipelines.all()
+    async def _run(self, entries: list[Entry], messages: list[Envelope], pipelines: dict[str, d.Pipeline]) -> list[Outbound]:
+        owed = [(entry, actions) for entry in entries if (actions := d.entered(pipelines.get(entry.pipeline_id), entry.stage_id))]
+        if not owed:
+            return []
+        cards = _cards(messages, {entry.lead_id for entry, _ in owed})
         out: list[Outbound] = []
         runs: list[ActionRun] = []
         deliveries: list[Delivery] = []
-        for entry in entries:
-            for action in d.entered(pipelines.get(entry.pipeline_id), entry.stage_id):
+        for entry, actions in owed:
+            for action in actions:
                 run_id = action_id_for(entry, action)
                 if action.kind == "set_fields":
                     runs.append(ActionRun(run_id, entry.lead_id, entry.pipeline_id, entry.stage_id, action.action_id))
@@ -156,10 +176,10 @@ def _entry(message: Envelope) -> Entry:
     return Entry(message, data.lead_id, data.pipeline_id, data.to_stage_id, data.version)
 
 
-def _cards(messages: list[Envelope]) -> dict[tuple[str, int], dict[str, Any]]:
-    """Each card an event of the batch carries, by (lead id, version): the card as the lead entered its stage."""
+def _cards(messages: list[Envelope], lead_ids: set[str]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The cards events of the batch carry for these leads, by (lead id, version): each as the lead entered its stage."""
     found = {}
     for m in messages:
-        if m.type in ("crm.lead.created", "crm.lead.updated"):
+        if m.type in ("crm.lead.created", "crm.lead.updated") and m.data.lead_id in lead_ids:
             found[(m.data.lead_id, m.data.version)] = m.data.model_dump(mode="json", exclude={"changed_fields"})
     return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from crmkit.messaging import faststream_security
+from crmkit.subscriptions import faststream_security
 from crmkit.settings import KafkaSettings
 from services.leads.settings import LeadsSettings
 
