@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,14 @@ class StackConfig:
 # --- FerretDB -------------------------------------------------------------------------------
 
 
+def ferretdb_synchronous(env: Mapping[str, str]) -> str:
+    """SQLite's synchronous mode for FerretDB from CRM_FERRETDB_SYNCHRONOUS: ``normal`` (the default) or ``full``."""
+    value = env.get("CRM_FERRETDB_SYNCHRONOUS", "normal").strip().lower() or "normal"
+    if value not in ("full", "normal"):
+        raise StackError(f"CRM_FERRETDB_SYNCHRONOUS is {value!r}: set it to full or normal (the default).")
+    return value
+
+
 class FerretDB:
     """FerretDB 1.24 with its SQLite backend, built from the project's own wrapper module."""
 
@@ -116,9 +125,11 @@ class FerretDB:
             )
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
-        self.process.start(
-            [str(self.binary), "-listen", f"127.0.0.1:{self.config.mongo_port}", "-data", str(data), "-log-level", "error"]
-        )
+        synchronous = ferretdb_synchronous(os.environ)
+        self.process.start([
+            str(self.binary), "-listen", f"127.0.0.1:{self.config.mongo_port}", "-data", str(data), "-log-level", "error",
+            "-synchronous", synchronous,
+        ])
         wait_for(lambda: self.process.running() and self.ready(), "FerretDB", timeout, self.process.log_file)
 
     def ready(self) -> bool:

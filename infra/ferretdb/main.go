@@ -22,7 +22,17 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:27017", "TCP address to listen on (loopback only)")
 	dataDir := flag.String("data", "./data", "directory for the SQLite database files")
 	logLevel := flag.String("log-level", "warn", "log level: debug, info, warn, error")
+	// SQLite's synchronous mode under its WAL journal: "full" syncs the log at every commit, "normal"
+	// at checkpoints. Both survive a crash of this process; "normal" may lose the last commits to a
+	// power loss or an OS crash, as the local Kafka may (it leaves flushing to the OS). FerretDB writes
+	// each updated document in a transaction of its own: measured 675 -> 280 µs of CPU and 1.2 -> 0.44 ms
+	// per updated document from "full" to "normal" (2,000 updates in bulks of 500).
+	synchronous := flag.String("synchronous", "normal", "SQLite synchronous mode: full or normal")
 	flag.Parse()
+
+	if *synchronous != "full" && *synchronous != "normal" {
+		log.Fatalf("synchronous: %q is neither full nor normal", *synchronous)
+	}
 
 	dir, err := filepath.Abs(*dataDir)
 	if err != nil {
@@ -35,7 +45,7 @@ func main() {
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: *listen},
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + dir + "/",
+		SQLiteURL: "file:" + dir + "/?_pragma=synchronous(" + *synchronous + ")",
 		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: parseLevel(*logLevel)})),
 	})
 	if err != nil {

@@ -63,3 +63,12 @@ def test_every_node_authenticates_authorizes_and_replicates(clean_env, brokers, 
         assert props["min.insync.replicas"] == min_isr
         assert props["controller.quorum.voters"].count("@") == brokers
         assert props["log.dirs"].startswith(str(clean_env))
+
+
+def test_ferretdb_synchronous_mode_is_normal_unless_full_is_asked_and_nothing_else_is_taken():
+    from crmctl.stack import StackError, ferretdb_synchronous
+
+    assert ferretdb_synchronous({}) == "normal"
+    assert ferretdb_synchronous({"CRM_FERRETDB_SYNCHRONOUS": "FULL"}) == "full"
+    with pytest.raises(StackError, match="full or normal"):
+        ferretdb_synchronous({"CRM_FERRETDB_SYNCHRONOUS": "off"})
