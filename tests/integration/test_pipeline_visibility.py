@@ -60,6 +60,12 @@ async def test_a_user_outside_a_pipelines_groups_sees_none_of_it_and_is_refused(
         unknown = await expect_rejected(producer, events, command(payload("crm.lead.update", lead_id="NOPE", title="x"), actor="bob"), "forbidden")
         assert seen.data.message.replace("V1", "X") == unknown.data.message.replace("NOPE", "X")
         await expect_rejected(producer, events, command(payload("crm.lead.merge", lead_id="B1", other_lead_id="V2"), actor="bob"), "forbidden")
+        # A create under a taken id: the same answer whether the lead holding it is hidden (V1) or not (B1), nothing of the lead in it.
+        on_hidden = await expect_rejected(producer, events, command(payload("crm.lead.create", lead_id="V1", title="Mine"), actor="bob"), "conflict")
+        on_seen = await expect_rejected(producer, events, command(payload("crm.lead.create", lead_id="B1", title="Mine"), actor="bob"), "conflict")
+        assert on_hidden.data.message.replace("V1", "X") == on_seen.data.message.replace("B1", "X")
+        assert on_hidden.data.errors == on_seen.data.errors and on_hidden.data.lead_id == "V1"
+        assert "Secret" not in on_hidden.to_json_bytes().decode() and "vip" not in on_hidden.to_json_bytes().decode()
         into = await expect_rejected(producer, events, command(payload("crm.lead.create", title="In", pipeline_id="vip"), actor="bob"), "not_found")
         nowhere = await expect_rejected(producer, events, command(payload("crm.lead.create", title="In", pipeline_id="nope"), actor="bob"), "not_found")
         assert into.data.message.replace("vip", "X") == nowhere.data.message.replace("nope", "X")

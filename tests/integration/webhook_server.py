@@ -61,13 +61,14 @@ class Receiver:
 
 
 @contextlib.asynccontextmanager
-async def webhook_receiver(**options) -> AsyncIterator[Receiver]:
+async def webhook_receiver(host: str = "127.0.0.1", port: int = 0, **options) -> AsyncIterator[Receiver]:
+    """A receiver on ``host`` (any 127.x.y.z address is this machine's loopback), on a free port unless one is given."""
     receiver = Receiver(**options)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, port))
     port = sock.getsockname()[1]
-    receiver.url = f"http://127.0.0.1:{port}/hook"
+    receiver.url = f"http://{host}:{port}/hook"
     app = Starlette(routes=[Route("/hook", receiver.handle, methods=["POST"])])
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
