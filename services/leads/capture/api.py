@@ -54,6 +54,19 @@ def _cors(form: rules.CaptureForm, request: Request) -> dict[str, str]:
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if rules.origin_allowed(form, origin) else {}
 
 
+def client_address(request: Request, trust_forwarded: bool) -> str:
+    """The address a submission counts against: the peer's, or behind a proxy the one it appended to `X-Forwarded-For`.
+
+    The last entry, not the first: a proxy appends the address it saw to whatever the client sent, so
+    the first entries are the client's to choose (a new one per request would slip past the limit).
+    """
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for")) if trust_forwarded else ""
+    entries = [entry.strip() for entry in forwarded.split(",") if entry.strip()]
+    if entries:
+        return entries[-1][:100]
+    return request.client.host if request.client else "unknown"
+
+
 def _values_of(request: Request, body: bytes) -> dict[str, str]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
@@ -169,12 +182,6 @@ class CaptureApi:
             raise ApiError(403, "forbidden", "X-Capture-Key: missing or wrong key for this form.")
         raise ApiError(403, "forbidden", "Origin: this form takes submissions from its own sites only.")
 
-    def _client_of(self, request: Request) -> str:
-        forwarded = request.headers.get("x-forwarded-for") if self.settings.capture_trust_forwarded else None
-        if forwarded:
-            return forwarded.split(",")[0].strip()[:100]
-        return request.client.host if request.client else "unknown"
-
     async def _body_of(self, request: Request) -> bytes:
         limit = self.settings.capture_max_body_bytes
         declared = request.headers.get("content-length", "")
@@ -190,7 +197,8 @@ class CaptureApi:
     async def _rate_limit(self, form: rules.CaptureForm, request: Request, now: datetime) -> None:
         minute = int(now.timestamp() // 60)
         ends = datetime.fromtimestamp((minute + 1) * 60, UTC)
-        seen = await self.counts.count(form.form_id, self._client_of(request), minute, ends + timedelta(minutes=1))
+        client = client_address(request, self.settings.capture_trust_forwarded)
+        seen = await self.counts.count(form.form_id, client, minute, ends + timedelta(minutes=1))
         if seen > form.rate_limit_per_minute:
             wait = max(1, int((ends - now).total_seconds()) + 1)
             raise ApiError(429, "rate_limited", f"More than {form.rate_limit_per_minute} submissions a minute from this address; "
