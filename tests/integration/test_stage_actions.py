@@ -124,6 +124,18 @@ async def test_webhook_addresses_are_checked(settings_for, run_service, endpoint
         assert {"stages.1.on_enter.0.set_fields.title", "stages.1.on_enter.1.secret"} <= fields, refused.data
 
 
+async def test_an_endpoint_answering_an_endless_body_is_delivered_without_reading_it(settings_for, run_service, endpoints, isolation):
+    async with webhook_receiver(endless=True) as hook, leads_stack(
+        settings_for, run_service, endpoints, isolation, **FAST_RETRIES
+    ) as (service, producer, events):
+        await send_and_wait(producer, events, command(payload(
+            "crm.pipeline.create", pipeline_id="sa", name="Actions", stages=_stages([_hook(hook.url)])), actor="alice"))
+        await _lead_in(producer, events, "EB1", "hot")
+        got = await wait_until(lambda: hook.got, what="the webhook posted")
+        stored = await wait_until(lambda: _delivered(Outbox(service.db), got[0].event["id"]), what="the delivery marked delivered")
+        assert (stored["attempts"], len(hook.got)) == (1, 1)
+
+
 REBINDING_NAME = "hooks.rebinding.test"
 
 

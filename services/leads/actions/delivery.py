@@ -145,8 +145,10 @@ class WebhookSender:
                 "CRM-Delivery": delivery.delivery_id,
                 "User-Agent": "crm-leads-webhooks/1",
             }
-            response = await client.post(delivery.url, content=body, headers=headers)
-            status = response.status_code
+            # Only the status is read: the answer's body stays unread, so an endpoint that sends an
+            # endless or huge one holds no memory and no slot (the connection is closed instead).
+            async with client.stream("POST", delivery.url, content=body, headers=headers) as response:
+                status = response.status_code
             if 200 <= status < 300:
                 await self.outbox.delivered(delivery, self.clock(), status)
                 self.metrics.attempts.labels(outcome="delivered").inc()
