@@ -39,7 +39,8 @@ class CaptureFormSettings(ContractModel):
     secret_key: str | None = Field(
         None,
         description="A key a submission must carry (header `X-Capture-Key` or field `_key`), for servers posting to the form. "
-        "A form needs a key or allowed origins.",
+        "A form needs a key or allowed origins. At least 16 characters; the leads service keeps only a salted hash of it, "
+        "never publishes or shows it (`has_secret_key` on the form's events).",
     )
     rate_limit_per_minute: int | None = Field(
         None, description="Submissions one client address may make per minute; 10 when absent.", ge=1, le=100_000

@@ -182,7 +182,7 @@ def _explain_one(topic: str, error: Any) -> str:
         loc = loc[1:]
     path = _format_loc(loc)
     message = error["msg"]
-    if kind != "missing" and _is_short_scalar(error.get("input")):
+    if kind != "missing" and _is_short_scalar(error.get("input")) and not _SECRET_FIELDS & {str(part) for part in loc}:
         message = f"{message} (got {error['input']!r})"
     return f"{path}: {message}" if path else message
 
@@ -195,6 +195,10 @@ def _format_loc(loc: list[Any]) -> str:
         else:
             path += f".{part}" if path else str(part)
     return path
+
+
+# Fields whose values are secrets: an error names them and never repeats what was sent (it goes to the DLQ and the log).
+_SECRET_FIELDS = frozenset({"secret", "secret_key"})
 
 
 def _is_short_scalar(value: Any) -> bool:

@@ -163,7 +163,7 @@ class AnalyticsApi:
         if f.pipeline_id and f.pipeline_id not in visible:
             raise ApiError(404, "not_found", f"pipeline_id {f.pipeline_id!r} is not a pipeline the analytics read model knows.")
         if not f.pipeline_id and d.DEFAULT_PIPELINE not in visible:
-            # The funnel and stage times show the default pipeline when none is named.
+            # The funnel and stage times show the default pipeline when none is named (seeing none, they are 404).
             f = dataclasses.replace(f, pipeline_id=min(visible)) if visible else f
         return dataclasses.replace(f, pipeline_ids=tuple(sorted(visible)))
 
@@ -174,8 +174,10 @@ class AnalyticsApi:
             raise ApiError(404, "not_found", f"pipeline_id {exc.args[0]!r} is not a pipeline the analytics read model knows.") from exc
 
     def _choices(self, f: Filters) -> tuple[list[dict], list[str], list[str]]:
-        """The dashboard's filter lists: the pipelines (those ``f`` is narrowed to), responsibles and sources."""
+        """The dashboard's filter lists, from the pipelines ``f`` is narrowed to: those pipelines, and the
+        responsibles and sources of their leads (a name seen only in a hidden pipeline is not offered)."""
         pipelines = self.store.pipelines()
         if f.pipeline_ids is not None:
             pipelines = [p for p in pipelines if p["pipeline_id"] in f.pipeline_ids]
-        return pipelines, self.store.distinct_values("responsible_id"), self.store.distinct_values("source")
+        return (pipelines, self.store.distinct_values("responsible_id", f.pipeline_ids),
+                self.store.distinct_values("source", f.pipeline_ids))

@@ -25,6 +25,8 @@ class UnknownPipeline(LookupError):
 
 def _pipeline_stages(store: AnalyticsStore, f: Filters) -> tuple[str, list[d.StageRow]]:
     pipeline_id = f.pipeline_id or d.DEFAULT_PIPELINE
+    if f.pipeline_ids is not None and pipeline_id not in f.pipeline_ids:
+        raise UnknownPipeline(pipeline_id)  # hidden from the reader: its stages' names too
     stages = store.stages(pipeline_id)
     if stages is None:
         raise UnknownPipeline(pipeline_id)

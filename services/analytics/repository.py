@@ -333,12 +333,13 @@ class AnalyticsStore:
         ).fetchall()
         return dict(created), dict(qualified)
 
-    def distinct_values(self, column: str, limit: int = 200) -> list[str]:
-        """Values seen for a filter (the dashboard's choices)."""
+    def distinct_values(self, column: str, pipeline_ids: tuple[str, ...] | None = None, limit: int = 200) -> list[str]:
+        """Values seen for a filter (the dashboard's choices), on the leads of ``pipeline_ids`` only when given."""
         if column not in ("responsible_id", "source", "pipeline_id"):
             raise ValueError(column)
+        where, params = filter_clause(Filters(pipeline_ids=pipeline_ids))
         rows = self._cursor().execute(
-            f"SELECT DISTINCT {column} FROM leads WHERE {column} IS NOT NULL AND NOT deleted ORDER BY 1 LIMIT ?", [limit]
+            f"SELECT DISTINCT {column} FROM leads WHERE {column} IS NOT NULL AND {where} ORDER BY 1 LIMIT ?", [*params, limit]
         ).fetchall()
         return [r[0] for r in rows]
 

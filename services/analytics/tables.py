@@ -41,7 +41,9 @@ def filter_clause(f: Filters, *, pipeline: bool = True, responsible: bool = True
     if pipeline and f.pipeline_id:
         clauses.append("pipeline_id = ?")
         params.append(f.pipeline_id)
-    if f.pipeline_ids is not None:
+    if f.pipeline_ids is not None and not f.pipeline_ids:
+        clauses.append("FALSE")  # the reader sees no pipeline (and an empty list parameter has no type to bind)
+    elif f.pipeline_ids is not None:
         clauses.append("pipeline_id IN (SELECT unnest(?))")
         params.append(list(f.pipeline_ids))
     if f.created_from:

@@ -72,7 +72,26 @@ class LeadsApi:
         # A lead in a pipeline hidden from the user is answered as one that does not exist.
         if lead is None or not d.can_see(principal, await self._pipeline(lead.pipeline_id)):
             raise ApiError(404, "not_found", f"Lead {lead_id} does not exist.")
+        if lead.duplicates and not (principal.is_admin or principal.service):  # those two see every pipeline
+            with read_time_limit(self.settings.read_time_limit_s):
+                pipelines = await self.pipelines.all(include_deleted=True)
+            [lead] = await self._without_hidden_duplicates(principal, [lead], pipelines)
         return json_response(card_view(lead, self.clock()))
+
+    async def _without_hidden_duplicates(
+        self, principal: Principal, leads: list[d.Lead], pipelines: dict[str, d.Pipeline],
+    ) -> list[d.Lead]:
+        """The leads without the duplicates in pipelines hidden from ``principal``: a hidden lead is named
+        nowhere, not even as a match (else a lead made with a guessed e-mail would show which hidden one has it)."""
+        shown, restricted = self.visible(principal, pipelines)
+        named = {match.lead_id for lead in leads for match in lead.duplicates}
+        if not restricted or not named:
+            return leads
+        with read_time_limit(self.settings.read_time_limit_s):
+            found = await self.leads.get_many(named)
+        hidden = {lead_id for lead_id, stored in found.items() if stored.lead.pipeline_id not in shown}
+        return [lead.model_copy(update={"duplicates": [m for m in lead.duplicates if m.lead_id not in hidden]})
+                if any(m.lead_id in hidden for m in lead.duplicates) else lead for lead in leads]
 
     async def _pipeline(self, pipeline_id: str) -> d.Pipeline | None:
         with read_time_limit(self.settings.read_time_limit_s):
@@ -99,6 +118,7 @@ class LeadsApi:
                 )
         except ValueError as exc:
             raise ApiError(400, "validation", str(exc)) from exc
+        page = await self._without_hidden_duplicates(principal, list(page), found)
         now = self.clock()
         return json_response({"items": [card_view(lead, now) for lead in page], "next_cursor": cursor})
 

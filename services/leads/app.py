@@ -89,11 +89,12 @@ def _wire_capture_and_bulk(
     handlers.bulk = BulkHandlers(settings, jobs, leads, principals, service.source, clock, bulk_runner.wake, pipelines)
     handlers.bulk_tracker = BulkTracker(jobs, service.source, bulk_runner.wake)
 
-    async def ensure_indexes() -> None:
+    async def start_up() -> None:
         await submissions.ensure_indexes()
         await jobs.ensure_indexes()
+        await forms.seal_plain_keys()  # forms an older version stored with the key as given
 
-    service.on_startup(ensure_indexes)
+    service.on_startup(start_up)
     service.add_routes(capture_api.routes(settings, forms, submissions, leads, service.bus.publish, service.source, clock))
     service.add_routes(bulk_api.routes(settings, jobs, principals, service.bus.publish, service.source))
     service.background(bulk_runner.run_forever)

@@ -39,7 +39,7 @@ class LeadsSettings(ServiceSettings):
         3_600, ge=60, description="A submission without a `submission_id` sent again with the same fields within this many seconds makes no second lead"
     )
     capture_trust_forwarded: bool = Field(
-        False, description="Take the client address for the rate limit from `X-Forwarded-For` (only behind a proxy that sets it)"
+        False, description="Take the client address for the rate limit from `X-Forwarded-For`, its last entry (only behind a proxy that appends to it)"
     )
     # Mass actions (services/leads/bulk/)
     bulk_max_leads: int = Field(10_000, ge=1, description="Most leads one `crm.leads.bulk-update` by filter may take; a larger match is refused")

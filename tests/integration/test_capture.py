@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 import httpx
 
 from services.leads.app import Overrides
+from services.leads.capture import keys
+from services.leads.capture.repository import CaptureFormRepository
 from services.leads.repository import LeadRepository, stored_lead
 from tests.integration.leads_helpers import payload
 from tests.integration.test_leads import expect_rejected, leads_stack, send_and_wait
@@ -45,6 +47,9 @@ async def test_capture_forms_and_submissions(settings_for, run_service, endpoint
         created = await send_and_wait(producer, events, command(payload("crm.capture-form.create", **FORM)))
         assert created[0].type == "crm.capture-form.created" and created[0].data.has_secret_key
         assert KEY not in created[0].to_json_bytes().decode()  # the key is never published
+        stored = await service.db["capture_forms"].find_one({"_id": "web1"})
+        assert KEY not in repr(stored) and "secret_key" not in stored  # nor stored: only its salted hash
+        assert keys.matches(KEY, stored["secret_key_hash"]) and not keys.matches(KEY + "!", stored["secret_key_hash"])
         await send_and_wait(producer, events, command(payload(
             "crm.capture-form.create", form_id="html", name="Call me back", allowed_origins=[SHOP],
             allowed_fields=["contact.name", "contact.phone"], redirect_url="https://shop.example/thanks", rate_limit_per_minute=2,
@@ -144,3 +149,33 @@ async def test_capture_forms_and_submissions(settings_for, run_service, endpoint
         assert updated[0].type == "crm.capture-form.updated"
         assert (updated[0].data.presets.source, updated[0].data.has_secret_key, updated[0].data.version) == ("landing", False, 2)
         assert json.loads(updated[0].to_json_bytes())["data"]["allowed_origins"] == [SHOP]
+
+
+def _form_as_stored_before_hashing(form_id: str, key: str) -> dict:
+    """A form's document as the service stored it while keys were kept as given."""
+    return {"_id": form_id, "form_id": form_id, "name": "Old form", "pipeline_id": "default", "stage_id": None, "presets": {},
+            "allowed_fields": ["contact.name"], "allowed_origins": [], "secret_key": key, "rate_limit_per_minute": 10,
+            "honeypot_field": "_hp", "redirect_url": None, "created_by": "alice", "version": 1, "deleted": False,
+            "updated_at": datetime.now(UTC), "_recent": []}
+
+
+async def test_forms_stored_with_a_plain_key_keep_working_with_only_its_hash(settings_for, run_service, endpoints, isolation):
+    async with leads_stack(settings_for, run_service, endpoints, isolation) as (service, producer, events):
+        forms = service.db["capture_forms"]
+        await forms.insert_many([_form_as_stored_before_hashing("old1", KEY), _form_as_stored_before_hashing("old2", KEY + "-2")])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.asgi()), base_url="http://leads") as http:
+            # Read before the start-up pass reached it: sealed as it is read, and the key still admits.
+            reply = await http.post("/capture/old1", json={"contact": {"name": "Nina"}}, headers={"X-Capture-Key": KEY})
+            assert reply.status_code == 202, reply.text
+            stored = await forms.find_one({"_id": "old1"})
+            assert "secret_key" not in stored and KEY not in repr(stored) and keys.matches(KEY, stored["secret_key_hash"])
+            assert (await http.post("/capture/old1", json={"contact": {"name": "X"}}, headers={"X-Capture-Key": KEY + "-2"})).status_code == 403
+            await wait_until(lambda: _created(events, reply.json()["lead_id"]), what="the lead of the old form")
+
+            # The start-up pass seals the rest.
+            assert await CaptureFormRepository(service.db).seal_plain_keys() == 1
+            stored = await forms.find_one({"_id": "old2"})
+            assert "secret_key" not in stored and keys.matches(KEY + "-2", stored["secret_key_hash"])
+            assert await CaptureFormRepository(service.db).seal_plain_keys() == 0
+            reply = await http.post("/capture/old2", json={"contact": {"name": "Pavel"}}, headers={"X-Capture-Key": KEY + "-2"})
+            assert reply.status_code == 202, reply.text

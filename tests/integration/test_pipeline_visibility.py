@@ -60,6 +60,12 @@ async def test_a_user_outside_a_pipelines_groups_sees_none_of_it_and_is_refused(
         unknown = await expect_rejected(producer, events, command(payload("crm.lead.update", lead_id="NOPE", title="x"), actor="bob"), "forbidden")
         assert seen.data.message.replace("V1", "X") == unknown.data.message.replace("NOPE", "X")
         await expect_rejected(producer, events, command(payload("crm.lead.merge", lead_id="B1", other_lead_id="V2"), actor="bob"), "forbidden")
+        # A create under a taken id: the same answer whether the lead holding it is hidden (V1) or not (B1), nothing of the lead in it.
+        on_hidden = await expect_rejected(producer, events, command(payload("crm.lead.create", lead_id="V1", title="Mine"), actor="bob"), "conflict")
+        on_seen = await expect_rejected(producer, events, command(payload("crm.lead.create", lead_id="B1", title="Mine"), actor="bob"), "conflict")
+        assert on_hidden.data.message.replace("V1", "X") == on_seen.data.message.replace("B1", "X")
+        assert on_hidden.data.errors == on_seen.data.errors and on_hidden.data.lead_id == "V1"
+        assert "Secret" not in on_hidden.to_json_bytes().decode() and "vip" not in on_hidden.to_json_bytes().decode()
         into = await expect_rejected(producer, events, command(payload("crm.lead.create", title="In", pipeline_id="vip"), actor="bob"), "not_found")
         nowhere = await expect_rejected(producer, events, command(payload("crm.lead.create", title="In", pipeline_id="nope"), actor="bob"), "not_found")
         assert into.data.message.replace("vip", "X") == nowhere.data.message.replace("nope", "X")
@@ -93,10 +99,28 @@ async def test_a_user_outside_a_pipelines_groups_sees_none_of_it_and_is_refused(
             page = await http.get("/", params={"token": "tok-bob"})
             assert page.status_code == 200 and "VIP" not in page.text
 
+        # A lead sharing an e-mail with a hidden one: bob's card and list never name the hidden lead as its duplicate.
+        await send_and_wait(producer, events, command(payload(
+            "crm.lead.create", lead_id="V3", title="Secret buyer", pipeline_id="vip", contact={"name": "Ivan", "email": "ivan@vip.example"}),
+            actor="alice"))
+        await send_and_wait(producer, events, command(payload(
+            "crm.lead.create", lead_id="B2", title="Guess", contact={"name": "Ivan", "email": "ivan@vip.example"}), actor="bob"))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.asgi()), base_url="http://leads") as http:
+            async def duplicates_of(lead_id, headers):
+                card = (await http.get(f"/leads/{lead_id}", headers=headers)).json()
+                return [m["lead_id"] for m in card["duplicates"]]
+
+            assert await wait_until(lambda: duplicates_of("B2", ALICE), what="B2's duplicate found") == ["V3"]
+            assert await duplicates_of("B2", EVE) == ["V3"]
+            assert await duplicates_of("B2", BOB) == []
+            listed = (await http.get("/leads", params={"q": "guess"}, headers=BOB)).json()["items"]
+            assert [(item["lead_id"], item["duplicates"]) for item in listed] == [("B2", [])]
+
         # Shown to everyone again: bob sees the leads.
         await send_and_wait(producer, events, command(payload("crm.pipeline.update", pipeline_id="vip", visible_to={"groups": []}), actor="alice"))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.asgi()), base_url="http://leads") as http:
-            assert await _ids(http, BOB) == {"B1", "V1", "V2"}
+            assert await _ids(http, BOB) == {"B1", "V1", "V2", "B2", "V3"}
+            assert [m["lead_id"] for m in (await http.get("/leads/B2", headers=BOB)).json()["duplicates"]] == ["V3"]
         await producer.send(LEADS_COMMANDS, command(payload("crm.lead.update", lead_id="V2", description="now visible"), actor="bob"))
         await wait_until(lambda: [m for m in events.got.of_type("crm.lead.updated") if m.subject == "V2" and m.actorid == "bob"],
                          what="bob's change to V2")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 from contracts.topics import LEADS_COMMANDS
@@ -138,6 +139,54 @@ async def test_webhook_addresses_are_checked(settings_for, run_service, endpoint
             actor="alice"), "validation")
         fields = {e.field for e in refused.data.errors}
         assert {"stages.1.on_enter.0.set_fields.title", "stages.1.on_enter.1.secret"} <= fields, refused.data
+
+
+async def test_an_endpoint_answering_an_endless_body_is_delivered_without_reading_it(settings_for, run_service, endpoints, isolation):
+    async with webhook_receiver(endless=True) as hook, leads_stack(
+        settings_for, run_service, endpoints, isolation, **FAST_RETRIES
+    ) as (service, producer, events):
+        await send_and_wait(producer, events, command(payload(
+            "crm.pipeline.create", pipeline_id="sa", name="Actions", stages=_stages([_hook(hook.url)])), actor="alice"))
+        await _lead_in(producer, events, "EB1", "hot")
+        got = await wait_until(lambda: hook.got, what="the webhook posted")
+        stored = await wait_until(lambda: _delivered(Outbox(service.db), got[0].event["id"]), what="the delivery marked delivered")
+        assert (stored["attempts"], len(hook.got)) == (1, 1)
+
+
+REBINDING_NAME = "hooks.rebinding.test"
+
+
+async def test_a_name_that_resolves_elsewhere_after_the_check_is_called_at_the_checked_address(
+    settings_for, run_service, endpoints, isolation, monkeypatch,
+):
+    """DNS rebinding: the name answers an allowed address first, then a private one that is not allowed.
+
+    The real server behind the allowed address (127.0.0.1, listed in the settings) must get the
+    webhook; the one behind the other (127.0.0.2, same port, not listed) must not.
+    """
+    async with webhook_receiver() as trusted:
+        port = int(trusted.url.split(":")[2].split("/")[0])
+        async with webhook_receiver(host="127.0.0.2", port=port) as hidden, leads_stack(
+            settings_for, run_service, endpoints, isolation, **FAST_RETRIES
+        ) as (service, producer, events):
+            answers: list[str] = []
+            system = socket.getaddrinfo
+
+            def hostile_dns(host, *args, **kwargs):
+                if host != REBINDING_NAME:
+                    return system(host, *args, **kwargs)
+                answers.append("127.0.0.1" if not answers else "127.0.0.2")
+                return system(answers[-1], *args, **kwargs)
+
+            monkeypatch.setattr(socket, "getaddrinfo", hostile_dns)
+            url = f"http://{REBINDING_NAME}:{port}/hook"
+            await send_and_wait(producer, events, command(payload(
+                "crm.pipeline.create", pipeline_id="sa", name="Actions", stages=_stages([_hook(url)])), actor="alice"))
+            await _lead_in(producer, events, "RB1", "hot")
+            got = await wait_until(lambda: trusted.got, what="the webhook posted to the address that was checked")
+            assert got[0].event["subject"] == "RB1" and got[0].headers["host"] == f"{REBINDING_NAME}:{port}"
+            assert verify(SECRET, got[0].headers["crm-signature"], got[0].body, now=int(time.time()))
+            assert hidden.got == [] and answers[0] == "127.0.0.1"
 
 
 async def _delivered(outbox, delivery_id):

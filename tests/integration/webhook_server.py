@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 
@@ -33,6 +33,7 @@ class Receiver:
     url: str = ""
     fail_first: int = 0
     hold: bool = False
+    endless: bool = False  # answer 200 with a body that never ends
     got: list[Received] = field(default_factory=list)
     held: int = 0  # requests waiting now
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -57,17 +58,27 @@ class Receiver:
         self._tries[delivery] = self._tries.get(delivery, 0) + 1
         if self._tries[delivery] <= self.fail_first:
             return Response("try later", status_code=503)
+        if self.endless:
+            return StreamingResponse(_forever(), status_code=200, media_type="text/plain")
         return Response(status_code=204)
 
 
+async def _forever():
+    chunk = b"x" * 65_536
+    while True:
+        yield chunk
+        await asyncio.sleep(0)
+
+
 @contextlib.asynccontextmanager
-async def webhook_receiver(**options) -> AsyncIterator[Receiver]:
+async def webhook_receiver(host: str = "127.0.0.1", port: int = 0, **options) -> AsyncIterator[Receiver]:
+    """A receiver on ``host`` (any 127.x.y.z address is this machine's loopback), on a free port unless one is given."""
     receiver = Receiver(**options)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, port))
     port = sock.getsockname()[1]
-    receiver.url = f"http://127.0.0.1:{port}/hook"
+    receiver.url = f"http://{host}:{port}/hook"
     app = Starlette(routes=[Route("/hook", receiver.handle, methods=["POST"])])
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
 
 import httpx
 from prometheus_client import Counter as PromCounter, Gauge, Histogram
@@ -23,7 +21,7 @@ from crmkit.messaging import Bus, Outbound
 from crmkit.metrics import Metrics
 from crmkit.service import stop_if_cancelled
 from contracts import Envelope
-from services.leads import domain as d
+from services.leads.actions.network import Permanent, webhook_client
 from services.leads.actions.outbox import Delivery, Outbox
 from services.leads.actions.signing import SIGNATURE_HEADER, signature
 from services.leads.messages import ID_NAMESPACE
@@ -33,10 +31,6 @@ log = logging.getLogger("services.leads.actions")
 
 _CANDIDATES = 200  # due deliveries read at once
 _SWEEP_S = 30.0
-
-
-class Permanent(Exception):
-    """A delivery that no retry can make succeed (its address resolves to a private network)."""
 
 
 class WebhookMetrics:
@@ -79,8 +73,7 @@ class WebhookSender:
         self.wakeup.set()
 
     async def run_forever(self) -> None:
-        limits = httpx.Limits(max_connections=self.settings.webhook_concurrency, max_keepalive_connections=self.settings.webhook_concurrency)
-        async with httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, limits=limits, follow_redirects=False) as client:
+        async with webhook_client(self._private, self.settings.webhook_timeout_s, self.settings.webhook_concurrency) as client:
             try:
                 while True:
                     stop_if_cancelled()
@@ -145,7 +138,6 @@ class WebhookSender:
         self.metrics.in_flight.inc()
         started = time.perf_counter()
         try:
-            await self._check_address(delivery.url)
             body = delivery.body.encode()
             headers = {
                 "Content-Type": "application/cloudevents+json; charset=utf-8",
@@ -153,8 +145,10 @@ class WebhookSender:
                 "CRM-Delivery": delivery.delivery_id,
                 "User-Agent": "crm-leads-webhooks/1",
             }
-            response = await client.post(delivery.url, content=body, headers=headers)
-            status = response.status_code
+            # Only the status is read: the answer's body stays unread, so an endpoint that sends an
+            # endless or huge one holds no memory and no slot (the connection is closed instead).
+            async with client.stream("POST", delivery.url, content=body, headers=headers) as response:
+                status = response.status_code
             if 200 <= status < 300:
                 await self.outbox.delivered(delivery, self.clock(), status)
                 self.metrics.attempts.labels(outcome="delivered").inc()
@@ -171,22 +165,6 @@ class WebhookSender:
             self.metrics.seconds.observe(time.perf_counter() - started)
             self.metrics.in_flight.dec()
         await self._failed(delivery, reason, status, permanent)
-
-    async def _check_address(self, url: str) -> None:
-        """Refuse a host that resolves to a private address unless allowed (the check at configuration sees only names)."""
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if d.host_allowed(host, parts.port, self._private):
-            return
-        if d.is_private_host(host):
-            raise Permanent(f"{host} is a private address and not in LEADS_WEBHOOK_ALLOWED_PRIVATE_HOSTS")
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise httpx.ConnectError(f"{host} does not resolve ({exc})") from exc
-        for info in infos:
-            if d.is_private_host(str(info[4][0])):
-                raise Permanent(f"{host} resolves to the private address {info[4][0]}; not called")
 
     async def _failed(self, delivery: Delivery, reason: str, status: int | None, permanent: bool) -> None:
         attempt = delivery.attempts + 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from crmkit.http import ApiError, endpoint
 from crmkit.openapi import Operation, Param
 from crmkit.ids import uuid5
 from crmkit.messaging import Outbound
+from services.leads.capture.keys import KeyChecks
 from services.leads.capture.repository import CaptureFormRepository, SubmissionCounts
 from services.leads.domain import capture as rules
 from services.leads.messages import ID_NAMESPACE
@@ -52,6 +52,19 @@ def _origin_of(request: Request) -> str | None:
 def _cors(form: rules.CaptureForm, request: Request) -> dict[str, str]:
     origin = request.headers.get("origin")
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if rules.origin_allowed(form, origin) else {}
+
+
+def client_address(request: Request, trust_forwarded: bool) -> str:
+    """The address a submission counts against: the peer's, or behind a proxy the one it appended to `X-Forwarded-For`.
+
+    The last entry, not the first: a proxy appends the address it saw to whatever the client sent, so
+    the first entries are the client's to choose (a new one per request would slip past the limit).
+    """
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for")) if trust_forwarded else ""
+    entries = [entry.strip() for entry in forwarded.split(",") if entry.strip()]
+    if entries:
+        return entries[-1][:100]
+    return request.client.host if request.client else "unknown"
 
 
 def _values_of(request: Request, body: bytes) -> dict[str, str]:
@@ -85,28 +98,23 @@ def _urlencoded_values(body: bytes) -> dict[str, str]:
     return values
 
 
-def _require_access(form: rules.CaptureForm, request: Request, key: str | None) -> None:
-    given = request.headers.get("x-capture-key") or key
-    if form.secret_key and given and hmac.compare_digest(given.encode(), form.secret_key.encode()):
-        return
-    if form.allowed_origins and rules.origin_allowed(form, _origin_of(request)):
-        return
-    if form.secret_key and not form.allowed_origins:
-        raise ApiError(403, "forbidden", "X-Capture-Key: missing or wrong key for this form.")
-    raise ApiError(403, "forbidden", "Origin: this form takes submissions from its own sites only.")
-
-
-def _read(form: rules.CaptureForm, request: Request, values: dict[str, str]) -> tuple[rules.Submission, dict[str, Any]]:
-    """The submission and the lead's fields from it, checked against the form and its access rules."""
+def _submission(form: rules.CaptureForm, request: Request, values: dict[str, str]) -> rules.Submission:
+    """The submission sorted into the form's fields (a field the form does not take is 400)."""
     key = request.headers.get("idempotency-key")
     if key and "submission_id" not in values:
         values["submission_id"] = key
     try:
-        submission = rules.read_submission(form, values)
-        _require_access(form, request, submission.key)
-        q = request.query_params
-        query_utm = {"utm_source": q.get("utm_source"), "utm_medium": q.get("utm_medium"), "utm_campaign": q.get("utm_campaign")}
-        return submission, rules.lead_fields(form, submission, {k: v for k, v in query_utm.items() if v})
+        return rules.read_submission(form, values)
+    except rules.SubmissionError as exc:
+        raise ApiError(400, "validation", f"{exc.field}: {exc.message}") from None
+
+
+def _lead_data(form: rules.CaptureForm, request: Request, submission: rules.Submission) -> dict[str, Any]:
+    """The lead's fields from an admitted submission, each value checked."""
+    q = request.query_params
+    query_utm = {"utm_source": q.get("utm_source"), "utm_medium": q.get("utm_medium"), "utm_campaign": q.get("utm_campaign")}
+    try:
+        return rules.lead_fields(form, submission, {k: v for k, v in query_utm.items() if v})
     except rules.SubmissionError as exc:
         raise ApiError(400, "validation", f"{exc.field}: {exc.message}") from None
 
@@ -120,6 +128,7 @@ class CaptureApi:
     ) -> None:
         self.settings, self.forms, self.counts, self.leads = settings, forms, counts, leads
         self.publish, self.source, self.clock = publish, source, clock
+        self.keys = KeyChecks()
 
     def routes(self) -> list[Route]:
         return [
@@ -135,7 +144,9 @@ class CaptureApi:
         form = await self._live_form(request)
         now = self.clock()
         await self._rate_limit(form, request, now)  # every submission from the address counts, good or bad
-        submission, data = _read(form, request, _values_of(request, await self._body_of(request)))
+        submission = _submission(form, request, _values_of(request, await self._body_of(request)))
+        await self._require_access(form, request, submission.key)
+        data = _lead_data(form, request, submission)
         lead_id = await self._lead_id_for(form, submission, now)
         if not submission.spam:  # a bot is answered as a person is, so it learns nothing
             command = self._create_command(form, data, lead_id, request, now)
@@ -160,11 +171,16 @@ class CaptureApi:
             raise ApiError(404, "not_found", f"No capture form {request.path_params['form_id']}.")
         return form
 
-    def _client_of(self, request: Request) -> str:
-        forwarded = request.headers.get("x-forwarded-for") if self.settings.capture_trust_forwarded else None
-        if forwarded:
-            return forwarded.split(",")[0].strip()[:100]
-        return request.client.host if request.client else "unknown"
+    async def _require_access(self, form: rules.CaptureForm, request: Request, key: str | None) -> None:
+        """A page of an allowed origin, or the form's key (header, else the `_key` field); the origin first, costing nothing."""
+        if form.allowed_origins and rules.origin_allowed(form, _origin_of(request)):
+            return
+        given = request.headers.get("x-capture-key") or key
+        if form.secret_key_hash and given and await self.keys.check(given, form.secret_key_hash):
+            return
+        if form.secret_key_hash and not form.allowed_origins:
+            raise ApiError(403, "forbidden", "X-Capture-Key: missing or wrong key for this form.")
+        raise ApiError(403, "forbidden", "Origin: this form takes submissions from its own sites only.")
 
     async def _body_of(self, request: Request) -> bytes:
         limit = self.settings.capture_max_body_bytes
@@ -181,7 +197,8 @@ class CaptureApi:
     async def _rate_limit(self, form: rules.CaptureForm, request: Request, now: datetime) -> None:
         minute = int(now.timestamp() // 60)
         ends = datetime.fromtimestamp((minute + 1) * 60, UTC)
-        seen = await self.counts.count(form.form_id, self._client_of(request), minute, ends + timedelta(minutes=1))
+        client = client_address(request, self.settings.capture_trust_forwarded)
+        seen = await self.counts.count(form.form_id, client, minute, ends + timedelta(minutes=1))
         if seen > form.rate_limit_per_minute:
             wait = max(1, int((ends - now).total_seconds()) + 1)
             raise ApiError(429, "rate_limited", f"More than {form.rate_limit_per_minute} submissions a minute from this address; "

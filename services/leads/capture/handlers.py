@@ -14,6 +14,7 @@ from crmkit.ids import uuid5
 from crmkit.messaging import Outbound
 from crmkit.principals import PrincipalRepository
 from services.leads import domain as d
+from services.leads.capture import keys
 from services.leads.capture.repository import CaptureFormRepository
 from services.leads.domain import capture as rules
 from services.leads.messages import ID_NAMESPACE, actor_of, rejection
@@ -38,7 +39,7 @@ class CaptureFormHandlers:
 
     def __init__(
         self, forms: CaptureFormRepository, pipelines: PipelineRepository, principals: PrincipalRepository,
-        source: str, clock: Callable[[], datetime], keep: int,
+        source: str, clock: Callable[[], datetime], keep: int, seal: rules.Seal = keys.seal,
     ) -> None:
         self.forms = forms
         self.pipelines = pipelines
@@ -46,6 +47,7 @@ class CaptureFormHandlers:
         self.source = source
         self.clock = clock
         self.keep = keep
+        self.seal = seal
 
     async def on_command(self, message: Envelope) -> list[Outbound]:
         form_id = form_id_of(message)
@@ -83,8 +85,8 @@ class CaptureFormHandlers:
             settings["presets"] = {k: v for k, v in (settings["presets"] or {}).items() if v is not None}
         pipelines = await self.pipelines.all()
         if message.type == "crm.capture-form.create":
-            return rules.create_form(actor, form_id, settings, pipelines, now, existing)
-        return rules.update_form(actor, existing, form_id, settings, list(data.clear or []), pipelines, now)
+            return rules.create_form(actor, form_id, settings, pipelines, now, existing, self.seal)
+        return rules.update_form(actor, existing, form_id, settings, list(data.clear or []), pipelines, now, self.seal)
 
     def _event(self, outcome: rules.FormOutcome, cause: Envelope, now: datetime) -> Envelope:
         form = outcome.form
@@ -103,6 +105,6 @@ class CaptureFormHandlers:
 
 
 def card_of(form: rules.CaptureForm) -> CaptureFormCard:
-    """The form as published and shown: everything but its secret key."""
-    values = form.model_dump(exclude={"secret_key"})
-    return CaptureFormCard.model_validate({**values, "has_secret_key": bool(form.secret_key)})
+    """The form as published and shown: everything but its key's hash (the key itself is kept nowhere)."""
+    values = form.model_dump(exclude={"secret_key_hash"})
+    return CaptureFormCard.model_validate({**values, "has_secret_key": bool(form.secret_key_hash)})

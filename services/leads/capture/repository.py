@@ -10,18 +10,41 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from crmkit.applied import Applied, applied_for, kept
-from services.leads.domain.capture import CaptureForm
+from services.leads.capture import keys
+from services.leads.domain.capture import CaptureForm, Seal
+
+# Where forms stored before keys were hashed kept the key as given (sealed when read, and at start).
+_PLAIN_KEY = "secret_key"
 
 
 class CaptureFormRepository:
     """Capture forms by id, each with the recent commands applied to it (to dedupe redeliveries)."""
 
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, seal: Seal = keys.seal) -> None:
         self._col = db["capture_forms"]
+        self._seal = seal
 
     async def get(self, form_id: str) -> CaptureForm | None:
         doc = await self._col.find_one({"_id": form_id})
+        if doc is not None and _PLAIN_KEY in doc:  # stored by an older instance: sealed now, before it is used
+            doc = await self._sealed(doc)
         return _form_from(doc) if doc else None
+
+    async def seal_plain_keys(self) -> int:
+        """Replace every key stored as given (by an older version) with its salted hash; how many forms had one."""
+        found = [doc async for doc in self._col.find({_PLAIN_KEY: {"$exists": True}}, {_PLAIN_KEY: 1})]
+        for doc in found:
+            await self._sealed(doc)
+        return len(found)
+
+    async def _sealed(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        plain = doc.get(_PLAIN_KEY)
+        change: dict[str, Any] = {"$unset": {_PLAIN_KEY: ""}}
+        if plain:
+            change["$set"] = {"secret_key_hash": self._seal(plain)}
+        # Only while that key is still the stored one: another instance may have sealed it, or a newer form replaced it.
+        await self._col.update_one({"_id": doc["_id"], _PLAIN_KEY: plain}, change)
+        return await self._col.find_one({"_id": doc["_id"]})
 
     async def live_ids(self, form_ids: list[str]) -> set[str]:
         """Which of these forms exist and are not deleted."""

@@ -28,6 +28,7 @@ SECRET_MAX_CHARS = 200
 VISIBILITY_MAX = 50  # groups plus roles on one pipeline
 # Host names that name this machine or a private network, whatever they resolve to.
 _PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 # --- visibility -----------------------------------------------------------------------------
@@ -157,13 +158,24 @@ def webhook_url_problem(url: str, private_hosts: frozenset[str]) -> str | None:
 
 def is_private_host(host: str) -> bool:
     """Whether a host name or address literal is this machine or a private network (by its text, no lookup)."""
-    host = host.strip("[]").lower()
+    host = host.strip("[]").lower().rstrip(".")  # `localhost.` is localhost
     if host == "localhost" or host.endswith(_PRIVATE_SUFFIXES):
         return True
     try:
-        return not ipaddress.ip_address(host).is_global
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # fe80::1%eth0: the zone is no part of the address
     except ValueError:
         return False
+    return not all(a.is_global for a in (address, *_embedded_ipv4(address)))
+
+
+def _embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 one reaches (mapped, 6to4, Teredo, NAT64): `64:ff9b::7f00:1` is 127.0.0.1."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+    if address in _NAT64:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return [a for a in found if a is not None]
 
 
 def host_allowed(host: str, port: int | None, private_hosts: frozenset[str]) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -41,12 +41,15 @@ SETTINGS = (
     "rate_limit_per_minute", "honeypot_field", "redirect_url",
 )
 CLEARABLE = frozenset({"stage_id", "presets", "allowed_fields", "allowed_origins", "secret_key", "redirect_url"})
+KEY_MIN_CHARS = 16
+# How a form's key is kept: a one-way function of it (services/leads/capture/keys.py `seal`), given by the caller.
+Seal = Callable[[str], str]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
 
 
 class CaptureForm(BaseModel):
-    """A form as the leads service keeps it (the secret key included; it is never published)."""
+    """A form as the leads service keeps it: its key only as a salted hash (never the key, never published)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -57,7 +60,7 @@ class CaptureForm(BaseModel):
     presets: dict[str, str] = {}
     allowed_fields: list[str] = []
     allowed_origins: list[str] = []
-    secret_key: str | None = None
+    secret_key_hash: str | None = None
     rate_limit_per_minute: int = DEFAULT_RATE_PER_MINUTE
     honeypot_field: str = DEFAULT_HONEYPOT
     redirect_url: str | None = None
@@ -84,23 +87,24 @@ class FormOutcome:
 
 def create_form(
     actor: Actor, form_id: str, settings: Mapping[str, Any], pipelines: Mapping[str, Pipeline], now: datetime,
-    existing: CaptureForm | None,
+    existing: CaptureForm | None, seal: Seal,
 ) -> FormOutcome:
     require_admin(actor, "define capture forms")
     if existing is not None and not existing.deleted:
         raise Rejected("conflict", f"capture form {form_id} exists; change it with crm.capture-form.update", [("form_id", "exists")])
     values = {k: v for k, v in settings.items() if k in SETTINGS and v is not None}
+    key = values.pop("secret_key", None)
     values.setdefault("pipeline_id", DEFAULT_PIPELINE_ID)
     form = _checked(CaptureForm(
         form_id=form_id, created_by=actor.user_id, version=(existing.version + 1) if existing else 1, updated_at=now,
         **values,
-    ), pipelines)
+    ), pipelines, key, seal)
     return FormOutcome(form, "created")
 
 
 def update_form(
     actor: Actor, form: CaptureForm | None, form_id: str, changes: Mapping[str, Any], clear: list[str],
-    pipelines: Mapping[str, Pipeline], now: datetime,
+    pipelines: Mapping[str, Pipeline], now: datetime, seal: Seal,
 ) -> FormOutcome:
     require_admin(actor, "change capture forms")
     form = require_form(form_id, form)
@@ -110,12 +114,16 @@ def update_form(
                        [("clear", f"{name} cannot be cleared") for name in unknown])
     values = form.model_dump()
     values.update({k: v for k, v in changes.items() if k in SETTINGS and v is not None})
+    key = values.pop("secret_key", None)
     for name in clear:
-        values[name] = [] if name in ("allowed_fields", "allowed_origins") else ({} if name == "presets" else None)
+        if name == "secret_key":  # clearing wins over a key sent with it, as for every other setting
+            values["secret_key_hash"], key = None, None
+        else:
+            values[name] = [] if name in ("allowed_fields", "allowed_origins") else ({} if name == "presets" else None)
     if "pipeline_id" in changes and changes["pipeline_id"] != form.pipeline_id and "stage_id" not in changes:
         values["stage_id"] = None  # a stage belongs to its pipeline: the new one's first stage
     values.update(version=form.version + 1, updated_at=now)
-    return FormOutcome(_checked(CaptureForm(**values), pipelines), "updated")
+    return FormOutcome(_checked(CaptureForm(**values), pipelines, key, seal), "updated")
 
 
 def delete_form(actor: Actor, form: CaptureForm | None, form_id: str, now: datetime) -> FormOutcome:
@@ -130,7 +138,8 @@ def require_form(form_id: str, form: CaptureForm | None) -> CaptureForm:
     return form
 
 
-def _checked(form: CaptureForm, pipelines: Mapping[str, Pipeline]) -> CaptureForm:
+def _checked(form: CaptureForm, pipelines: Mapping[str, Pipeline], key: str | None, seal: Seal) -> CaptureForm:
+    """The form if its settings hold together, with ``key`` (a new key, as the administrator sent it) sealed."""
     errors: list[tuple[str, str]] = []
     pipeline = pipelines.get(form.pipeline_id)
     if pipeline is None or pipeline.deleted:
@@ -147,17 +156,17 @@ def _checked(form: CaptureForm, pipelines: Mapping[str, Pipeline]) -> CaptureFor
                for name in form.allowed_fields if name not in SUBMISSION_FIELDS]
     errors += [("allowed_origins", f"{origin!r} is not an origin like https://example.com (no path)")
                for origin in form.allowed_origins if not _ORIGIN.match(origin)]
-    if not form.secret_key and not form.allowed_origins:
+    if key is None and not form.secret_key_hash and not form.allowed_origins:
         errors.append(("secret_key", "a form needs a secret key or allowed origins (or both)"))
-    if form.secret_key is not None and len(form.secret_key) < 16:
-        errors.append(("secret_key", "at least 16 characters"))
+    if key is not None and len(key) < KEY_MIN_CHARS:
+        errors.append(("secret_key", f"at least {KEY_MIN_CHARS} characters"))
     if form.honeypot_field in SUBMISSION_FIELDS | ALWAYS_ACCEPTED or not form.honeypot_field.strip():
         errors.append(("honeypot_field", "must be a name of its own, not a lead field"))
     if form.redirect_url is not None and urlsplit(form.redirect_url).scheme not in ("http", "https"):
         errors.append(("redirect_url", "must be an http(s) URL"))
     if errors:
         raise Rejected("validation", "; ".join(f"{f}: {m}" for f, m in errors[:5]), errors)
-    return form
+    return form if key is None else form.model_copy(update={"secret_key_hash": seal(key)})
 
 
 # --- submissions ----------------------------------------------------------------------------
@@ -178,7 +187,7 @@ class Submission:
 
     fields: dict[str, str]
     spam: bool
-    key: str | None = None  # `_key` as a field, compared with the form's secret
+    key: str | None = None  # `_key` as a field, checked against the form's key
     control: dict[str, str] = field(default_factory=dict)
 
 

@@ -10,12 +10,17 @@ from services.leads.domain.model import Lead, Rejected
 
 
 def require_new(lead_id: str, existing: Lead | None) -> None:
-    """A create names a lead that must not exist yet (same lead id, or same source and external id)."""
+    """A create names a lead that must not exist yet (same lead id, or same source and external id).
+
+    The answer names only the id the sender chose, and is the same whether or not the sender may see
+    the lead holding it: it tells a lead of a hidden pipeline from a visible one in nothing.
+    """
     if existing is not None:
         raise Rejected(
             "conflict",
-            f"Lead {lead_id} already exists (same lead_id, or same source and external_id); "
-            "send crm.lead.update to change it.",
+            f"lead id {lead_id} is taken (the same lead_id, or the same source and external_id, was created before); "
+            "create the lead under another id, or send crm.lead.update to change a lead you may see.",
+            [("lead_id", "taken")],
         )
 
 

@@ -184,6 +184,23 @@ def test_cloudevents_extensions_are_kept_and_unknown_data_fields_ignored():
     assert message.data == MoveLead(lead_id="L1", stage_id="new")
 
 
+def test_an_unreadable_secret_is_named_and_not_repeated():
+    def refusal(data: dict) -> str:
+        record = {"specversion": "1.0", "id": "m-1", "type": data.pop("type"), "source": "s", "data": data}
+        with pytest.raises(ContractError) as refused:
+            parse_message(LEADS_COMMANDS, json.dumps(record))
+        return str(refused.value)
+
+    form = refusal({"type": "crm.capture-form.create", "name": "Form", "secret_key": 1234567890123456789})
+    assert "secret_key" in form and "1234567890123456789" not in form
+    hook = {"action_id": "h", "kind": "webhook", "url": "https://erp.example.ru/h", "secret": 98765432109876543}
+    stages = [{"stage_id": "new", "name": "New", "status": "new", "on_enter": [hook]}]
+    pipeline = refusal({"type": "crm.pipeline.create", "pipeline_id": "p", "name": "P", "stages": stages})
+    assert "secret" in pipeline and "98765432109876543" not in pipeline
+    other = refusal({"type": "crm.capture-form.create", "name": "Form", "rate_limit_per_minute": "many"})
+    assert "(got 'many')" in other  # other fields still say what was sent
+
+
 def test_create_pipeline_gets_the_default_stages_when_none_are_given():
     stages = CreatePipeline(name="Wholesale").stages
 

@@ -51,12 +51,23 @@ def problems(stage_specs, **kwargs):
     ("http://169.254.169.254/latest/meta-data", "private"),
     ("http://localhost:9000/x", "private"),
     ("http://erp.internal/x", "private"),
+    ("http://localhost./x", "private"),
+    ("http://[::ffff:127.0.0.1]/x", "private"),  # IPv6 forms that reach IPv4 loopback or private networks
+    ("http://[64:ff9b::a00:1]/x", "private"),
+    ("http://[2002:7f00:1::]/x", "private"),
     ("https://u:p@erp.example.ru/x", "credentials"),
     ("https://erp.example.ru:99999/x", "not a valid address"),
 ])
 def test_webhook_addresses_refused_name_the_field(url, words):
     found = problems(stages(hook(url)))
     assert words in found["stages.1.on_enter.0.url"]
+
+
+def test_a_resolved_address_is_private_whatever_its_notation():
+    for address in ("fe80::1%eth0", "::ffff:10.1.2.3", "64:ff9b::7f00:1", "2001:0:4136:e378:8000:63bf:f5ff:fffe", "0.0.0.0", "::"):
+        assert d.is_private_host(address), address
+    for address in ("93.184.215.14", "2a00:1450:4001:80b::200e", "64:ff9b::5db8:d70e", "erp.example.ru"):
+        assert not d.is_private_host(address), address
 
 
 def test_a_private_host_is_allowed_only_when_listed():

@@ -13,12 +13,14 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ADMIN = d.Actor(user_id="alice", licensed=True, roles=frozenset({"admin"}))
 MANAGER = d.Actor(user_id="bob", licensed=True)
 PIPELINES = {"default": d.default_pipeline(NOW)}
+# The rules take the sealing function as a parameter; the real one (scrypt) is tested in test_capture_keys.py.
+SEAL = "sealed:{}".format
 SETTINGS = {"name": "Contact us", "allowed_origins": ["https://shop.example"], "allowed_fields": ["contact.name", "contact.email"],
             "presets": {"source": "website", "utm_source": "site"}}
 
 
 def _form(**changes):
-    return capture.create_form(ADMIN, "web1", {**SETTINGS, **changes}, PIPELINES, NOW, None).form
+    return capture.create_form(ADMIN, "web1", {**SETTINGS, **changes}, PIPELINES, NOW, None, SEAL).form
 
 
 def _fields(error: d.Rejected) -> list[str]:
@@ -27,10 +29,10 @@ def _fields(error: d.Rejected) -> list[str]:
 
 def test_a_form_is_an_administrators_and_needs_a_key_or_origins():
     with pytest.raises(d.Rejected) as refused:
-        capture.create_form(MANAGER, "web1", SETTINGS, PIPELINES, NOW, None)
+        capture.create_form(MANAGER, "web1", SETTINGS, PIPELINES, NOW, None, SEAL)
     assert refused.value.code == "forbidden"
     with pytest.raises(d.Rejected) as refused:
-        capture.create_form(ADMIN, "web1", {"name": "Open"}, PIPELINES, NOW, None)
+        capture.create_form(ADMIN, "web1", {"name": "Open"}, PIPELINES, NOW, None, SEAL)
     assert _fields(refused.value) == ["secret_key"]
     with pytest.raises(d.Rejected) as refused:
         _form(stage_id="qualified", allowed_fields=["salary"], allowed_origins=["https://shop.example/page"])
@@ -41,13 +43,31 @@ def test_a_form_is_an_administrators_and_needs_a_key_or_origins():
 
 def test_update_and_delete_keep_versions_and_refuse_a_deleted_form():
     form = _form(secret_key="a-long-enough-secret")
-    changed = capture.update_form(ADMIN, form, "web1", {"presets": {"source": "landing"}}, ["secret_key"], PIPELINES, NOW).form
-    assert (changed.presets, changed.secret_key, changed.version) == ({"source": "landing"}, None, 2)
+    changed = capture.update_form(ADMIN, form, "web1", {"presets": {"source": "landing"}}, ["secret_key"], PIPELINES, NOW, SEAL).form
+    assert (changed.presets, changed.secret_key_hash, changed.version) == ({"source": "landing"}, None, 2)
     deleted = capture.delete_form(ADMIN, changed, "web1", NOW).form
     assert deleted.deleted and deleted.version == 3
     with pytest.raises(d.Rejected) as refused:
-        capture.update_form(ADMIN, deleted, "web1", {"name": "x"}, [], PIPELINES, NOW)
+        capture.update_form(ADMIN, deleted, "web1", {"name": "x"}, [], PIPELINES, NOW, SEAL)
     assert refused.value.code == "not_found"
+
+
+def test_a_form_keeps_its_key_only_sealed_and_a_change_without_one_keeps_it():
+    form = _form(secret_key="a-long-enough-secret")
+    assert form.secret_key_hash == "sealed:a-long-enough-secret"
+    assert "a-long-enough-secret" not in str({k: v for k, v in form.model_dump().items() if k != "secret_key_hash"})
+    kept = capture.update_form(ADMIN, form, "web1", {"name": "Renamed"}, [], PIPELINES, NOW, SEAL).form
+    assert kept.secret_key_hash == form.secret_key_hash
+    renewed = capture.update_form(ADMIN, kept, "web1", {"secret_key": "another-long-secret"}, [], PIPELINES, NOW, SEAL).form
+    assert renewed.secret_key_hash == "sealed:another-long-secret"
+    with pytest.raises(d.Rejected) as refused:
+        capture.update_form(ADMIN, kept, "web1", {"secret_key": "short"}, [], PIPELINES, NOW, SEAL)
+    assert _fields(refused.value) == ["secret_key"] and "short" not in refused.value.message
+    # Only a key: clearing it leaves a form nobody may post to, refused.
+    keyed = capture.create_form(ADMIN, "srv", {"name": "Server", "secret_key": "a-long-enough-secret"}, PIPELINES, NOW, None, SEAL).form
+    with pytest.raises(d.Rejected) as refused:
+        capture.update_form(ADMIN, keyed, "srv", {}, ["secret_key"], PIPELINES, NOW, SEAL)
+    assert _fields(refused.value) == ["secret_key"]
 
 
 def test_a_submission_takes_presets_then_query_utm_then_its_fields():
