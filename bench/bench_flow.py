@@ -5,10 +5,14 @@ In one run on the local stack, with leads, qualification and activity as separat
   bare insert    insert_many of the very documents the leads service stored, into a scratch collection:
                  the database floor of the same run;
   activity       T crm.task.create on the first T/10 leads: seconds until the activity group has
-                 committed all of them (each task stored and its events acknowledged);
+                 committed all of them (each task stored and its events acknowledged), and until the
+                 leads group has committed every summary (each on its lead's card);
   qualification  N crm.lead.qualify (deal_and_company, each a new company): seconds until every
                  command is committed (every crm.lead.qualified published) and every lead card in the
-                 leads service shows ``qualified``.
+                 leads service shows ``qualified`` (the leads group committed every qualification event;
+                 the cards are counted once after).
+Per stage, each service's batches (how many, records a batch, share of the time in a handler) come from
+its /metrics; ``--profile DIR`` also samples each service with py-spy and prints its heaviest functions.
 The services run before the burst starts (their start is not timed); the burst itself takes a fraction
 of the time measured, and its length is reported. CPU per command of each process comes from /proc.
 
@@ -34,11 +38,14 @@ from common import Endpoints, EndOffsets, until_committed  # noqa: E402
 from contracts import build_message  # noqa: E402
 from contracts.activity import CreateTask  # noqa: E402
 from contracts.qualification import NewCompany, QualifyLead  # noqa: E402
-from contracts.topics import ACTIVITY_COMMANDS, ALL_TOPICS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_COMMANDS  # noqa: E402
+from contracts.topics import (  # noqa: E402
+    ACTIVITY_COMMANDS, ACTIVITY_EVENTS, ALL_TOPICS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS,
+)
 from crmkit.topics import ensure_topics  # noqa: E402
 from crmkit.settings import KafkaSettings  # noqa: E402
 
-from processes import start_service, stop_all  # noqa: E402  (bench/processes.py)
+from processes import free_port, start_service, stop_all  # noqa: E402  (bench/processes.py)
+from stages import BatchProbe, Profiles, print_stages  # noqa: E402  (bench/stages.py)
 
 SERVICES = ("leads", "qualification", "activity")
 
@@ -77,36 +84,54 @@ async def burst(endpoints: Endpoints, records, group: str, topic: str, target: i
     return {"seconds": elapsed, "burst_s": sent_s, "started": started}
 
 
+async def until_applied(endpoints: Endpoints, admin, group: str, topic: str, procs) -> int:
+    """Wait until ``group`` has committed everything ``topic`` holds now; how many records that is.
+
+    A service commits only what it stored: the leads group at the end of the qualification events has
+    every card showing its qualification (read from Kafka, so the wait costs the database nothing;
+    counting cards in a loop scanned every lead on FerretDB, a core's worth at 10,000 leads)."""
+    async with EndOffsets(endpoints.kafka, topic) as offsets:
+        total = await offsets.total()
+    await until_committed(admin, group, topic, total, lambda: alive(procs))
+    return total
+
+
 def alive(procs: dict[str, subprocess.Popen]) -> None:
     for name, proc in procs.items():
         if proc.poll() is not None:
             raise RuntimeError(f"the {name} process exited during the benchmark (its stderr is above)")
 
 
-async def measure(endpoints: Endpoints, leads: int, tasks: int) -> dict:
+async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | None = None) -> dict:
     prefix = common.new_prefix("flow")
     databases = {name: f"{prefix.strip('.')}_{name}" for name in SERVICES}
     groups = {name: f"{prefix}{name}" for name in SERVICES}
+    ports = {name: free_port() for name in SERVICES}
     await ensure_topics(KafkaSettings(kafka_bootstrap_servers=endpoints.kafka), [prefix + t for t in ALL_TOPICS], 6)
     await common.send_all(endpoints.kafka, [common.grant_record(prefix)])
     procs: dict[str, subprocess.Popen] = {}
     client = common.mongo(endpoints.mongodb)
     admin = common.admin(endpoints.kafka)
     await admin.start()
+    probe = BatchProbe(ports)
+
+    async def settled() -> None:
+        """Every lead event projected by qualification and activity: the next stage starts on a quiet stack."""
+        for name in ("qualification", "activity"):
+            await until_applied(endpoints, admin, groups[name], prefix + LEADS_EVENTS, procs)
+
     try:
         for name in SERVICES:
             extra = {"DUE_PASS_INTERVAL_S": "0"} if name == "activity" else {}
             extra |= {"DUPLICATE_CHECK": "false"} if name == "leads" else {}
             procs[name] = start_service(name, {
                 **common.service_connection(endpoints), "TOPIC_PREFIX": prefix, "DATABASE": databases[name],
-                "GROUP_ID": groups[name], "SERVICE_PRINCIPALS": '["bench"]', **extra})
+                "GROUP_ID": groups[name], "SERVICE_PRINCIPALS": '["bench"]', "HTTP_PORT": str(ports[name]), **extra})
         meter = common.stack_meter(endpoints, **{name: proc.pid for name, proc in procs.items()})
+        profiles = Profiles(profile, {name: proc.pid for name, proc in procs.items()})
         print(f"creating {leads:,} leads ...", file=sys.stderr)
         creates = await burst(endpoints, create_records(prefix, leads), groups["leads"], prefix + LEADS_COMMANDS, leads, procs, meter)
-        async with EndOffsets(endpoints.kafka, prefix + LEADS_EVENTS) as offsets:
-            lead_events = await offsets.total()
-        for name in ("qualification", "activity"):  # both have projected every lead
-            await until_committed(admin, groups[name], prefix + LEADS_EVENTS, lead_events, lambda: alive(procs))
+        await settled()
         documents = [doc async for doc in client[databases["leads"]]["leads"].find({})]
         scratch = client[prefix.strip(".") + "_bare"]["leads"]
         started = time.perf_counter()
@@ -119,23 +144,37 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int) -> dict:
         activity = None
         if tasks:
             print(f"creating {tasks:,} tasks on {task_leads:,} leads ...", file=sys.stderr)
+            before = await probe.snapshot()
+            profiles.start("activity")
             activity = await burst(endpoints, task_records(prefix, tasks, task_leads), groups["activity"],
                                    prefix + ACTIVITY_COMMANDS, tasks, procs, meter)
+            activity["cpu_us"] = meter.per_item_us(tasks)
+            await until_applied(endpoints, admin, groups["leads"], prefix + ACTIVITY_EVENTS, procs)
+            activity["cards_s"] = time.perf_counter() - activity.pop("started")
+            meter.sample()
+            activity["cpu_us_with_cards"] = meter.per_item_us(tasks)
+            profiles.stop()
+            activity["stages"] = BatchProbe.between(before, await probe.snapshot(), activity["cards_s"])
             stored_tasks = await client[databases["activity"]]["tasks"].count_documents({})
             if stored_tasks != tasks:
                 raise RuntimeError(f"{stored_tasks} tasks stored, expected {tasks}")
-            activity["cpu_us"] = meter.per_item_us(tasks)
+            await settled()
 
         print(f"qualifying {leads:,} leads ...", file=sys.stderr)
+        before = await probe.snapshot()
+        profiles.start("qualification")
         qualification = await burst(endpoints, qualify_records(prefix, leads), groups["qualification"],
                                     prefix + QUALIFICATION_COMMANDS, leads, procs, meter)
-        cards = client[databases["leads"]]["leads"]
-        while (shown := await cards.count_documents({"status": "qualified"})) < leads:
-            alive(procs)
-            await asyncio.sleep(0.2)  # each count reads the cards: not so often that it loads FerretDB
+        qualification["cpu_us_published"] = meter.per_item_us(leads)
+        await until_applied(endpoints, admin, groups["leads"], prefix + QUALIFICATION_EVENTS, procs)
         cards_s = time.perf_counter() - qualification.pop("started")
         meter.sample()
         qualification["cpu_us"] = meter.per_item_us(leads)
+        profiles.stop()
+        qualification["stages"] = BatchProbe.between(before, await probe.snapshot(), cards_s)
+        shown = await client[databases["leads"]]["leads"].count_documents({"status": "qualified"})
+        if shown != leads:
+            raise RuntimeError(f"{shown} lead cards show qualified, expected {leads}")
         qualification |= {"cards_s": cards_s, "cards_shown": shown}
     finally:
         stop_all(list(procs.values()))
@@ -149,12 +188,16 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int) -> dict:
             "published_s": qualification["seconds"], "cards_s": qualification["cards_s"], "burst_s": qualification["burst_s"],
             "creates_per_second": leads / creates["seconds"], "bare_insert_per_second": leads / bare_s,
             "cpu_us_per_qualification": qualification["cpu_us"],
+            "cpu_us_per_qualification_published": qualification["cpu_us_published"],
+            "stages": qualification["stages"],
         },
     }
     if activity is not None:
         figures["activity"] = {
             "tasks": tasks, "leads": task_leads, "seconds": activity["seconds"], "tasks_per_second": tasks / activity["seconds"],
-            "burst_s": activity["burst_s"], "cpu_us_per_task": activity["cpu_us"],
+            "cards_s": activity["cards_s"], "burst_s": activity["burst_s"], "cpu_us_per_task": activity["cpu_us"],
+            "cpu_us_per_task_with_cards": activity["cpu_us_with_cards"], "stages": activity["stages"],
+            "bare_insert_per_second": leads / bare_s,
         }
     return figures
 
@@ -165,21 +208,31 @@ def print_table(figures: dict) -> None:
     print(f"  every crm.lead.qualified published: {q['published_s']:.2f} s; every card shows it: {q['cards_s']:.2f} s "
           f"-> {q['per_second']:,.0f} qualifications/s")
     print(f"  same run: creates {q['creates_per_second']:,.0f}/s (the services start inside that clock), bare insert_many {q['bare_insert_per_second']:,.0f}/s")
-    print("  CPU µs per qualification: " + ", ".join(f"{k} {v:,.0f}" for k, v in q["cpu_us_per_qualification"].items()))
+    print("  CPU µs per qualification until published: " + _cpu(q.get("cpu_us_per_qualification_published", {})))
+    print("  CPU µs per qualification until every card shows it: " + _cpu(q["cpu_us_per_qualification"]))
+    print_stages(q.get("stages", {}))
     if a is None:
         return
-    print(f"activity, {a['tasks']:,} crm.task.create on {a['leads']:,} leads: {a['seconds']:.2f} s -> {a['tasks_per_second']:,.0f} tasks/s")
-    print("  CPU µs per task: " + ", ".join(f"{k} {v:,.0f}" for k, v in a["cpu_us_per_task"].items()))
+    print(f"activity, {a['tasks']:,} crm.task.create on {a['leads']:,} leads: {a['seconds']:.2f} s -> {a['tasks_per_second']:,.0f} tasks/s"
+          f" (every summary on its card: {a.get('cards_s', 0):.2f} s)")
+    print("  CPU µs per task until committed: " + _cpu(a["cpu_us_per_task"]))
+    print("  CPU µs per task until every summary is on its card: " + _cpu(a.get("cpu_us_per_task_with_cards", {})))
+    print_stages(a.get("stages", {}))
     print("targets (issue 21): >= 1,000 qualifications/s, >= 2,000 tasks/s")
+
+
+def _cpu(figures: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:,.0f}" for k, v in figures.items())
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--leads", type=int, default=1000, help="leads created, then qualified (default 1000)")
     parser.add_argument("--tasks", type=int, default=10_000, help="crm.task.create on a tenth as many leads (default 10000)")
+    parser.add_argument("--profile", type=Path, help="write py-spy profiles of each service per stage to this folder")
     args = parser.parse_args()
     common.quiet_logs()
-    print_table(await measure(common.stack_endpoints(), args.leads, args.tasks))
+    print_table(await measure(common.stack_endpoints(), args.leads, args.tasks, args.profile))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ class TaskBatch:
     actors: Mapping[str, Principal]
     types: Mapping[str, str]  # the custom task types, as the batch reads them
     final: list[d.Task] = field(default_factory=list)  # every task the batch saw, as stored at its end
+    # The agendas of the batch's leads as its first read found them (before any of its changes), so that
+    # bringing them in line after (handlers._keep_agendas) needs no second read of the same documents.
+    agendas: dict[str, dict[str, datetime] | None] = field(default_factory=dict)
 
     async def run(self, commands: list[Placed]) -> dict[int, Answer]:
         """Each command's answer, by its position in the batch."""
@@ -73,7 +76,8 @@ class TaskBatch:
                 for tid in pending
             }
             creates = [m.data.lead_id for tid in pending for _, m in by_task[tid] if m.type == "crm.task.create"]
-            leads = await self.leads.get_many([*creates, *(s.task.lead_id for s in stored.values())])
+            leads, agendas = await self.leads.read_many([*creates, *(s.task.lead_id for s in stored.values())])
+            self.agendas = agendas | self.agendas  # a retry's read may see what the first round stored: kept first
             decided = {p: self._apply(m, tid, states[tid], leads) for tid in pending for p, m in by_task[tid]}
             dirty = [s for s in states.values() if s.dirty]
             lost = await self.tasks.save_many(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from contracts import Envelope
@@ -124,7 +124,7 @@ class ActivityHandlers:
             return {}
         batch = TaskBatch(self.tasks, self.leads, self.source, self.clock(), self._actors, await self._task_types())
         answers = await batch.run(commands)
-        self._agendas |= await self._keep_agendas(batch.final)
+        self._agendas |= await self._keep_agendas(batch.final, batch.agendas)
         return answers
 
     async def _licence(self, message: Envelope) -> access.Refusal | None:
@@ -227,16 +227,21 @@ class ActivityHandlers:
 
     # --- summaries and the due pass -----------------------------------------------------------
 
-    async def _keep_agendas(self, tasks: Sequence[d.Task]) -> dict[str, dict[str, datetime]]:
+    async def _keep_agendas(
+        self, tasks: Sequence[d.Task], read: Mapping[str, dict[str, datetime] | None] | None = None,
+    ) -> dict[str, dict[str, datetime]]:
         """Bring the agendas of these tasks' leads in line with them (stored first); the agendas as they are now.
 
-        Derived from the tasks' stored state, so a redelivery after a crash in between puts them right."""
+        ``read`` holds agendas already read since they were last written (not read again). Derived from the
+        tasks' stored state, so a redelivery after a crash in between puts them right."""
         changes: dict[str, dict[str, datetime | None]] = {}
         for task in tasks:
             changes.setdefault(task.lead_id, {})[task.task_id] = task.due_at if task.is_open else None
         if not changes:
             return {}
-        current = await self.leads.agendas(changes)
+        read = read or {}
+        current = {lead_id: read[lead_id] for lead_id in changes if lead_id in read}
+        current |= await self.leads.agendas([lead_id for lead_id in changes if lead_id not in current])
         missing = [lead_id for lead_id in changes if current.get(lead_id) is None]
         rebuilt = await self._open_by_lead(missing)  # leads from before agendas: read their open tasks once
         await self.leads.keep_agendas({lid: c for lid, c in changes.items() if lid not in rebuilt}, rebuilt)

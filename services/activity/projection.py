@@ -26,6 +26,15 @@ class ProjectedLead:
     reactions: list[Applied[dict[str, str]]]
 
 
+def folded(facts: Sequence[tuple[str, int, dict[str, Any]]]) -> list[tuple[str, int, dict[str, Any]]]:
+    """One write per lead and version: the events of one change (a stage change and the card's update share a
+    version) pass the same version guard, so their facts merged, later ones winning, make the same write."""
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    for lead_id, version, values in facts:
+        merged.setdefault((lead_id, version), {}).update(values)
+    return [(lead_id, version, values) for (lead_id, version), values in merged.items()]
+
+
 def _agenda_key(task_id: str) -> str:
     # A task id is the sender's string: hashed, so that no dot or dollar sign can become a field path.
     return hashlib.sha1(task_id.encode()).hexdigest()[:20]
@@ -45,7 +54,7 @@ class LeadProjection:
         """Apply lead events' facts (id, version, facts) unless a newer version is known, in one request; then
         every lead they name as it is now."""
         await upsert_ignoring_stale(
-            self._col, [({"_id": lid, "version": {"$lte": v}}, {"$set": {**f, "version": v}}) for lid, v, f in facts]
+            self._col, [({"_id": lid, "version": {"$lte": v}}, {"$set": {**f, "version": v}}) for lid, v, f in folded(facts)]
         )
         docs = await find_by_ids(self._col, [lid for lid, _, _ in facts])
         return {
@@ -68,10 +77,7 @@ class LeadProjection:
 
     async def agendas(self, lead_ids: Iterable[str]) -> dict[str, dict[str, datetime] | None]:
         """Each lead's agenda; None where none is kept yet (a lead from before agendas)."""
-        docs = await find_by_ids(self._col, lead_ids, {"_open": 1})
-        return {
-            doc["_id"]: None if "_open" not in doc else {e["id"]: e["due"] for e in doc["_open"].values()} for doc in docs
-        }
+        return {doc["_id"]: _agenda_from(doc) for doc in await find_by_ids(self._col, lead_ids, {"_open": 1})}
 
     async def keep_agendas(
         self, changes: Mapping[str, Mapping[str, datetime | None]], rebuilt: Mapping[str, Mapping[str, datetime]]
@@ -100,10 +106,19 @@ class LeadProjection:
 
     async def get_many(self, lead_ids: Iterable[str]) -> dict[str, LeadInfo]:
         """The projected leads among ``lead_ids``, in one read."""
+        return (await self.read_many(lead_ids))[0]
+
+    async def read_many(self, lead_ids: Iterable[str]) -> tuple[dict[str, LeadInfo], dict[str, dict[str, datetime] | None]]:
+        """The projected leads among ``lead_ids`` and their agendas (as ``agendas`` gives them), in one read."""
         ids = sorted(set(lead_ids))
         if not ids:
-            return {}
-        return {doc["_id"]: _lead_from(doc) for doc in await find_by_ids(self._col, ids)}
+            return {}, {}
+        docs = await find_by_ids(self._col, ids)
+        return {doc["_id"]: _lead_from(doc) for doc in docs}, {doc["_id"]: _agenda_from(doc) for doc in docs}
+
+
+def _agenda_from(doc: dict[str, Any]) -> dict[str, datetime] | None:
+    return None if "_open" not in doc else {e["id"]: e["due"] for e in doc["_open"].values()}
 
 
 def _lead_from(doc: dict[str, Any]) -> LeadInfo:

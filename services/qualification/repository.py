@@ -58,6 +58,18 @@ async def _bulk_ignoring_duplicates(col: Any, ops: list[_Upsert]) -> None:
                 await col.update_one(o.filter, o.update, upsert=o.upsert)
 
 
+def folded(changes: Sequence[LeadChange]) -> list[LeadChange]:
+    """One write per lead and version: the events of one change (a stage change and the card's update share a
+    version) pass the same version guard, so their fields merged, later ones winning, make the same write."""
+    merged: dict[tuple[str, int], LeadChange] = {}
+    for change in changes:
+        key = (change.lead_id, change.version)
+        if (before := merged.get(key)) is not None:
+            change = LeadChange(change.lead_id, change.version, {**before.fields, **change.fields}, before.whole or change.whole)
+        merged[key] = change
+    return list(merged.values())
+
+
 class LeadProjection:
     """The newest known version of each lead, from crm.leads.events.v1."""
 
@@ -66,7 +78,7 @@ class LeadProjection:
 
     async def apply(self, changes: Sequence[LeadChange]) -> None:
         ops: list[_Upsert] = []
-        for change in changes:
+        for change in folded(changes):
             values = {**change.fields, "version": change.version}
             if change.fields.get("status") in FINAL_STATUSES:
                 values["closed_version"] = change.version  # so a later open status shows a reopen
