@@ -172,6 +172,24 @@ async def until_committed(client: AIOKafkaAdminClient, group_id: str, topic: str
         await asyncio.sleep(0.1)
 
 
+async def until_committed_elsewhere(bootstrap: str, group_id: str, topic: str, target: int, timeout: float = 900.0) -> None:
+    """``until_committed`` run in a child process (bench/wait_committed.py), for a service in this process.
+
+    Polling ten times a second here was counted as the service's own CPU, and more of it the longer a
+    run took (so a slower contender was charged for its slowness twice).
+    """
+    script = Path(__file__).with_name("wait_committed.py")
+    child = await asyncio.create_subprocess_exec(sys.executable, str(script), bootstrap, group_id, topic, str(target), str(timeout))
+    try:
+        code = await child.wait()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    if code != 0:
+        raise RuntimeError(f"waiting for group {group_id} to commit {target} on {topic} failed (exit {code}; see its stderr above)")
+
+
 async def send_all(bootstrap: str, records: Iterable[tuple[str, bytes, bytes]]) -> int:
     """Produce (topic, key, value) records, acknowledged in groups of 5,000; returns how many."""
     sender = producer(bootstrap)

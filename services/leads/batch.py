@@ -17,7 +17,7 @@ from crmkit.conflicts import retry_on_conflict
 from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
 from services.leads.duplicates import match_keys, score_matches
-from services.leads.index import LeadIndex
+from services.leads.index import LeadIndex, StoredKeys
 from services.leads.documents import LeadWrite, Produced, StoredLead
 from services.leads.messages import CardEvent, Cards, lead_id_of, rejection
 from services.leads.repository import DirectoryRepository, LeadRepository, PipelineRepository
@@ -265,6 +265,7 @@ class LeadBatch:
         if not self.settings.duplicate_check:
             return
         created = [s for s in states.values() if s.stored is None and s.lead is not None and s.dirty]
+        stored_keys = StoredKeys(stored)  # looked up by key, once per create
         batch_keys = {s.lead.lead_id: match_keys(s.lead) for s in created if s.lead is not None}
         by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
         for lead_id, keys in batch_keys.items():
@@ -274,7 +275,7 @@ class LeadBatch:
             lead = state.lead
             assert lead is not None
             keys = batch_keys[lead.lead_id]
-            candidates = self.stores.index.candidates(keys, stored) if keys else []
+            candidates = self.stores.index.candidates(keys, stored_keys) if keys else []
             candidates += [(other, batch_keys[other]) for item in keys.items() for other in by_key[item] if other != lead.lead_id]
             matches = score_matches(keys, candidates, lead_id=lead.lead_id) if keys else []
             if matches and state.created_by is not None:

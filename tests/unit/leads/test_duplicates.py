@@ -87,3 +87,27 @@ def test_score_matches_weighs_caps_sorts_and_skips_the_lead_itself() -> None:
 
 def test_score_matches_with_no_keys_finds_nothing() -> None:
     assert score_matches({}, [("L2", {"email": "a@b.c"})]) == []
+
+
+def test_stored_candidates_are_found_by_their_keys_only() -> None:
+    from services.leads.index import LeadIndex, StoredKeys
+
+    stored = {
+        "S1": {"email": "a@x.ru", "name": "ivan"},
+        "S2": {"phone": "79120000000"},
+        "S3": {"name": "petr"},
+        "S4": {"email": "b@x.ru", "name": "ivan"},
+    }
+    index = LeadIndex()
+    index.put("S3", {"name": "pavel"}, {})  # changed in this batch: its keys here win over the stored ones
+    by_key = StoredKeys(stored)
+    for keys, expected in [
+        ({"name": "ivan"}, ["S1", "S4"]),
+        ({"email": "a@x.ru", "phone": "79120000000"}, ["S1", "S2"]),
+        ({"name": "petr"}, []),
+        ({"email": "nobody@x.ru"}, []),
+    ]:
+        found = index.candidates(keys, by_key)
+        assert [lead_id for lead_id, _ in found] == expected
+        assert found == index.candidates(keys, stored)  # a plain mapping answers the same
+    assert dict(index.candidates({"name": "ivan"}, by_key))["S4"] == {"email": "b@x.ru", "name": "ivan"}
