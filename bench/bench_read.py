@@ -261,6 +261,10 @@ async def other_lists(bootstrap: str, mongodb: str, database: str, args) -> list
 
 def lead_kinds(get, leads, ids: list[str], cursor: str | None) -> list[tuple[str, Callable[[int], Awaitable[None]]]]:
     """Each request kind timed against the leads service, the bare find_one first (the baseline)."""
+    from services.leads.counters import LeadCounters
+    from services.leads.repository import LeadRepository
+
+    counts, ranges = LeadCounters(leads.database), LeadRepository(leads.database)
     return [
         ("bare find_one by _id", lambda i: leads.find_one({"_id": ids[i % len(ids)]})),
         ("GET /leads/{id} (card)", lambda i: get(f"/leads/{ids[i % len(ids)]}")),
@@ -275,6 +279,10 @@ def lead_kinds(get, leads, ids: list[str], cursor: str | None) -> list[tuple[str
         ("GET /leads?q=<lead number> (rare)", lambda i: get("/leads", {"limit": "50", "q": f"{ids[i % len(ids)][1:].lstrip('0')}"})),
         ("GET /leads?q=<email> (rare)", lambda i: get("/leads", {"limit": "50", "q": f"c{int(ids[i % len(ids)][1:])}@"})),
         ("GET /pipelines/default/board", lambda i: get("/pipelines/default/board")),
+        # The board's counting step alone, straight from the database: the write path's counters against
+        # what the board did before them (one index range count per stage).
+        ("  board counts: counters", lambda i: counts.board("default")),
+        ("  board counts: range counts", lambda i: ranges.count_by_stage("default", [stage for stage, _ in STAGES])),
     ]
 
 

@@ -302,22 +302,22 @@ class LeadCounters:
     async def board(self, pipeline_id: str) -> dict[str, int] | None:
         """Each stage's count of live leads, or None while the counts are not known complete (count ranges then).
 
-        The epoch is read before and after the counters: the counts are used only when the same
-        complete epoch held throughout (a recount between would mix epochs).
+        One query reads the pipeline's counters and the meta document (its ``pipeline_id`` is "", which no
+        pipeline has): one SQLite statement on FerretDB, so the epoch and its counters are read together.
+        A recount keeps the epoch before its own, so a read that saw that one still finds its counters.
         """
         if not self.keeping:
             return None
-        before = await self.meta()
-        if _state(before, datetime.now(UTC)) != "complete":
+        found = [doc async for doc in self._col.find({"pipeline_id": {"$in": ["", pipeline_id]}},
+                                                     {"epoch": 1, "stage_id": 1, "n": 1, "state": 1, "until": 1})]
+        meta = next((doc for doc in found if doc["_id"] == META), None)
+        if _state(meta, datetime.now(UTC)) != "complete":
             return None
-        epoch = before["epoch"]  # type: ignore[index]
+        epoch = meta["epoch"]  # type: ignore[index]
         counts: dict[str, int] = defaultdict(int)
-        async for doc in self._col.find({"pipeline_id": pipeline_id}, {"epoch": 1, "stage_id": 1, "n": 1}):
-            if doc.get("epoch") == epoch:
+        for doc in found:
+            if doc["_id"] != META and doc.get("epoch") == epoch:
                 counts[doc["stage_id"]] += int(doc["n"])
-        later = await self.meta()
-        if later is None or later.get("epoch") != epoch or _state(later, datetime.now(UTC)) != "complete":
-            return None
         return dict(counts)
 
     # --- rebuilding -------------------------------------------------------------------------------
@@ -349,7 +349,7 @@ class LeadCounters:
         claim = {"epoch": epoch, "state": "rebuilding", "until": until}
         if meta is None:
             try:
-                await self._col.insert_one({"_id": META, **claim})
+                await self._col.insert_one({"_id": META, "pipeline_id": "", **claim})
             except DuplicateKeyError:
                 raise CountsBusy("another instance started the first count") from None
         elif (await self._col.update_one({"_id": META, "epoch": meta["epoch"], "state": meta.get("state")}, {"$set": claim})).matched_count != 1:
@@ -374,6 +374,7 @@ class LeadCounters:
         )
         if done.matched_count != 1:
             raise CountsBusy("the recount was overtaken (its lease ran out, or a batch outlasted its grace period); run it again")
-        await self._col.delete_many({"_id": {"$ne": META}, "epoch": {"$lt": epoch}})
+        # The epoch before stays until the next recount: a board that read it as complete still finds it whole.
+        await self._col.delete_many({"_id": {"$ne": META}, "epoch": {"$lt": epoch - 1}})
         return {"epoch": epoch, "pipelines": len(found), "leads": sum(counts.values()),
                 "stages": {f"{p}/{s}": n for (p, s), n in sorted(counts.items())}, "seconds": round(time.monotonic() - started, 3)}
