@@ -72,15 +72,13 @@ class Change:
     before: Key | None
     after: Key | None
 
-    def to_doc(self) -> dict[str, Any]:
-        # A document per change: FerretDB refuses an array directly inside an array.
-        return {"tp": self.tp, "o": self.offset, "e": self.epoch,
-                "b": list(self.before) if self.before else None, "a": list(self.after) if self.after else None}
+    def to_doc(self) -> list[Any]:
+        return [self.tp, self.offset, self.epoch, list(self.before) if self.before else None, list(self.after) if self.after else None]
 
     @classmethod
-    def from_doc(cls, raw: Mapping[str, Any]) -> Change:
-        before, after = raw.get("b"), raw.get("a")
-        return cls(raw["tp"], int(raw["o"]), raw.get("e"), (before[0], before[1]) if before else None, (after[0], after[1]) if after else None)
+    def from_doc(cls, raw: list[Any]) -> Change:
+        tp, offset, epoch, before, after = raw
+        return cls(tp, int(offset), epoch, (before[0], before[1]) if before else None, (after[0], after[1]) if after else None)
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,9 @@ async def _uncounted(service) -> list[dict]:
     meta = await service.db["lead_counts"].find_one({"_id": "meta"})
     counted = {(d["tp"], d["pipeline_id"], d["stage_id"]): d["o"]
                async for d in service.db["lead_counts"].find({"epoch": meta["epoch"]}) if d["_id"] != "meta"}
-    return [c async for doc in service.db["leads"].find({"board_changes": {"$exists": True}}) for c in doc["board_changes"]
-            if c["e"] == meta["epoch"] and any(k and c["o"] > counted.get((c["tp"], *k), -1) for k in (c["b"], c["a"]))]
+    stored = [c async for doc in service.db["leads"].find({"board_changes": {"$exists": True}}) for c in json.loads(doc["board_changes"])]
+    return [c for c in stored  # [tp, offset, epoch, before, after]
+            if c[2] == meta["epoch"] and any(k and c[1] > counted.get((c[0], *k), -1) for k in (c[3], c[4]))]
 
 
 async def _send_all(producer, events, commands, what, leads=()):
