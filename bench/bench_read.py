@@ -92,6 +92,9 @@ async def populate(mongodb: str, database: str, count: int, fresh: bool) -> None
                 lead = lead.model_copy(update={"stage_id": stage_id, "status": status, "updated_at": changed})
                 writes.append(LeadWrite(lead, [Recent("m", [])], None))
             await repo.save(writes)
+            # Stored around the service: its board counters (if a run made them) no longer hold; it counts
+            # the leads again at its next start.
+            await db["lead_counts"].drop()
             if (base // 1000) % 10 == 0:
                 print(f"  stored {base + len(writes)} leads ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     finally:
@@ -150,12 +153,13 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def start_leads(bootstrap: str, mongodb: str, database: str, name: str = "leads") -> tuple[object, str, float]:
+async def start_leads(bootstrap: str, mongodb: str, database: str, name: str = "leads",
+                      extra: dict[str, str] | None = None) -> tuple[object, str, float]:
     port = free_port()
     settings = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MONGODB_URL": mongodb, "TOPIC_PREFIX": f"{database}.",
         "DATABASE": database if name == "leads" else f"{database}_{name}", "GROUP_ID": f"{database}.{name}",
-        "HTTP_PORT": str(port), "TOKENS": f'{{"{TOKEN}": "bench"}}',
+        "HTTP_PORT": str(port), "TOKENS": f'{{"{TOKEN}": "bench"}}', **(extra or {}),
     }
     if name == "activity":
         # Its due pass is a write-side job (it claims and publishes notices): off here, so that the lists
@@ -175,6 +179,23 @@ async def start_leads(bootstrap: str, mongodb: str, database: str, name: str = "
                 pass
             await asyncio.sleep(0.05)
     return proc, url, time.perf_counter() - started
+
+
+async def range_counted_board(bootstrap: str, mongodb: str, database: str, args) -> tuple[str, list[float]]:
+    """The board as it was before the write path kept its counts: an instance with them off counts each
+    stage's index range (its own group; it writes nothing, so the counted instance's counts stay good)."""
+    proc, url, _ = await start_leads(bootstrap, mongodb, database, extra={"BOARD_COUNTERS": "false", "GROUP_ID": f"{database}.ranges"})
+    try:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http:
+            async def board(i: int) -> None:
+                reply = await http.get("/pipelines/default/board")
+                if reply.status_code != 200:
+                    raise RuntimeError(f"board (range counts): {reply.status_code} {reply.text[:200]}")
+
+            await board(0)
+            return "  board by range counts (before)", await timed(args.clients, args.seconds, board)
+    finally:
+        stop_all([proc])
 
 
 async def timed(clients: int, seconds: float, call: Callable[[int], Awaitable[None]]) -> list[float]:
@@ -240,6 +261,10 @@ async def other_lists(bootstrap: str, mongodb: str, database: str, args) -> list
 
 def lead_kinds(get, leads, ids: list[str], cursor: str | None) -> list[tuple[str, Callable[[int], Awaitable[None]]]]:
     """Each request kind timed against the leads service, the bare find_one first (the baseline)."""
+    from services.leads.counters import LeadCounters
+    from services.leads.repository import LeadRepository
+
+    counts, ranges = LeadCounters(leads.database), LeadRepository(leads.database)
     return [
         ("bare find_one by _id", lambda i: leads.find_one({"_id": ids[i % len(ids)]})),
         ("GET /leads/{id} (card)", lambda i: get(f"/leads/{ids[i % len(ids)]}")),
@@ -254,6 +279,10 @@ def lead_kinds(get, leads, ids: list[str], cursor: str | None) -> list[tuple[str
         ("GET /leads?q=<lead number> (rare)", lambda i: get("/leads", {"limit": "50", "q": f"{ids[i % len(ids)][1:].lstrip('0')}"})),
         ("GET /leads?q=<email> (rare)", lambda i: get("/leads", {"limit": "50", "q": f"c{int(ids[i % len(ids)][1:])}@"})),
         ("GET /pipelines/default/board", lambda i: get("/pipelines/default/board")),
+        # The board's counting step alone, straight from the database: the write path's counters against
+        # what the board did before them (one index range count per stage).
+        ("  board counts: counters", lambda i: counts.board("default")),
+        ("  board counts: range counts", lambda i: ranges.count_by_stage("default", [stage for stage, _ in STAGES])),
     ]
 
 
@@ -293,6 +322,7 @@ async def measure(endpoints, leads_count: int, clients: int = 4, seconds: float 
                 await call(0)  # warm
                 rows.append((name, await timed(args.clients, args.seconds, call)))
                 print(f"  {name}: done", file=sys.stderr)
+        rows.append(await range_counted_board(bootstrap, mongodb, database, args))
         if args.others:
             rows += await other_lists(bootstrap, mongodb, database, args)
     finally:

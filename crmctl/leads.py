@@ -14,11 +14,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .board import recount
 from .jobs import TOKEN_HELP, checked, resolve_token
 
 console = Console(stderr=True)
 
-leads_app = typer.Typer(help="Leads: mass actions over many leads.", no_args_is_help=True, rich_markup_mode=None)
+leads_app = typer.Typer(help="Leads: mass actions over many leads, the board's counts.", no_args_is_help=True, rich_markup_mode=None)
 bulk_app = typer.Typer(
     help="Mass actions: move, assign, change pipeline, delete or restore many leads, each as if sent alone.",
     no_args_is_help=True, rich_markup_mode=None,
@@ -181,3 +182,7 @@ def cancel(bulk_id: str, url: str = _URL, token: str = _TOKEN) -> None:
     with _client(url, token) as http:
         _request(http, "POST", f"/bulk/{bulk_id}/cancel", 202)
     console.print(f"cancel of {bulk_id} requested; 'crm leads bulk show {bulk_id}' follows it")
+
+
+# `crm leads recount`: the board's stage counts counted again (crmctl/board.py).
+leads_app.command("recount")(recount)

@@ -15,6 +15,7 @@ from crmkit.http import ApiError, bearer_user, endpoint, flag, json_response, li
 from crmkit.mongo import read_time_limit
 from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
+from services.leads.counters import LeadCounters
 from services.leads.repository import LeadRepository, PipelineRepository
 from services.leads.settings import LeadsSettings
 
@@ -37,9 +38,10 @@ class LeadsApi:
 
     def __init__(
         self, settings: LeadsSettings, leads: LeadRepository, pipelines: PipelineRepository,
-        principals: PrincipalRepository, clock: Callable[[], datetime],
+        principals: PrincipalRepository, clock: Callable[[], datetime], counters: LeadCounters | None = None,
     ) -> None:
         self.settings, self.leads, self.pipelines, self.principals, self.clock = settings, leads, pipelines, principals, clock
+        self.counters = counters
 
     async def authorised(self, request: Request, read: Callable[[], Awaitable[T]]) -> tuple[Principal, T]:
         """The caller's principal and ``read()``, for a caller with a known token and a licence (401 / 403 before any answer).
@@ -140,7 +142,7 @@ class LeadsApi:
             # Every count and every column at once: each is its own index range, so the board waits for
             # the slowest query rather than for the sum of the counts and then the slowest page.
             counts, *pages = await asyncio.gather(
-                self.leads.count_by_stage(pipeline.pipeline_id, stage_ids),
+                self._stage_counts(pipeline.pipeline_id, stage_ids),
                 *(self.leads.search(pipeline_id=pipeline.pipeline_id, stage_id=s, limit=per_stage) for s in stage_ids),
             )
         now = self.clock()
@@ -155,6 +157,15 @@ class LeadsApi:
         ]
         return json_response({"pipeline": d.public_pipeline(pipeline), "stages": columns})
 
+    async def _stage_counts(self, pipeline_id: str, stage_ids: list[str]) -> dict[str, int]:
+        """The write path's counters (a few documents) while they are complete, else each stage's index range
+        counted: 24 ms of the board at 100,000 leads and 117 ms at 1,000,000, growing with the stage."""
+        if self.counters is not None:
+            counted = await self.counters.board(pipeline_id)
+            if counted is not None:
+                return {stage: counted.get(stage, 0) for stage in stage_ids}
+        return await self.leads.count_by_stage(pipeline_id, stage_ids)
+
 
 def routes(
     settings: LeadsSettings,
@@ -162,8 +173,9 @@ def routes(
     pipelines: PipelineRepository,
     principals: PrincipalRepository,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    counters: LeadCounters | None = None,
 ) -> list[Route]:
-    api = LeadsApi(settings, leads, pipelines, principals, clock)
+    api = LeadsApi(settings, leads, pipelines, principals, clock, counters)
     return [
         Route("/leads/{lead_id}", api.get_lead),
         Route("/leads", api.list_leads),

@@ -24,7 +24,9 @@ from services.leads.capture.repository import CaptureFormRepository, SubmissionC
 from services.leads.actions.delivery import WebhookSender
 from services.leads.actions.outbox import Outbox
 from services.leads.actions.runner import StageActionRunner
+from crmkit.errors import is_transient
 from crmkit.mongo import is_ferretdb, until_available
+from services.leads.counters import LeadCounters
 from services.leads.handlers import LeadsHandlers
 from services.leads.index import LeadIndex
 from services.leads import readmodel
@@ -56,24 +58,28 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
     )
     leads = LeadRepository(service.db)
     pipelines = PipelineRepository(service.db)
+    counters = LeadCounters(service.db, keeping=settings.board_counters, grace_s=settings.board_counters_grace_s,
+                            lease_s=settings.board_counters_lease_s)
     forms = CaptureFormRepository(service.db)
     # A capture form is the actor of its submissions, licensed while it exists (services/leads/capture/principals.py).
     principals = FormAwarePrincipals(PrincipalRepository(service.db, settings.service_principals), forms)
     handlers = LeadsHandlers(
         settings, leads, pipelines, DirectoryRepository(service.db), principals, LeadIndex(), source=service.source,
+        counters=counters,
     )
     if overrides.clock is not None:
         handlers.clock = overrides.clock
     service.handlers = handlers  # type: ignore[attr-defined]  # tests reach the seams through it
     clock = overrides.clock or (lambda: datetime.now(UTC))
-    service.background(lambda: until_available(lambda: _migrate_read_fields(service, leads), "leads: read fields"))
+    service.counters = counters  # type: ignore[attr-defined]  # tests reach the seams through it
+    service.background(lambda: until_available(lambda: _migrate_read_fields(service, leads, pipelines, counters), "leads: read fields"))
     service.consume(WRITE_PATH_CONSUMES, handlers.on_batch, title="leads")
-    service.add_routes(api.routes(settings, leads, pipelines, principals))
+    service.add_routes(api.routes(settings, leads, pipelines, principals, counters=counters))
     service.describe_http(openapi.OPERATIONS)
     _wire_stage_actions(service, settings, leads, pipelines)
     _wire_capture_and_bulk(service, settings, handlers, leads, pipelines, forms, principals, clock)
     # Registered last: it freezes what the start-ups before it made.
-    service.on_startup(lambda: _start_up(service, handlers, leads, pipelines))
+    service.on_startup(lambda: _start_up(service, handlers, leads, pipelines, counters))
     return service
 
 
@@ -116,9 +122,12 @@ def _wire_stage_actions(service: Service, settings: LeadsSettings, leads: LeadRe
         service.background(sender.run_forever)
 
 
-async def _start_up(service: Service, handlers: LeadsHandlers, leads: LeadRepository, pipelines: PipelineRepository) -> None:
+async def _start_up(
+    service: Service, handlers: LeadsHandlers, leads: LeadRepository, pipelines: PipelineRepository, counters: LeadCounters,
+) -> None:
     ferretdb = await is_ferretdb(service.db)
     await leads.ensure_indexes(ferretdb=ferretdb)
+    await counters.ensure_indexes()
     # Version-guarded replaces on FerretDB too: it applies the guard as read-then-write inside one
     # statement, not atomically, but that window is microseconds, where an unguarded replace let
     # an instance still finishing a batch after a rebalance overwrite the new owner's newer
@@ -129,14 +138,18 @@ async def _start_up(service: Service, handlers: LeadsHandlers, leads: LeadReposi
     if owed:
         await service.bus.publish(owed)
         await pipelines.mark_announced("default")
+    if await leads.empty() or await LeadsMeta(service.db).read_fields_version() >= readmodel.READ_FIELDS_VERSION:
+        # First start with counters (or after they went stale): counted before this instance consumes,
+        # from the index ranges (which need the read fields; else the migration counts after it is done).
+        await _count_board(counters, leads, pipelines)
     # What start-up made (modules, pydantic schemas, clients) lives as long as the process: moved
     # out of the collector's reach, so its full collections stop walking it (~15% of the CPU of a
     # create, measured on 20,000 creates; bench/bench_leads.py).
     gc.freeze()
 
 
-async def _migrate_read_fields(service: Service, leads: LeadRepository) -> None:
-    """Leads stored before the read fields (or with older ones) get them once, in the background."""
+async def _migrate_read_fields(service: Service, leads: LeadRepository, pipelines: PipelineRepository, counters: LeadCounters) -> None:
+    """Leads stored before the read fields (or with older ones) get them once, in the background; then the board is counted."""
     meta = LeadsMeta(service.db)
     if await meta.read_fields_version() >= readmodel.READ_FIELDS_VERSION:
         return
@@ -144,6 +157,20 @@ async def _migrate_read_fields(service: Service, leads: LeadRepository) -> None:
     await meta.set_read_fields_version(readmodel.READ_FIELDS_VERSION)
     if changed:
         log.info("read fields written for %d stored leads", changed)
+    await _count_board(counters, leads, pipelines)
+
+
+async def _count_board(counters: LeadCounters, leads: LeadRepository, pipelines: PipelineRepository) -> None:
+    try:
+        counted = await counters.ensure(leads, pipelines)
+    except Exception as exc:
+        if is_transient(exc):
+            raise  # retried with the start-up
+        # Boards count index ranges until a recount (crm leads recount): the service runs on.
+        log.exception("board counts not rebuilt")
+        return
+    if counted is not None:
+        log.info("board counts rebuilt: %d leads in %d pipelines (epoch %d)", counted["leads"], counted["pipelines"], counted["epoch"])
 
 
 async def prune_windows(submissions: SubmissionCounts, clock: Callable[[], datetime]) -> None:

@@ -16,6 +16,7 @@ from crmkit.applied import Applied, applied_for, kept
 from crmkit.conflicts import retry_on_conflict
 from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
+from services.leads.counters import NO_POSITIONS, Change, LeadCounters, Positions, Stamp, change_of, kept as kept_changes
 from services.leads.duplicates import match_keys, score_matches
 from services.leads.index import LeadIndex, StoredKeys
 from services.leads.documents import LeadWrite, Produced, StoredLead
@@ -39,6 +40,8 @@ class LeadState:
     out: list[Envelope] = field(default_factory=list)
     dirty: bool = False
     created_by: Envelope | None = None  # the create that made the lead in this batch
+    changes: list[Change] = field(default_factory=list)  # its board changes as stored (services/leads/counters.py)
+    new_changes: list[Change] = field(default_factory=list)  # and those this batch made
 
     def seen(self, message_id: str) -> Applied[Produced] | None:
         return applied_for(self.recent, message_id)
@@ -100,6 +103,7 @@ class LeadStores:
     directory: DirectoryRepository
     principals: PrincipalRepository
     index: LeadIndex
+    counters: LeadCounters | None = None  # the board's counts; None: not kept (unit and component tests)
 
 
 # Which domain rule a message invokes, with the state it needs: (lead id, outcome) for each lead changed.
@@ -117,15 +121,33 @@ class LeadBatch:
     decide: Decide
     user_commands: frozenset[str]
     wire: Wire = field(default_factory=Wire)
+    positions: Positions = NO_POSITIONS  # where the batch's messages sit in their partitions (board counts)
+    stamp: Stamp | None = None
+    counted: dict[str, list[Change]] = field(default_factory=dict)  # per stored lead, its changes in this batch's ranges
 
     async def run(self, messages: list[Envelope]) -> list[Envelope]:
+        ctx, self.stamp = await asyncio.gather(self.context(messages), self._begin_counting())
+        out = await self._work(messages, ctx)
+        counters = self.stores.counters
+        if counters is not None and self.stamp is not None:
+            # Every lead is stored: its board changes go to the counters before the offsets are committed.
+            await counters.apply([c for found in self.counted.values() for c in found], self.positions, self.stamp)
+        return out
+
+    async def _begin_counting(self) -> Stamp | None:
+        counters = self.stores.counters
+        if counters is None or not self.positions.ranges:
+            return None
+        stamp = await counters.begin()
+        return stamp if counters.keeping else None  # not kept here: nothing recorded on the leads either
+
+    async def _work(self, messages: list[Envelope], ctx: BatchContext) -> list[Envelope]:
         by_lead: dict[str, list[Envelope]] = defaultdict(list)
         for message in messages:
             by_lead[lead_id_of(message)].append(message)
         # A merge touches two leads; both must be loaded and saved together.
         related = {m.data.other_lead_id for m in messages if m.type == "crm.lead.merge"}
         related |= {m.data.original_lead_id for m in messages if m.type == "crm.lead.mark-duplicate"}
-        ctx = await self.context(messages)
         if related or len(by_lead) <= self.settings.write_chunk:
             return await self._chunk(by_lead, related, ctx)
         # Disjoint sets of leads, worked concurrently: while the database stores one chunk, the
@@ -161,9 +183,11 @@ class LeadBatch:
         for attempt in retry_on_conflict(lambda: f"leads {sorted(pending)[:5]} under this batch"):
             if attempt:
                 ctx = await self.context([m for lid in pending for m in by_lead[lid]])
-            stored = await self.stores.leads.get_many((pending | related) & must_load)
+            changes: dict[str, list[Change]] = {}
+            stored = await self.stores.leads.get_many((pending | related) & must_load, changes=changes)
             states = {
-                lead_id: LeadState(s, s.lead, list(s.recent)) if (s := stored.get(lead_id)) else LeadState(None, None, [])
+                lead_id: LeadState(s, s.lead, list(s.recent), changes=changes.get(lead_id, []))
+                if (s := stored.get(lead_id)) else LeadState(None, None, [])
                 for lead_id in pending | related
             }
             for lead_id in sorted(pending):
@@ -193,9 +217,11 @@ class LeadBatch:
             for s in states.values()
             if s.dirty and s.lead is not None
         ]
-        conflicted = await self.stores.leads.save(writes)
+        changes = {lid: kept_changes(s.changes, s.new_changes, self.positions) for lid, s in states.items() if s.dirty and s.lead is not None}
+        conflicted = await self.stores.leads.save(writes, changes=changes)
         for lead_id, state in states.items():
             if lead_id not in conflicted:
+                self.counted[lead_id] = [c for c in changes.get(lead_id, state.changes) if self.positions.covers(c)]
                 out.extend(state.out)
                 if index is not None and state.dirty and state.lead is not None and lead_id not in indexed:
                     index.put_card(state.lead)
@@ -245,6 +271,7 @@ class LeadBatch:
             target = states[target_id]
             events = cards.messages(outcome.events, message, self.source, target_id, ctx.now)
             if outcome.changed:
+                self._note_board_change(target, outcome.lead, message)
                 target.lead = outcome.lead
                 target.dirty = True
             published, produced = self.wire.add(events)
@@ -252,6 +279,13 @@ class LeadBatch:
             if target.lead is not None and (outcome.changed or target is state):
                 target.recent.append(Applied(message.id, produced))
                 target.dirty = True
+
+    def _note_board_change(self, target: LeadState, lead: d.Lead | None, message: Envelope) -> None:
+        if self.stamp is None:
+            return
+        change = change_of(target.lead, lead, self.positions.origins.get(message.id), self.stamp.epoch)
+        if change is not None:
+            target.new_changes.append(change)
 
     async def _stored_duplicates(self, states: dict[str, LeadState]) -> dict[str, dict[str, str]]:
         """Stored leads sharing a key with the leads created here: indexed lookups, one per key kind."""

@@ -23,6 +23,7 @@ from services.leads import domain as d
 from services.leads.batch import BatchContext, LeadBatch, LeadState, LeadStores
 from services.leads.bulk.handlers import BULK_COMMANDS, BulkHandlers, BulkTracker
 from services.leads.capture.handlers import FORM_COMMANDS, CaptureFormHandlers, form_actor_refusal
+from services.leads.counters import LeadCounters, Positions
 from services.leads.index import LeadIndex
 from services.leads.messages import (
     ID_NAMESPACE,
@@ -66,6 +67,7 @@ class LeadsHandlers:
         index: LeadIndex,
         source: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        counters: LeadCounters | None = None,
     ) -> None:
         self.index = index
         self.settings = settings
@@ -75,7 +77,7 @@ class LeadsHandlers:
         self.principals = principals
         self.source = source
         self.clock = clock
-        self.stores = LeadStores(leads, pipelines, directory, principals, index)
+        self.stores = LeadStores(leads, pipelines, directory, principals, index, counters)
         # Capture forms and mass actions (issue 20), wired by app.py; without them their commands are ignored.
         self.capture_forms: CaptureFormHandlers | None = None
         self.bulk: BulkHandlers | None = None
@@ -99,7 +101,8 @@ class LeadsHandlers:
             if message.type in PIPELINE_COMMANDS:
                 out.extend(await self._pipeline_command(message))
         reach = await self._forms_and_bulk(screened)
-        leads = LeadBatch(self.settings, self.stores, self.source, self.clock(), decide, frozenset(USER_COMMANDS))
+        leads = LeadBatch(self.settings, self.stores, self.source, self.clock(), decide, frozenset(USER_COMMANDS),
+                          positions=Positions.of((i.topic, i.partition, i.offset, i.message.id) for i in batch))
         lead_messages = [m for m in screened if m.type in LEAD_SCOPED]
         tracked: dict[str, str] = {}
         if self.bulk_tracker is not None:  # a cancelled job's leads are left out; the others' answers recorded

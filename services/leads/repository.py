@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -19,6 +20,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from crmkit.applied import Applied, applied_for, kept
 from crmkit.mongo import IDS_PER_QUERY, ensure_indexes, find_by_ids
 from services.leads import readmodel
+from services.leads.counters import Change
 from services.leads.documents import LeadWrite, Recent, StoredLead, lead_document, stored_card, stored_lead
 from services.leads.domain import Lead, Pipeline
 
@@ -57,18 +59,25 @@ class LeadRepository:
             indexes.append(IndexModel([("ix_terms", ASCENDING)], name="ix_terms_fts"))
         await ensure_indexes(self._col, indexes)
 
-    async def get_many(self, lead_ids: Iterable[str]) -> dict[str, StoredLead]:
-        """Load leads by id (``_id $in`` chunks, served from the ``_id`` index on both backends)."""
+    async def get_many(self, lead_ids: Iterable[str], changes: dict[str, list[Change]] | None = None) -> dict[str, StoredLead]:
+        """Load leads by id (``_id $in`` chunks, served from the ``_id`` index on both backends); ``changes``
+        gets each lead's stored board changes (services/leads/counters.py)."""
         ids = sorted(set(lead_ids))
         if not ids:
             return {}
-        return {doc["_id"]: stored_lead(doc) for doc in await find_by_ids(self._col, ids)}
+        docs = await find_by_ids(self._col, ids)
+        if changes is not None:
+            changes.update({doc["_id"]: [Change.from_doc(c) for c in orjson.loads(doc[_CHANGES])] for doc in docs if doc.get(_CHANGES)})
+        return {doc["_id"]: stored_lead(doc) for doc in docs}
+
+    async def empty(self) -> bool:
+        return await self._col.find_one({}, {"_id": 1}) is None
 
     async def get(self, lead_id: str) -> Lead | None:
         doc = await self._col.find_one({"_id": lead_id})
         return stored_card(doc) if doc else None
 
-    async def save(self, writes: Sequence[LeadWrite]) -> set[str]:
+    async def save(self, writes: Sequence[LeadWrite], changes: Mapping[str, list[Change]] | None = None) -> set[str]:
         """Store all writes in one bulk call; return the ids that lost a race (to be re-applied).
 
         New leads are inserted blind: a duplicate id means the lead exists after all (a redelivered
@@ -76,17 +85,23 @@ class LeadRepository:
         ``strict_versions`` the replace also names the version read, so a concurrent writer is
         detected (on MongoDB; FerretDB does not apply a conditional write atomically, so there the
         partition ownership of each lead is what keeps one writer per lead).
+
+        ``changes``: per lead, the board changes its document carries (written with it, so a crash
+        before the counters are written loses none of them).
         """
         if not writes:
             return set()
         ops: list[Any] = []
         for w in writes:
+            doc = lead_document(w)
+            if changes and (found := changes.get(w.lead.lead_id)):
+                doc[_CHANGES] = orjson.dumps([c.to_doc() for c in found]).decode()
             if w.expected_version is None:
-                ops.append(InsertOne(lead_document(w)))
+                ops.append(InsertOne(doc))
             elif self.strict_versions:
-                ops.append(ReplaceOne({"_id": w.lead.lead_id, "version": w.expected_version}, lead_document(w)))
+                ops.append(ReplaceOne({"_id": w.lead.lead_id, "version": w.expected_version}, doc))
             else:
-                ops.append(ReplaceOne({"_id": w.lead.lead_id}, lead_document(w)))
+                ops.append(ReplaceOne({"_id": w.lead.lead_id}, doc))
         conflicted: set[str] = set()
         try:
             result = await self._col.bulk_write(ops, ordered=False)
@@ -223,6 +238,11 @@ class LeadRepository:
             done += (await self._col.bulk_write(ops, ordered=False)).modified_count
         return done
 
+
+# The field of a lead document holding its board changes not known to be counted (counters.Change.to_doc),
+# as one JSON string: FerretDB converts each nested field on every write and read (an array of documents
+# here cost 40-60 µs of its CPU per create, measured with bench_leads), a string it stores as it is.
+_CHANGES = "board_changes"
 
 _KEYED_FIELDS = {
     "all": (), "stage": ("pipeline_id", "stage_id"), "responsible": ("responsible_id",),

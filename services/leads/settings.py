@@ -30,6 +30,17 @@ class LeadsSettings(ServiceSettings):
         "card event carries the whole card and a Kafka record has a size limit",
     )
     page_size_max: int = Field(200, description="Largest page the HTTP list endpoints return")
+    board_counters: bool = Field(
+        True, description="Keep the board's stage counts by the write path (a few counter documents a batch); off, an instance "
+        "marks them stale and boards count index ranges. Every instance writing leads must keep them for them to be used"
+    )
+    board_counters_grace_s: float = Field(
+        10.0, gt=0, description="How long a recount of the board's counts waits for batches already storing leads; a batch "
+        "that takes longer across a recount marks the counts stale"
+    )
+    board_counters_lease_s: float = Field(
+        120.0, gt=0, description="How long a recount may hold the counts (batches wait meanwhile); after it, batches go on and the counts are stale"
+    )
     read_time_limit_s: float = Field(
         5.0, gt=0, description="Time limit of each HTTP read (its database queries); a slower one is stopped on the server and answered 503"
     )
