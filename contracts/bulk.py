@@ -99,7 +99,7 @@ class BulkUpdateCompleted(Payload):
     state: BulkState = Field(description="`completed`, or `cancelled` when it was stopped.")
     counts: BulkCounts = Field(description="How the job's leads ended.")
     refusals: list[BulkLeadRefusal] = Field(
-        default_factory=list, description="The refused leads with their reasons (the first 1,000; `GET /bulk/{id}` has them all)."
+        default_factory=list, description="The refused leads with their reasons (the first 1,000; `GET /bulk/{id}/refusals` pages through them all)."
     )
     requested_by: str = Field(description="User the job acted for.")
 

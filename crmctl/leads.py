@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,13 +13,13 @@ from typing import Any
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .board import recount
 from .jobs import TOKEN_HELP, checked, resolve_token
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a message stays one line, for logs and grep
 
 leads_app = typer.Typer(help="Leads: mass actions over many leads, the board's counts.", no_args_is_help=True, rich_markup_mode=None)
 bulk_app = typer.Typer(
@@ -27,6 +29,9 @@ bulk_app = typer.Typer(
 leads_app.add_typer(bulk_app, name="bulk")
 
 _FINAL = {"completed", "cancelled"}
+_PAGE = 200  # refusals per request: the service's largest page by default (LEADS_PAGE_SIZE_MAX)
+_MAX_IDS = 1_000  # lead ids one job may name (a filter takes up to LEADS_BULK_MAX_LEADS)
+_UNREACHABLE_S = 60  # how long the service may be out of reach (a restart) while a job is followed
 _URL = typer.Option(None, "--url", help="Base URL of the leads service; CRM_LEADS_URL, else http://127.0.0.1:8001.")
 _TOKEN = typer.Option(None, "--token", help=TOKEN_HELP)
 _JSON = typer.Option(False, "--json", help="Print the job's final status as JSON instead of a table (no progress bar).")
@@ -49,6 +54,8 @@ def _selection(ids: list[str], ids_file: Path | None, where: list[str]) -> dict[
     lead_ids = list(ids) + ([line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()] if ids_file else [])
     if bool(lead_ids) == bool(where):
         raise typer.BadParameter("name the leads with --id/--ids-file or with --where, one of the two")
+    if len(lead_ids) > _MAX_IDS:
+        raise typer.BadParameter(f"{len(lead_ids):,} lead ids, at most {_MAX_IDS:,} a job: name them with --where, or split the list")
     if lead_ids:
         return {"lead_ids": lead_ids}
     found: dict[str, Any] = {}
@@ -80,35 +87,80 @@ def _run(body: dict[str, Any], url: str | None, token: str | None, as_json: bool
         if no_wait:
             print(bulk_id)
             return
-        status = _wait(http, bulk_id, show=not as_json)
+        status = _finished(http, _wait(http, bulk_id, show=not as_json))
+    _report(status, as_json)
+
+
+def _report(status: dict[str, Any], as_json: bool, *, cancelling: bool = False) -> None:
+    """The job's status printed; exit 3 when some leads were refused, 4 when it was cancelled (unless that was asked): a script can tell."""
     if as_json:
         print(json.dumps(status, indent=2, ensure_ascii=False))
     else:
         _summary(status)
+    if status["state"] == "cancelled" and not cancelling:
+        raise typer.Exit(4)
     if status["counts"].get("refused"):
-        raise typer.Exit(3)  # some leads were refused: a script can tell
+        raise typer.Exit(3)
 
 
 def _wait(http: httpx.Client, bulk_id: str, *, show: bool, deadline_s: float = 3600) -> dict[str, Any]:
     ends = time.monotonic() + deadline_s
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} leads"),
-               TimeElapsedColumn()]
-    with Progress(*columns, console=console, disable=not show) as progress:
-        task = progress.add_task("starting", total=None)
-        while True:
-            # The job exists once the service has taken its command: 404 until then.
-            response = http.get(f"/bulk/{bulk_id}")
-            if response.status_code == 200:
-                status = response.json()
-                progress.update(task, total=status["total"] or 1, completed=status["done"], description=status["state"])
-                if status["state"] in _FINAL:
-                    return status
-            elif response.status_code != 404:
-                _request(http, "GET", f"/bulk/{bulk_id}", 200)  # reports the error and exits
-            if time.monotonic() > ends:
-                console.print(f"error: job {bulk_id} still running; 'crm leads bulk show {bulk_id}' follows it")
-                raise typer.Exit(1)
-            time.sleep(0.3)
+    # M of N renders a total not known yet ("?"); a format of task.total failed on it before the first answer.
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("leads"), TimeElapsedColumn()]
+    try:
+        with Progress(*columns, console=console, disable=not show) as progress:
+            task = progress.add_task("starting", total=None)
+            reached = time.monotonic()
+            while True:
+                # The job exists once the service has taken its command: 404 until then. One refusal is
+                # enough while following it; they are read whole at the end.
+                try:
+                    response = http.get(f"/bulk/{bulk_id}", params={"limit": 1})
+                    reached = time.monotonic()
+                except httpx.TransportError as exc:  # the job goes on in the service: wait out a restart
+                    if time.monotonic() - reached > _UNREACHABLE_S:
+                        console.print(f"error: cannot reach the leads service at {http.base_url}: {exc}; "
+                                      f"job {bulk_id} goes on: 'crm leads bulk show {bulk_id}' follows it")
+                        raise typer.Exit(1) from None
+                    progress.update(task, description="unreachable, retrying")
+                    time.sleep(1)
+                    continue
+                if response.status_code == 200:
+                    status = response.json()
+                    if status["state"] == "refused":
+                        error = status.get("error") or {}
+                        console.print(f"error: mass action {bulk_id} refused: {error.get('reason_code')}: {error.get('message')}")
+                        raise typer.Exit(1)
+                    progress.update(task, total=status["total"] or 1, completed=status["done"], description=status["state"])
+                    if status["state"] in _FINAL:
+                        return status
+                elif response.status_code != 404:
+                    _request(http, "GET", f"/bulk/{bulk_id}", 200)  # reports the error and exits
+                if time.monotonic() > ends:
+                    console.print(f"error: job {bulk_id} still running; 'crm leads bulk show {bulk_id}' follows it")
+                    raise typer.Exit(1)
+                time.sleep(0.3)
+    except KeyboardInterrupt:
+        # Only the watching stops: the job goes on in the service.
+        console.print(f"stopped watching; job {bulk_id} goes on: 'crm leads bulk show {bulk_id}' follows it, "
+                      f"'crm leads bulk cancel {bulk_id}' stops it")
+        raise typer.Exit(130) from None
+
+
+def _finished(http: httpx.Client, status: dict[str, Any]) -> dict[str, Any]:
+    """The status with every refusal, read page by page from GET /bulk/{id}/refusals."""
+    return {**{k: v for k, v in status.items() if k != "refusals_next_cursor"}, "refusals": _refusals(http, status["bulk_id"])}
+
+
+def _refusals(http: httpx.Client, bulk_id: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = _request(http, "GET", f"/bulk/{bulk_id}/refusals", 200, params={"limit": _PAGE, **({"cursor": cursor} if cursor else {})})
+        found += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return found
 
 
 def _summary(status: dict[str, Any]) -> None:
@@ -119,10 +171,14 @@ def _summary(status: dict[str, Any]) -> None:
     for name in ("applied", "unchanged", "refused", "cancelled"):
         table.add_row(name, f"{status['counts'].get(name, 0):,}")
     Console().print(table)
+    if status["state"] == "refused":
+        error = status.get("error") or {}
+        console.print(f"refused: {error.get('reason_code')}: {error.get('message')}")
     for refusal in status["refusals"][:20]:
         console.print(f"refused {refusal['lead_id']}: {refusal['reason_code']}: {refusal['message']}")
-    if len(status["refusals"]) > 20:
-        console.print(f"... and {len(status['refusals']) - 20} more ('crm leads bulk show {status['bulk_id']} --json' lists them)")
+    more = status["counts"].get("refused", 0) - min(len(status["refusals"]), 20)
+    if more > 0:
+        console.print(f"... and {more:,} more ('crm leads bulk refusals {status['bulk_id']}' lists them all)")
 
 
 @bulk_app.command("move")
@@ -167,21 +223,40 @@ def restore(ids: list[str] = _IDS, ids_file: Path = _IDS_FILE, where: list[str] 
 
 @bulk_app.command("show")
 def show(bulk_id: str, as_json: bool = _JSON, url: str = _URL, token: str = _TOKEN) -> None:
-    """A job's state, counts and refused leads."""
+    """A job's state, counts and refused leads (all of them with --json)."""
     with _client(url, token) as http:
-        status = _request(http, "GET", f"/bulk/{bulk_id}", 200)
+        status = _finished(http, _request(http, "GET", f"/bulk/{bulk_id}", 200, params={"limit": 1}))
     if as_json:
         print(json.dumps(status, indent=2, ensure_ascii=False))
     else:
         _summary(status)
 
 
+@bulk_app.command("refusals")
+def refusals(bulk_id: str, as_json: bool = typer.Option(False, "--json", help="A JSON list instead of CSV."),
+             url: str = _URL, token: str = _TOKEN) -> None:
+    """Every lead the job could not change, with the reason: CSV (lead_id,reason_code,message) on stdout."""
+    with _client(url, token) as http:
+        found = _refusals(http, bulk_id)
+    if as_json:
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(("lead_id", "reason_code", "message"))
+    out.writerows((r["lead_id"], r["reason_code"], r["message"]) for r in found)
+
+
 @bulk_app.command("cancel")
-def cancel(bulk_id: str, url: str = _URL, token: str = _TOKEN) -> None:
+def cancel(bulk_id: str, wait: bool = typer.Option(False, "--wait", help="Follow the job until it stops, then print it."),
+           as_json: bool = _JSON, url: str = _URL, token: str = _TOKEN) -> None:
     """Stop a running job: leads not yet changed stay as they are."""
     with _client(url, token) as http:
         _request(http, "POST", f"/bulk/{bulk_id}/cancel", 202)
-    console.print(f"cancel of {bulk_id} requested; 'crm leads bulk show {bulk_id}' follows it")
+        if not wait:
+            console.print(f"cancel of {bulk_id} requested; 'crm leads bulk show {bulk_id}' follows it")
+            return
+        status = _finished(http, _wait(http, bulk_id, show=not as_json))
+    _report(status, as_json, cancelling=True)
 
 
 # `crm leads recount`: the board's stage counts counted again (crmctl/board.py).

@@ -19,6 +19,7 @@ from contracts import ContractError, Envelope, parse_message
 from contracts.topics import DLQ_GROUP, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_REASON_CODE
 from contracts.topics import DLQ_REPLAY_GROUP, DLQ_SERVICE, DLQ_TOPIC, dlq_topic
 
+from .followups import PublishThen
 from .errors import UNSENDABLE, is_transient
 from .metrics import Metrics
 from .records import record_type, rejection_of, replay_group
@@ -319,6 +320,8 @@ class BatchProcessor:
         async def attempt() -> None:
             outbound = await self._handler([inbound for _, inbound in items])
             await self._bus.publish(carry_traces(outbound, traces))
+            if isinstance(outbound, PublishThen):
+                await outbound.then()
 
         try:
             await self._retrying(attempt)

@@ -17,6 +17,7 @@ from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS
 from crmkit import access
 from crmkit.conflicts import retry_on_conflict
 from crmkit.ids import uuid5
+from crmkit.followups import PublishThen
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
@@ -104,19 +105,21 @@ class LeadsHandlers:
         leads = LeadBatch(self.settings, self.stores, self.source, self.clock(), decide, frozenset(USER_COMMANDS),
                           positions=Positions.of((i.topic, i.partition, i.offset, i.message.id) for i in batch))
         lead_messages = [m for m in screened if m.type in LEAD_SCOPED]
-        tracked: dict[str, str] = {}
+        tracked: dict[str, tuple[str, str]] = {}
         if self.bulk_tracker is not None:  # a cancelled job's leads are left out; the others' answers recorded
             lead_messages, tracked = await self.bulk_tracker.screen(lead_messages)
         if lead_messages:
             out.extend(await leads.run(lead_messages))
-        if self.bulk_tracker is not None:
-            await self.bulk_tracker.record(tracked, out)
         wire = leads.wire.events
         outbound = [Outbound(LEADS_EVENTS, m, key=m.subject or pipeline_key(m), value=wire.get(m.id)) for m in out]
         outbound.extend(reach)
         records = [m for m in screened if m.type in DIRECTORY_RECORDS]
         if records:
             outbound.extend(await self._directory_records(records))
+        if tracked and self.bulk_tracker is not None:
+            # A job's answers are recorded once the leads' events are on the bus: its report never goes before them.
+            tracker = self.bulk_tracker
+            return PublishThen(outbound, then=lambda: tracker.record(tracked, out))
         return outbound
 
     async def _forms_and_bulk(self, messages: list[Envelope]) -> list[Outbound]:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import socket
+from collections import defaultdict
 
 import httpx
 import uvicorn
@@ -27,6 +28,15 @@ ALICE = {"Authorization": "Bearer tok-alice"}
 def _history(lead):
     """The lead's stays without their times: what a move leaves whoever sent it."""
     return [(h.pipeline_id, h.stage_id, h.status, h.actor_id, h.left_at is None) for h in lead.status_history]
+
+
+def _stage_changes(events):
+    """The ids of each lead's stage changes but L0's (a message published again keeps its id)."""
+    found = defaultdict(set)
+    for m in events.got.of_type("crm.lead.stage-changed"):
+        if m.subject != "L0":
+            found[m.subject].add(m.id)
+    return found
 
 
 def _completed(events, bulk_id):
@@ -80,17 +90,21 @@ async def test_bulk_move_of_a_thousand_leads_with_refusals_and_a_cancel(settings
         leads = await _all_leads(service)
         moved = [leads[f"L{i}"] for i in range(21, 995)]
         assert all((lead.stage_id, lead.version, _history(lead)) == ("processing", yardstick.version, _history(yardstick)) for lead in moved)
-        changes = [m for m in events.got.of_type("crm.lead.stage-changed") if m.subject != "L0"]
-        assert sorted(m.subject for m in changes) == sorted(lead.lead_id for lead in moved)
-        assert {m.actorid for m in changes} == {"bob"}
+        # The report is keyed by the job, the stage changes by their leads: other partitions, read in no
+        # set order with it, so each lead's change is waited for rather than expected with the report.
+        moved_ids = {lead.lead_id for lead in moved}
+        await wait_until(lambda: _stage_changes(events).keys() >= moved_ids, what="each moved lead's stage change")
+        changes = _stage_changes(events)
+        assert changes.keys() == moved_ids and all(len(ids) == 1 for ids in changes.values())  # one change each (a resend has its id)
+        assert {m.actorid for m in events.got.of_type("crm.lead.stage-changed")} == {"bob"}
         assert all(leads[f"L{i}"].deleted and leads[f"L{i}"].stage_id == "new" for i in range(1, 21))
         assert leads["L995"].stage_id == "new"  # not in the job
 
         # The bulk command redelivered: the same job, nothing applied twice.
-        first = next(m for m in events.got.of_type("crm.leads.bulk-started") if m.data.bulk_id == bulk_id)
-        cause = command(BulkUpdateLeads(action="move", lead_ids=ids, stage_id="processing"), actor="bob", id=first.causationid)
+        started = [m for m in events.got.of_type("crm.leads.bulk-started") if m.data.bulk_id == bulk_id]
+        cause = command(BulkUpdateLeads(action="move", lead_ids=ids, stage_id="processing"), actor="bob", id=started[0].causationid)
         await producer.send(LEADS_COMMANDS, cause, key=bulk_id)
-        await wait_until(lambda: len([m for m in events.got.of_type("crm.leads.bulk-started") if m.data.bulk_id == bulk_id]) >= 2,
+        await wait_until(lambda: len([m for m in events.got.of_type("crm.leads.bulk-started") if m.data.bulk_id == bulk_id]) > len(started),
                          what="the redelivered bulk command answered")
         assert (await repo.get("L500")).version == yardstick.version
 
@@ -173,10 +187,28 @@ async def test_a_jobs_lease_its_pages_and_its_answers_on_ferretdb(endpoints, iso
         assert not await jobs.claim("b1", "b", now + timedelta(seconds=5), lease)
         assert await jobs.claim("b1", "b", now + timedelta(seconds=11), lease)
 
-        await jobs.record({"c1": "b1", "c2": "b1"}, [Answer("c1", "L0", rules.APPLIED), Answer("c2", "L1", rules.REFUSED, "not_found", "gone")])
-        await jobs.record({"c1": "b1"}, [Answer("c1", "L0", rules.CANCELLED)])  # a second answer is ignored
+        await jobs.record({"c1": "b1", "c2": "b1"}, [Answer("c1", "L0", rules.APPLIED), Answer("c2", "L1", rules.REFUSED, "not_found", "gone")], now)
+        await jobs.record({"c1": "b1"}, [Answer("c1", "L0", rules.CANCELLED)], now)  # a second answer is ignored
         assert await jobs.answered("b1") == 2
-        assert (await jobs.counts("b1"))[rules.APPLIED] == 1
-        assert [(a.lead_id, a.reason_code) for a in await jobs.refusals("b1", 10)] == [("L1", "not_found")]
+        assert (await jobs.counts("b1")) == {rules.APPLIED: 1, rules.UNCHANGED: 0, rules.REFUSED: 1, rules.CANCELLED: 0}
+        assert await jobs.refusals("b1", 10) == ([Answer("c2", "L1", rules.REFUSED, "not_found", "gone")], None)
+
+        # Refusals come a page at a time from the index, in the order they came; another job's stay out.
+        refused = [Answer(f"r{i}", f"L{i}", rules.REFUSED, "invalid_state", "deleted") for i in range(2, 1_202)]
+        for n, start in enumerate(range(0, len(refused), 300)):  # four batches, each a millisecond after the one before
+            wave = refused[start:start + 300]
+            await jobs.record({a.command_id: "b1" for a in wave}, wave, now + timedelta(milliseconds=n + 1))
+        await jobs.record({"x1": "b2"}, [Answer("x1", "L5", rules.REFUSED, "not_found", "gone")], now)
+        seen, cursor = [], None
+        while True:
+            page, cursor = await jobs.refusals("b1", 250, cursor)
+            seen += [a.lead_id for a in page]
+            if cursor is None:
+                break
+        # Each once, batch after batch in the order they came (within one millisecond, by lead id).
+        batch_of = {"L1": -1, **{a.lead_id: i // 300 for i, a in enumerate(refused)}}
+        assert len(seen) == len(batch_of) and set(seen) == set(batch_of)
+        assert [batch_of[lead_id] for lead_id in seen] == sorted(batch_of.values())
+        assert (await jobs.counts("b1"))[rules.REFUSED] == 1_201 and (await jobs.counts("b2"))[rules.REFUSED] == 1
     finally:
         await client.close()

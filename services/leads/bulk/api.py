@@ -12,18 +12,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from contracts import build_message
-from contracts.bulk import BulkUpdateLeads, CancelBulkUpdate
+from contracts.bulk import BulkLeadRefusal, BulkUpdateLeads, CancelBulkUpdate, LeadFilter
 from contracts.topics import LEADS_COMMANDS
 from crmkit import access
-from crmkit.http import ApiError, authenticate, endpoint, json_response
+from crmkit.http import ApiError, authenticate, endpoint, json_response, limit_param
 from crmkit.ids import uuid5
 from crmkit.messaging import Outbound
-from crmkit.openapi import Operation
+from crmkit.openapi import CURSOR, LIMIT, Operation, Param
 from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
 from services.leads.bulk.handlers import bulk_id_of
-from services.leads.bulk.repository import BulkJob, BulkRepository
-from services.leads.bulk.runner import REFUSALS_REPORTED
+from services.leads.bulk.repository import Answer, BulkJob, BulkRepository
 from services.leads.domain import bulk as rules
 from services.leads.messages import ID_NAMESPACE
 from services.leads.settings import LeadsSettings
@@ -37,12 +36,26 @@ def routes(settings: LeadsSettings, jobs: BulkRepository, principals: PrincipalR
 
 def _payload_of(body: bytes) -> BulkUpdateLeads:
     try:
-        return BulkUpdateLeads.model_validate(json.loads(body or b"{}"))
+        data = json.loads(body or b"{}")
+        _refuse_unknown(data)
+        return BulkUpdateLeads.model_validate(data)
     except json.JSONDecodeError as exc:
         raise ApiError(400, "validation", f"body: not valid JSON: {exc}") from None
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise ApiError(400, "validation", f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+
+
+def _refuse_unknown(data: object) -> None:
+    """A name the request does not know is refused: the contract would ignore it, and a filter without
+    the condition a typo dropped takes many more leads than meant."""
+    if not isinstance(data, dict):
+        return
+    for where, given, known in (("", data, BulkUpdateLeads.model_fields), ("filter.", data.get("filter"), LeadFilter.model_fields)):
+        unknown = sorted(set(given) - set(known)) if isinstance(given, dict) else []
+        if unknown:
+            raise ApiError(400, "validation", f"{where}{unknown[0]}: not a field of a mass action{' filter' if where else ''}; "
+                                              f"use {', '.join(known)}")
 
 
 class BulkApi:
@@ -55,6 +68,7 @@ class BulkApi:
         return [
             Route("/bulk", endpoint(self.start_bulk), methods=["POST"]),
             Route("/bulk/{bulk_id}", endpoint(self.get_bulk)),
+            Route("/bulk/{bulk_id}/refusals", endpoint(self.list_refusals)),
             Route("/bulk/{bulk_id}/cancel", endpoint(self.cancel_bulk), methods=["POST"]),
         ]
 
@@ -76,22 +90,40 @@ class BulkApi:
         refused = access.bounds_refusal(command)
         if refused is not None:
             raise ApiError(400, "validation", refused.message)
+        taken = await self.jobs.get(bulk_id)
+        if taken is not None and taken.state != "refused" and taken.command_id != command.id:
+            raise ApiError(409, "conflict", f"bulk_id: mass action {bulk_id} exists; give another bulk_id, or none.")
         await self.publish([Outbound(LEADS_COMMANDS, command, key=bulk_id)])
         return json_response({"bulk_id": bulk_id, "status_url": f"/bulk/{bulk_id}"}, status=202)
 
     async def get_bulk(self, request: Request) -> Response:
-        """A mass action's state, counts per outcome, and the refused leads with their reasons (yours, or any for an administrator)."""
+        """A mass action's state, counts per outcome, and the first page of its refused leads (yours, or any for an administrator).
+
+        `refusals_next_cursor`, when given, is the `cursor` of `GET /bulk/{id}/refusals` for the rest."""
         principal = await authenticate(request, self.settings.tokens, self.principals)
+        limit = limit_param(request, 50, self.settings.page_size_max)
         job = await self._owned_job(request, principal)
         counts = await self.jobs.counts(job.bulk_id)
-        refused = await self.jobs.refusals(job.bulk_id, REFUSALS_REPORTED)
+        refused, next_cursor = await self.jobs.refusals(job.bulk_id, limit)
         return json_response({
             "bulk_id": job.bulk_id, "action": job.action, "params": job.params, "state": job.state,
             "requested_by": job.requested_by, "total": job.total, "sent": job.sent, "counts": counts,
             "done": sum(counts.values()), "cancel_requested": job.cancel_requested,
-            "refusals": [{"lead_id": i.lead_id, "reason_code": i.reason_code, "message": i.message} for i in refused],
+            "refusals": [_refusal(i) for i in refused], "refusals_next_cursor": next_cursor,
+            "error": {"reason_code": job.refused_code, "message": job.refused_message} if job.state == "refused" else None,
             "created_at": job.created_at, "finished_at": job.finished_at,
         })
+
+    async def list_refusals(self, request: Request) -> Response:
+        """Every lead a mass action could not change, with the reason, a page at a time in the order they were refused."""
+        principal = await authenticate(request, self.settings.tokens, self.principals)
+        limit = limit_param(request, 50, self.settings.page_size_max)
+        job = await self._owned_job(request, principal)
+        try:
+            refused, next_cursor = await self.jobs.refusals(job.bulk_id, limit, request.query_params.get("cursor"))
+        except ValueError as exc:
+            raise ApiError(400, "validation", f"cursor: {exc}") from None
+        return json_response({"items": [_refusal(i) for i in refused], "next_cursor": next_cursor})
 
     async def cancel_bulk(self, request: Request) -> Response:
         """Cancel a running mass action: leads not yet changed stay as they are."""
@@ -112,14 +144,23 @@ class BulkApi:
         return job
 
 
+def _refusal(answer: Answer) -> dict[str, str | None]:
+    return {"lead_id": answer.lead_id, "reason_code": answer.reason_code, "message": answer.message}
+
+
 # For the OpenAPI document: what the code above cannot say by itself.
 OPERATIONS = {
     ("POST", "/bulk"): Operation(
-        ok="Accepted: `{\"bulk_id\", \"status_url\"}`; the job starts from the commands topic.", ok_status="202", errors=("400",),
+        ok="Accepted: `{\"bulk_id\", \"status_url\"}`; the job starts from the commands topic.", ok_status="202", errors=("400", "409"),
         request_body={"required": True, "content": {"application/json": {"schema": BulkUpdateLeads.model_json_schema()}}},
     ),
     ("GET", "/bulk/{bulk_id}"): Operation(
-        ok="The job: `state` (expanding, running, completed, cancelled), `total`, `counts` per outcome, `done`, `refusals`.",
-        errors=("404",)),
+        query=(Param("limit", "How many refusals to include (the first page of `GET /bulk/{id}/refusals`).", "integer", minimum=1),),
+        ok="The job: `state` (expanding, running, completed, cancelled; refused, with `error`, when its command was refused), "
+           "`total`, `sent`, `counts` per outcome, `done`, the first `refusals` and `refusals_next_cursor` for the rest.",
+        errors=("400", "404")),
+    ("GET", "/bulk/{bulk_id}/refusals"): Operation(
+        query=(CURSOR, LIMIT), ok="A page of the job's refused leads, in the order they were refused, with `next_cursor` (null on the last page).",
+        errors=("400", "404"), model=BulkLeadRefusal, page=True),
     ("POST", "/bulk/{bulk_id}/cancel"): Operation(ok="Accepted: the cancel is sent.", ok_status="202", errors=("404", "409")),
 }

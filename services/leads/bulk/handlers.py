@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from contracts import Envelope, build_message
 from contracts.bulk import BulkUpdateStarted
@@ -64,6 +64,9 @@ class BulkHandlers:
                 return []
             event = await self._start(message, bulk_id, principal)
         except d.Rejected as exc:
+            if message.type == "crm.leads.bulk-update":
+                # Kept where its requester looks (GET /bulk/{id}): over HTTP the refusal is not theirs to read otherwise.
+                await self.jobs.refuse(bulk_id, message.id, message.actorid or "", _text(exc.code), exc.message, exc.errors, self.clock())
             return [Outbound(LEADS_EVENTS, rejection(message, exc, self.source, None), key=bulk_id)]
         self.wake()
         return [Outbound(LEADS_EVENTS, event, key=bulk_id)]
@@ -71,6 +74,10 @@ class BulkHandlers:
     async def _start(self, message: Envelope, bulk_id: str, principal: Principal) -> Envelope:
         data = message.data
         job = await self.jobs.get(bulk_id)
+        if job is not None and job.state == "refused":
+            if job.command_id == message.id:  # a redelivery: the same answer
+                raise d.Rejected(job.refused_code or "validation", job.refused_message or "", job.refused_errors)  # type: ignore[arg-type]
+            job = None  # a refused command started nothing: its id is free
         if job is not None and job.command_id != message.id:
             raise d.Rejected("conflict", f"mass action {bulk_id} exists; give another bulk_id", [("bulk_id", "in use")])
         if job is None or job.state == "expanding":  # first time here, or a redelivery after a crash while listing
@@ -132,9 +139,11 @@ class BulkHandlers:
 class BulkTracker:
     """Around a batch's lead messages: leave out those of cancelled jobs, then record how each job's lead answered."""
 
-    def __init__(self, jobs: BulkRepository, source: str, wake: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, jobs: BulkRepository, source: str, wake: Callable[[], None] = lambda: None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.jobs = jobs
         self.source = source
+        self.clock = clock  # when an answer came: the order a job's refusals are listed in
         self.wake = wake  # answers recorded: the runner may send the next wave now rather than at its next pass
 
     def _tracked(self, messages: list[Envelope]) -> dict[str, tuple[str, str]]:
@@ -166,7 +175,7 @@ class BulkTracker:
         # answered one goes through, so a redelivery publishes its events again.
         skip = {cid for cid in of_cancelled if answered.get(cid) in (None, rules.CANCELLED)}
         await self.jobs.record({cid: tracked[cid][0] for cid in skip},
-                               [Answer(cid, tracked[cid][1], rules.CANCELLED) for cid in skip if cid not in answered])
+                               [Answer(cid, tracked[cid][1], rules.CANCELLED) for cid in skip if cid not in answered], self.clock())
         return [m for m in messages if m.id not in skip], {cid: t for cid, t in tracked.items() if cid not in skip}
 
     async def record(self, tracked: dict[str, tuple[str, str]], out: list[Envelope]) -> None:
@@ -182,7 +191,7 @@ class BulkTracker:
             refusal = next((e.data for e in events if e.type == "crm.command.rejected"), None)
             answers.append(Answer(cid, lead_id, rules.outcome_of([e.type for e in events]),
                                   _text(refusal.reason_code) if refusal else None, refusal.message if refusal else None))
-        await self.jobs.record({cid: bulk_id for cid, (bulk_id, _) in tracked.items()}, answers)
+        await self.jobs.record({cid: bulk_id for cid, (bulk_id, _) in tracked.items()}, answers, self.clock())
         self.wake()
 
 

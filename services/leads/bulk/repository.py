@@ -5,21 +5,34 @@ So nothing here updates per lead: a job's leads are stored once in pages (`bulk_
 sent is one number on the job (`sent`, a position in that list), and each lead's answer is a
 document inserted once (`bulk_answers`, keyed by the lead's command id: a second answer for the same
 command, from a redelivery, is a duplicate key and ignored).
+
+Each answer carries a list key (crmkit/listkeys.py) of its job and state in the order answers came,
+``ix_state``: a job's counts are four index-range counts and its refusals are read a page at a time
+from that index, whatever the job's size (the patched FerretDB does both in SQLite).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from crmkit import listkeys
+from crmkit.mongo import ensure_indexes as create_missing_indexes
 from services.leads.domain import bulk as rules
 
 PAGE = 1_000  # leads per stored page of a job's list
+ANSWER_KEY = "ix_state"  # an answer's list key: its job and state, then the time it came and the lead
+
+
+def answer_key(bulk_id: str, state: str, at: datetime, lead_id: str) -> str:
+    return listkeys.key((bulk_id, state), at, lead_id)
 
 
 @dataclass(frozen=True)
@@ -32,13 +45,16 @@ class BulkJob:
     requested_by: str
     command_id: str
     correlation_id: str
-    state: str  # expanding, running, completed, cancelled
+    state: str  # expanding, running, completed, cancelled; refused: the command was refused, nothing started
     total: int
     sent: int  # the first `sent` leads of the list were sent their command
     cancel_requested: bool
     cancel_command_id: str | None
     created_at: datetime
     finished_at: datetime | None
+    refused_code: str | None = None  # why the command was refused (state `refused`)
+    refused_message: str | None = None
+    refused_errors: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,7 +79,26 @@ class BulkRepository:
     async def ensure_indexes(self) -> None:
         await self._jobs.create_index("state")
         await self._pages.create_index("job_id")
-        await self._answers.create_index([("job_id", 1), ("state", 1)])
+        # Answers are read by id and by their list key only (the job_id/state index of before serves no query).
+        await create_missing_indexes(self._answers, [IndexModel([(ANSWER_KEY, ASCENDING)], name=f"{ANSWER_KEY}_1")])
+        await self.migrate_answer_keys()
+
+    async def migrate_answer_keys(self) -> int:
+        """Answers stored before they had a list key get one, once per database (keyed at their job's start)."""
+        meta = self._jobs.database["bulk_meta"]
+        if await meta.find_one({"_id": "answer_keys"}):
+            return 0
+        started: dict[str, datetime] = {}
+        done = 0
+        async for doc in self._answers.find({ANSWER_KEY: None}):
+            job_id = doc["job_id"]
+            if job_id not in started:
+                job = await self.get(job_id)
+                started[job_id] = job.created_at if job else datetime(1970, 1, 1, tzinfo=UTC)
+            key = answer_key(job_id, doc["state"], started[job_id], doc["lead_id"])
+            done += (await self._answers.update_one({"_id": doc["_id"]}, {"$set": {ANSWER_KEY: key}})).modified_count
+        await meta.update_one({"_id": "answer_keys"}, {"$set": {"version": 1}}, upsert=True)
+        return done
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -79,6 +114,8 @@ class BulkRepository:
             "state": "expanding", "total": 0, "sent": 0, "cancel_requested": False, "cancel_command_id": None,
             "created_at": now, "finished_at": None, "lease_owner": None, "lease_until": None,
         }
+        # A refused command's record gives its id back: a new command may take it.
+        await self._jobs.delete_one({"_id": request.bulk_id, "state": "refused"})
         try:
             await self._jobs.insert_one(doc)
         except DuplicateKeyError:
@@ -86,6 +123,20 @@ class BulkRepository:
         found = await self.get(request.bulk_id)
         assert found is not None
         return found
+
+    async def refuse(self, bulk_id: str, command_id: str, requested_by: str, code: str, message: str,
+                     errors: Iterable[tuple[str, str]], now: datetime) -> None:
+        """Record that a job's command was refused, so its requester can read why; a job that exists is left as it is."""
+        doc = {
+            "_id": bulk_id, "action": "", "params": {}, "requested_by": requested_by, "command_id": command_id,
+            "correlation_id": command_id, "state": "refused", "total": 0, "sent": 0, "cancel_requested": False,
+            "cancel_command_id": None, "created_at": now, "finished_at": now, "refused_code": code, "refused_message": message,
+            "refused_errors": [{"field": f, "message": m} for f, m in errors],  # FerretDB stores no nested arrays
+        }
+        try:
+            await self._jobs.insert_one(doc)
+        except DuplicateKeyError:
+            pass
 
     async def store_leads(self, bulk_id: str, lead_ids: Sequence[str]) -> None:
         """The job's list of leads, in pages; a retried expansion replaces what an interrupted one stored."""
@@ -136,10 +187,11 @@ class BulkRepository:
 
     # --- answers ------------------------------------------------------------------------------
 
-    async def record(self, bulk_id_of: dict[str, str], answers: Sequence[Answer]) -> None:
-        """Store answers (command id -> job in ``bulk_id_of``); a command answered already keeps its first answer."""
+    async def record(self, bulk_id_of: dict[str, str], answers: Sequence[Answer], now: datetime) -> None:
+        """Store answers (command id -> job in ``bulk_id_of``) as come ``now``; a command answered already keeps its first answer."""
         docs = [{"_id": a.command_id, "job_id": bulk_id_of[a.command_id], "lead_id": a.lead_id, "state": a.state,
-                 "reason_code": a.reason_code, "message": a.message} for a in answers]
+                 "reason_code": a.reason_code, "message": a.message,
+                 ANSWER_KEY: answer_key(bulk_id_of[a.command_id], a.state, now, a.lead_id)} for a in answers]
         if not docs:
             return
         try:
@@ -156,19 +208,31 @@ class BulkRepository:
         return {d["_id"]: d["state"] async for d in self._answers.find({"_id": {"$in": ids}}, {"state": 1})}
 
     async def answered(self, bulk_id: str) -> int:
-        return await self._answers.count_documents({"job_id": bulk_id})
+        return sum((await self.counts(bulk_id)).values())
 
     async def counts(self, bulk_id: str) -> dict[str, int]:
-        """Answers per state, counted by the database ($group with $sum, which FerretDB has)."""
-        found = {state: 0 for state in rules.FINAL_STATES}
-        pipeline = [{"$match": {"job_id": bulk_id}}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}]
-        async for row in await self._answers.aggregate(pipeline):
-            found[row["_id"]] = int(row["n"])
-        return found
+        """Answers per state: one count of an index range each, done by the database without reading the answers."""
+        states = rules.FINAL_STATES
+        found = await asyncio.gather(*(self._count({ANSWER_KEY: listkeys.bounds((bulk_id, s))}) for s in states))
+        return dict(zip(states, found, strict=True))
 
-    async def refusals(self, bulk_id: str, limit: int) -> list[Answer]:
-        cursor = self._answers.find({"job_id": bulk_id, "state": rules.REFUSED}).sort("lead_id", 1).limit(limit)
-        return [Answer(d["_id"], d["lead_id"], d["state"], d.get("reason_code"), d.get("message")) async for d in cursor]
+    async def _count(self, query: dict[str, Any]) -> int:
+        # The `count` command, not count_documents: an aggregation is not pushed down to SQLite by FerretDB.
+        reply = await self._answers.database.command({"count": self._answers.name, "query": query})
+        return int(reply["n"])
+
+    async def refusals(self, bulk_id: str, limit: int, cursor: str | None = None) -> tuple[list[Answer], str | None]:
+        """A page of the job's refused leads in the order they were refused, and the cursor of the next page (None at the end).
+
+        ValueError for a cursor this service did not issue."""
+        above = listkeys.check_cursor(cursor) if cursor else None
+        found = self._answers.find({ANSWER_KEY: listkeys.bounds((bulk_id, rules.REFUSED), above=above)})
+        docs = [d async for d in found.sort(ANSWER_KEY, ASCENDING).limit(limit + 1)]
+        page = docs[:limit]
+        next_cursor = listkeys.tail(page[-1][ANSWER_KEY]) if len(docs) > limit else None
+        # Two jobs whose hashes meet would share a range: each answer is checked for its job.
+        return [Answer(d["_id"], d["lead_id"], d["state"], d.get("reason_code"), d.get("message"))
+                for d in page if d["job_id"] == bulk_id], next_cursor
 
 
 def _job_from(doc: dict[str, Any]) -> BulkJob:
@@ -177,4 +241,6 @@ def _job_from(doc: dict[str, Any]) -> BulkJob:
         command_id=doc["command_id"], correlation_id=doc.get("correlation_id") or doc["command_id"], state=doc["state"],
         total=int(doc.get("total") or 0), sent=int(doc.get("sent") or 0), cancel_requested=bool(doc.get("cancel_requested")),
         cancel_command_id=doc.get("cancel_command_id"), created_at=doc["created_at"], finished_at=doc.get("finished_at"),
+        refused_code=doc.get("refused_code"), refused_message=doc.get("refused_message"),
+        refused_errors=tuple((e["field"], e["message"]) for e in doc.get("refused_errors") or ()),
     )

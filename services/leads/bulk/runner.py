@@ -23,7 +23,7 @@ from services.leads.settings import LeadsSettings
 log = logging.getLogger("services.leads.bulk")
 
 Publish = Callable[[Sequence[Outbound]], Awaitable[None]]
-REFUSALS_REPORTED = 1_000
+REFUSALS_REPORTED = 1_000  # on the report; GET /bulk/{id}/refusals pages through every one
 LEASE = timedelta(seconds=10)
 
 
@@ -73,7 +73,7 @@ class BulkRunner:
             # The leads not sent yet are answered `cancelled` here; those in flight are left out on arrival.
             unsent = await self.jobs.leads_between(job.bulk_id, job.sent, job.total)
             cancelled = [Answer(command_id(job.bulk_id, lead_id), lead_id, rules.CANCELLED) for lead_id in unsent]
-            await self.jobs.record({a.command_id: job.bulk_id for a in cancelled}, cancelled)
+            await self.jobs.record({a.command_id: job.bulk_id for a in cancelled}, cancelled, self.clock())
             await self.jobs.mark_sent(job.bulk_id, job.total)
             job = replace(job, sent=job.total)
         answered = await self.jobs.answered(job.bulk_id)
@@ -100,7 +100,7 @@ class BulkRunner:
         return Outbound(LEADS_COMMANDS, tagged, key=lead_id)
 
     async def _report(self, job: BulkJob, state: str, counts: dict[str, int]) -> Outbound:
-        refused = await self.jobs.refusals(job.bulk_id, REFUSALS_REPORTED)
+        refused, _ = await self.jobs.refusals(job.bulk_id, REFUSALS_REPORTED)
         payload = BulkUpdateCompleted(
             bulk_id=job.bulk_id, action=job.action, state=state, requested_by=job.requested_by,
             counts=BulkCounts(total=job.total, **{s: counts[s] for s in rules.FINAL_STATES}),
