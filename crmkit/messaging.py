@@ -306,15 +306,17 @@ class BatchProcessor:
             self._metrics.handled_batch((inbound.message.type for _, inbound in good), elapsed)
 
     async def _wanted(self) -> Container[str] | None:
-        if self._select is None:
+        select = self._select
+        if select is None:
             return None
-        wanted: list[Container[str] | None] = []
+        wanted: Container[str] | None = None
 
-        async def ask() -> None:
-            wanted[:] = [await self._select()]  # type: ignore[misc]
+        async def ask() -> None:  # retried through an outage, as the handler is
+            nonlocal wanted
+            wanted = await select()
 
         await self._retrying(ask)
-        return wanted[0]
+        return wanted
 
     async def _run(self, items: list[tuple[Any, Inbound]], traces: dict[str, tuple[str | None, str | None]]) -> None:
         async def attempt() -> None:
