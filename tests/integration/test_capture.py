@@ -89,6 +89,13 @@ async def test_capture_forms_and_submissions(settings_for, run_service, endpoint
             lead = await repo.get(phone_lead)
             assert (lead.title, lead.utm_source, lead.utm_campaign, lead.source) == ("Callback please", "newsletter", "spring", "website")
             assert await _leads_where(service, lambda lead: lead.title == "Callback please") == 1
+            # The same fields from another address are a submission of its own: its answer cannot tell a
+            # guesser that the first client sent them (the duplicate check links the two leads instead).
+            elsewhere = httpx.ASGITransport(app=service.asgi(), client=("198.51.100.7", 40000))
+            async with httpx.AsyncClient(transport=elsewhere, base_url="http://leads") as guesser:
+                guessed = await guesser.post("/capture/web1", content=form_body, headers=headers)
+            assert guessed.status_code == 202 and guessed.json()["lead_id"] != phone_lead, guessed.text
+            await wait_until(lambda: _created(events, guessed.json()["lead_id"]), what="the other address's lead")
 
             # An HTML form from the shop's page is sent on to the thank-you page.
             html = await http.post("/capture/html", content="contact.name=Oleg&contact.phone=89161112233",

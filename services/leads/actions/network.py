@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -11,6 +12,8 @@ import httpcore
 import httpx
 
 from services.leads import domain as d
+
+_log = logging.getLogger(__name__)
 
 # (host, port) -> getaddrinfo's answers; the event loop's resolver unless a test gives its own.
 Resolve = Callable[[str, int], Awaitable[list[tuple[Any, ...]]]]
@@ -56,7 +59,10 @@ class CheckedConnections(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectError(f"{host} does not resolve")
         for address in found:
             if not allowed_name and d.is_private_host(address) and not d.host_allowed(address, port, self._private):
-                raise Permanent(f"{host} resolves to the private address {address}; not called")
+                # The address goes to the operator's log only: the failure event reaches whoever configured
+                # the webhook, and naming it would map the internal network's names to its addresses.
+                _log.warning("webhook host %s resolves to the private address %s; not called", host, address)
+                raise Permanent(f"{host} resolves to a private address (not in LEADS_WEBHOOK_ALLOWED_PRIVATE_HOSTS); not called")
         return found
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,

@@ -147,7 +147,7 @@ class CaptureApi:
         submission = _submission(form, request, _values_of(request, await self._body_of(request)))
         await self._require_access(form, request, submission.key)
         data = _lead_data(form, request, submission)
-        lead_id = await self._lead_id_for(form, submission, now)
+        lead_id = await self._lead_id_for(form, submission, client_address(request, self.settings.capture_trust_forwarded), now)
         if not submission.spam:  # a bot is answered as a person is, so it learns nothing
             command = self._create_command(form, data, lead_id, request, now)
             await self.publish([Outbound(LEADS_COMMANDS, command, key=lead_id)])
@@ -204,13 +204,13 @@ class CaptureApi:
             raise ApiError(429, "rate_limited", f"More than {form.rate_limit_per_minute} submissions a minute from this address; "
                            f"try again in {wait} s.", headers={"Retry-After": str(wait)})
 
-    async def _lead_id_for(self, form: rules.CaptureForm, submission: rules.Submission, now: datetime) -> str:
+    async def _lead_id_for(self, form: rules.CaptureForm, submission: rules.Submission, client: str, now: datetime) -> str:
         window = int(now.timestamp() // self.settings.capture_dedup_window_s)
-        current = uuid5(ID_NAMESPACE, "capture\x1f" + rules.submission_key(form.form_id, submission, window))
+        current = uuid5(ID_NAMESPACE, "capture\x1f" + rules.submission_key(form.form_id, submission, window, client))
         if "submission_id" in submission.fields:
             return current
         # A retry just after a window boundary finds the lead its first try made in the window before.
-        previous = uuid5(ID_NAMESPACE, "capture\x1f" + rules.submission_key(form.form_id, submission, window - 1))
+        previous = uuid5(ID_NAMESPACE, "capture\x1f" + rules.submission_key(form.form_id, submission, window - 1, client))
         return previous if await self.leads.get(previous) is not None else current
 
     def _create_command(self, form: rules.CaptureForm, data: dict[str, Any], lead_id: str, request: Request, now: datetime) -> Envelope:

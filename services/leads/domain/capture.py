@@ -260,19 +260,21 @@ def lead_fields(form: CaptureForm, submission: Submission, query_utm: Mapping[st
     return {k: v for k, v in data.items() if v is not None}
 
 
-def submission_key(form_id: str, submission: Submission, window: int) -> str:
-    """What identifies a submission for retries: the client's submission id, else its normalised body in a time window.
+def submission_key(form_id: str, submission: Submission, window: int, client: str) -> str:
+    """What identifies a submission for retries: the client's submission id, else its normalised body from one address in a time window.
 
     A client that sends `submission_id` (or an `Idempotency-Key` header, put into the fields by the
     caller) gets exactly one lead per id, whenever it retries. Without one, the same fields sent
-    again within the window (the current or the previous one, see the capture endpoint) make one lead.
+    again from the same address within the window (the current or the previous one, see the capture
+    endpoint) make one lead. The address is part of the key so that someone guessing a visitor's
+    fields from elsewhere gets a lead id of their own, never learning whether the visitor sent them.
     """
     given = submission.fields.get("submission_id")
     if given:
         return f"{form_id}\x1fid\x1f{given}"
     normal = {k: v.casefold() for k, v in submission.fields.items()}
     digest = hashlib.sha256(json.dumps(normal, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-    return f"{form_id}\x1fbody\x1f{digest}\x1f{window}"
+    return f"{form_id}\x1fbody\x1f{digest}\x1f{client}\x1f{window}"
 
 
 def origin_allowed(form: CaptureForm, origin: str | None) -> bool:

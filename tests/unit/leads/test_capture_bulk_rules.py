@@ -98,11 +98,14 @@ def test_a_retry_keeps_its_key_and_the_body_key_is_per_window():
     form = _form()
     one = capture.read_submission(form, {"contact.name": "Anna", "submission_id": "s-1"})
     other = capture.read_submission(form, {"contact.name": "Anna Other", "submission_id": "s-1"})
-    assert capture.submission_key("web1", one, 1) == capture.submission_key("web1", other, 2)  # the client's id decides
+    # the client's id decides, from wherever it retries
+    assert capture.submission_key("web1", one, 1, "10.0.0.1") == capture.submission_key("web1", other, 2, "10.0.0.2")
     plain = capture.read_submission(form, {"contact.name": "  Anna  "})
     same = capture.read_submission(form, {"contact.name": "anna"})
-    assert capture.submission_key("web1", plain, 7) == capture.submission_key("web1", same, 7)
-    assert capture.submission_key("web1", plain, 7) != capture.submission_key("web1", plain, 8)
+    assert capture.submission_key("web1", plain, 7, "10.0.0.1") == capture.submission_key("web1", same, 7, "10.0.0.1")
+    assert capture.submission_key("web1", plain, 7, "10.0.0.1") != capture.submission_key("web1", plain, 8, "10.0.0.1")
+    # the same fields from another address are another submission: a guesser learns nothing of the visitor's
+    assert capture.submission_key("web1", plain, 7, "10.0.0.1") != capture.submission_key("web1", same, 7, "10.0.0.9")
 
 
 def test_a_bulk_request_names_what_it_lacks_and_each_lead_gets_the_single_command():
