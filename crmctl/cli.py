@@ -115,7 +115,7 @@ def bus_setup() -> None:
 
 @app.command("compose-env")
 def compose_env() -> None:
-    """Print a fresh .env for compose.yaml: a cluster id and a password for every Kafka principal.
+    """Print a fresh .env for compose.yaml: a cluster id, a password for every Kafka principal, the key sealing webhook secrets.
 
     Use it once: crm compose-env > .env (the nodes write the users when they first format their storage).
     """
@@ -128,6 +128,9 @@ def compose_env() -> None:
     print(f"KAFKA_ADMIN_PASSWORD={credentials.pop(bus.ADMIN)}")
     for name, password in credentials.items():
         print(f"{name.upper()}_KAFKA_SASL_PASSWORD={password}")
+    from cryptography.fernet import Fernet
+
+    print(f"LEADS_SECRETS_KEYS='[\"{Fernet.generate_key().decode()}\"]'")
 
 
 @app.command()

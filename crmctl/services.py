@@ -7,6 +7,7 @@ import os
 import sys
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 from .kafka import KafkaCluster
 from .stack import ROOT, ManagedProcess, StackConfig, StackError, wait_for
@@ -58,12 +59,28 @@ def service_env(spec: ServiceSpec, config: StackConfig, extra: dict[str, str] | 
         inbox.mkdir(parents=True, exist_ok=True)
         env.setdefault("IMPORTER_UPLOADS_DIR", str(config.run_dir / "imports"))
         env.setdefault("IMPORTER_FILE_ROOTS", json.dumps([str(inbox)]))
+    if spec.name == "leads":
+        # Webhook signing secrets are sealed at rest with a key of the deployment; the local stack's is
+        # made once and kept in the run folder, readable by its owner only.
+        env.setdefault("LEADS_SECRETS_KEYS", json.dumps([_local_secrets_key(config.run_dir)]))
     if spec.name == "analytics":
         # The replica's DuckDB read model lives in the run folder (rebuilt from the topics if removed).
         env.setdefault("ANALYTICS_STORE_PATH", str(config.run_dir / "analytics" / "analytics.duckdb"))
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
     return env
+
+
+def _local_secrets_key(run_dir: Path) -> str:
+    path = run_dir / "leads-secrets.key"
+    if not path.exists():
+        from cryptography.fernet import Fernet
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(Fernet.generate_key().decode())
+    return path.read_text().strip()
 
 
 def http_ready(port: int, timeout: float = 2.0) -> bool:

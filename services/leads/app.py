@@ -24,6 +24,7 @@ from services.leads.capture.repository import CaptureFormRepository, SubmissionC
 from services.leads.actions.delivery import WebhookSender
 from services.leads.actions.outbox import Outbox
 from services.leads.actions.runner import StageActionRunner
+from services.leads.actions.sealing import Sealer
 from crmkit.errors import is_transient
 from crmkit.mongo import is_ferretdb, until_available
 from services.leads.counters import LeadCounters
@@ -57,7 +58,8 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
         publishes=PUBLISHES,
     )
     leads = LeadRepository(service.db)
-    pipelines = PipelineRepository(service.db)
+    sealer = Sealer(settings.secrets_keys)
+    pipelines = PipelineRepository(service.db, sealer)
     counters = LeadCounters(service.db, keeping=settings.board_counters, grace_s=settings.board_counters_grace_s,
                             lease_s=settings.board_counters_lease_s)
     forms = CaptureFormRepository(service.db)
@@ -76,7 +78,7 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
     service.consume(WRITE_PATH_CONSUMES, handlers.on_batch, title="leads")
     service.add_routes(api.routes(settings, leads, pipelines, principals, counters=counters))
     service.describe_http(openapi.OPERATIONS)
-    _wire_stage_actions(service, settings, leads, pipelines)
+    _wire_stage_actions(service, settings, leads, pipelines, sealer)
     _wire_capture_and_bulk(service, settings, handlers, leads, pipelines, forms, principals, clock)
     # Registered last: it freezes what the start-ups before it made.
     service.on_startup(lambda: _start_up(service, handlers, leads, pipelines, counters))
@@ -108,13 +110,26 @@ def _wire_capture_and_bulk(
     service.describe_http({**capture_api.OPERATIONS, **bulk_api.OPERATIONS})
 
 
-def _wire_stage_actions(service: Service, settings: LeadsSettings, leads: LeadRepository, pipelines: PipelineRepository) -> None:
+def _wire_stage_actions(
+    service: Service, settings: LeadsSettings, leads: LeadRepository, pipelines: PipelineRepository, sealer: Sealer,
+) -> None:
     """Stage-entry actions: a consumer of the service's own events and the webhook sender's outbox."""
-    outbox = Outbox(service.db)
+    outbox = Outbox(service.db, sealer)
     sender = WebhookSender(settings, outbox, service.bus, service.metrics, service.source)
     stage_actions = StageActionRunner(pipelines, leads, outbox, service.source, wake=sender.wake)
     service.stage_actions = stage_actions  # type: ignore[attr-defined]
     service.on_startup(outbox.ensure_indexes)
+
+    async def seal_secrets() -> None:
+        if not sealer.sealing:
+            log.warning("LEADS_SECRETS_KEYS is empty: webhook signing secrets are stored as given (README, Stage actions)")
+            return
+        # A secret no key opens stops the start here, with what to do, before anything is rewritten.
+        sealed = (await pipelines.reseal(), await outbox.reseal())
+        if any(sealed):
+            log.info("webhook secrets sealed with the first key: %d pipelines, %d owed deliveries", *sealed)
+
+    service.on_startup(seal_secrets)
     if settings.stage_actions:
         # A group of its own on the events topic: actions follow the write path, never hold it up.
         service.consume(STAGE_ACTIONS_CONSUME, stage_actions.on_batch, group_suffix="-actions", title="leads:stage-actions",

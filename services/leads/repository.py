@@ -17,16 +17,16 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, ReplaceOne, Up
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from crmkit.applied import Applied, applied_for, kept
 from crmkit.mongo import IDS_PER_QUERY, ensure_indexes, find_by_ids
 from services.leads import readmodel
 from services.leads.counters import Change
 from services.leads.documents import LeadWrite, Recent, StoredLead, lead_document, stored_card, stored_lead
-from services.leads.domain import Lead, Pipeline
+from services.leads.pipelines import PipelineRepository
+from services.leads.domain import Lead
 
 log = logging.getLogger("services.leads.repository")
 
-# The document codec's names, importable from here as before the codec had a module of its own.
+# The document codec's names and the pipelines' repository, importable from here as before they had modules of their own.
 __all__ = [
     "DirectoryRepository", "LeadRepository", "LeadWrite", "LeadsMeta", "PipelineRepository", "Recent", "StoredLead",
     "lead_document", "stored_lead",
@@ -299,62 +299,6 @@ class LeadsMeta:
             await self._col.update_one({"_id": "read_fields"}, {"$set": {"version": version}}, upsert=True)
         except DuplicateKeyError:
             await self._col.update_one({"_id": "read_fields"}, {"$set": {"version": version}})
-
-
-class PipelineRepository:
-    """Pipelines with their stages; few, so read whole."""
-
-    def __init__(self, db: AsyncDatabase) -> None:
-        self._col = db["pipelines"]
-
-    async def all(self, include_deleted: bool = False) -> dict[str, Pipeline]:
-        query = {} if include_deleted else {"deleted": False}
-        return {d["_id"]: _pipeline_from(d) async for d in self._col.find(query)}
-
-    async def get(self, pipeline_id: str) -> Pipeline | None:
-        doc = await self._col.find_one({"_id": pipeline_id})
-        return _pipeline_from(doc) if doc else None
-
-    async def recent_events(self, pipeline_id: str, message_id: str) -> list[str] | None:
-        doc = await self._col.find_one({"_id": pipeline_id, "_recent.id": message_id}, {"_recent": 1})
-        if not doc:
-            return None
-        found = applied_for((Applied.from_doc(r) for r in doc["_recent"]), message_id)
-        return found.events if found else []
-
-    async def save(self, pipeline: Pipeline, expected_version: int | None, message_id: str, events: list[str], keep: int) -> bool:
-        """Store a pipeline change; False when another writer got there first."""
-        doc = pipeline.model_dump()
-        doc["_id"] = pipeline.pipeline_id
-        previous = await self._col.find_one({"_id": pipeline.pipeline_id}, {"_recent": 1})
-        recent = [Applied.from_doc(r) for r in (previous or {}).get("_recent", [])]
-        doc["_recent"] = [r.to_doc() for r in kept([*recent, Applied(message_id, events)], keep)]
-        try:
-            if expected_version is None:
-                await self._col.insert_one(doc)
-                return True
-            result = await self._col.replace_one({"_id": pipeline.pipeline_id, "version": expected_version}, doc)
-            return result.matched_count == 1
-        except DuplicateKeyError:
-            return False
-
-    async def ensure_default(self, pipeline: Pipeline, announcement: str) -> str | None:
-        """Insert the default pipeline once; return its creation event until that is marked announced."""
-        try:
-            doc = pipeline.model_dump()
-            doc.update({"_id": pipeline.pipeline_id, "_recent": [], "_announced": False, "_announcement": announcement})
-            await self._col.insert_one(doc)
-        except DuplicateKeyError:
-            pass
-        doc = await self._col.find_one({"_id": pipeline.pipeline_id})
-        return None if doc.get("_announced", True) else doc.get("_announcement")
-
-    async def mark_announced(self, pipeline_id: str) -> None:
-        await self._col.update_one({"_id": pipeline_id}, {"$set": {"_announced": True}})
-
-
-def _pipeline_from(doc: dict[str, Any]) -> Pipeline:
-    return Pipeline.model_validate({k: v for k, v in doc.items() if not k.startswith("_")})
 
 
 class DirectoryRepository:

@@ -63,6 +63,11 @@ class LeadsSettings(ServiceSettings):
         default_factory=list,
         description="Private or loopback hosts (`host` or `host:port`) webhooks may call; every other private address is refused",
     )
+    secrets_keys: list[str] = Field(
+        default_factory=list,
+        description="Fernet keys (32 bytes, url-safe base64) sealing webhook signing secrets at rest: the first seals, each opens "
+                    "(rotate by putting a new key first); empty: secrets are stored as given, with a warning at start",
+    )
     webhook_timeout_s: float = Field(5.0, gt=0, description="Time limit of one webhook request")
     webhook_max_attempts: int = Field(8, ge=1, description="Attempts of one webhook delivery before it is given up")
     webhook_backoff_s: float = Field(1.0, gt=0, description="Pause before a webhook's first retry; doubled on each further one")

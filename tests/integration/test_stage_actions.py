@@ -5,18 +5,24 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+from cryptography.fernet import Fernet
+
 from contracts.topics import LEADS_COMMANDS
 from services.leads.actions.outbox import Outbox
+from services.leads.actions.sealing import Sealer, SecretUnreadable
 from services.leads.actions.signing import verify
-from services.leads.repository import LeadRepository
+from services.leads.repository import LeadRepository, PipelineRepository
 from tests.integration.leads_helpers import payload
 from tests.integration.test_leads import expect_rejected, leads_stack, send_and_wait
 from tests.integration.webhook_server import webhook_receiver
 from tests.support import command, wait_until
 
 SECRET = "s3cret-for-the-test-hook"
+SEALING_KEY = Fernet.generate_key().decode()
 FAST_RETRIES = dict(
     webhook_allowed_private_hosts=["127.0.0.1"], webhook_backoff_s=0.2, webhook_backoff_max_s=1.0, webhook_poll_s=0.1,
+    secrets_keys=[SEALING_KEY],
 )
 
 
@@ -70,6 +76,10 @@ async def test_signed_webhook_retried_after_two_failures_and_a_field_update(sett
         outbox = Outbox(service.db)
         stored = await wait_until(lambda: _delivered(outbox, attempts[0].event["id"]), what="the delivery marked delivered")
         assert stored["attempts"] == 3
+        # At rest the secret is sealed with the deployment's key: a copy of the database signs nothing.
+        for collection in ("pipelines", "webhook_deliveries"):
+            assert SECRET not in repr([doc async for doc in service.db[collection].find({})]), collection
+        assert (await PipelineRepository(service.db, Sealer([SEALING_KEY])).get("sa")).stages[1].on_enter[1].secret == SECRET
         assert len(hook.got) == 3  # delivered: not posted again
 
         # The field action: applied by the write path as a change of its own, once.
@@ -197,3 +207,21 @@ async def _delivered(outbox, delivery_id):
 async def _with_source(repo, lead_id, source):
     lead = await repo.get(lead_id)
     return lead if lead is not None and lead.source == source else None
+
+
+async def test_webhook_secrets_stored_as_given_are_sealed_and_rotated_at_start(settings_for, run_service, endpoints, isolation):
+    async with leads_stack(settings_for, run_service, endpoints, isolation, secrets_keys=[]) as (service, producer, events):
+        await send_and_wait(producer, events, command(payload(
+            "crm.pipeline.create", pipeline_id="sa", name="Actions", stages=_stages([_hook("https://example.com/h")])), actor="alice"))
+        raw = await service.db["pipelines"].find_one({"_id": "sa"})
+        assert raw["stages"][1]["on_enter"][0]["secret"] == SECRET  # no key configured: stored as given (and warned at start)
+
+        old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+        assert await PipelineRepository(service.db, Sealer([old])).reseal() >= 1
+        sealed = (await service.db["pipelines"].find_one({"_id": "sa"}))["stages"][1]["on_enter"][0]["secret"]
+        assert SECRET not in sealed
+        rotating = PipelineRepository(service.db, Sealer([new, old]))
+        assert await rotating.reseal() >= 1 and await rotating.reseal() == 0  # once rotated, nothing left to do
+        assert (await PipelineRepository(service.db, Sealer([new])).get("sa")).stages[1].on_enter[0].secret == SECRET
+        with pytest.raises(SecretUnreadable, match="LEADS_SECRETS_KEYS"):
+            await PipelineRepository(service.db, Sealer([old])).get("sa")  # the old key alone no longer opens it

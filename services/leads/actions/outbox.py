@@ -10,6 +10,8 @@ from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from services.leads.actions.sealing import Sealer
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -49,7 +51,8 @@ def _aware(value: datetime) -> datetime:
 class Outbox:
     """``webhook_deliveries`` (one document a delivery, its attempts and lease) and ``stage_action_runs``."""
 
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, sealer: Sealer | None = None) -> None:
+        self._sealer = sealer or Sealer()  # each delivery keeps its secret sealed (sealing.py)
         self._deliveries = db["webhook_deliveries"]
         # The bodies apart: the loop's reads of due deliveries then stay small (FerretDB reads whole
         # documents to sort them: with the cards inside, a read of 2,000 owed took 1.3 s).
@@ -69,7 +72,7 @@ class Outbox:
                 {"_id": d.delivery_id},
                 {"$setOnInsert": {
                     "lead_id": d.lead_id, "pipeline_id": d.pipeline_id, "stage_id": d.stage_id, "action_id": d.action_id,
-                    "endpoint": d.endpoint, "url": d.url, "secret": d.secret, "status": PENDING,
+                    "endpoint": d.endpoint, "url": d.url, "secret": self._sealer.seal(d.secret), "status": PENDING,
                     "attempts": 0, "next_at": now, "lease_until": _EPOCH, "created_at": now, "owes": False,
                 }},
                 upsert=True,
@@ -107,7 +110,7 @@ class Outbox:
         if doc is None:
             return None
         body = await self._bodies.find_one({"_id": delivery_id})
-        return _delivery(doc, body["body"] if body else "")
+        return _delivery({**doc, "secret": self._sealer.open(doc["secret"])}, body["body"] if body else "")
 
     async def delivered(self, delivery: Delivery, now: datetime, status_code: int) -> None:
         await self._deliveries.update_one(
@@ -141,6 +144,18 @@ class Outbox:
             await self._bodies.delete_many({"_id": {"$in": ids}})
             await self._deliveries.delete_many({"_id": {"$in": ids}})
         return len(ids)
+
+    async def reseal(self) -> int:
+        """Seal the secrets of deliveries still owed with the first key (stored plain, or with an older key); how many."""
+        if not self._sealer.sealing:
+            return 0
+        changed = 0
+        async for doc in self._deliveries.find({"status": PENDING}, {"secret": 1}):
+            sealed = self._sealer.reseal(doc.get("secret"))
+            if sealed is not None:
+                await self._deliveries.update_one({"_id": doc["_id"], "secret": doc["secret"]}, {"$set": {"secret": sealed}})
+                changed += 1
+        return changed
 
     async def published(self, delivery_id: str, event: str) -> None:
         await self._deliveries.update_one({"_id": delivery_id, "owed_event": event}, {"$set": {"owes": False}})
