@@ -8,7 +8,7 @@ import random
 from datetime import UTC, datetime
 
 from services.leads import domain as d
-from services.leads.counters import Change, Positions, board_key, change_of, deltas, kept, plan
+from services.leads.domain.board import Change, Positions, board_key, change_of, deltas, kept, plan
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
