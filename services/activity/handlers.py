@@ -19,6 +19,7 @@ from services.activity.messages import (
     TASK_COMMANDS,
     USER_COMMANDS,
     actor_of,
+    changes_no_fact,
     lead_facts,
     notice_message,
     outbound_of,
@@ -86,7 +87,8 @@ class ActivityHandlers:
         facts: list[Placed] = []  # lead facts, projected as one batch
         for position, message in enumerate(sorted(screened, key=lambda m: _PHASES.get(m.type, 2))):
             if message.type in LEAD_FACTS:  # phase 0: all of them come first
-                facts.append((position, message))
+                if not changes_no_fact(message):
+                    facts.append((position, message))
                 continue
             answers |= await self.on_lead_facts(facts)
             facts = []

@@ -126,6 +126,15 @@ def replay(recent: Applied[dict[str, str]]) -> list[Outbound]:
     return [Outbound(e["topic"], Envelope.model_validate_json(e["message"]), e.get("key") or None) for e in recent.events]
 
 
+def changes_no_fact(message: Envelope) -> bool:
+    """Whether a lead event changes nothing this service projects: the card's update for the lead's own activity
+    summary, which this service caused (the leads service refreshes it without touching the facts kept here).
+
+    One in two projection writes under a burst of tasks was this echo of the summary; skipping it leaves the
+    projected version behind, which the version guard allows: a later event carries the whole card again."""
+    return message.type == "crm.lead.updated" and list(message.data.changed_fields) == ["activity"]
+
+
 def lead_facts(data: Any, message_type: str) -> tuple[str, int, dict[str, Any]]:
     """What a lead event says about the lead: its id, its version, and the facts the projection keeps."""
     if message_type in ("crm.lead.created", "crm.lead.updated"):

@@ -120,8 +120,12 @@ def refused(cause: Envelope, refusal: access.Refusal, source: str) -> list[Envel
 
 
 def lead_change(message: Envelope) -> LeadChange | None:
+    """What a lead event changes in the projection; None when nothing it keeps (a card update of fields outside it,
+    such as the activity summary: its version left behind is what the version guard allows)."""
     data = message.data
     match message.type:
+        case "crm.lead.updated" if data.changed_fields and _CARD_FIELDS.isdisjoint(data.changed_fields):
+            return None
         case "crm.lead.created" | "crm.lead.updated":
             return LeadChange(data.lead_id, data.version, data.model_dump(mode="json", include=_CARD_FIELDS), True)
         case "crm.lead.stage-changed":

@@ -589,6 +589,8 @@ def test_qualification_results_do_not_apply_to_deleted_leads() -> None:
 
 
 def test_activity_summary_applies_to_locked_leads_without_touching_data_changed_at() -> None:
+    # The activity and qualification services skip this update in their projections (it changes nothing
+    # they keep), relying on exactly this: only `activity` named, data_changed_at left as it was.
     locked, _ = qualified_lead()
     summary = d.ActivitySummaryView(next_due_at=LATER, next_task_id="t-1", open_count=1)
     outcome = d.apply_activity_summary(locked, summary, LATER)
