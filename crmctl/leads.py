@@ -1,4 +1,4 @@
-"""``crm leads bulk ...``: start a mass action on the leads service, follow it with a progress bar, cancel it."""
+"""``crm leads bulk ...``: start a mass action on the leads service, follow it with a progress bar, list, cancel it."""
 
 from __future__ import annotations
 
@@ -219,6 +219,30 @@ def restore(ids: list[str] = _IDS, ids_file: Path = _IDS_FILE, where: list[str] 
             as_json: bool = _JSON, no_wait: bool = _NO_WAIT, url: str = _URL, token: str = _TOKEN) -> None:
     """Restore deleted leads (with --where, add include_deleted=true)."""
     _run({"action": "restore", **_selection(ids, ids_file, where)}, url, token, as_json, no_wait)
+
+
+@bulk_app.command("list")
+def list_jobs(
+    user: str = typer.Option(None, "--user", help="Administrators: only this user's mass actions (default: everyone's)."),
+    limit: int = typer.Option(50, help="Page size (1-200)."),
+    cursor: str = typer.Option(None, help="Where the previous page ended (its next_cursor)."),
+    as_json: bool = typer.Option(False, "--json", help="The page as JSON ({items, next_cursor}) instead of a table."),
+    url: str = _URL, token: str = _TOKEN,
+) -> None:
+    """Mass actions newest first: your own, or everyone's when you are an administrator."""
+    params: dict[str, Any] = {"limit": limit, **{k: v for k, v in (("requested_by", user), ("cursor", cursor)) if v}}
+    with _client(url, token) as http:
+        page = _request(http, "GET", "/bulk", 200, params=params)
+    if as_json:
+        print(json.dumps(page, indent=2, ensure_ascii=False))
+        return
+    table = Table("bulk", "user", "action", "state", "total", "sent", "created", "finished")
+    for job in page["items"]:
+        table.add_row(job["bulk_id"], job["requested_by"] or "-", job["action"] or "-", job["state"], f"{job['total']:,}",
+                      f"{job['sent']:,}", str(job["created_at"]), str(job["finished_at"] or "-"))
+    Console().print(table)
+    if page.get("next_cursor"):
+        console.print(f"more: --cursor {page['next_cursor']}")
 
 
 @bulk_app.command("show")

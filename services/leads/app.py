@@ -95,7 +95,7 @@ def _wire_capture_and_bulk(
     bulk_runner = BulkRunner(settings, jobs, service.bus.publish, service.source, clock)
     handlers.capture_forms = CaptureFormHandlers(forms, pipelines, principals, service.source, clock, settings.recent_messages_kept)
     handlers.bulk = BulkHandlers(settings, jobs, leads, principals, service.source, clock, bulk_runner.wake, pipelines)
-    handlers.bulk_tracker = BulkTracker(jobs, service.source, bulk_runner.wake, clock)
+    handlers.bulk_tracker = BulkTracker(jobs, service.source, bulk_runner.wake, clock, leads)
 
     async def start_up() -> None:
         await submissions.ensure_indexes()

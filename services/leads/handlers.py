@@ -98,6 +98,8 @@ class LeadsHandlers:
                 screened.append(message)
             else:
                 out.append(rejection(message, refusal, self.source, getattr(message.data, "lead_id", None)))
+                if message.type in BULK_COMMANDS and self.bulk is not None:
+                    await self.bulk.on_screened_out(message, refusal)
         for message in screened:
             if message.type in PIPELINE_COMMANDS:
                 out.extend(await self._pipeline_command(message))

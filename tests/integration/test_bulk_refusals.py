@@ -14,7 +14,7 @@ from contracts.topics import LEADS_COMMANDS
 from crmctl.leads import leads_app
 from tests.integration.leads_helpers import payload
 from tests.integration.test_bulk import _completed, _count, _served
-from tests.integration.test_leads import leads_stack
+from tests.integration.test_leads import expect_rejected, leads_stack
 from tests.support import command, wait_until
 
 BOB = {"Authorization": "Bearer tok-bob"}
@@ -113,6 +113,31 @@ async def test_a_refused_mass_action_says_why_and_frees_its_id(settings_for, run
                 # Now the id is taken: another request naming it is refused at once.
                 taken = await http.post("/bulk", json={**body, "lead_ids": ["X2"]}, headers=BOB)
                 assert taken.status_code == 409 and "bulk_id" in taken.json()["message"]
+
+
+async def test_a_mass_action_refused_for_its_fields_is_kept_refused_with_why(settings_for, run_service, endpoints, isolation):
+    # 1,001 lead ids over Kafka are refused before anything is read; the job was not kept, so its
+    # requester (and bench_bulk.py, waiting on the job) found nothing at GET /bulk/{id}, ever.
+    async with leads_stack(settings_for, run_service, endpoints, isolation) as (service, producer, events):
+        too_many = command(payload("crm.leads.bulk-update", bulk_id="too-many", action="move", stage_id="processing",
+                                   lead_ids=[f"N{i}" for i in range(1_001)]), actor="bob")
+        refused = await expect_rejected(producer, events, too_many, "validation")
+        assert refused.data.errors[0].field == "lead_ids"
+        # A bulk_id out of bounds is answered too, but no job can be kept under it.
+        bad_id = command(payload("crm.leads.bulk-update", bulk_id="x" * 300, action="delete", lead_ids=["N1"]), actor="bob")
+        await expect_rejected(producer, events, bad_id, "validation")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.asgi()), base_url="http://leads") as http:
+            status = await wait_until(lambda: _state(http, "too-many", "refused"), what="the job shown refused")
+            assert status["error"]["reason_code"] == "validation"
+            assert "lead_ids: 1,001 items, at most 1,000" in status["error"]["message"]
+            assert (status["total"], status["done"]) == (0, 0)
+            assert (await http.get("/bulk/too-many", headers={"Authorization": "Bearer tok-alice"})).json()["state"] == "refused"
+            assert (await http.get("/bulk/" + "x" * 300, headers=BOB)).status_code == 404
+            # It started nothing: the same id is free for a request that fits.
+            fits = command(payload("crm.leads.bulk-update", bulk_id="too-many", action="delete", lead_ids=["N1"]), actor="bob")
+            await producer.send(LEADS_COMMANDS, fits)
+            status = await wait_until(lambda: _state(http, "too-many", "completed"), what="the job that fits completed")
+            assert (status["total"], status["counts"]["refused"], status["error"]) == (1, 1, None)
 
 
 async def _state(http, bulk_id, state):

@@ -1,4 +1,4 @@
-"""HTTP side of mass actions: start one (`POST /bulk`), follow it (`GET /bulk/{id}`), cancel it."""
+"""HTTP side of mass actions: start one (`POST /bulk`), list yours (`GET /bulk`), follow it (`GET /bulk/{id}`), cancel it."""
 
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ class BulkApi:
     def routes(self) -> list[Route]:
         return [
             Route("/bulk", endpoint(self.start_bulk), methods=["POST"]),
+            Route("/bulk", endpoint(self.list_bulk), methods=["GET"]),
             Route("/bulk/{bulk_id}", endpoint(self.get_bulk)),
             Route("/bulk/{bulk_id}/refusals", endpoint(self.list_refusals)),
             Route("/bulk/{bulk_id}/cancel", endpoint(self.cancel_bulk), methods=["POST"]),
@@ -95,6 +96,25 @@ class BulkApi:
             raise ApiError(409, "conflict", f"bulk_id: mass action {bulk_id} exists; give another bulk_id, or none.")
         await self.publish([Outbound(LEADS_COMMANDS, command, key=bulk_id)])
         return json_response({"bulk_id": bulk_id, "status_url": f"/bulk/{bulk_id}"}, status=202)
+
+    async def list_bulk(self, request: Request) -> Response:
+        """Your mass actions, newest first (an administrator's: everyone's, or one user's with `requested_by`), a page at a time.
+
+        Each item is the job without its refusals (`GET /bulk/{id}` has them); pass `cursor=<next_cursor>` for the next page."""
+        principal = await authenticate(request, self.settings.tokens, self.principals)
+        limit = limit_param(request, 50, self.settings.page_size_max)
+        asked = request.query_params.get("requested_by")
+        if asked is not None and (not asked or access.text_error("id", asked)):
+            raise ApiError(400, "validation", "requested_by: give a user id, or leave it out for your own mass actions.")
+        if asked and not access.owner_or_admin(principal, asked):
+            raise ApiError(403, "forbidden", f"requested_by: only administrators list another user's mass actions; "
+                                             f"user {principal.user_id} is not one. Leave it out to list your own.")
+        whose = asked or (None if principal.is_admin else principal.user_id)
+        try:
+            found, next_cursor = await self.jobs.list(whose, limit, request.query_params.get("cursor"))
+        except ValueError as exc:
+            raise ApiError(400, "validation", f"cursor: {exc}") from None
+        return json_response({"items": [_listed(job) for job in found], "next_cursor": next_cursor})
 
     async def get_bulk(self, request: Request) -> Response:
         """A mass action's state, counts per outcome, and the first page of its refused leads (yours, or any for an administrator).
@@ -144,6 +164,16 @@ class BulkApi:
         return job
 
 
+def _listed(job: BulkJob) -> dict[str, object]:
+    """A job as GET /bulk lists it: what it does and how far it is (its counts and refusals are at GET /bulk/{id})."""
+    return {
+        "bulk_id": job.bulk_id, "action": job.action, "params": job.params, "state": job.state, "requested_by": job.requested_by,
+        "total": job.total, "sent": job.sent, "cancel_requested": job.cancel_requested,
+        "error": {"reason_code": job.refused_code, "message": job.refused_message} if job.state == "refused" else None,
+        "created_at": job.created_at, "finished_at": job.finished_at, "status_url": f"/bulk/{job.bulk_id}",
+    }
+
+
 def _refusal(answer: Answer) -> dict[str, str | None]:
     return {"lead_id": answer.lead_id, "reason_code": answer.reason_code, "message": answer.message}
 
@@ -154,6 +184,12 @@ OPERATIONS = {
         ok="Accepted: `{\"bulk_id\", \"status_url\"}`; the job starts from the commands topic.", ok_status="202", errors=("400", "409"),
         request_body={"required": True, "content": {"application/json": {"schema": BulkUpdateLeads.model_json_schema()}}},
     ),
+    ("GET", "/bulk"): Operation(
+        query=(Param("requested_by", "Whose mass actions (administrators only; others list their own)."), CURSOR, LIMIT),
+        ok="A page of your mass actions, newest first (an administrator's: everyone's), with `next_cursor` (null on the "
+           "last page); each item: `bulk_id`, `action`, `params`, `state`, `requested_by`, `total`, `sent`, "
+           "`cancel_requested`, `error` (when refused), `created_at`, `finished_at`, `status_url`.",
+        errors=("400", "401", "403")),
     ("GET", "/bulk/{bulk_id}"): Operation(
         query=(Param("limit", "How many refusals to include (the first page of `GET /bulk/{id}/refusals`).", "integer", minimum=1),),
         ok="The job: `state` (expanding, running, completed, cancelled; refused, with `error`, when its command was refused), "

@@ -71,6 +71,17 @@ class BulkHandlers:
         self.wake()
         return [Outbound(LEADS_EVENTS, event, key=bulk_id)]
 
+    async def on_screened_out(self, message: Envelope, refusal: access.Refusal) -> None:
+        """A `crm.leads.bulk-update` refused before anything was read (1,001 `lead_ids`, an over-long field) is
+        kept in state `refused`, as a refusal found later is, so GET /bulk/{id} says why rather than 404.
+
+        Not when the refusal is about the job's id or its actor: there is no id to keep it under, or no one it is for.
+        """
+        if message.type != "crm.leads.bulk-update" or any(field in ("bulk_id", "actorid", "subject") for field, _ in refusal.errors):
+            return
+        await self.jobs.refuse(bulk_id_of(message), message.id, message.actorid or "", _text(refusal.code), refusal.message,
+                               refusal.errors, self.clock())
+
     async def _start(self, message: Envelope, bulk_id: str, principal: Principal) -> Envelope:
         data = message.data
         job = await self.jobs.get(bulk_id)
@@ -140,8 +151,9 @@ class BulkTracker:
     """Around a batch's lead messages: leave out those of cancelled jobs, then record how each job's lead answered."""
 
     def __init__(self, jobs: BulkRepository, source: str, wake: Callable[[], None] = lambda: None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), leads: LeadRepository | None = None) -> None:
         self.jobs = jobs
+        self.leads = leads  # where a redelivered command is found applied already (the lead's applied messages)
         self.source = source
         self.clock = clock  # when an answer came: the order a job's refusals are listed in
         self.wake = wake  # answers recorded: the runner may send the next wave now rather than at its next pass
@@ -171,12 +183,22 @@ class BulkTracker:
             return messages, tracked
         of_cancelled = [cid for cid, (bulk_id, _) in tracked.items() if bulk_id in cancelled]
         answered = await self.jobs.answers(of_cancelled)
-        # Not answered yet, or answered `cancelled` (sent just before the cancel): left alone. An
-        # answered one goes through, so a redelivery publishes its events again.
-        skip = {cid for cid in of_cancelled if answered.get(cid) in (None, rules.CANCELLED)}
+        # A lead that applied its command before a crash kept the answer from being recorded has changed:
+        # it goes through, as an answered one does, so the redelivery publishes its events again and
+        # its answer is counted from them, not as `cancelled`.
+        applied = await self._applied({cid: tracked[cid][1] for cid in of_cancelled if cid not in answered})
+        # Not answered yet and not applied, or answered `cancelled` (sent just before the cancel): left alone.
+        skip = {cid for cid in of_cancelled if answered.get(cid, rules.CANCELLED) == rules.CANCELLED and cid not in applied}
         await self.jobs.record({cid: tracked[cid][0] for cid in skip},
                                [Answer(cid, tracked[cid][1], rules.CANCELLED) for cid in skip if cid not in answered], self.clock())
         return [m for m in messages if m.id not in skip], {cid: t for cid, t in tracked.items() if cid not in skip}
+
+    async def _applied(self, lead_of: dict[str, str]) -> set[str]:
+        """Which of these commands (command id -> lead) their lead applied already, from its applied messages."""
+        if not lead_of or self.leads is None:
+            return set()
+        stored = await self.leads.get_many(lead_of.values())
+        return {cid for cid, lead_id in lead_of.items() if lead_id in stored and stored[lead_id].recent_for(cid) is not None}
 
     async def record(self, tracked: dict[str, tuple[str, str]], out: list[Envelope]) -> None:
         if not tracked:

@@ -8,7 +8,9 @@ command, from a redelivery, is a duplicate key and ignored).
 
 Each answer carries a list key (crmkit/listkeys.py) of its job and state in the order answers came,
 ``ix_state``: a job's counts are four index-range counts and its refusals are read a page at a time
-from that index, whatever the job's size (the patched FerretDB does both in SQLite).
+from that index, whatever the job's size (the patched FerretDB does both in SQLite). Each job carries
+two, by the time it was asked for: ``ix_owner`` (its requester's jobs) and ``ix_all`` (everyone's, for
+administrators), so GET /bulk reads one page of one index, newest first.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -29,10 +31,15 @@ from services.leads.domain import bulk as rules
 
 PAGE = 1_000  # leads per stored page of a job's list
 ANSWER_KEY = "ix_state"  # an answer's list key: its job and state, then the time it came and the lead
+OWNER_KEY, ALL_KEY = "ix_owner", "ix_all"  # a job's list keys: its requester's jobs, everyone's; by creation
 
 
 def answer_key(bulk_id: str, state: str, at: datetime, lead_id: str) -> str:
     return listkeys.key((bulk_id, state), at, lead_id)
+
+
+def job_keys(requested_by: str, created_at: datetime, bulk_id: str) -> dict[str, str]:
+    return {OWNER_KEY: listkeys.key((requested_by,), created_at, bulk_id), ALL_KEY: listkeys.key((), created_at, bulk_id)}
 
 
 @dataclass(frozen=True)
@@ -78,10 +85,12 @@ class BulkRepository:
 
     async def ensure_indexes(self) -> None:
         await self._jobs.create_index("state")
+        await create_missing_indexes(self._jobs, [IndexModel([(k, ASCENDING)], name=f"{k}_1") for k in (OWNER_KEY, ALL_KEY)])
         await self._pages.create_index("job_id")
         # Answers are read by id and by their list key only (the job_id/state index of before serves no query).
         await create_missing_indexes(self._answers, [IndexModel([(ANSWER_KEY, ASCENDING)], name=f"{ANSWER_KEY}_1")])
         await self.migrate_answer_keys()
+        await self.migrate_job_keys()
 
     async def migrate_answer_keys(self) -> int:
         """Answers stored before they had a list key get one, once per database (keyed at their job's start)."""
@@ -100,6 +109,18 @@ class BulkRepository:
         await meta.update_one({"_id": "answer_keys"}, {"$set": {"version": 1}}, upsert=True)
         return done
 
+    async def migrate_job_keys(self) -> int:
+        """Jobs stored before they had list keys get them, once per database."""
+        meta = self._jobs.database["bulk_meta"]
+        if await meta.find_one({"_id": "job_keys"}):
+            return 0
+        done = 0
+        async for doc in self._jobs.find({ALL_KEY: None}, {"requested_by": 1, "created_at": 1}):
+            keys = job_keys(doc["requested_by"], doc["created_at"], doc["_id"])
+            done += (await self._jobs.update_one({"_id": doc["_id"]}, {"$set": keys})).modified_count
+        await meta.update_one({"_id": "job_keys"}, {"$set": {"version": 1}}, upsert=True)
+        return done
+
     # --- jobs ---------------------------------------------------------------------------------
 
     async def get(self, bulk_id: str) -> BulkJob | None:
@@ -113,6 +134,7 @@ class BulkRepository:
             "requested_by": request.requested_by, "command_id": command_id, "correlation_id": correlation_id,
             "state": "expanding", "total": 0, "sent": 0, "cancel_requested": False, "cancel_command_id": None,
             "created_at": now, "finished_at": None, "lease_owner": None, "lease_until": None,
+            **job_keys(request.requested_by, now, request.bulk_id),
         }
         # A refused command's record gives its id back: a new command may take it.
         await self._jobs.delete_one({"_id": request.bulk_id, "state": "refused"})
@@ -132,11 +154,25 @@ class BulkRepository:
             "correlation_id": command_id, "state": "refused", "total": 0, "sent": 0, "cancel_requested": False,
             "cancel_command_id": None, "created_at": now, "finished_at": now, "refused_code": code, "refused_message": message,
             "refused_errors": [{"field": f, "message": m} for f, m in errors],  # FerretDB stores no nested arrays
+            **job_keys(requested_by, now, bulk_id),
         }
         try:
             await self._jobs.insert_one(doc)
         except DuplicateKeyError:
             pass
+
+    async def list(self, requested_by: str | None, limit: int, cursor: str | None = None) -> tuple[list[BulkJob], str | None]:
+        """A page of jobs, newest first: ``requested_by``'s, or everyone's when None; and the next page's cursor (None at the end).
+
+        ValueError for a cursor this service did not issue."""
+        name, values = (OWNER_KEY, (requested_by,)) if requested_by is not None else (ALL_KEY, ())
+        below = listkeys.check_cursor(cursor) if cursor else None
+        found = self._jobs.find({name: listkeys.bounds(values, below=below)})
+        docs = [d async for d in found.sort(name, DESCENDING).limit(limit + 1)]
+        page = docs[:limit]
+        next_cursor = listkeys.tail(page[-1][name]) if len(docs) > limit else None
+        # Two users whose hashes meet would share a range: each job is checked for its requester.
+        return [_job_from(d) for d in page if requested_by is None or d["requested_by"] == requested_by], next_cursor
 
     async def store_leads(self, bulk_id: str, lead_ids: Sequence[str]) -> None:
         """The job's list of leads, in pages; a retried expansion replaces what an interrupted one stored."""
