@@ -42,6 +42,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from crmctl.ferretdb_writes import WRITE_PATCHES
+
 _GO = Path(__file__).resolve().parent / "ferretdb_go"  # Go fragments (no package clause) the patches paste in
 
 
@@ -110,15 +112,6 @@ PATCHES = [
             "\tif sqlTx, err = db.sqlDB.BeginTx(ctx, nil); err != nil {\n"
         ),
         why="concurrent write transactions collapse in SQLite's busy handler",
-    ),
-    Patch(
-        path="internal/handler/msg_update.go",
-        anchor='\t\tresult, err := common.UpdateDocument(ctx, c, "update", iter, &u)\n',
-        replacement=(
-            '\t\tresult, err := common.UpdateDocument(ctx, c, "update", iter, &u)\n'
-            "\t\tcloser.Close() // crm patch: free this statement's read connection before the next statement\n"
-        ),
-        why="an update command keeps one read connection per statement until the whole command ends",
     ),
     Patch(
         path="internal/backends/sqlite/collection.go",
@@ -354,6 +347,7 @@ PATCHES = [
         replacement=GO_FTS + "// IndexesCreate creates indexes in the collection.\n",
         why="the FTS table behind an ix_terms_fts index",
     ),
+    *(Patch(**p) for p in WRITE_PATCHES),  # after the others: their anchors are in the text those leave
 ]
 
 
