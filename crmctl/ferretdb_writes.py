@@ -40,6 +40,25 @@ def _go(name: str) -> str:
 # Applied after crmctl.ferretdb_patches' own, on the text those left: keyword arguments of its Patch.
 WRITE_PATCHES: list[dict[str, str]] = [
     dict(
+        path="internal/util/resource/resource.go",
+        anchor="func Track(obj any, token *Token) {\n\tcheckArgs(obj, token)\n",
+        replacement=(
+            "func Track(obj any, token *Token) {\n"
+            "\t// crm patch: leak tracking is for debug builds (upstream's tests). In a release build it took\n"
+            "\t// a stack trace (pprof.Profile.Add) and set a finalizer for every transaction, statement's rows\n"
+            "\t// and iterator: ~7 % of FerretDB's CPU in a bulk of updates; and a leak found panicked the server.\n"
+            "\tif !debugbuild.Enabled {\n\t\treturn\n\t}\n\n"
+            "\tcheckArgs(obj, token)\n"
+        ),
+        why="every tracked resource took a stack trace in release builds",
+    ),
+    dict(
+        path="internal/util/resource/resource.go",
+        anchor="func Untrack(obj any, token *Token) {\n\tcheckArgs(obj, token)\n",
+        replacement="func Untrack(obj any, token *Token) {\n\tif !debugbuild.Enabled { // crm patch: as Track\n\t\treturn\n\t}\n\n\tcheckArgs(obj, token)\n",
+        why="untracking matches tracking",
+    ),
+    dict(
         path="internal/util/fsql/db.go",
         anchor="// WrapDB creates a new DB.\n",
         replacement=_go("lazylog") + "// WrapDB creates a new DB.\n",
@@ -78,6 +97,21 @@ WRITE_PATCHES: list[dict[str, str]] = [
             "// InTransaction wraps the given function f in a transaction.\n"
         ),
         why="a write transaction that outlives one backend call",
+    ),
+    dict(
+        path="internal/util/fsql/tx.go",
+        anchor="\tsqlTx *sql.Tx\n\tl     *slog.Logger\n\ttoken *resource.Token\n}\n",
+        replacement=(
+            "\tsqlTx *sql.Tx\n\tl     *slog.Logger\n\ttoken *resource.Token\n\n"
+            "\tcrmStmts map[string]*sql.Stmt // crm patch: see CrmExec\n}\n"
+        ),
+        why="a transaction's prepared statements",
+    ),
+    dict(
+        path="internal/util/fsql/tx.go",
+        anchor="// Commit calls [*sql.Tx.Commit].\n",
+        replacement=_go("stmts") + "// Commit calls [*sql.Tx.Commit].\n",
+        why="statements prepared once per transaction",
     ),
     dict(
         path="internal/backends/sqlite/collection.go",
@@ -121,6 +155,18 @@ WRITE_PATCHES: list[dict[str, str]] = [
         anchor="\tres, err := db.ExecContext(ctx, q, args...)\n",
         replacement="\tres, err := crmExec(ctx, db, q, args...) // crm patch: see CrmBatch\n",
         why="a deleted document joins the command's transaction",
+    ),
+    dict(
+        path="internal/backends/sqlite/collection.go",
+        anchor="\t\t\tr, err := tx.ExecContext(ctx, q, string(b), arg)\n",
+        replacement="\t\t\tr, err := tx.CrmExec(ctx, q, string(b), arg) // crm patch: prepared once per transaction\n",
+        why="an update prepares its UPDATE once per transaction",
+    ),
+    dict(
+        path="internal/backends/sqlite/collection.go",
+        anchor="\t\t\tif _, err = tx.ExecContext(ctx, q, args...); err != nil {\n",
+        replacement="\t\t\tif _, err = tx.CrmExec(ctx, q, args...); err != nil { // crm patch: prepared once per transaction\n",
+        why="an insert prepares its INSERT once per transaction",
     ),
     dict(
         path="internal/handler/handlererrors/write.go",
