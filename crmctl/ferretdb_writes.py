@@ -40,6 +40,67 @@ def _go(name: str) -> str:
 # Applied after crmctl.ferretdb_patches' own, on the text those left: keyword arguments of its Patch.
 WRITE_PATCHES: list[dict[str, str]] = [
     dict(
+        path="internal/handler/sjson/string.go",
+        anchor="import (\n\t\"bytes\"\n\t\"encoding/json\"\n",
+        replacement="import (\n\t\"bytes\"\n\t\"encoding/json\"\n\t\"unicode/utf8\"\n",
+        why="imports for crmString",
+    ),
+    dict(
+        path="internal/handler/sjson/string.go",
+        anchor="// stringType represents BSON UTF-8 string type.\n",
+        replacement=_go("sjson_string") + "// stringType represents BSON UTF-8 string type.\n",
+        why="a string without escapes decoded without a json.Decoder",
+    ),
+    dict(
+        path="internal/handler/sjson/string.go",
+        anchor="\tr := bytes.NewReader(data)\n\tdec := json.NewDecoder(r)\n\n\tvar o string\n",
+        replacement=(
+            "\tif s, ok := crmString(data); ok { // crm patch: see crmString\n\t\t*str = stringType(s)\n\t\treturn nil\n\t}\n\n"
+            "\tr := bytes.NewReader(data)\n\tdec := json.NewDecoder(r)\n\n\tvar o string\n"
+        ),
+        why="every string of a document read ran a json.Decoder of its own",
+    ),
+    dict(
+        path="internal/handler/sjson/sjson.go",
+        anchor=(
+            "\tvar v map[string]json.RawMessage\n\tr := bytes.NewReader(data)\n\tdec := json.NewDecoder(r)\n\n"
+            "\terr := dec.Decode(&v)\n\tif err != nil {\n\t\treturn nil, lazyerrors.Error(err)\n\t}\n\n"
+            "\tif err = checkConsumed(dec, r); err != nil {\n\t\treturn nil, lazyerrors.Error(err)\n\t}\n"
+        ),
+        replacement=(
+            "\tvar v map[string]json.RawMessage\n\n"
+            "\t// crm patch: one json.Unmarshal, which also refuses trailing data, instead of a Decoder that\n"
+            "\t// copies the document into a buffer of its own first.\n"
+            "\terr := json.Unmarshal(data, &v)\n\tif err != nil {\n\t\treturn nil, lazyerrors.Error(err)\n\t}\n\n"
+            "\tvar r *bytes.Reader\n\tvar dec *json.Decoder\n"
+        ),
+        why="a read document was copied into a Decoder's buffer",
+    ),
+    dict(
+        path="internal/handler/sjson/document.go",
+        anchor=(
+            "\tr := bytes.NewReader(data)\n\tdec := json.NewDecoder(r)\n\n\tvar rawMessages map[string]json.RawMessage\n"
+            "\tif err := dec.Decode(&rawMessages); err != nil {\n\t\treturn lazyerrors.Error(err)\n\t}\n\n\tif err := checkConsumed(dec, r); err != nil {\n\t\treturn lazyerrors.Error(err)\n\t}\n"
+        ),
+        replacement=(
+            "\tvar rawMessages map[string]json.RawMessage\n"
+            "\tif err := json.Unmarshal(data, &rawMessages); err != nil { // crm patch: as in Unmarshal\n\t\treturn lazyerrors.Error(err)\n\t}\n"
+        ),
+        why="a nested document was copied into a Decoder's buffer",
+    ),
+    dict(
+        path="internal/handler/sjson/array.go",
+        anchor=(
+            "\tr := bytes.NewReader(data)\n\tdec := json.NewDecoder(r)\n\n\tvar rawMessages []json.RawMessage\n"
+            "\tif err := dec.Decode(&rawMessages); err != nil {\n\t\treturn lazyerrors.Error(err)\n\t}\n\n\tif err := checkConsumed(dec, r); err != nil {\n\t\treturn lazyerrors.Error(err)\n\t}\n"
+        ),
+        replacement=(
+            "\tvar rawMessages []json.RawMessage\n"
+            "\tif err := json.Unmarshal(data, &rawMessages); err != nil { // crm patch: as in Unmarshal\n\t\treturn lazyerrors.Error(err)\n\t}\n"
+        ),
+        why="an array was copied into a Decoder's buffer",
+    ),
+    dict(
         path="internal/util/resource/resource.go",
         anchor="func Track(obj any, token *Token) {\n\tcheckArgs(obj, token)\n",
         replacement=(

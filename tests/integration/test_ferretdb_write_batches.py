@@ -208,3 +208,16 @@ async def test_concurrent_read_modify_writes_lose_no_change(col):
     won = [r for r in results[80:] if r is not None]
     assert sorted(r["_id"] for r in won) == sorted(f"f{i}" for i in range(10))  # each free document claimed once
     assert await col.count_documents({"state": "taken"}) == 10
+
+
+async def test_strings_come_back_exactly_through_an_update(col):
+    """An update decodes the stored document and writes it back whole; the patched decoder takes a
+    string without escapes as it is and leaves every other string to encoding/json."""
+    texts = ["plain", "Заявка с выставки", 'quote " and backslash \\', "tab\tand\nnewline", "<b>&amp;</b>",
+             "\u0001 control", "emoji 😀", "line\u2028separator", "", "ё" * 3000]
+    await col.insert_one({"_id": "t", "texts": texts, "nested": {"deep": {"text": texts[3]}}, "code": "t"})
+    await col.update_one({"_id": "t"}, {"$set": {"v": 2}})
+    stored = await col.find_one({"_id": "t"})
+    assert stored["texts"] == texts
+    assert stored["nested"] == {"deep": {"text": texts[3]}}
+    assert stored["v"] == 2
