@@ -25,7 +25,8 @@ The connection fixes do what the delete handler of the same version already does
 before starting write transaction"):
 
 - a single-document update closes its read cursor once it has the document, before the write;
-- a multi-statement update closes each statement's cursor when that statement is done;
+- a multi-statement update closes each statement's cursor when that statement is done (now in
+  crmctl/ferretdb_writes.py, whose patches also run a write command's statements in one transaction);
 - write transactions of one database queue on a Go mutex instead of SQLite's busy handler, which
   sleeps up to 100 ms per try: three services writing bulks at once fell to ~75 documents a second
   and their requests timed out (30 s); the infrastructure note also upgrades modernc.org/sqlite.
