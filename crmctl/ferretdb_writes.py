@@ -17,8 +17,9 @@ writers of one document no longer lose changes (upstream: 60 concurrent ``$inc``
 The update command's reply is MongoDB's too (``update.go.txt``): upstream ignored ``ordered``, stopped
 at the first error, answered that error alone at index 0 without ``n``/``nModified`` (pymongo's bulk
 merge failed on it) and numbered ``upserted`` among the upserts; now a failing statement is a write
-error at its own index, an ordered command stops there, an unordered one goes on, and ``upserted``
-names each upsert's statement.
+error at its own index, an ordered command stops there, an unordered one goes on, ``upserted``
+names each upsert's statement, and an update that takes a unique index's value is a duplicate key
+(E11000) of that statement (upstream: an internal error of the whole command).
 
 The transactions alone took a bulk of ``$set`` from ~590 to ~500 µs of FerretDB CPU per document; a
 profile showed where the rest went, and the other patches here take it out: debug-log attributes
@@ -238,6 +239,25 @@ WRITE_PATCHES: list[dict[str, str]] = [
         anchor="\t\t\tif _, err = tx.ExecContext(ctx, q, args...); err != nil {\n",
         replacement="\t\t\tif _, err = tx.CrmExec(ctx, q, args...); err != nil { // crm patch: prepared once per transaction\n",
         why="an insert prepares its INSERT once per transaction",
+    ),
+    dict(
+        path="internal/backends/sqlite/collection.go",
+        anchor=(
+            "\t\t\tr, err := tx.CrmExec(ctx, q, string(b), arg) // crm patch: prepared once per transaction\n"
+            "\t\t\tif err != nil {\n\t\t\t\treturn lazyerrors.Error(err)\n\t\t\t}\n"
+        ),
+        replacement=(
+            "\t\t\tr, err := tx.CrmExec(ctx, q, string(b), arg) // crm patch: prepared once per transaction\n"
+            "\t\t\tif err != nil {\n"
+            "\t\t\t\t// crm patch: a unique index's value taken is a duplicate key (E11000), as an insert's is;\n"
+            "\t\t\t\t// upstream failed the whole command with an internal error.\n"
+            "\t\t\t\tvar se *sqlite3.Error\n"
+            "\t\t\t\tif errors.As(err, &se) && se.Code() == sqlite3lib.SQLITE_CONSTRAINT_UNIQUE {\n"
+            "\t\t\t\t\treturn backends.NewError(backends.ErrorCodeInsertDuplicateID, err)\n"
+            "\t\t\t\t}\n\n"
+            "\t\t\t\treturn lazyerrors.Error(err)\n\t\t\t}\n"
+        ),
+        why="an update that takes a unique index's value failed its command with an internal error",
     ),
     dict(
         path="internal/handler/handlererrors/write.go",

@@ -221,3 +221,18 @@ async def test_strings_come_back_exactly_through_an_update(col):
     assert stored["texts"] == texts
     assert stored["nested"] == {"deep": {"text": texts[3]}}
     assert stored["v"] == 2
+
+
+async def test_an_update_that_takes_a_unique_value_is_a_duplicate_key_of_its_statement(col):
+    """MongoDB answers E11000 for that statement; upstream FerretDB failed the command (an internal error)."""
+    with pytest.raises(BulkWriteError) as failed:
+        await col.bulk_write([
+            UpdateOne({"_id": "d0"}, {"$set": {"s": "done"}}),
+            UpdateOne({"_id": "d1"}, {"$set": {"code": "c2"}}),  # d2 holds c2
+            UpdateOne({"_id": "d3"}, {"$set": {"s": "done"}}),
+        ], ordered=False)
+    details = failed.value.details
+    assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(1, DUPLICATE_KEY)]
+    assert (details["nMatched"], details["nModified"]) == (2, 2)
+    assert (await col.find_one({"_id": "d1"}))["code"] == "c1"
+    assert (await _states(col))["d3"] == "done"
