@@ -43,14 +43,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from crmctl.ferretdb_writes import WRITE_PATCHES
-
-_GO = Path(__file__).resolve().parent / "ferretdb_go"  # Go fragments (no package clause) the patches paste in
-
-
-def _go(name: str) -> str:
-    return (_GO / f"{name}.go.txt").read_text(encoding="utf-8")
-
+from crmctl.ferretdb_writes import WRITE_PATCHES, go_fragment as _go
 
 GO_PUSHDOWN = _go("pushdown")  # into the SQLite backend's collection.go: the pushdown patches below
 GO_SORTABLE = _go("sortable")  # into the handler's msg_find.go: which sorts the backend applies, time limits

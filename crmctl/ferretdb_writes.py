@@ -12,7 +12,9 @@ rolls back only the failing SQL statement of a constraint error, and the command
 path, as when each document had its own transaction. A command holds connections only while it
 holds the write lock, so the writer holding the lock always finds one (the old deadlock of ~100
 statements cannot come back), and a statement's read and write are one transaction: concurrent
-writers of one document no longer lose changes (upstream: 60 concurrent ``$inc`` came to ~50).
+writers of one document no longer lose changes (upstream: 60 concurrent ``$inc`` came to ~50). The
+price: one multi-document statement (update_many, delete_many) holds the write lock while it reads,
+so other writers wait for it (~0.2 ms a document it touches; upstream read outside the lock).
 
 The update command's reply is MongoDB's too (``update.go.txt``): upstream ignored ``ordered``, stopped
 at the first error, answered that error alone at index 0 without ``n``/``nModified`` (pymongo's bulk
@@ -41,11 +43,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_GO = Path(__file__).resolve().parent / "ferretdb_go"
+_GO = Path(__file__).resolve().parent / "ferretdb_go"  # Go fragments (no package clause) the patches paste in
 
 
-def _go(name: str) -> str:
+def go_fragment(name: str) -> str:
     return (_GO / f"{name}.go.txt").read_text(encoding="utf-8")
+
+
+_go = go_fragment
 
 
 # Applied after crmctl.ferretdb_patches' own, on the text those left: keyword arguments of its Patch.
