@@ -25,7 +25,8 @@ The connection fixes do what the delete handler of the same version already does
 before starting write transaction"):
 
 - a single-document update closes its read cursor once it has the document, before the write;
-- a multi-statement update closes each statement's cursor when that statement is done;
+- a multi-statement update closes each statement's cursor when that statement is done (now in
+  crmctl/ferretdb_writes.py, whose patches also run a write command's statements in one transaction);
 - write transactions of one database queue on a Go mutex instead of SQLite's busy handler, which
   sleeps up to 100 ms per try: three services writing bulks at once fell to ~75 documents a second
   and their requests timed out (30 s); the infrastructure note also upgrades modernc.org/sqlite.
@@ -42,12 +43,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-_GO = Path(__file__).resolve().parent / "ferretdb_go"  # Go fragments (no package clause) the patches paste in
-
-
-def _go(name: str) -> str:
-    return (_GO / f"{name}.go.txt").read_text(encoding="utf-8")
-
+from crmctl.ferretdb_writes import WRITE_PATCHES, go_fragment as _go
 
 GO_PUSHDOWN = _go("pushdown")  # into the SQLite backend's collection.go: the pushdown patches below
 GO_SORTABLE = _go("sortable")  # into the handler's msg_find.go: which sorts the backend applies, time limits
@@ -110,15 +106,6 @@ PATCHES = [
             "\tif sqlTx, err = db.sqlDB.BeginTx(ctx, nil); err != nil {\n"
         ),
         why="concurrent write transactions collapse in SQLite's busy handler",
-    ),
-    Patch(
-        path="internal/handler/msg_update.go",
-        anchor='\t\tresult, err := common.UpdateDocument(ctx, c, "update", iter, &u)\n',
-        replacement=(
-            '\t\tresult, err := common.UpdateDocument(ctx, c, "update", iter, &u)\n'
-            "\t\tcloser.Close() // crm patch: free this statement's read connection before the next statement\n"
-        ),
-        why="an update command keeps one read connection per statement until the whole command ends",
     ),
     Patch(
         path="internal/backends/sqlite/collection.go",
@@ -354,6 +341,7 @@ PATCHES = [
         replacement=GO_FTS + "// IndexesCreate creates indexes in the collection.\n",
         why="the FTS table behind an ix_terms_fts index",
     ),
+    *(Patch(**p) for p in WRITE_PATCHES),  # after the others: their anchors are in the text those leave
 ]
 
 
