@@ -74,19 +74,6 @@ def ferretdb_synchronous(env: Mapping[str, str]) -> str:
     return value
 
 
-def ferretdb_gogc(env: Mapping[str, str]) -> str:
-    """The Go collector's GOGC for FerretDB from CRM_FERRETDB_GOGC: a percentage (default 400) or ``off``.
-
-    A read decodes each stored document's JSON into fresh objects, so FerretDB collects garbage all the
-    time: at 100, Go's default, the collector took a quarter of its CPU per 50-document page
-    (bench/bench_read.py); 400 collects a quarter as often, for ~12 MB more memory at 100,000 leads.
-    """
-    value = env.get("CRM_FERRETDB_GOGC", "400").strip().lower() or "400"
-    if value != "off" and not (value.isdigit() and int(value) > 0):
-        raise StackError(f"CRM_FERRETDB_GOGC is {value!r}: set it to a positive percentage (the default 400) or off.")
-    return value
-
-
 class FerretDB:
     """FerretDB 1.24 with its SQLite backend, built from the project's own wrapper module."""
 
@@ -142,7 +129,7 @@ class FerretDB:
         self.process.start([
             str(self.binary), "-listen", f"127.0.0.1:{self.config.mongo_port}", "-data", str(data), "-log-level", "error",
             "-synchronous", synchronous,
-        ], env={**os.environ, "GOGC": ferretdb_gogc(os.environ)})
+        ])
         wait_for(lambda: self.process.running() and self.ready(), "FerretDB", timeout, self.process.log_file)
 
     def ready(self) -> bool:

@@ -72,14 +72,3 @@ def test_ferretdb_synchronous_mode_is_normal_unless_full_is_asked_and_nothing_el
     assert ferretdb_synchronous({"CRM_FERRETDB_SYNCHRONOUS": "FULL"}) == "full"
     with pytest.raises(StackError, match="full or normal"):
         ferretdb_synchronous({"CRM_FERRETDB_SYNCHRONOUS": "off"})
-
-
-def test_ferretdb_gogc_is_400_unless_a_percentage_or_off_is_asked_and_nothing_else_is_taken():
-    from crmctl.stack import StackError, ferretdb_gogc
-
-    assert ferretdb_gogc({}) == "400"
-    assert ferretdb_gogc({"CRM_FERRETDB_GOGC": "200"}) == "200"
-    assert ferretdb_gogc({"CRM_FERRETDB_GOGC": " OFF "}) == "off"
-    for bad in ("0", "-5", "lots"):
-        with pytest.raises(StackError, match="CRM_FERRETDB_GOGC"):
-            ferretdb_gogc({"CRM_FERRETDB_GOGC": bad})
