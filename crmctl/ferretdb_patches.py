@@ -368,6 +368,28 @@ PATCHES = [
         replacement=GO_SJSON + "// unmarshalSlow is upstream's Unmarshal (crm patch: renamed; the one above tries a faster path first).\nfunc unmarshalSlow(data []byte) (*types.Document, error) {\n",
         why="decoding each stored document with a json.Decoder per field is most of a read's CPU",
     ),
+    Patch(
+        path="internal/util/resource/resource.go",
+        anchor="func Track(obj any, token *Token) {\n\tcheckArgs(obj, token)\n",
+        replacement=(
+            "func Track(obj any, token *Token) {\n\tcheckArgs(obj, token)\n\n"
+            "\t// crm patch: a leak detector for debug builds. Upstream runs it in every build: each iterator\n"
+            "\t// (one per document a find projects) recorded a stack trace in a pprof profile and set a\n"
+            "\t// finalizer, ~10% of FerretDB's CPU for a page of leads, and the finalizers' objects lived a\n"
+            "\t// collection longer.\n"
+            "\tif !debugbuild.Enabled {\n\t\treturn\n\t}\n"
+        ),
+        why="every iterator records a stack trace and sets a finalizer outside debug builds",
+    ),
+    Patch(
+        path="internal/util/resource/resource.go",
+        anchor="func Untrack(obj any, token *Token) {\n\tcheckArgs(obj, token)\n",
+        replacement=(
+            "func Untrack(obj any, token *Token) {\n\tcheckArgs(obj, token)\n\n"
+            "\tif !debugbuild.Enabled { // crm patch: nothing was tracked (see Track)\n\t\treturn\n\t}\n"
+        ),
+        why="the other half of the leak detector above",
+    ),
 ]
 
 
