@@ -159,7 +159,9 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 def ferretdb_pid(endpoints) -> int | None:
-    """The local stack's FerretDB process, when the endpoints are the local stack's."""
+    """The local stack's FerretDB process: the harness's endpoints name it, a StackConfig has its run folder."""
+    if getattr(endpoints, "ferretdb_pid", None):
+        return endpoints.ferretdb_pid
     run_dir = getattr(endpoints, "run_dir", None)
     try:
         return int((Path(run_dir) / "ferretdb" / "ferretdb.pid").read_text()) if run_dir else None

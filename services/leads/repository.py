@@ -209,7 +209,8 @@ class LeadRepository:
             field_name = f"ix_{filter_name}"
             start = readmodel.prefix(filter_name, value, deleted=deleted)
             bounds = {"$gt": start, "$lt": start + after if after else start[:-1] + ";"}
-            docs = self._col.find({field_name: bounds, **query}, {**_PAGE_FIELDS, field_name: 1}).sort(field_name, DESCENDING).limit(limit + 1)
+            docs = self._col.find({field_name: bounds, **query}, {**_PAGE_FIELDS, field_name: 1})
+            docs = docs.sort(field_name, DESCENDING).limit(limit + 1)
             pages += [(d[field_name][len(start):], d) async for d in docs]
         # Deleted and live leads are two ranges: merged here by their key's tail (the last change).
         pages.sort(key=lambda item: item[0], reverse=True)
