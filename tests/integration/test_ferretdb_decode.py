@@ -3,13 +3,19 @@
 The patched FerretDB decodes a stored document in one pass where it can and with upstream's decoder
 where it cannot (crmctl/ferretdb_go/sjson_decode.go.txt): each kind of value below takes one of the two
 paths, and a find, a sorted page and a find by ``_id`` must all give back what was inserted, field
-order included. On MongoDB the same test holds.
+order included. On MongoDB the same test holds. The decoder is also compared with upstream's on
+documents and bytes a client cannot send (crmctl/ferretdb_go/sjson_decode_test.go.txt, run by Go in
+the patched module the stack was built from).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from datetime import UTC, datetime
 
+import pytest
 from bson import Binary, Int64, ObjectId, Regex, Timestamp
 from bson.codec_options import CodecOptions
 
@@ -69,3 +75,22 @@ async def test_every_value_reads_back_as_it_was_stored_by_id_by_range_and_sorted
     finally:
         await client.drop_database(isolation.db("decode"))
         await client.close()
+
+
+def test_the_one_pass_decoder_answers_and_refuses_as_upstreams_does():
+    from crmctl.stack import ROOT
+
+    module = ROOT / ".run" / "build" / "ferretdb" / "FerretDB"
+    go = shutil.which("go")
+    if go is None or not (module / "internal" / "handler" / "sjson" / "sjson.go").exists():
+        pytest.skip("needs Go and the patched FerretDB module this stack was built from")
+    test_file = module / "internal" / "handler" / "sjson" / "crm_decode_test.go"
+    shutil.copyfile(ROOT / "crmctl" / "ferretdb_go" / "sjson_decode_test.go.txt", test_file)
+    try:
+        run = subprocess.run(
+            [go, "test", "-count=1", "-run", "CrmDecode", "./internal/handler/sjson/"], cwd=module,
+            env={**os.environ, "CGO_ENABLED": "0"}, capture_output=True, text=True, timeout=600,
+        )
+    finally:
+        test_file.unlink(missing_ok=True)
+    assert run.returncode == 0, run.stdout + run.stderr
