@@ -7,7 +7,8 @@ In one run on the local stack:
   start      a leads service process on that database: seconds until ``/health/ready`` and its RSS;
   requests   each request kind below, ``--clients`` concurrent clients for ``--seconds`` each:
              p50/p99 in ms, beside ``bare find_one``: the same clients reading one lead by ``_id``
-             straight from the database (the floor of any read);
+             straight from the database (the floor of any read); and the CPU each request cost FerretDB
+             and the leads process (from /proc, so other work on the machine does not count);
   other lists  ``--others``: N tasks and N deals stored too, an activity and a qualification process,
              and ``/tasks``, ``/my-day`` and ``/deals`` timed the same way.
 
@@ -143,6 +144,29 @@ async def populate_others(mongodb: str, database: str, count: int) -> None:
             await qualification["deals"].insert_many(docs)
     finally:
         await client.close()
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User and system CPU a process has used so far (0 when there is no such process)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ferretdb_pid(endpoints) -> int | None:
+    """The local stack's FerretDB process: the harness's endpoints name it, a StackConfig has its run folder."""
+    if getattr(endpoints, "ferretdb_pid", None):
+        return endpoints.ferretdb_pid
+    run_dir = getattr(endpoints, "run_dir", None)
+    try:
+        return int((Path(run_dir) / "ferretdb" / "ferretdb.pid").read_text()) if run_dir else None
+    except (OSError, ValueError):
+        return None
 
 
 def rss_mb(pid: int) -> float:
@@ -304,6 +328,8 @@ async def measure(endpoints, leads_count: int, clients: int = 4, seconds: float 
     rnd = random.Random(7)
     ids = [f"L{rnd.randrange(args.leads):07d}" for _ in range(5000)]
     rows: list[tuple[str, list[float]]] = []
+    cpu: dict[str, tuple[float, float]] = {}  # per request kind: (FerretDB, leads process) CPU seconds
+    ferretdb = ferretdb_pid(endpoints)
     client = make_client(mongodb)
     leads = client[database]["leads"]
     headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -320,7 +346,9 @@ async def measure(endpoints, leads_count: int, clients: int = 4, seconds: float 
             kinds = lead_kinds(get, leads, ids, cursor)
             for name, call in kinds:
                 await call(0)  # warm
+                before = cpu_seconds(ferretdb), cpu_seconds(proc.pid)
                 rows.append((name, await timed(args.clients, args.seconds, call)))
+                cpu[name] = (cpu_seconds(ferretdb) - before[0], cpu_seconds(proc.pid) - before[1])
                 print(f"  {name}: done", file=sys.stderr)
         rows.append(await range_counted_board(bootstrap, mongodb, database, args))
         if args.others:
@@ -329,7 +357,10 @@ async def measure(endpoints, leads_count: int, clients: int = 4, seconds: float 
         await client.close()
         stop_all([proc])
     table = [{"request": name, "n": len(took), "p50_ms": statistics.median(took), "p99_ms": percentile(took, 0.99),
-              "per_second": len(took) / args.seconds} for name, took in rows]
+              "per_second": len(took) / args.seconds,
+              **({"ferretdb_cpu_ms": 1000 * cpu[name][0] / len(took), "leads_cpu_ms": 1000 * cpu[name][1] / len(took)}
+                 if name in cpu and ferretdb else {})}
+             for name, took in rows]
     by_name = {row["request"]: row for row in table}
     lists = [row for row in table if row["request"].startswith("GET /leads?") or row["request"].startswith("  its page")]
     return {
@@ -347,10 +378,11 @@ def print_table(figures: dict) -> None:
     bare = figures["requests"][0]["p50_ms"]
     print(f"\n{figures['leads']} leads stored, {figures['clients']} concurrent clients, {figures['seconds_per_kind']:g} s per request kind")
     print(f"leads instance: ready in {figures['ready_s']:.1f} s, RSS {figures['rss_mb']:.0f} MB\n")
-    print(f"{'request':36} {'n':>6} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'p50/bare':>9}")
+    print(f"{'request':36} {'n':>6} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'p50/bare':>9} {'CPU ms/req: ferretdb':>21} {'leads':>6}")
     for row in figures["requests"]:
+        used = f"{row['ferretdb_cpu_ms']:21.2f} {row['leads_cpu_ms']:6.2f}" if "ferretdb_cpu_ms" in row else ""
         print(f"{row['request']:36} {row['n']:6d} {row['per_second']:7.0f} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} "
-              f"{row['p50_ms'] / bare:9.1f}")
+              f"{row['p50_ms'] / bare:9.1f} {used}")
     print("targets (issue 22, 100,000 leads): p99 card < 20 ms, lists < 100 ms, board < 150 ms, search < 200 ms; "
           "at 1,000,000 none over 500 ms")
 

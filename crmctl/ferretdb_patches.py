@@ -48,6 +48,7 @@ from crmctl.ferretdb_writes import WRITE_PATCHES, go_fragment as _go
 GO_PUSHDOWN = _go("pushdown")  # into the SQLite backend's collection.go: the pushdown patches below
 GO_SORTABLE = _go("sortable")  # into the handler's msg_find.go: which sorts the backend applies, time limits
 GO_FTS = _go("fts")  # into the SQLite metadata registry: the FTS table behind an `ix_terms_fts` index
+GO_SJSON = _go("sjson_decode")  # into the handler's sjson.go: a stored document decoded in one pass
 
 
 @dataclass(frozen=True)
@@ -341,6 +342,20 @@ PATCHES = [
         replacement=GO_FTS + "// IndexesCreate creates indexes in the collection.\n",
         why="the FTS table behind an ix_terms_fts index",
     ),
+    # The read path's decode (issue 22): every document a find returns is decoded from its stored JSON.
+    Patch(
+        path="internal/handler/sjson/sjson.go",
+        anchor='\t"bytes"\n\t"encoding/json"\n\t"fmt"\n\t"io"\n\t"time"\n',
+        replacement='\t"bytes"\n\t"encoding/base64"\n\t"encoding/json"\n\t"fmt"\n\t"io"\n\t"strconv"\n\t"strings"\n\t"sync"\n\t"time"\n\t"unicode/utf8"\n',
+        why="imports for the one-pass decoder below",
+    ),
+    Patch(
+        path="internal/handler/sjson/sjson.go",
+        anchor="func Unmarshal(data []byte) (*types.Document, error) {\n",
+        replacement=GO_SJSON + "// unmarshalSlow is upstream's Unmarshal (crm patch: renamed; the one above tries a faster path first).\nfunc unmarshalSlow(data []byte) (*types.Document, error) {\n",
+        why="decoding each stored document with a json.Decoder per field is most of a read's CPU",
+    ),
+    # The leak detector's patches (resource.go) are among the write patches below.
     *(Patch(**p) for p in WRITE_PATCHES),  # after the others: their anchors are in the text those leave
 ]
 

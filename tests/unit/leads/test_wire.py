@@ -192,3 +192,15 @@ def test_a_card_event_is_validated_only_when_its_data_is_read() -> None:
     assert getattr(message.data, "command_id", None) is None  # what the bus asks of every message
     assert message.data._model is None, "asking for a name the payload lacks validates nothing"
     assert message.data.title == lead.title and message.data._model is not None
+
+
+def test_cards_are_answered_with_the_json_values_of_the_shared_json_response() -> None:
+    """The read side's orjson answers give every card view (datetimes, Cyrillic, quotes, NULs) the same
+    JSON values as ``crmkit.http.json_response``."""
+    from crmkit.http import json_response
+    from services.leads.api import card_view, cards_response
+
+    views = [card_view(lead, NOW + timedelta(days=3)) for lead, _ in _cards()]
+    assert any(view["last_activity"]["at"] for view in views)  # a datetime the standard encoder takes by default=
+    for payload in ({"items": views, "next_cursor": "0001"}, views[1], {"stages": [{"leads": views, "count": 4}]}):
+        assert json.loads(cards_response(payload).body) == json.loads(json_response(payload).body)
