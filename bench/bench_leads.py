@@ -45,16 +45,17 @@ from processes import start_service, stop_all  # noqa: E402  (bench/processes.py
 BATCH = int(os.environ.get("BENCH_BATCH", "1000"))
 
 
-def command_data(i: int) -> dict:
+def command_data(i: int, names: int = 50_000) -> dict:
+    """Create ``i``'s data: contact names repeat every ``names`` leads (the duplicate check finds those)."""
     return {
         "title": f"Lead {i}", "source": "bench", "utm_source": "bench", "need_maturity": "interested",
-        "contact": {"name": f"Contact {i % 50000}", "phone": f"+7912{i % 9000000:07d}", "email": f"c{i}@example.com"},
+        "contact": {"name": f"Contact {i % names}", "phone": f"+7912{i % 9000000:07d}", "email": f"c{i}@example.com"},
     }
 
 
-def create_records(prefix: str, count: int, start: int = 0):
+def create_records(prefix: str, count: int, start: int = 0, names: int = 50_000):
     for i in range(start, start + count):
-        payload = CreateLead(lead_id=f"L{i:07d}", **command_data(i))
+        payload = CreateLead(lead_id=f"L{i:07d}", **command_data(i, names))
         message = build_message(payload, source="bench/load", actorid="bench")
         yield prefix + LEADS_COMMANDS, payload.lead_id.encode(), message.to_json_bytes()
 
@@ -62,7 +63,9 @@ def create_records(prefix: str, count: int, start: int = 0):
 async def produce_commands(bootstrap: str, prefix: str, count: int) -> None:
     await ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap), [prefix + LEADS_COMMANDS, prefix + LEADS_EVENTS, prefix + DIRECTORY_EVENTS], 6)
     await common.send_all(bootstrap, [common.grant_record(prefix)])
-    await common.send_all(bootstrap, create_records(prefix, count))
+    # Half the creates share a contact name with an earlier lead, at any size (as 50,000 names do at
+    # 100,000 leads): the duplicate check then records duplicates, not only looks for them.
+    await common.send_all(bootstrap, create_records(prefix, count, names=max(1, count // 2)))
 
 
 def leads_settings(endpoints: Endpoints, prefix: str, name: str, duplicate_check: bool) -> LeadsSettings:

@@ -68,6 +68,9 @@ BatchHandler = Callable[[list[Inbound]], Awaitable[Sequence[Outbound]]]
 # Asked once per batch, before any record is parsed: the message types the handler will act on now
 # (None: every type). A record whose ``ce-type`` header names another type is passed over unparsed.
 TypeSelector = Callable[[], Awaitable[Container[str] | None]]
+# How a record's value (of a contract topic) becomes the message its handler reads; raises ContractError
+# for a record it cannot read. The default reads the whole contract model.
+RecordParser = Callable[[str, bytes], Envelope]
 
 
 class Bus:
@@ -253,8 +256,10 @@ class BatchProcessor:
         group: str = "",
         service: str = "",
         select: TypeSelector | None = None,
+        parse: RecordParser = parse_message,
     ) -> None:
         self._select = select
+        self._parse = parse
         self._settings = settings
         self._bus = bus
         self._handler = handler
@@ -282,7 +287,7 @@ class BatchProcessor:
                 consumed[topic] += 1  # read and passed over: this handler does nothing with its type now
                 continue
             try:
-                message = parse_message(topic, record.value if record.value is not None else b"")
+                message = self._parse(topic, record.value if record.value is not None else b"")
             except ContractError as exc:
                 bad.append((record, "invalid_message", str(exc)))
                 continue

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from contracts import topics as contract_topics
+from contracts import parse_message, topics as contract_topics
 from contracts.topics import dlq_topic
 
 from . import phones
@@ -29,6 +29,7 @@ from .messaging import (
     BatchProcessor,
     Bus,
     Health,
+    RecordParser,
     TypeSelector,
 )
 from .subscriptions import faststream_security, subscribe_batches
@@ -146,18 +147,19 @@ class Service:
 
     def consume(
         self, topics: Sequence[str], handler: BatchHandler, *, group_suffix: str = "", title: str = "",
-        select: TypeSelector | None = None,
+        select: TypeSelector | None = None, parse: RecordParser = parse_message,
     ) -> None:
         """Subscribe ``handler`` to ``topics`` in the service's consumer group, in batches, at least once.
 
         ``select``, asked before each batch is parsed, names the message types the handler acts on
-        then: records of other types are passed over without parsing them."""
+        then: records of other types are passed over without parsing them. ``parse`` reads a record
+        (default: the whole contract model; a handler may read less)."""
         self.consumes.extend(t for t in topics if t not in self.consumes)
         group = self.settings.group_id + group_suffix
         self.batch_handlers[title or handler.__name__] = handler
         processor = BatchProcessor(
             self.settings, self.bus, handler, self.metrics, self.health, title or handler.__name__, group=group, service=self.name,
-            select=select,
+            select=select, parse=parse,
         )
         self.lag.watch(group, [self.settings.topic(t) for t in topics])
         subscribe_batches(

@@ -133,7 +133,7 @@ def _wire_stage_actions(
     if settings.stage_actions:
         # A group of its own on the events topic: actions follow the write path, never hold it up.
         service.consume(STAGE_ACTIONS_CONSUME, stage_actions.on_batch, group_suffix="-actions", title="leads:stage-actions",
-                        select=stage_actions.wanted_types)
+                        select=stage_actions.wanted_types, parse=stage_actions.parse)
         service.background(sender.run_forever)
 
 

@@ -40,6 +40,8 @@ class LeadState:
     out: list[Envelope] = field(default_factory=list)
     dirty: bool = False
     created_by: Envelope | None = None  # the create that made the lead in this batch
+    # That create's events, made into messages once the duplicate check has run (LeadBatch._send_creation).
+    unsent: list[Any] | None = None
     changes: list[Change] = field(default_factory=list)  # its board changes as stored (services/leads/counters.py)
     new_changes: list[Change] = field(default_factory=list)  # and those this batch made
 
@@ -194,6 +196,8 @@ class LeadBatch:
                 for message in by_lead[lead_id]:
                     self._apply(message, lead_id, states, ctx)
             self._find_duplicates(states, ctx, await self._stored_duplicates(states))
+            for state in states.values():
+                self._send_creation(state, ctx.now)
             conflicted = await self._save(states, out)
             if not conflicted:
                 return out
@@ -247,6 +251,7 @@ class LeadBatch:
 
     def _apply(self, message: Envelope, lead_id: str, states: dict[str, LeadState], ctx: BatchContext) -> None:
         state = states[lead_id]
+        self._send_creation(state, ctx.now)  # a later message of the lead follows its creation's events
         seen = state.seen(message.id)
         if seen is not None:  # a redelivery: publish again what it produced, change nothing
             state.out.extend(self.wire.replay(seen.events))
@@ -265,15 +270,22 @@ class LeadBatch:
         except d.Rejected as exc:
             state.out.append(rejection(message, exc, self.source, lead_id))
             return
-        if message.type == "crm.lead.create":
+        creates = message.type == "crm.lead.create"
+        if creates:
             state.created_by = message
         for target_id, outcome in outcomes:
             target = states[target_id]
-            events = cards.messages(outcome.events, message, self.source, target_id, ctx.now)
+            self._send_creation(target, ctx.now)
             if outcome.changed:
                 self._note_board_change(target, outcome.lead, message)
                 target.lead = outcome.lead
                 target.dirty = True
+            if creates and target is state and target.lead is not None:
+                # Its messages wait for the duplicate check, which may make them again (with the
+                # duplicates): made once, after it (~10 µs a create, more for each duplicate).
+                target.unsent = list(outcome.events)
+                continue
+            events = cards.messages(outcome.events, message, self.source, target_id, ctx.now)
             published, produced = self.wire.add(events)
             target.out.extend(published)
             if target.lead is not None and (outcome.changed or target is state):
@@ -316,21 +328,33 @@ class LeadBatch:
                 self._record_duplicates(state, state.created_by, matches, ctx.now)
 
     def _record_duplicates(self, state: LeadState, cause: Envelope, matches: list[d.DuplicateMatch], now: datetime) -> None:
-        # The create was the lead's only message here: its events are made again with the duplicates
-        # (same ids), one version and one card event; else the duplicates are a change of their own.
-        just_created = [m.type for m in state.out] == ["crm.lead.created"] and state.recent[-1].message_id == cause.id
+        # The create was the lead's only message here (its events not made yet): the duplicates are
+        # part of its creation, one version and one card event; else they are a change of their own.
+        just_created = state.unsent is not None and [type(e) for e in state.unsent] == [d.LeadCreated]
         assert state.lead is not None
         outcome = d.duplicates_found(state.lead, matches, now, just_created=just_created)
         if not outcome.changed:
             return
-        events, produced = self.wire.add(self.wire.cards.messages(outcome.events, cause, self.source, state.lead.lead_id, now))
         state.lead = outcome.lead
         if just_created:
-            state.out = events
-            state.recent[-1] = Applied(cause.id, produced)
-        else:  # stored once, at the new version, with the events of both changes
-            state.out.extend(events)
-            state.recent[-1].events.extend(produced)
+            state.unsent = list(outcome.events)
+            return
+        self._send_creation(state, now)
+        events, produced = self.wire.add(self.wire.cards.messages(outcome.events, cause, self.source, state.lead.lead_id, now))
+        # Stored once, at the new version, with the events of both changes.
+        state.out.extend(events)
+        state.recent[-1].events.extend(produced)
+
+    def _send_creation(self, state: LeadState, now: datetime) -> None:
+        """The messages of the create applied to this lead in this batch, once its duplicates are known."""
+        if state.unsent is None:
+            return
+        cause, lead = state.created_by, state.lead
+        assert cause is not None and lead is not None
+        events, state.unsent = state.unsent, None
+        published, produced = self.wire.add(self.wire.cards.messages(events, cause, self.source, lead.lead_id, now))
+        state.out.extend(published)
+        state.recent.append(Applied(cause.id, produced))
 
 
 def _touches(messages: list[Envelope], lead_ids: set[str]) -> bool:

@@ -16,6 +16,7 @@ from crmkit.ids import uuid5
 from crmkit.messaging import Inbound, Outbound
 from services.leads import domain as d
 from services.leads.actions.outbox import ActionRun, Delivery, Outbox
+from services.leads.actions.views import card_of, parse_event
 from services.leads.messages import ID_NAMESPACE
 from services.leads.repository import LeadRepository, PipelineRepository
 
@@ -91,6 +92,9 @@ class StageActionRunner:
         self._pipelines = await self.pipelines.all()
         has_actions = any(stage.on_enter for pipeline in self._pipelines.values() for stage in pipeline.stages)
         return _WITH_ACTIONS if has_actions else _WITHOUT_ACTIONS
+
+    # How this consumer reads a record (crmkit's ``parse``): entries as a narrow view (views.py).
+    parse = staticmethod(parse_event)
 
     async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
         """Lead entries in: run-stage-action commands out, webhooks owed in the outbox; refused field actions reported."""
@@ -190,4 +194,4 @@ class _Cards:
 
     def get(self, key: tuple[str, int]) -> dict[str, Any] | None:
         event = self._events.get(key)
-        return event.data.model_dump(mode="json", exclude={"changed_fields"}) if event is not None else None
+        return card_of(event) if event is not None else None

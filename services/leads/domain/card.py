@@ -41,9 +41,14 @@ def _blank_is_absent(key: str, value: Any) -> Any:
     return value
 
 
+def card_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A command's card data as the card's fields take it: blank text absent, contract models as plain values."""
+    return {key: _blank_is_absent(key, _plain(value)) for key, value in values.items()}
+
+
 def _card_data(values: Mapping[str, Any]) -> Any:
     try:
-        card = _CardData.model_validate({key: _blank_is_absent(key, _plain(value)) for key, value in values.items()})
+        card = _CardData.model_validate(card_values(values))
     except ValidationError as exc:
         raise Rejected(
             "validation",

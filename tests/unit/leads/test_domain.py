@@ -289,6 +289,14 @@ def test_create_lead_reports_bad_fields() -> None:
     assert {field for field, _ in error.errors} == {"need_maturity", "products.0.product_id"}
 
 
+def test_a_create_with_a_bad_card_and_a_bad_stage_is_refused_for_its_card() -> None:
+    pipe = d.default_pipeline(NOW)
+    error = rejected("validation", d.create_lead, USER, "L1", {"title": "t", "need_maturity": "someday", "stage_id": "nowhere"}, pipe, NOW)
+    assert [field for field, _ in error.errors] == ["need_maturity"]
+    error = rejected("validation", d.create_lead, USER, "L1", {"title": " ", "stage_id": "nowhere"}, pipe, NOW)
+    assert [field for field, _ in error.errors] == ["title"]
+
+
 def test_create_lead_refuses_unknown_or_final_stages_and_deleted_pipelines() -> None:
     pipe = d.default_pipeline(NOW)
     rejected("invalid_transition", d.create_lead, USER, "L1", {"title": "t", "stage_id": "nowhere"}, pipe, NOW)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts import build_message
+from contracts import ContractError, build_message, parse_message
 from contracts.leads import UpdateLead
 from contracts.topics import LEADS_COMMANDS
 from crmkit.messaging import BatchProcessor, Health, Inbound
@@ -71,3 +71,22 @@ async def test_unwanted_types_are_passed_over_unparsed_and_the_rest_handled_or_p
     wanted = None  # every type again: the record passed over before is now parsed (and parked)
     await processor.process([_record(4, "crm.lead.move", b"not json at all")])
     assert bus.parked[-1] == (4, "invalid_message")
+
+
+async def test_a_handler_s_own_parser_reads_its_records_and_what_it_cannot_read_is_parked():
+    seen: list[Inbound] = []
+
+    async def handler(batch: list[Inbound]):
+        seen.extend(batch)
+        return []
+
+    def parse(topic: str, value: bytes):
+        if value.startswith(b"!"):
+            raise ContractError("this parser reads no record starting with !")
+        return parse_message(topic, value).model_copy(update={"subject": "read-by-the-handler-s-parser"})
+
+    bus = FakeBus()
+    processor = BatchProcessor(ServiceSettings(), bus, handler, Metrics("test"), Health(), "t", parse=parse)  # type: ignore[arg-type]
+    await processor.process([_record(0, "crm.lead.update", _update("L1")), _record(1, "crm.lead.update", b"!" + _update("L2"))])
+    assert [(item.message.data.lead_id, item.message.subject) for item in seen] == [("L1", "read-by-the-handler-s-parser")]
+    assert bus.parked == [(1, "invalid_message")]
