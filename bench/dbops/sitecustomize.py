@@ -37,8 +37,11 @@ if _DIR:
         path = os.path.join(_DIR, f"{os.getpid()}.json")
         while True:
             threading.Event().wait(0.2)
-            with open(path + ".tmp", "w") as f:
-                json.dump(dict(_counts), f)
-            os.replace(path + ".tmp", path)
+            try:
+                with open(path + ".tmp", "w") as f:
+                    json.dump(dict(_counts), f)
+                os.replace(path + ".tmp", path)
+            except OSError:
+                return  # the bench removed its folder: nobody reads the counts any more
 
     threading.Thread(target=_dump, daemon=True).start()
