@@ -1,8 +1,9 @@
 """CSV files through ``crm import``: seconds from the upload to ``crm.import.completed``, every lead then checked stored.
 
 The CLI's own upload (``crmctl.imports.import_file``, in a thread of this process) to an importer process
-with a leads process beside it, both started and ready before the clock starts. The CLI polls the job's
-status every 0.3 s, so the time it returns is reported beside the event's.
+with a leads process beside it, both started and ready before the clock starts. The CLI long-polls the job's
+status, so the time it returns is reported beside the event's. The importer's database commands are
+counted in its process (a pymongo listener, bench/dbops/sitecustomize.py) and listed by collection.
 
 Run: .venv/bin/python bench/bench_import_cli.py [--rows 1000 --rows 10000] [--repeat 3]
 """
@@ -11,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,16 +45,19 @@ async def cli_import(endpoints: common.Endpoints, path: Path, rows: int) -> dict
     from tests.support import Collector, Producer
 
     prefix = common.new_prefix("cli")
+    ops_dir = path.parent / "db-ops"
+    ops_dir.mkdir(exist_ok=True)
     databases = {name: f"{prefix[:-1]}_{name}" for name in ("importer", "leads")}
     port = free_port()
     connection = {**common.service_connection(endpoints), "TOPIC_PREFIX": prefix}
-    procs = [
-        start_service("importer", {**connection, "DATABASE": databases["importer"], "GROUP_ID": prefix + "importer",
-                                   "HTTP_PORT": str(port), "TOKENS": '{"bench-token": "bench"}',
-                                   "UPLOADS_DIR": str(path.parent / "uploads")}),
-        start_service("leads", {**connection, "DATABASE": databases["leads"], "GROUP_ID": prefix + "leads",
-                                "DUPLICATE_CHECK": "false"}),
-    ]
+    with count_db_ops(ops_dir):
+        procs = [
+            start_service("importer", {**connection, "DATABASE": databases["importer"], "GROUP_ID": prefix + "importer",
+                                       "HTTP_PORT": str(port), "TOKENS": '{"bench-token": "bench"}',
+                                       "UPLOADS_DIR": str(path.parent / "uploads")}),
+            start_service("leads", {**connection, "DATABASE": databases["leads"], "GROUP_ID": prefix + "leads",
+                                    "DUPLICATE_CHECK": "false"}),
+        ]
     client = common.mongo(endpoints.mongodb)
     crmctl.imports.console = Console(file=sys.stderr)  # its progress bar is not the benchmark's output
     try:
@@ -69,6 +77,7 @@ async def cli_import(endpoints: common.Endpoints, path: Path, rows: int) -> dict
                     except httpx.HTTPError:
                         pass
                     await asyncio.sleep(0.1)
+            ops_before = await db_ops(ops_dir, procs[0].pid)  # start-up's (indexes, the grant) are not the import's
             meter = common.stack_meter(endpoints, importer=procs[0].pid, leads=procs[1].pid).start()
             started = time.perf_counter()
             cli = asyncio.create_task(asyncio.to_thread(
@@ -88,12 +97,41 @@ async def cli_import(endpoints: common.Endpoints, path: Path, rows: int) -> dict
             if stored != rows or done[0].data.created != rows:
                 raise SystemExit(f"crm import: {stored} leads stored, completed says {done[0].data}; expected {rows}")
             cpu = {name: round(us, 1) for name, us in meter.per_item_us(rows).items()}
+            ops = {name: n - ops_before.get(name, 0) for name, n in (await db_ops(ops_dir, procs[0].pid)).items()}
+            ops = {name: n for name, n in ops.items() if n}
             return {"rows": rows, "seconds": elapsed, "per_second": rows / elapsed, "cli_seconds": cli_elapsed,
-                    "cpu_us_per_row": cpu}
+                    "cpu_us_per_row": cpu, "importer_db_commands": ops,
+                    "importer_writes_per_row": ops.get("_write_items", 0) / rows}
     finally:
         stop_all(procs)
         await client.close()
         await common.drop_prefix(endpoints, prefix)
+
+
+@contextlib.contextmanager
+def count_db_ops(folder: Path) -> Iterator[None]:
+    """Service processes started inside count their database commands into ``folder`` (bench/dbops/sitecustomize.py)."""
+    saved = {name: os.environ.get(name) for name in ("BENCH_DB_OPS_DIR", "PYTHONPATH")}
+    os.environ["BENCH_DB_OPS_DIR"] = str(folder)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent / "dbops"), saved["PYTHONPATH"]]))
+    try:
+        yield
+    finally:  # later benchmarks of the same harness process start uncounted processes
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+async def db_ops(folder: Path, pid: int) -> dict[str, int]:
+    """The process's database commands by kind and collection, as its counter last wrote them."""
+    path, asked = folder / f"{pid}.json", time.time()
+    deadline = asked + 3.0
+    # The counter rewrites its file every 0.2 s: wait for a write made after the job completed.
+    while not (path.exists() and path.stat().st_mtime > asked) and time.time() < deadline:
+        await asyncio.sleep(0.05)
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 async def measure_cli(endpoints: common.Endpoints, rows: int) -> dict:
@@ -109,6 +147,13 @@ def print_table(rows: int, f: dict) -> None:
           f"the CLI returned after {f['cli_seconds']:.2f} s)")
     if f.get("cpu_us_per_row"):
         print("  CPU per row (µs, from /proc): " + ", ".join(f"{k} {v:,.0f}" for k, v in f["cpu_us_per_row"].items()))
+    if f.get("importer_db_commands"):
+        ops = f["importer_db_commands"]
+        print(f"  importer database: {ops.get('_commands', 0):,} commands, {ops.get('_writes', 0):,} writes "
+              f"({ops.get('_write_items', 0):,} documents/statements, {f['importer_writes_per_row']:.3f} a row)")
+        for name, n in sorted(ops.items(), key=lambda kv: -kv[1]):
+            if not name.startswith("_"):
+                print(f"    {n:6,}  {name}")
     print("targets (issue 21): 1,000 rows < 1 s, 10,000 rows < 3 s")
 
 

@@ -34,7 +34,7 @@ def create_app(settings: ImporterSettings) -> Service:
         await index.ensure_indexes()
 
     service.on_startup(start_up)
-    service.consume(CONSUMES, handlers.on_batch, title="importer")
+    service.consume(CONSUMES, handlers.on_batch, title="importer", select=handlers.wanted_types)
     service.background(scheduler.run_forever)
     import_metrics = ImportMetrics(imports, service.metrics.registry)
     service.background(lambda: import_metrics.run_forever(settings.lag_interval_s))

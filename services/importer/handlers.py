@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from datetime import UTC, datetime
 
 from contracts import Envelope, build_message
 from contracts.imports import ImportRowRejected
-from contracts.topics import IMPORTS_COMMANDS, IMPORTS_EVENTS, LEADS_EVENTS
+from contracts.registry import TOPIC_TYPES
+from contracts.topics import DIRECTORY_EVENTS, IMPORTS_COMMANDS, IMPORTS_EVENTS, LEADS_EVENTS
 from crmkit.access import Refusal, rejection, screen, text_error
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import PrincipalRepository
@@ -22,6 +23,25 @@ from services.importer.worker import JobRunner
 _OUTCOME_OF = {"crm.lead.created": "created", "crm.lead.updated": "updated", "crm.command.rejected": "rejected"}
 _REJECTION_NAMESPACE = uuid.UUID("3d0c1b6a-5e7f-4a28-b1c9-8e2f0a4d6c57")
 _ROW_FIELDS = set(d.ROW_FIELDS)
+# Lead and directory events the importer does nothing with: passed over unparsed (crmkit's ``select``).
+_LEAD_EVENTS_USED = {*_OUTCOME_OF, "crm.lead.deleted", "crm.lead.restored", "crm.lead.duplicates-found"}
+PASSED_OVER = frozenset(
+    {t for t in TOPIC_TYPES[LEADS_EVENTS] if t not in _LEAD_EVENTS_USED}
+    | {t for t in TOPIC_TYPES[DIRECTORY_EVENTS] if not PrincipalRepository.handles(t)}
+) - set(TOPIC_TYPES[IMPORTS_COMMANDS])
+
+
+class _AllBut(Container[str]):
+    """Every message type except ``skipped``: an unknown type is still parsed (and dead-lettered)."""
+
+    def __init__(self, skipped: frozenset[str]) -> None:
+        self.skipped = skipped
+
+    def __contains__(self, kind: object) -> bool:
+        return kind not in self.skipped
+
+
+_WANTED = _AllBut(PASSED_OVER)
 
 
 def job_from_start(message: Envelope) -> d.ImportJob:
@@ -53,6 +73,10 @@ class ImporterHandlers:
         self.runner = runner
         self.source = source
         self.clock = clock
+
+    async def wanted_types(self) -> Container[str]:
+        """The types worth parsing: a stage change or a contact update on the topics it reads changes nothing here."""
+        return _WANTED
 
     async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
         """Import commands start, cancel or revert jobs; lead events settle rows and feed the projection."""
