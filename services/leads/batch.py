@@ -255,6 +255,7 @@ class LeadBatch:
         seen = state.seen(message.id)
         if seen is not None:  # a redelivery: publish again what it produced, change nothing
             state.out.extend(self.wire.replay(seen.events))
+            self._finish_merge(message, lead_id, states, ctx)
             return
         if message.type in self.user_commands:
             # Before the lead is looked at: an unlicensed actor learns nothing of whether it exists.
@@ -274,23 +275,42 @@ class LeadBatch:
         if creates:
             state.created_by = message
         for target_id, outcome in outcomes:
-            target = states[target_id]
-            self._send_creation(target, ctx.now)
-            if outcome.changed:
-                self._note_board_change(target, outcome.lead, message)
-                target.lead = outcome.lead
-                target.dirty = True
-            if creates and target is state and target.lead is not None:
-                # Its messages wait for the duplicate check, which may make them again (with the
-                # duplicates): made once, after it (~10 µs a create, more for each duplicate).
-                target.unsent = list(outcome.events)
-                continue
-            events = cards.messages(outcome.events, message, self.source, target_id, ctx.now)
-            published, produced = self.wire.add(events)
-            target.out.extend(published)
-            if target.lead is not None and (outcome.changed or target is state):
-                target.recent.append(Applied(message.id, produced))
-                target.dirty = True
+            self._take(message, target_id, states, outcome, state, ctx, created=creates and states[target_id] is state)
+
+    def _take(
+        self, message: Envelope, target_id: str, states: dict[str, LeadState], outcome: d.Outcome, state: LeadState,
+        ctx: BatchContext, *, created: bool = False,
+    ) -> None:
+        """One lead's outcome of ``message`` (applied to ``state``'s lead): its new card, board change and events."""
+        target = states[target_id]
+        self._send_creation(target, ctx.now)
+        if outcome.changed:
+            self._note_board_change(target, outcome.lead, message)
+            target.lead = outcome.lead
+            target.dirty = True
+        if created and target.lead is not None:
+            # Its messages wait for the duplicate check, which may make them again (with the
+            # duplicates): made once, after it (~10 µs a create, more for each duplicate).
+            target.unsent = list(outcome.events)
+            return
+        events = self.wire.cards.messages(outcome.events, message, self.source, target_id, ctx.now)
+        published, produced = self.wire.add(events)
+        target.out.extend(published)
+        if target.lead is not None and (outcome.changed or target is state):
+            target.recent.append(Applied(message.id, produced))
+            target.dirty = True
+
+    def _finish_merge(self, message: Envelope, lead_id: str, states: dict[str, LeadState], ctx: BatchContext) -> None:
+        """A merge this lead stored whose other side was not (another writer of that lead got there first, or
+        the process stopped between the two writes): that side is merged away now, once."""
+        if message.type != "crm.lead.merge":
+            return
+        partner = states.get(message.data.other_lead_id)
+        if partner is None or partner.lead is None or partner.seen(message.id) is not None:
+            return
+        if partner.lead.merged_into == lead_id or partner.lead.deleted:
+            return  # merged by this or an earlier merge, or deleted since: nothing is left to fold
+        self._take(message, partner.lead.lead_id, states, d.merged_away(partner.lead, lead_id, ctx.now), states[lead_id], ctx)
 
     def _note_board_change(self, target: LeadState, lead: d.Lead | None, message: Envelope) -> None:
         if self.stamp is None:

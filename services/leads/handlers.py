@@ -282,11 +282,24 @@ def decide(message: Envelope, lead_id: str, states: Mapping[str, LeadState], ctx
             original = d.require_exists(data.original_lead_id, _lead_of(states, data.original_lead_id))
             return [(lead_id, d.mark_duplicate(actor, lead, original, now))]
         case "crm.lead.merge":
-            d.require_visible(actor, _lead_of(states, data.other_lead_id), data.other_lead_id, ctx.pipelines)
-            other = d.require_exists(data.other_lead_id, _lead_of(states, data.other_lead_id))
-            survivor, merged = d.merge_leads(actor, lead, other, dict(data.fields or {}), now)
-            return [(lead_id, survivor), (other.lead_id, merged)]
+            return _merged(message, actor, lead, states, ctx)
     raise AssertionError(f"unrouted message type {message.type}")
+
+
+def _merged(message: Envelope, actor: d.Actor, lead: d.Lead, states: Mapping[str, LeadState], ctx: BatchContext) -> list[tuple[str, d.Outcome]]:
+    """``crm.lead.merge``: the other lead folded into this one and merged away, both written by this batch."""
+    data = message.data
+    d.require_visible(actor, _lead_of(states, data.other_lead_id), data.other_lead_id, ctx.pipelines)
+    other = d.require_exists(data.other_lead_id, _lead_of(states, data.other_lead_id))
+    partner = states.get(other.lead_id)
+    if partner is not None and partner.seen(message.id) is not None and other.merged_into == lead.lead_id:
+        # An earlier attempt stored the other side and lost this one to another writer (the other lead
+        # may live on another instance's partition): this side is folded in again from the other as it
+        # stood before, which stays as stored.
+        survivor, _ = d.merge_leads(actor, lead, d.before_merge(other), dict(data.fields or {}), ctx.now)
+        return [(lead.lead_id, survivor)]
+    survivor, merged = d.merge_leads(actor, lead, other, dict(data.fields or {}), ctx.now)
+    return [(lead.lead_id, survivor), (other.lead_id, merged)]
 
 
 def _created(data: ev.CreateLead, lead_id: str, lead: d.Lead | None, actor: d.Actor, ctx: BatchContext) -> d.Outcome:

@@ -87,7 +87,9 @@ from services.leads.domain.duplicates import (
     duplicates_at_creation,
     mark_duplicate,
     dismiss_duplicate,
+    before_merge,
     merge_leads,
+    merged_away,
 )
 from services.leads.domain.guards import (
     check_card_size,
@@ -185,7 +187,9 @@ __all__ = [
     "duplicates_at_creation",
     "mark_duplicate",
     "dismiss_duplicate",
+    "before_merge",
     "merge_leads",
+    "merged_away",
     "check_card_size",
     "require_exists",
     "require_new",

@@ -148,6 +148,15 @@ def merge_leads(
             LeadAssigned(survivor.lead_id, kept.responsible_id, survivor.responsible_id, kept.version)
         )
     kept_events.append(LeadUpdated(kept, _diff(survivor, kept)))
-    gone = _next(other, now, merged_into=survivor.lead_id, deleted=True, deleted_at=now)
-    gone_events = [LeadDeleted(other.lead_id, gone.version), LeadUpdated(gone, _diff(other, gone))]
-    return Outcome(kept, kept_events), Outcome(gone, gone_events)
+    return Outcome(kept, kept_events), merged_away(other, survivor.lead_id, now)
+
+
+def merged_away(other: Lead, survivor_id: str, now: datetime) -> Outcome:
+    """The other side of a merge: ``other`` deleted as merged into ``survivor_id``."""
+    gone = _next(other, now, merged_into=survivor_id, deleted=True, deleted_at=now)
+    return Outcome(gone, [LeadDeleted(other.lead_id, gone.version), LeadUpdated(gone, _diff(other, gone))])
+
+
+def before_merge(other: Lead) -> Lead:
+    """``other`` as it stood before a merge stored it as merged away: only the merge's marks differ."""
+    return other.model_copy(update={"merged_into": None, "deleted": False, "deleted_at": None})

@@ -92,3 +92,50 @@ async def test_refusals_are_decided_before_anything_is_stored(settings_for):
         codes = {o.message.data.command_id: o.message.data.reason_code.value for o in out if o.message.type == "crm.command.rejected"}
         assert codes == {unknown.id: "not_found", unlicensed.id: "not_licensed", nowhere.id: "not_found"}
         assert await leads.get("U1") is None and await leads.get("U2") is None
+
+
+async def _merge_racing_another_writer(settings_for, raced: str):
+    """M1 merges M2 while another writer changes ``raced`` between the batch's read and its write (as the
+    owner of that lead's partition may, on another instance): the batch's write of that lead loses the
+    race and is applied again."""
+    from services.leads.repository import LeadWrite
+
+    async with leads_handlers(settings_for) as (handlers, leads):
+        leads.strict_versions = True  # as the service runs: a replace names the version it read
+        grant = directory_event("crm.user.licence-granted", user_id="bob", licence="crm")
+        await handlers.on_batch(inbound([(DIRECTORY_EVENTS, grant), *((LEADS_COMMANDS, command(m, actor="bob")) for m in (
+            payload("crm.lead.create", lead_id="M1", title="Survivor", contact={"name": "Ann Lee"}),
+            payload("crm.lead.create", lead_id="M2", title="Other", description="wants 3 routers", contact={"name": "Bo Chen"}),
+        ))]))
+        real_save, raced_once = leads.save, []
+
+        async def save(writes, changes=None):
+            if not raced_once and any(w.lead.lead_id == raced for w in writes):
+                raced_once.append(raced)
+                stored = (await leads.get_many([raced]))[raced]
+                lead = stored.lead.model_copy(update={"title": f"{stored.lead.title} (edited elsewhere)", "version": stored.version + 1})
+                assert await real_save([LeadWrite(lead, stored.recent, stored.version)]) == set()
+            return await real_save(writes, changes)
+
+        leads.save = save
+        merge = command(payload("crm.lead.merge", lead_id="M1", other_lead_id="M2", fields={}), actor="bob")
+        out = await handlers.on_batch(inbound([(LEADS_COMMANDS, merge)]))
+        assert raced_once == [raced]
+        leads.save = real_save
+        return out, await leads.get("M1"), await leads.get("M2"), merge
+
+
+async def test_a_merge_whose_other_lead_lost_a_race_still_merges_it_away(settings_for):
+    out, survivor, other, merge = await _merge_racing_another_writer(settings_for, "M2")
+    assert (other.merged_into, other.deleted, other.title) == ("M1", True, "Other (edited elsewhere)")
+    assert survivor.description == "wants 3 routers"
+    types = [(o.message.subject, o.message.type) for o in out if o.message.causationid == merge.id]
+    assert types.count(("M1", "crm.lead.merged")) == 1 and ("M2", "crm.lead.deleted") in types
+
+
+async def test_a_merge_whose_surviving_lead_lost_a_race_still_folds_the_other_in(settings_for):
+    out, survivor, other, merge = await _merge_racing_another_writer(settings_for, "M1")
+    assert (survivor.title, survivor.description) == ("Survivor (edited elsewhere)", "wants 3 routers")
+    assert (other.merged_into, other.deleted) == ("M1", True)
+    types = [(o.message.subject, o.message.type) for o in out if o.message.causationid == merge.id]
+    assert types.count(("M1", "crm.lead.merged")) == 1 and types.count(("M2", "crm.lead.deleted")) == 1
