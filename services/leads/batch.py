@@ -200,7 +200,8 @@ class LeadBatch:
                 self._send_creation(state, ctx.now)
             conflicted = await self._save(states, out)
             if not conflicted:
-                return out
+                # A lead stored by an earlier attempt replays in the later one what it was owed then: once.
+                return list({m.id: m for m in out}.values())
             # Re-apply what lost: those leads, and any lead whose merge partner lost.
             pending = {lid for lid in pending if lid in conflicted or _touches(by_lead[lid], conflicted)}
             must_load |= pending | conflicted

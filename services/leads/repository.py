@@ -116,10 +116,7 @@ class LeadRepository:
         if matched < len(replaces):
             # Someone else changed (or removed) these leads since we read them: find which.
             current = await self.get_many(w.lead.lead_id for w in replaces)
-            conflicted |= {
-                w.lead.lead_id for w in replaces
-                if w.lead.lead_id not in current or current[w.lead.lead_id].version != w.lead.version
-            }
+            conflicted |= {w.lead.lead_id for w in replaces if not _written_by(current.get(w.lead.lead_id), w)}
         return conflicted
 
     async def duplicate_candidates(self, keys: Iterable[Mapping[str, str]]) -> dict[str, dict[str, str]]:
@@ -287,6 +284,16 @@ def _decode_cursor(cursor: str) -> str:
         return readmodel.key_tail(datetime.fromisoformat(at), str(lead_id))
     except Exception as exc:
         raise ValueError("the cursor is not one this service issued; start again without it") from exc
+
+
+def _written_by(stored: StoredLead | None, write: LeadWrite) -> bool:
+    """Whether ``stored`` is what ``write`` wrote. The version alone cannot tell: another writer that read the
+    same version (a merge writing the other lead, that lead's own instance) stores the same number, and
+    taking its change for ours lost one of the two (and miscounted the board). The last applied message
+    tells them apart."""
+    if stored is None or stored.version != write.lead.version:
+        return False
+    return [r.message_id for r in stored.recent[-1:]] == [r.message_id for r in write.recent[-1:]]
 
 
 class LeadsMeta:
