@@ -297,9 +297,10 @@ class TaskRepository:
         """Claim a due-time notice for this instance (one winner), owing it until settled; then flag the task.
 
         The claim is an insert under the notice's deterministic id, not a conditional update of the task:
-        FerretDB does not apply a filtered update atomically under concurrency (two writers can both
-        match), while a unique key is enforced by its storage. The flags on the task only keep the
-        next passes from looking at it again.
+        a unique key is one winner on every backend (upstream FerretDB matched a filtered update outside
+        its write transaction, so two writers could both win; the local build's write patches closed
+        that, crmctl/ferretdb_writes.py, but the claim does not depend on them). The flags on the task
+        only keep the next passes from looking at it again.
         """
         try:
             await self._notices.insert_one(

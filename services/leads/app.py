@@ -143,10 +143,10 @@ async def _start_up(
     ferretdb = await is_ferretdb(service.db)
     await leads.ensure_indexes(ferretdb=ferretdb)
     await counters.ensure_indexes()
-    # Version-guarded replaces on FerretDB too: it applies the guard as read-then-write inside one
-    # statement, not atomically, but that window is microseconds, where an unguarded replace let
-    # an instance still finishing a batch after a rebalance overwrite the new owner's newer
-    # version (15 of 5,000 leads left a version behind in the scale-out scenario under load).
+    # Version-guarded replaces on FerretDB too (the local build applies a statement's read and write in
+    # one transaction, crmctl/ferretdb_writes.py): an unguarded replace let an instance still finishing
+    # a batch after a rebalance overwrite the new owner's newer version (15 of 5,000 leads left a
+    # version behind in the scale-out scenario under load).
     leads.strict_versions = True
     leads.ferretdb = ferretdb
     owed = await handlers.announce_default_pipeline()

@@ -83,8 +83,8 @@ class LeadRepository:
         New leads are inserted blind: a duplicate id means the lead exists after all (a redelivered
         create), and the caller re-reads it. Changes replace the document by id; with
         ``strict_versions`` the replace also names the version read, so a concurrent writer is
-        detected (on MongoDB; FerretDB does not apply a conditional write atomically, so there the
-        partition ownership of each lead is what keeps one writer per lead).
+        detected (on MongoDB, and on the local FerretDB build, whose write patches apply the guard and
+        the write in one transaction); which write landed is told by ``_written_by``.
 
         ``changes``: per lead, the board changes its document carries (written with it, so a crash
         before the counters are written loses none of them).

@@ -32,7 +32,7 @@ class LeadChange:
 
 @dataclass(frozen=True)
 class _Upsert:
-    """One version-guarded write of a projection (kept as data so it can be redone alone)."""
+    """One version-guarded write of a projection."""
 
     filter: dict[str, Any]
     update: dict[str, Any]
@@ -47,15 +47,10 @@ async def _bulk_ignoring_duplicates(col: Any, ops: list[_Upsert]) -> None:
     try:
         await col.bulk_write([UpdateOne(o.filter, o.update, upsert=o.upsert) for o in ops], ordered=False)
     except BulkWriteError as exc:
+        # A stale fact's upsert collides with the newer document: E11000 of its statement alone (the local
+        # FerretDB build answers as MongoDB does; upstream 1.24 left `n` out and pymongo raised KeyError).
         if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
             raise
-    except KeyError:
-        # FerretDB 1.24 leaves `n` and `nModified` out of an update reply that carries write errors
-        # (a stale fact's upsert collides with the newer document), and pymongo's bulk merge reads
-        # them: the batch went to the DLQ. Redone one write at a time, only in that case.
-        for o in ops:
-            with contextlib.suppress(DuplicateKeyError):
-                await col.update_one(o.filter, o.update, upsert=o.upsert)
 
 
 def folded(changes: Sequence[LeadChange]) -> list[LeadChange]:

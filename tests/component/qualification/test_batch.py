@@ -127,3 +127,16 @@ async def test_refused_commands_store_nothing(settings_for):
             ("crm.qualification.rejected", unknown[1].id),
         }
         assert await stored_counts(service.db) == (0, 0, 0, 0)
+
+
+async def test_a_stale_lead_fact_beside_new_ones_is_passed_over_and_the_new_ones_are_kept(settings_for):
+    # An older card's upsert collides with the newer stored one (E11000 of that statement only, as on
+    # MongoDB): the rest of the bulk is written and the batch goes on.
+    async with built(app(settings_for)) as service:
+        handle = await prepared(service)
+        await handle(inbound([lead_card("S1", version=3, title="Newest"), lead_card("S2", version=1, title="Second")]))
+        await handle(inbound([lead_card("S1", version=2, title="Older", event="crm.lead.updated"),
+                              lead_card("S2", version=2, title="Second, renamed", event="crm.lead.updated"),
+                              lead_card("S3", version=1, title="Third")]))
+        titles = {d["_id"]: (d["version"], d["title"]) async for d in service.db["leads"].find({})}
+        assert titles == {"S1": (3, "Newest"), "S2": (2, "Second, renamed"), "S3": (1, "Third")}
