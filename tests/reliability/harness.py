@@ -48,15 +48,32 @@ def scaled(count: int, minimum: int = 50) -> int:
     return max(minimum, int(count * SCALE))
 
 
+def _ephemeral_start() -> int:
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(exclude: Iterable[int] = ()) -> int:
-    """A loopback port nobody listens on now (the kernel's pick, not a guess)."""
+    """A loopback port nobody listens on now, below the kernel's range for outgoing connections.
+
+    A port from that range (the kernel's own pick of a free one) can be taken while a broker is down:
+    a client reconnecting to 127.0.0.1:P may be given P as its own source port and connect to itself,
+    and the restarted broker then finds P in use (test_broker_restart failed so in a CI rehearsal)."""
     taken = set(exclude)
+    rnd = random.Random()
+    top = _ephemeral_start()
     while True:
+        port = rnd.randrange(20000, top)
+        if port in taken or port_open(port):
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in taken and not port_open(port):
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 async def until(
