@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from contracts import build_message
 from contracts.directory import UserLicenceGranted
 from contracts.topics import DIRECTORY_EVENTS, IMPORTS_COMMANDS, LEADS_EVENTS
@@ -11,27 +9,7 @@ from crmkit.messaging import BatchProcessor, Health, Inbound
 from crmkit.metrics import Metrics
 from crmkit.settings import ServiceSettings
 from services.importer.handlers import PASSED_OVER, ImporterHandlers
-
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes
-    headers: list[tuple[str, bytes]]
-    key: bytes | None = None
-
-
-class FakeBus:
-    def __init__(self) -> None:
-        self.parked: list[tuple[int, str]] = []
-
-    async def publish(self, outbound) -> None:
-        pass
-
-    async def dead_letter(self, bad, group) -> None:
-        self.parked += [(record.offset, code) for record, code, _ in bad]
+from tests.unit.ops.test_batch_select import FakeBus, Record  # the consumed record and the bus, as the processor sees them
 
 
 def test_what_is_passed_over_is_what_the_importer_never_acts_on():
