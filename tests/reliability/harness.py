@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import Envelope
 from contracts.topics import DLQ_REASON, dlq_topic
@@ -29,7 +28,7 @@ from crmctl.stack import ROOT, ManagedProcess, Stack, StackConfig, port_open
 from crmkit.topics import ensure_topics
 from crmkit.mongo import make_client
 from crmkit.settings import KafkaSettings
-from tests.support import kafka_options, register_kafka
+from tests.support import kafka_options, register_kafka, remove_test_data
 
 # 1.0 runs the issue's numbers (20,000 creates, 10,000 valid + 1,000 poison ...); CI may scale down.
 SCALE = float(os.environ.get("CRM_RELIABILITY_SCALE", "1.0"))
@@ -639,27 +638,7 @@ class Scenario:
             if instance.running():
                 await instance.terminate(limit=15)
         await self._mongo.close()
-        await remove_scenario_data(self.stack, self.prefix)
-
-
-async def remove_scenario_data(stack: PrivateStack, prefix: str) -> None:
-    with contextlib.suppress(Exception):
-        admin = AIOKafkaAdminClient(**kafka_options(stack.kafka), request_timeout_ms=10_000)
-        await admin.start()
-        try:
-            topics = [t for t in await admin.list_topics() if t.startswith(prefix)]
-            if topics:
-                await admin.delete_topics(topics)
-        finally:
-            await admin.close()
-    with contextlib.suppress(Exception):
-        client = make_client(stack.mongodb)
-        try:
-            for name in await client.list_database_names():
-                if name.startswith(prefix.strip(".") + "_"):
-                    await client.drop_database(name)
-        finally:
-            await client.close()
+        await remove_test_data(self.stack, self.prefix)  # the stack has the endpoints' .kafka and .mongodb
 
 
 def random_moment(low: float, high: float, rng: random.Random) -> float:
