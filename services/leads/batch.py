@@ -218,7 +218,7 @@ class LeadBatch:
                 indexed.add(lead_id)
         writes = [
             LeadWrite(s.lead, kept(s.recent, self.settings.recent_messages_kept), s.stored.version if s.stored else None,
-                      self.wire.cards.cached(s.lead))
+                      self.wire.cards.cached(s.lead), self.wire.cards.cached_json(s.lead))
             for s in states.values()
             if s.dirty and s.lead is not None
         ]

@@ -150,6 +150,7 @@ class Cards:
 
     def __init__(self) -> None:
         self._forms: dict[int, tuple[d.Lead, dict[str, Any]]] = {}
+        self._json: dict[int, tuple[d.Lead, bytes]] = {}  # the form serialised, once its size was asked
 
     def of(self, lead: d.Lead) -> dict[str, Any]:
         hit = self._forms.get(id(lead))
@@ -161,9 +162,20 @@ class Cards:
         hit = self._forms.get(id(lead))
         return hit[1] if hit is not None and hit[0] is lead else None
 
+    def json(self, lead: d.Lead) -> bytes:
+        """The card's form as JSON bytes (orjson), made once."""
+        hit = self._json.get(id(lead))
+        if hit is None or hit[0] is not lead:
+            hit = self._json[id(lead)] = (lead, orjson.dumps(self.of(lead)))
+        return hit[1]
+
+    def cached_json(self, lead: d.Lead) -> bytes | None:
+        hit = self._json.get(id(lead))
+        return hit[1] if hit is not None and hit[0] is lead else None
+
     def size(self, lead: d.Lead) -> int:
         """The card's size as its events carry it, in bytes of JSON."""
-        return len(orjson.dumps(self.of(lead)))
+        return len(self.json(lead))
 
     def messages(
         self, events: Sequence[Any], cause: Envelope, source: str, subject: str | None, now: datetime

@@ -106,6 +106,19 @@ def test_stored_blob_keeps_one_copy_of_the_card_and_reads_back_the_exact_events(
         ]
 
 
+def test_a_blob_made_with_the_card_s_json_at_hand_is_the_one_made_without() -> None:
+    cause = _cause()
+    for lead, events in _cards():
+        cards = Cards()
+        produced = _produced(cards.messages(events, cause, "crm/leads", lead.lead_id, NOW))
+        assert cards.cached_json(lead) is None
+        assert cards.size(lead) == len(cards.cached_json(lead) or b"") == len(json.dumps(cards.of(lead), ensure_ascii=False, separators=(",", ":")).encode())
+        with_json = lead_document(LeadWrite(lead, [Recent("m-1", produced)], None, cards.cached(lead), cards.cached_json(lead)))
+        without = lead_document(LeadWrite(lead, [Recent("m-1", produced)], None, cards.cached(lead)))
+        assert blob_json(with_json) == blob_json(without)
+        assert stored_lead(with_json).lead == lead
+
+
 def test_a_card_event_of_an_older_card_is_stored_whole() -> None:
     cards = Cards()
     lead, events = _cards()[1]
