@@ -356,8 +356,9 @@ class LeadBatch:
         outcome = d.duplicates_found(state.lead, matches, now, just_created=just_created)
         if not outcome.changed:
             return
-        state.lead = outcome.lead
+        before, state.lead = state.lead, outcome.lead
         if just_created:
+            self.wire.cards.with_duplicates(outcome.lead, before)  # its card form: the create's, with the duplicates
             state.unsent = list(outcome.events)
             return
         self._send_creation(state, now)

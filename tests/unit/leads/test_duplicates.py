@@ -99,7 +99,7 @@ def test_stored_candidates_are_found_by_their_keys_only() -> None:
         "S4": {"email": "b@x.ru", "name": "ivan"},
     }
     index = LeadIndex()
-    index.put("S3", {"name": "pavel"}, {})  # changed in this batch: its keys here win over the stored ones
+    index.put("S3", {"name": "pavel"})  # changed in this batch: its keys here win over the stored ones
     by_key = StoredKeys(stored)
     for keys, expected in [
         ({"name": "ivan"}, ["S1", "S4"]),
@@ -111,3 +111,18 @@ def test_stored_candidates_are_found_by_their_keys_only() -> None:
         assert [lead_id for lead_id, _ in found] == expected
         assert found == index.candidates(keys, stored)  # a plain mapping answers the same
     assert dict(index.candidates({"name": "ivan"}, by_key))["S4"] == {"email": "b@x.ru", "name": "ivan"}
+
+
+def test_a_lead_this_batch_deleted_or_changed_is_matched_as_the_batch_left_it() -> None:
+    from services.leads.index import LeadIndex
+
+    stored = {"S1": {"email": "a@x.ru", "name": "ivan"}, "S2": {"name": "ivan"}}
+    index = LeadIndex()
+    index.put("S1", {})  # deleted here: no longer a candidate, though the stored copy still has keys
+    index.put("N1", {"name": "ivan", "phone": "79120000001"})
+    assert [lead_id for lead_id, _ in index.candidates({"name": "ivan"}, stored)] == ["N1", "S2"]
+    index.put("N1", {"name": "petr"})  # its name changed later in the batch: found by the new one only
+    assert [lead_id for lead_id, _ in index.candidates({"name": "ivan"}, stored)] == ["S2"]
+    assert index.candidates({"phone": "79120000001"}) == []
+    assert index.candidates({"name": "petr"}) == [("N1", {"name": "petr"})]
+    assert len(index) == 2

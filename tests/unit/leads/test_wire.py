@@ -11,12 +11,14 @@ import json
 import zlib
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 from contracts import build_message, parse_message
 from contracts.leads import CreateLead
 from contracts.topics import LEADS_EVENTS
 from services.leads import domain as d
 from services.leads.documents import BLOB_FORMAT, blob_json
-from services.leads.messages import CardEvent, Cards, to_messages
+from services.leads.messages import CardEvent, Cards, card_form, to_messages
 from services.leads.repository import LeadWrite, Recent, lead_document, stored_card, stored_lead
 
 NOW = datetime(2025, 3, 10, 9, 0, 0, 123456, tzinfo=UTC)
@@ -185,15 +187,14 @@ def test_the_read_side_cuts_the_same_card_from_a_blob_of_the_current_format() ->
 
 
 def test_the_stored_document_carries_its_duplicate_keys_and_links_while_live() -> None:
-    from services.leads.index import index_entry
+    from services.leads.duplicates import match_keys
 
     for lead, _ in _cards():
         doc = lead_document(LeadWrite(lead, [], None))
-        keys, links = index_entry(lead)
-        assert {k: doc[f"ix_{k}"] for k in ("email", "phone", "name") if doc[f"ix_{k}"]} == keys
-        assert doc["ix_contact"] == (links.get("contact") or [None])[0]
-        assert doc["ix_company"] == (links.get("company") or [None])[0]
-        assert doc["product_ids"] == (links.get("product") or None)
+        assert {k: doc[f"ix_{k}"] for k in ("email", "phone", "name") if doc[f"ix_{k}"]} == match_keys(lead)
+        assert doc["ix_contact"] == (lead.contact.contact_id if lead.contact else None)
+        assert doc["ix_company"] == (lead.company.company_id if lead.company else None)
+        assert doc["product_ids"] == ([p.product_id for p in lead.products] or None)
     lead = _cards()[1][0]
     doc = lead_document(LeadWrite(lead, [], None))
     assert doc["ix_email"] and doc["ix_contact"] == "c-1" and doc["ix_company"] == "co-1"
@@ -222,3 +223,40 @@ def test_cards_are_answered_with_the_json_values_of_the_shared_json_response() -
     assert any(view["last_activity"]["at"] for view in views)  # a datetime the standard encoder takes by default=
     for payload in ({"items": views, "next_cursor": "0001"}, views[1], {"stages": [{"leads": views, "count": 4}]}):
         assert json.loads(cards_response(payload).body) == json.loads(json_response(payload).body)
+
+
+def test_a_duplicates_found_notice_is_the_contract_path_s_bytes() -> None:
+    matches = (
+        d.DuplicateMatch(lead_id="L7", score=1.0, matched_on=["email", "phone", "name"]),
+        d.DuplicateMatch(lead_id="L3", score=0.9, matched_on=["email", "name"]),
+        d.DuplicateMatch(lead_id="L9", score=0.3, matched_on=["name"]),
+    )
+    traced = build_message(CreateLead(lead_id="L1", title="x"), source="test", actorid="u-1",
+                           traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", tracestate="k=v")
+    for cause in (_cause(), traced):
+        for found in (matches[:1], matches):
+            event = d.DuplicatesFound("L1", found, 4)
+            made = Cards().messages([event], cause, "crm/leads", "L1", NOW)[0]
+            expected = to_messages([event], cause, "crm/leads", "L1", NOW)[0]
+            assert made.to_json_bytes() == expected.to_json_bytes()
+            assert made.data.matches == expected.data.matches  # read, it is the contract model
+    # A traceparent the bus sets on a message made without one is in its value, as on the contract path.
+    cause = _cause()
+    made = Cards().messages([d.DuplicatesFound("L1", matches, 4)], cause, "crm/leads", "L1", NOW)[0]
+    expected = to_messages([d.DuplicatesFound("L1", matches, 4)], cause, "crm/leads", "L1", NOW)[0]
+    made.traceparent = expected.traceparent = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+    assert made.to_json_bytes() == expected.to_json_bytes()
+
+
+def test_the_form_of_a_lead_created_with_duplicates_is_its_whole_card_dump() -> None:
+    lead = _cards()[1][0]
+    matches = [d.DuplicateMatch(lead_id="L1", score=0.9, matched_on=["email", "name"]),
+               d.DuplicateMatch(lead_id="L0", score=0.3, matched_on=["name"])]
+    created = d.duplicates_at_creation(lead, matches).lead
+    cards = Cards()
+    cards.size(lead)  # the create's form, as the card size check makes it
+    cards.with_duplicates(created, lead)
+    form = cards.cached(created)
+    assert form == card_form(created) and list(form) == list(card_form(created))  # the same keys in the same order
+    assert orjson.dumps(form) == orjson.dumps(card_form(created))
+    assert cards.of(lead) == card_form(lead)  # the create's own form is left as it was
