@@ -74,16 +74,19 @@ def task_view(task: d.Task) -> TaskView:
 
 
 def outbound_of(event: Any, cause: Envelope, source: str, index: int, now: datetime) -> Outbound:
-    common = dict(source=source, correlationid=cause.correlationid or cause.id, causationid=cause.id, time=now)
+    """The message a task rule's event becomes, serialized once: the same bytes are kept with the task (its
+    applied record) and published, in the trace of the command that caused it (as crmkit would carry it)."""
+    common = dict(source=source, correlationid=cause.correlationid or cause.id, causationid=cause.id, time=now,
+                  traceparent=cause.traceparent, tracestate=cause.tracestate)
     if isinstance(event, d.DisqualifyRequested):
         payload = DisqualifyLead(lead_id=event.lead_id, reason_id=event.reason_id, comment=event.comment)
         message = build_message(payload, actorid=event.actor_id, id=stable_id(cause.id, "disqualify"), **common)
-        return Outbound(QUALIFICATION_COMMANDS, message)
+        return Outbound(QUALIFICATION_COMMANDS, message, value=message.to_json_bytes())
     payload = _TASK_EVENTS[type(event)].model_validate(event.task.model_dump())
     message = build_message(
         payload, actorid=cause.actorid, id=stable_id(cause.id, event.task.task_id, str(index), payload.TYPE), **common
     )
-    return Outbound(ACTIVITY_EVENTS, message)
+    return Outbound(ACTIVITY_EVENTS, message, value=message.to_json_bytes())
 
 
 def rejection(cause: Envelope, exc: d.Rejected | access.Refusal, source: str, lead_id: str | None) -> Outbound:
@@ -119,11 +122,16 @@ def notice_message(task: d.Task, kind: str, source: str, now: datetime) -> Outbo
 
 
 def serialize(outbound: Sequence[Outbound]) -> list[dict[str, str]]:
-    return [{"topic": o.topic, "message": o.message.to_json_bytes().decode(), "key": o.key or ""} for o in outbound]
+    return [{"topic": o.topic, "message": (o.value or o.message.to_json_bytes()).decode(), "key": o.key or ""} for o in outbound]
 
 
 def replay(recent: Applied[dict[str, str]]) -> list[Outbound]:
-    return [Outbound(e["topic"], Envelope.model_validate_json(e["message"]), e.get("key") or None) for e in recent.events]
+    """What a message published when it was applied, to be published again as it was (a record kept before its
+    trace context was kept with it gets the redelivery's, from crmkit)."""
+    return [
+        Outbound(e["topic"], Envelope.model_validate_json(e["message"]), e.get("key") or None, e["message"].encode())
+        for e in recent.events
+    ]
 
 
 def changes_no_fact(message: Envelope) -> bool:

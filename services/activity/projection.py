@@ -57,14 +57,14 @@ class LeadProjection:
     async def apply_many(self, facts: Sequence[tuple[str, int, dict[str, Any]]]) -> dict[str, ProjectedLead]:
         """Apply lead events' facts (id, version, facts) unless a newer version is known, in one request; then
         every lead they name as it is now."""
-        # ``_open``: the agenda as a version before the split kept it, in the lead's document (dropped here,
-        # as it is no longer read: the lead's agenda is rebuilt from its open tasks when next needed).
+        # A lead first projected here has had every change of its tasks kept in ``agendas``: no agenda there
+        # means none open (``_APART``), and its first task needs no read of its tasks to rebuild one.
         await upsert_ignoring_stale(
             self._col,
-            [({"_id": lid, "version": {"$lte": v}}, {"$set": {**f, "version": v}, "$unset": {"_open": ""}})
+            [({"_id": lid, "version": {"$lte": v}}, {"$set": {**f, "version": v}, "$setOnInsert": {_APART: True}})
              for lid, v, f in folded(facts)],
         )
-        docs = await find_by_ids(self._col, [lid for lid, _, _ in facts], _FACTS_ONLY)
+        docs = await find_by_ids(self._col, [lid for lid, _, _ in facts])
         return {
             doc["_id"]: ProjectedLead(
                 _lead_from(doc), bool(doc.get("_tasks_deleted", False)),
@@ -84,10 +84,8 @@ class LeadProjection:
         return ProjectedLead(projected.lead, deleted, reactions)
 
     async def agendas(self, lead_ids: Iterable[str]) -> dict[str, dict[str, datetime] | None]:
-        """Each lead's agenda; None where none is kept yet (a lead without tasks yet, or from before agendas)."""
-        ids = sorted(set(lead_ids))
-        found = {doc["_id"]: _agenda_from(doc) for doc in await find_by_ids(self._agendas, ids)} if ids else {}
-        return {lead_id: found.get(lead_id) for lead_id in ids}
+        """Each known lead's agenda; None where it is not known here: to be rebuilt from the lead's open tasks."""
+        return (await self.read_many(lead_ids))[1]
 
     async def keep_agendas(
         self, changes: Mapping[str, Mapping[str, datetime | None]], rebuilt: Mapping[str, Mapping[str, datetime]]
@@ -102,13 +100,15 @@ class LeadProjection:
                     update.setdefault("$unset", {})[f"open.{_agenda_key(task_id)}"] = ""
                 else:
                     update.setdefault("$set", {})[f"open.{_agenda_key(task_id)}"] = {"id": task_id, "due": due}
-            if update:
-                ops.append(UpdateOne({"_id": lead_id}, update))
+            if update:  # the first entries of a lead's agenda make its document
+                ops.append(UpdateOne({"_id": lead_id}, update, upsert=True))
         for lead_id, agenda in rebuilt.items():
             whole = {_agenda_key(tid): {"id": tid, "due": due} for tid, due in agenda.items()}
             ops.append(UpdateOne({"_id": lead_id}, {"$set": {"open": whole}}, upsert=True))
         if ops:
             await self._agendas.bulk_write(ops, ordered=False)
+        if rebuilt:  # stored apart now: a copy kept the old way is no longer the lead's agenda
+            await self._col.update_many({"_id": {"$in": sorted(rebuilt)}, "_open": {"$exists": True}}, {"$unset": {"_open": ""}})
 
     async def get(self, lead_id: str) -> LeadInfo | None:
         doc = await self._col.find_one({"_id": lead_id})
@@ -123,16 +123,26 @@ class LeadProjection:
         ids = sorted(set(lead_ids))
         if not ids:
             return {}, {}
-        leads = {doc["_id"]: _lead_from(doc) for doc in await find_by_ids(self._col, ids, _FACTS_ONLY)}
-        return leads, await self.agendas(leads)
+        docs = await find_by_ids(self._col, ids)
+        kept = {doc["_id"]: doc for doc in await find_by_ids(self._agendas, [doc["_id"] for doc in docs])} if docs else {}
+        return {doc["_id"]: _lead_from(doc) for doc in docs}, {doc["_id"]: _agenda_of(doc, kept.get(doc["_id"])) for doc in docs}
 
 
-# What a read of the facts leaves out: the agenda an older version kept in the lead's document.
-_FACTS_ONLY = {"_open": 0}
+# Set on a lead's document when this version first projects it (see apply_many).
+_APART = "_agendas_apart"
 
 
-def _agenda_from(doc: dict[str, Any]) -> dict[str, datetime]:
-    return {e["id"]: e["due"] for e in (doc.get("open") or {}).values()}
+def _agenda_of(lead: dict[str, Any], kept: dict[str, Any] | None) -> dict[str, datetime] | None:
+    """A lead's agenda, or None where it must be rebuilt from its open tasks.
+
+    An older version kept the agenda in the lead's document (``_open``): one there was written by it (the lead
+    not touched here since, or an instance of that version worked its tasks during a rolling upgrade), and
+    neither it nor the one kept apart can be trusted to hold every change. The rebuild drops it."""
+    if "_open" in lead:
+        return None
+    if kept is not None:
+        return {e["id"]: e["due"] for e in (kept.get("open") or {}).values()}
+    return {} if lead.get(_APART) else None
 
 
 def _lead_from(doc: dict[str, Any]) -> LeadInfo:
