@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,12 +20,13 @@ from contracts.activity import (
     TaskView,
 )
 from contracts.qualification import DisqualifyLead
-from contracts.topics import ACTIVITY_EVENTS, QUALIFICATION_COMMANDS
+from contracts.registry import TOPIC_TYPES
+from contracts.topics import ACTIVITY_COMMANDS, ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS
 from crmkit import access
 from crmkit.applied import Applied
 from crmkit.ids import uuid5
 from crmkit.messaging import Outbound
-from crmkit.principals import Principal
+from crmkit.principals import Principal, PrincipalRepository
 from services.activity import domain as d
 
 # Stable ids: the same input message always yields the same task ids and event ids, so a replay
@@ -35,6 +36,21 @@ _ID_NAMESPACE = uuid.UUID("3d0c7b1e-6a0f-4a57-b8e4-2f1e9c4d7a21")
 TASK_COMMANDS = {"crm.task.create", "crm.task.update", "crm.task.complete", "crm.task.cancel"}
 USER_COMMANDS = TASK_COMMANDS | {"crm.task.type.add"}
 LEAD_FACTS = {"crm.lead.created", "crm.lead.updated", "crm.lead.deleted", "crm.lead.restored", "crm.lead.stage-changed"}
+# The other services' events this one does nothing with (a qualification's company, deal and outcome; a lead's
+# assignment, duplicates, pipelines; directory records other than grants): passed over unparsed (crmkit's
+# ``select``), three of the five records each qualification brings here.
+PASSED_OVER = frozenset(
+    {t for t in TOPIC_TYPES[LEADS_EVENTS] if t not in LEAD_FACTS}
+    | {t for t in TOPIC_TYPES[QUALIFICATION_EVENTS] if t != "crm.lead.disqualified"}
+    | {t for t in TOPIC_TYPES[DIRECTORY_EVENTS] if not PrincipalRepository.handles(t)}
+) - set(TOPIC_TYPES[ACTIVITY_COMMANDS])
+
+
+class Parsed(Container[str]):
+    """The message types worth parsing: all but those passed over (an unknown type is parsed, and parked)."""
+
+    def __contains__(self, kind: object) -> bool:
+        return kind not in PASSED_OVER
 
 def stable_id(*parts: str) -> str:
     return uuid5(_ID_NAMESPACE, "\x1f".join(parts))
