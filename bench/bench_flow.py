@@ -12,7 +12,8 @@ In one run on the local stack, with leads, qualification and activity as separat
                  leads service shows ``qualified`` (the leads group committed every qualification event;
                  the cards are counted once after).
 Per stage, each service's batches (how many, records a batch, share of the time in a handler) come from
-its /metrics; ``--profile DIR`` also samples each service with py-spy and prints its heaviest functions.
+its /metrics, with the records each published by topic and type; ``--profile DIR`` also samples each service
+with py-spy and prints its heaviest functions, ``--count-ops`` counts each service's database commands per stage.
 The services run before the burst starts (their start is not timed); the burst itself takes a fraction
 of the time measured, and its length is reported. CPU per command of each process comes from /proc.
 
@@ -23,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +47,7 @@ from contracts.topics import (  # noqa: E402
 from crmkit.topics import ensure_topics  # noqa: E402
 from crmkit.settings import KafkaSettings  # noqa: E402
 
+from bench_import_cli import count_db_ops, db_ops  # noqa: E402
 from processes import free_port, start_service, stop_all  # noqa: E402  (bench/processes.py)
 from stages import BatchProbe, Profiles, print_stages  # noqa: E402  (bench/stages.py)
 
@@ -102,7 +106,36 @@ def alive(procs: dict[str, subprocess.Popen]) -> None:
             raise RuntimeError(f"the {name} process exited during the benchmark (its stderr is above)")
 
 
-async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | None = None) -> dict:
+class OpsProbe:
+    """Each service's database commands by kind and collection (bench/dbops), when counted (``--count-ops``)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.pids: dict[str, int] = {}
+
+    def counting(self) -> contextlib.AbstractContextManager[None]:
+        return count_db_ops(self.folder) if self.folder is not None else contextlib.nullcontext()
+
+    async def snapshot(self) -> dict[str, dict[str, int]]:
+        if self.folder is None:
+            return {}
+        return {name: await db_ops(self.folder, pid) for name, pid in self.pids.items()}
+
+    @staticmethod
+    def between(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        """Per service, the commands run in between; a cursor's pages (named by the cursor id) counted together."""
+        found: dict[str, dict[str, int]] = {}
+        for name, ops in after.items():
+            delta: dict[str, int] = {}
+            for kind, n in ops.items():
+                if n := n - before.get(name, {}).get(kind, 0):
+                    kind = "getMore" if kind.startswith("getMore ") else "_us getMore" if kind.startswith("_us getMore ") else kind
+                    delta[kind] = delta.get(kind, 0) + n
+            found[name] = delta
+        return found
+
+
+async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | None = None, ops_dir: Path | None = None) -> dict:
     prefix = common.new_prefix("flow")
     databases = {name: f"{prefix.strip('.')}_{name}" for name in SERVICES}
     groups = {name: f"{prefix}{name}" for name in SERVICES}
@@ -114,6 +147,7 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | 
     admin = common.admin(endpoints.kafka)
     await admin.start()
     probe = BatchProbe(ports)
+    ops = OpsProbe(ops_dir)
 
     async def settled() -> None:
         """Every lead event projected by qualification and activity: the next stage starts on a quiet stack."""
@@ -124,9 +158,11 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | 
         for name in SERVICES:
             extra = {"DUE_PASS_INTERVAL_S": "0"} if name == "activity" else {}
             extra |= {"DUPLICATE_CHECK": "false"} if name == "leads" else {}
-            procs[name] = start_service(name, {
-                **common.service_connection(endpoints), "TOPIC_PREFIX": prefix, "DATABASE": databases[name],
-                "GROUP_ID": groups[name], "SERVICE_PRINCIPALS": '["bench"]', "HTTP_PORT": str(ports[name]), **extra})
+            with ops.counting():
+                procs[name] = start_service(name, {
+                    **common.service_connection(endpoints), "TOPIC_PREFIX": prefix, "DATABASE": databases[name],
+                    "GROUP_ID": groups[name], "SERVICE_PRINCIPALS": '["bench"]', "HTTP_PORT": str(ports[name]), **extra})
+            ops.pids[name] = procs[name].pid
         meter = common.stack_meter(endpoints, **{name: proc.pid for name, proc in procs.items()})
         profiles = Profiles(profile, {name: proc.pid for name, proc in procs.items()})
         print(f"creating {leads:,} leads ...", file=sys.stderr)
@@ -144,7 +180,7 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | 
         activity = None
         if tasks:
             print(f"creating {tasks:,} tasks on {task_leads:,} leads ...", file=sys.stderr)
-            before = await probe.snapshot()
+            before, ops_before = await probe.snapshot(), await ops.snapshot()
             profiles.start("activity")
             activity = await burst(endpoints, task_records(prefix, tasks, task_leads), groups["activity"],
                                    prefix + ACTIVITY_COMMANDS, tasks, procs, meter)
@@ -155,13 +191,14 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | 
             activity["cpu_us_with_cards"] = meter.per_item_us(tasks)
             profiles.stop()
             activity["stages"] = BatchProbe.between(before, await probe.snapshot(), activity["cards_s"])
+            activity["db_ops"] = OpsProbe.between(ops_before, await ops.snapshot())
             stored_tasks = await client[databases["activity"]]["tasks"].count_documents({})
             if stored_tasks != tasks:
                 raise RuntimeError(f"{stored_tasks} tasks stored, expected {tasks}")
             await settled()
 
         print(f"qualifying {leads:,} leads ...", file=sys.stderr)
-        before = await probe.snapshot()
+        before, ops_before = await probe.snapshot(), await ops.snapshot()
         profiles.start("qualification")
         qualification = await burst(endpoints, qualify_records(prefix, leads), groups["qualification"],
                                     prefix + QUALIFICATION_COMMANDS, leads, procs, meter)
@@ -172,6 +209,7 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | 
         qualification["cpu_us"] = meter.per_item_us(leads)
         profiles.stop()
         qualification["stages"] = BatchProbe.between(before, await probe.snapshot(), cards_s)
+        qualification["db_ops"] = OpsProbe.between(ops_before, await ops.snapshot())
         shown = await client[databases["leads"]]["leads"].count_documents({"status": "qualified"})
         if shown != leads:
             raise RuntimeError(f"{shown} lead cards show qualified, expected {leads}")
@@ -189,14 +227,14 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | 
             "creates_per_second": leads / creates["seconds"], "bare_insert_per_second": leads / bare_s,
             "cpu_us_per_qualification": qualification["cpu_us"],
             "cpu_us_per_qualification_published": qualification["cpu_us_published"],
-            "stages": qualification["stages"],
+            "stages": qualification["stages"], "db_ops": qualification["db_ops"],
         },
     }
     if activity is not None:
         figures["activity"] = {
             "tasks": tasks, "leads": task_leads, "seconds": activity["seconds"], "tasks_per_second": tasks / activity["seconds"],
             "cards_s": activity["cards_s"], "burst_s": activity["burst_s"], "cpu_us_per_task": activity["cpu_us"],
-            "cpu_us_per_task_with_cards": activity["cpu_us_with_cards"], "stages": activity["stages"],
+            "cpu_us_per_task_with_cards": activity["cpu_us_with_cards"], "stages": activity["stages"], "db_ops": activity["db_ops"],
             "bare_insert_per_second": leads / bare_s,
         }
     return figures
@@ -211,6 +249,7 @@ def print_table(figures: dict) -> None:
     print("  CPU µs per qualification until published: " + _cpu(q.get("cpu_us_per_qualification_published", {})))
     print("  CPU µs per qualification until every card shows it: " + _cpu(q["cpu_us_per_qualification"]))
     print_stages(q.get("stages", {}))
+    _counts(q, q["leads"], "qualification")
     if a is None:
         return
     print(f"activity, {a['tasks']:,} crm.task.create on {a['leads']:,} leads: {a['seconds']:.2f} s -> {a['tasks_per_second']:,.0f} tasks/s"
@@ -218,7 +257,24 @@ def print_table(figures: dict) -> None:
     print("  CPU µs per task until committed: " + _cpu(a["cpu_us_per_task"]))
     print("  CPU µs per task until every summary is on its card: " + _cpu(a.get("cpu_us_per_task_with_cards", {})))
     print_stages(a.get("stages", {}))
+    _counts(a, a["tasks"], "task")
     print("targets (issue 21): >= 1,000 qualifications/s, >= 2,000 tasks/s")
+
+
+def _counts(figures: dict, items: int, unit: str) -> None:
+    """Records each service published and database commands it ran, per item of the stage."""
+    for name, row in sorted(figures.get("stages", {}).items()):
+        published = {k.split(".", 1)[-1] if k.startswith("bench") else k: n for k, n in row.get("published", {}).items()}
+        if published:
+            print(f"    {name} published per {unit}: " + ", ".join(f"{k} {n / items:.2f}" for k, n in published.items()))
+    for name, found in sorted(figures.get("db_ops", {}).items()):
+        print(f"    {name} database: {found.get('_commands', 0):,} commands, {found.get('_writes', 0):,} writes of "
+              f"{found.get('_write_items', 0) / items:.2f} documents/statements per {unit}: "
+              + ", ".join(f"{k} {n:,}" for k, n in sorted(found.items(), key=lambda kv: -kv[1]) if not k.startswith("_")))
+        took = {k.removeprefix("_us "): n for k, n in found.items() if k.startswith("_us ")}
+        if took:
+            print(f"      its commands' time per {unit} (µs, as the client saw it): "
+                  + ", ".join(f"{k} {n / items:,.0f}" for k, n in sorted(took.items(), key=lambda kv: -kv[1])))
 
 
 def _cpu(figures: dict[str, float]) -> str:
@@ -230,9 +286,11 @@ async def main() -> None:
     parser.add_argument("--leads", type=int, default=1000, help="leads created, then qualified (default 1000)")
     parser.add_argument("--tasks", type=int, default=10_000, help="crm.task.create on a tenth as many leads (default 10000)")
     parser.add_argument("--profile", type=Path, help="write py-spy profiles of each service per stage to this folder")
+    parser.add_argument("--count-ops", action="store_true", help="count each service's database commands per stage")
     args = parser.parse_args()
     common.quiet_logs()
-    print_table(await measure(common.stack_endpoints(), args.leads, args.tasks, args.profile))
+    with tempfile.TemporaryDirectory() if args.count_ops else contextlib.nullcontext() as folder:
+        print_table(await measure(common.stack_endpoints(), args.leads, args.tasks, args.profile, Path(folder) if folder else None))
 
 
 if __name__ == "__main__":

@@ -32,13 +32,15 @@ class BatchProbe:
                             counts[f"{sample.labels['handler']}|{sample.name.rsplit('_', 1)[1]}"] += sample.value
                         elif sample.name == "crm_consumed_total":
                             counts[f"consumed|{sample.labels['topic']}"] += sample.value
+                        elif sample.name == "crm_published_total":
+                            counts[f"published|{sample.labels['topic']}|{sample.labels['type']}"] += sample.value
                 found[name] = counts
         return found
 
     @staticmethod
     def between(before: dict[str, Counter[str]], after: dict[str, Counter[str]], seconds: float) -> dict[str, dict]:
         """Per service: records consumed, batches and records a batch (all its handlers), and per handler the
-        share of the stage's wall time spent handling."""
+        share of the stage's wall time spent handling; records published, by topic and type."""
         stages: dict[str, dict] = {}
         for name, now in after.items():
             delta = now - before.get(name, Counter())
@@ -48,6 +50,7 @@ class BatchProbe:
             stages[name] = {
                 "consumed": int(consumed), "batches": int(batches), "records_per_batch": consumed / batches if batches else 0.0,
                 "busy_share": {h: delta[f"{h}|sum"] / seconds if seconds else 0.0 for h in handlers},
+                "published": {k.split("|", 1)[1]: int(v) for k, v in sorted(delta.items()) if k.startswith("published|") and v},
             }
         return stages
 

@@ -70,7 +70,7 @@ def create_app(settings: ActivitySettings, *, overrides: Overrides | None = None
 
     service.on_startup(tasks.ensure_indexes)
     service.background(lambda: until_available(migrate_list_keys, "activity: list keys"))
-    service.consume(CONSUMES, handlers.on_batch, title="activity")
+    service.consume(CONSUMES, handlers.on_batch, title="activity", select=handlers.wanted_types)
     if settings.due_pass_interval_s > 0:
         service.background(due_passes)
     service.add_routes(api.routes(settings, tasks, principals, clock))

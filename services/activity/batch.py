@@ -84,8 +84,10 @@ class TaskBatch:
                 [StoredTask(s.task, s.recent) for s in dirty if s.stored is None],
                 [(StoredTask(s.task, s.recent), s.stored.task) for s in dirty if s.stored is not None],
             )
-            # The calls `no_answer`s scheduled, derived from the completed tasks (a replay derives the same).
-            calls = [d.next_call(s.task, next_call_id(tid)) for tid, s in states.items() if s.task and tid not in lost]
+            # The calls `no_answer`s scheduled, derived from the completed tasks (a replay derives the same); the
+            # call's id only for those (3 µs a task, most of them not calls that scheduled one).
+            calls = [d.next_call(s.task, next_call_id(tid)) for tid, s in states.items()
+                     if s.task and tid not in lost and d.schedules_call(s.task)]
             self.final += await self.tasks.insert_follow_ups([c for c in calls if c is not None])
             self.final += [s.task for tid, s in states.items() if s.task and tid not in lost]
             answers |= {p: decided[p] for tid in pending - lost for p, _ in by_task[tid]}

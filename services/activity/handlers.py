@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from contracts import Envelope
@@ -17,6 +17,7 @@ from services.activity.batch import Answer, Placed, TaskBatch
 from services.activity.messages import (
     LEAD_FACTS,
     TASK_COMMANDS,
+    Parsed,
     USER_COMMANDS,
     actor_of,
     changes_no_fact,
@@ -32,6 +33,7 @@ from services.activity.projection import LeadProjection
 from services.activity.repository import Owed, Recent, TaskRepository, TaskTypeRepository
 from services.activity.settings import ActivitySettings
 
+_PARSED = Parsed()
 # Lead facts first, so a task command that shares a batch with its lead's creation finds the lead.
 _PHASES = {**{t: 0 for t in LEAD_FACTS}, "crm.lead.disqualified": 1}
 
@@ -65,6 +67,10 @@ class ActivityHandlers:
         self._actors: dict[str, Principal] = {}
         self._types: dict[str, str] | None = None
         self._agendas: dict[str, dict[str, datetime]] = {}  # the agendas this batch kept, for its summaries
+
+    async def wanted_types(self) -> Container[str]:
+        """The types the next batch is parsed for (crmkit's ``select``)."""
+        return _PARSED
 
     async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
         """Task commands, lead facts and disqualifications in; task events, summaries and disqualify commands out."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,12 +20,13 @@ from contracts.activity import (
     TaskView,
 )
 from contracts.qualification import DisqualifyLead
-from contracts.topics import ACTIVITY_EVENTS, QUALIFICATION_COMMANDS
+from contracts.registry import TOPIC_TYPES
+from contracts.topics import ACTIVITY_COMMANDS, ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS
 from crmkit import access
 from crmkit.applied import Applied
 from crmkit.ids import uuid5
 from crmkit.messaging import Outbound
-from crmkit.principals import Principal
+from crmkit.principals import Principal, PrincipalRepository
 from services.activity import domain as d
 
 # Stable ids: the same input message always yields the same task ids and event ids, so a replay
@@ -35,6 +36,21 @@ _ID_NAMESPACE = uuid.UUID("3d0c7b1e-6a0f-4a57-b8e4-2f1e9c4d7a21")
 TASK_COMMANDS = {"crm.task.create", "crm.task.update", "crm.task.complete", "crm.task.cancel"}
 USER_COMMANDS = TASK_COMMANDS | {"crm.task.type.add"}
 LEAD_FACTS = {"crm.lead.created", "crm.lead.updated", "crm.lead.deleted", "crm.lead.restored", "crm.lead.stage-changed"}
+# The other services' events this one does nothing with (a qualification's company, deal and outcome; a lead's
+# assignment, duplicates, pipelines; directory records other than grants): passed over unparsed (crmkit's
+# ``select``), three of the five records each qualification brings here.
+PASSED_OVER = frozenset(
+    {t for t in TOPIC_TYPES[LEADS_EVENTS] if t not in LEAD_FACTS}
+    | {t for t in TOPIC_TYPES[QUALIFICATION_EVENTS] if t != "crm.lead.disqualified"}
+    | {t for t in TOPIC_TYPES[DIRECTORY_EVENTS] if not PrincipalRepository.handles(t)}
+) - set(TOPIC_TYPES[ACTIVITY_COMMANDS])
+
+
+class Parsed(Container[str]):
+    """The message types worth parsing: all but those passed over (an unknown type is parsed, and parked)."""
+
+    def __contains__(self, kind: object) -> bool:
+        return kind not in PASSED_OVER
 
 def stable_id(*parts: str) -> str:
     return uuid5(_ID_NAMESPACE, "\x1f".join(parts))
@@ -74,16 +90,19 @@ def task_view(task: d.Task) -> TaskView:
 
 
 def outbound_of(event: Any, cause: Envelope, source: str, index: int, now: datetime) -> Outbound:
-    common = dict(source=source, correlationid=cause.correlationid or cause.id, causationid=cause.id, time=now)
+    """The message a task rule's event becomes, serialized once: the same bytes are kept with the task (its
+    applied record) and published, in the trace of the command that caused it (as crmkit would carry it)."""
+    common = dict(source=source, correlationid=cause.correlationid or cause.id, causationid=cause.id, time=now,
+                  traceparent=cause.traceparent, tracestate=cause.tracestate)
     if isinstance(event, d.DisqualifyRequested):
         payload = DisqualifyLead(lead_id=event.lead_id, reason_id=event.reason_id, comment=event.comment)
         message = build_message(payload, actorid=event.actor_id, id=stable_id(cause.id, "disqualify"), **common)
-        return Outbound(QUALIFICATION_COMMANDS, message)
+        return Outbound(QUALIFICATION_COMMANDS, message, value=message.to_json_bytes())
     payload = _TASK_EVENTS[type(event)].model_validate(event.task.model_dump())
     message = build_message(
         payload, actorid=cause.actorid, id=stable_id(cause.id, event.task.task_id, str(index), payload.TYPE), **common
     )
-    return Outbound(ACTIVITY_EVENTS, message)
+    return Outbound(ACTIVITY_EVENTS, message, value=message.to_json_bytes())
 
 
 def rejection(cause: Envelope, exc: d.Rejected | access.Refusal, source: str, lead_id: str | None) -> Outbound:
@@ -119,11 +138,16 @@ def notice_message(task: d.Task, kind: str, source: str, now: datetime) -> Outbo
 
 
 def serialize(outbound: Sequence[Outbound]) -> list[dict[str, str]]:
-    return [{"topic": o.topic, "message": o.message.to_json_bytes().decode(), "key": o.key or ""} for o in outbound]
+    return [{"topic": o.topic, "message": (o.value or o.message.to_json_bytes()).decode(), "key": o.key or ""} for o in outbound]
 
 
 def replay(recent: Applied[dict[str, str]]) -> list[Outbound]:
-    return [Outbound(e["topic"], Envelope.model_validate_json(e["message"]), e.get("key") or None) for e in recent.events]
+    """What a message published when it was applied, to be published again as it was (a record kept before its
+    trace context was kept with it gets the redelivery's, from crmkit)."""
+    return [
+        Outbound(e["topic"], Envelope.model_validate_json(e["message"]), e.get("key") or None, e["message"].encode())
+        for e in recent.events
+    ]
 
 
 def changes_no_fact(message: Envelope) -> bool:

@@ -101,6 +101,8 @@ class ClosingBatch:
     source: str
     now: datetime
     after_step: Callable[[str], None]  # called after each bulk write with the state it reached; tests crash there
+    # Each owed event's record value by message id: serialized once, for the process's outbox and the bus.
+    wire: dict[str, bytes] = field(default_factory=dict)
 
     async def run(self, commands: list[Placed]) -> dict[int, list[Envelope]]:
         """Each command's answer, by its position in the batch."""
@@ -126,7 +128,7 @@ class ClosingBatch:
             answers |= decided.answers
             answers |= {p: out for lid, (p, _, out) in decided.starts.items() if lid not in lost}
             answers |= {p: out for lid, (p, _, out, _) in decided.replacing.items() if lid not in lost}
-            answers |= {p: outbox_of(s) for p, s in decided.resumed.values()}
+            answers |= {p: self._replayed(s) for p, s in decided.resumed.values()}
             # Another command got to these leads first: decide them again against what it stored.
             pending = [(p, m) for p, m in pending if m.data.lead_id in lost]
             if not pending:
@@ -153,7 +155,7 @@ class ClosingBatch:
         if stored is not None and stored.closing.command_id == message.id:
             # A redelivery: finish what is left, publish the same events.
             if stored.closing.state == "done":
-                decided.answers[position] = outbox_of(stored)
+                decided.answers[position] = self._replayed(stored)
             else:
                 decided.resumed[lead_id] = (position, stored)
             return
@@ -165,11 +167,19 @@ class ClosingBatch:
             decided.answers[position] = planned
             return
         closing, outbox = planned
-        started = StoredClosing(closing, [e.to_json_bytes().decode() for e in outbox])
+        values = [e.to_json_bytes() for e in outbox]
+        self.wire |= {e.id: v for e, v in zip(outbox, values, strict=True)}
+        started = StoredClosing(closing, [v.decode() for v in values])
         if stored is None:
             decided.starts[lead_id] = (position, started, outbox)
         else:  # the process of a lead since reopened makes way for this one
             decided.replacing[lead_id] = (position, started, outbox, stored.closing)
+
+    def _replayed(self, stored: StoredClosing) -> list[Envelope]:
+        """The events a stored process owes, published again as its outbox holds them."""
+        outbox = outbox_of(stored)
+        self.wire |= {e.id: v.encode() for e, v in zip(outbox, stored.outbox, strict=True)}
+        return outbox
 
     def _plan(self, message: Envelope, reads: Reads, previous: d.Closing | None) -> tuple[d.Closing, list[Envelope]] | list[Envelope]:
         """The process a command starts with the events it owes, or the refusal to send instead."""

@@ -60,8 +60,8 @@ class QualificationHandlers:
         messages = [item.message for item in batch]
         await self.principals.apply([m for m in messages if PrincipalRepository.handles(m.type)])
         await self._project(messages)
-        out = await self._commands(messages)
-        return [Outbound(QUALIFICATION_EVENTS, m, key=m.subject or m.id) for m in out]
+        out, wire = await self._commands(messages)
+        return [Outbound(QUALIFICATION_EVENTS, m, key=m.subject or m.id, value=wire.get(m.id)) for m in out]
 
     # --- projections --------------------------------------------------------------------------
 
@@ -85,8 +85,9 @@ class QualificationHandlers:
 
     # --- commands -----------------------------------------------------------------------------
 
-    async def _commands(self, messages: list[Envelope]) -> list[Envelope]:
-        """Each command's answer in the order they came; closing commands between two reason edits go as one batch."""
+    async def _commands(self, messages: list[Envelope]) -> tuple[list[Envelope], dict[str, bytes]]:
+        """Each command's answer in the order they came, and the record values made for them already; closing
+        commands between two reason edits go as one batch."""
         answers: dict[int, list[Envelope]] = {}
         closing = ClosingBatch(self.settings, self.stores, self.source, self.clock(), self.after_step)
         run: list[Placed] = []
@@ -103,7 +104,7 @@ class QualificationHandlers:
                 run = []
                 answers[position] = await self._edit_reasons(message)
         answers |= await closing.run(run)
-        return [e for position in sorted(answers) for e in answers[position]]
+        return [e for position in sorted(answers) for e in answers[position]], closing.wire
 
     async def _actor(self, message: Envelope) -> d.Actor:
         return actor_of(await self.principals.get(message.actorid))

@@ -37,6 +37,7 @@ def actor_of(principal: Principal) -> d.Actor:
 
 
 def message_for(payload: Payload, cause: Envelope, source: str, message_id: str, time: datetime | None = None) -> Envelope:
+    """An event caused by ``cause``, in its trace (as crmkit would carry it), so that it is serialized once."""
     return build_message(
         payload,
         source=source,
@@ -45,6 +46,8 @@ def message_for(payload: Payload, cause: Envelope, source: str, message_id: str,
         correlationid=cause.correlationid or cause.id,
         causationid=cause.id,
         actorid=cause.actorid,
+        traceparent=cause.traceparent,
+        tracestate=cause.tracestate,
     )
 
 

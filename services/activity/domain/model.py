@@ -28,6 +28,9 @@ UPDATABLE_FIELDS: tuple[str, ...] = ("title", "start_at", "due_at", "assignee_id
 
 def utc(value: datetime) -> datetime:
     """UTC at millisecond precision: what MongoDB stores, so a task read back equals the one written."""
+    if value.tzinfo is UTC and not value.microsecond % 1000:
+        # Already so (a task validated again from its own fields): 0.2 against 2.5 µs a call, six times a task.
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("times must be timezone-aware")
     value = value.astimezone(UTC)

@@ -148,9 +148,14 @@ def next_call_id(task_id: str) -> str:
     return f"{task_id}\x1fnext-call"
 
 
+def schedules_call(task: Task) -> bool:
+    """Whether the task is a `no_answer` call that scheduled the next one (see next_call)."""
+    return task.outcome == "no_answer" and task.next_call_at is not None and task.completed_at is not None
+
+
 def next_call(task: Task, call_id: str) -> Task | None:
     """The call a completed `no_answer` call scheduled, derived only from the completed task (so replays agree)."""
-    if task.outcome != "no_answer" or task.next_call_at is None or task.completed_at is None:
+    if not schedules_call(task):
         return None
     length = task.due_at - task.start_at
     return Task(

@@ -98,3 +98,44 @@ async def test_deleting_a_lead_cancels_its_tasks_once_and_restoring_it_reopens_t
         restored = await handle(inbound([lead_fact("crm.lead.restored", "D1", 3)]))
         assert sorted(o.message.type for o in restored) == ["crm.lead.activity-summary", "crm.task.updated", "crm.task.updated"]
         assert summaries(restored)["D1"][0] == 2
+
+
+async def test_a_lead_s_facts_are_written_apart_from_its_agenda_and_an_agenda_kept_the_old_way_is_rebuilt(settings_for):
+    async with built(app(settings_for)) as service:
+        handle = await prepared(service)
+        rebuilt: list[list[str]] = []
+        tasks = service.handlers.tasks
+        open_of_leads = tasks.open_of_leads
+
+        async def counted(lead_ids):
+            if lead_ids := sorted(lead_ids):
+                rebuilt.append(lead_ids)
+            return await open_of_leads(lead_ids)
+
+        tasks.open_of_leads = counted
+        await handle(inbound([GRANT, lead_card("S1"), lead_card("S2"), lead_card("S3")]))
+        await handle(inbound([create("S1", 3), create("S1", 5), create("S2", 4), create("S3", 4)]))
+        assert rebuilt == []  # leads first projected by this version: their first tasks need no read of tasks
+        leads, agendas = service.db["leads"], service.db["agendas"]
+        assert "_open" not in await leads.find_one({"_id": "S1"})  # the facts' document holds no agenda
+        kept = await agendas.find_one({"_id": "S1"})
+        assert sorted(e["due"].replace(tzinfo=UTC) for e in kept["open"].values()) == [NOW + timedelta(hours=3), NOW + timedelta(hours=5)]
+
+        # The lead is qualified: its facts are written, its agenda is not touched.
+        await handle(inbound([lead_card("S1", version=2, event="crm.lead.updated", status="qualified", stage_id="qualified")]))
+        assert (await leads.find_one({"_id": "S1"}))["status"] == "qualified"
+        assert await agendas.find_one({"_id": "S1"}) == kept
+
+        # S2 as a version before the split stored it: its agenda (stale here) inside the lead's document, none
+        # apart, and no mark of this version. S3 worked by an instance of that version during a rolling upgrade:
+        # its agenda apart misses the task that instance added, its copy in the lead's document has it.
+        await agendas.delete_one({"_id": "S2"})
+        await leads.update_one({"_id": "S2"}, {"$set": {"_open": {"stale": {"id": "gone", "due": NOW}}}, "$unset": {"_agendas_apart": ""}})
+        await leads.update_one({"_id": "S3"}, {"$set": {"_open": {"x": {"id": "added", "due": NOW}}}})
+        out = await handle(inbound([create("S2", 6), create("S3", 6)]))
+        assert rebuilt == [["S2", "S3"]]
+        assert summaries(out)["S2"][:1] == (2,) and summaries(out)["S3"][:1] == (2,)  # from their open tasks
+        assert len((await agendas.find_one({"_id": "S2"}))["open"]) == 2
+        assert "_open" not in await leads.find_one({"_id": "S2"}) and "_open" not in await leads.find_one({"_id": "S3"})
+        await handle(inbound([create("S2", 7)]))
+        assert rebuilt == [["S2", "S3"]]  # once

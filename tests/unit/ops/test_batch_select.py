@@ -34,6 +34,19 @@ class FakeBus:
         self.parked += [(record.offset, code) for record, code, _ in bad]
 
 
+async def selected(select, records: list[Record]) -> tuple[list[str], list[tuple[int, str]]]:
+    """What a processor with this selector hands its handler (message types) and parks (offset, reason)."""
+    seen: list[Inbound] = []
+
+    async def handler(batch: list[Inbound]):
+        seen.extend(batch)
+        return []
+
+    bus = FakeBus()
+    await BatchProcessor(ServiceSettings(), bus, handler, Metrics("test"), Health(), "t", select=select).process(records)  # type: ignore[arg-type]
+    return [item.message.type for item in seen], bus.parked
+
+
 def _record(offset: int, kind: str | None, value: bytes) -> Record:
     headers = [("ce-type", kind.encode())] if kind else []
     return Record(LEADS_COMMANDS, 0, offset, value, headers)
