@@ -28,7 +28,7 @@ async def col(endpoints, isolation):
 
 
 def test_the_one_pass_encoder_writes_the_bytes_upstreams_does():
-    run_patched_go_test("sjson_encode", "CrmEncode")
+    run_patched_go_test("sjson_encode", "CrmEncode")  # and the decoder on what it writes
 
 
 async def test_awkward_values_read_back_after_an_insert_a_set_and_a_replace(col):
