@@ -10,11 +10,14 @@ and by the wall time. Each command's reply is checked against what MongoDB retur
 upserted, deleted), so a build that writes less than it reports fails the run.
 
 Run: .venv/bin/python bench/bench_ferretdb_writes.py [--docs 1000] [--rounds 3] [--binary before=PATH --binary after=PATH]
+[--only SUBSTRING] [--profile DIR]. ``--profile`` writes each build's Go CPU profile of the whole run to DIR/NAME.pprof
+(infra/ferretdb/main.go, CRM_FERRETDB_CPUPROFILE); read it with ``go tool pprof -top -focus=crmUpdate BINARY FILE``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -46,14 +49,15 @@ def lead(i: int, version: int = 1, stage: str = "s1") -> dict:
 class Build:
     """One FerretDB binary running on a port and data folder of its own."""
 
-    def __init__(self, name: str, binary: Path, home: Path) -> None:
+    def __init__(self, name: str, binary: Path, home: Path, profile: Path | None = None) -> None:
         self.name, self.port = name, free_port()
         data = home / name
         data.mkdir(parents=True)
         self.log = (home / f"{name}.log").open("w")
+        env = {**os.environ, "CRM_FERRETDB_CPUPROFILE": str(profile / f"{name}.pprof")} if profile else None
         self.proc = subprocess.Popen(
             [str(binary), "-listen", f"127.0.0.1:{self.port}", "-data", str(data), "-log-level", "error"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            stdout=self.log, stderr=subprocess.STDOUT, env=env,
         )
         self.client = MongoClient(f"mongodb://127.0.0.1:{self.port}/", serverSelectionTimeoutMS=30000)
         self.client.admin.command("ping")
@@ -97,6 +101,21 @@ def s_set(col, n):
     return lambda: expect("$set", col.bulk_write(ops, ordered=False).modified_count, n)
 
 
+def s_set_bulks(col, n):
+    """Bulks of 250 statements, as the services' batches write (each bulk one command)."""
+    ops = [UpdateOne({"_id": f"L-{i:07d}"}, {"$set": {"ix_stage": "s2", "version": 2}}) for i in range(n)]
+    bulks = [ops[k:k + 250] for k in range(0, n, 250)]
+    return lambda: expect("$set bulks", sum(col.bulk_write(b, ordered=False).modified_count for b in bulks), n)
+
+
+def s_set_single(col, n):
+    """One update_one command per document, the services' single writes (a round trip each)."""
+    def run() -> None:
+        expect("update_one", sum(col.update_one({"_id": f"L-{i:07d}", "version": 1}, {"$set": {"ix_stage": "s2", "version": 2}})
+                                 .modified_count for i in range(n)), n)
+    return run
+
+
 def s_upsert_existing(col, n):
     ops = [UpdateOne({"_id": f"L-{i:07d}", "version": {"$lt": 2}}, {"$set": {"version": 2, "ix_stage": "s2"}}, upsert=True)
            for i in range(n)]
@@ -126,6 +145,8 @@ SCENARIOS: list[tuple[str, Callable, bool]] = [  # name, scenario, whether the c
     ("insert_many", s_insert, False),
     ("bulk ReplaceOne {_id, version}", s_replace, True),
     ("bulk UpdateOne $set", s_set, True),
+    ("bulks of 250 UpdateOne $set", s_set_bulks, True),
+    ("update_one {_id, version} $set, each", s_set_single, True),
     ("bulk UpdateOne upsert, guard matches", s_upsert_existing, True),
     ("bulk UpdateOne upsert, new _id", s_upsert_new, True),
     ("update_many (one statement)", s_update_many, True),
@@ -150,17 +171,22 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--binary", action="append", default=[], help="NAME=PATH of a ferretdb-local build (repeatable)")
+    parser.add_argument("--only", action="append", default=[], help="run only the writes whose name holds this (repeatable)")
+    parser.add_argument("--profile", type=Path, help="folder for each build's Go CPU profile (NAME.pprof)")
     args = parser.parse_args()
+    scenarios = [s for s in SCENARIOS if s[0] == "insert_many" or not args.only or any(o in s[0] for o in args.only)]
     binaries = [b.split("=", 1) for b in args.binary] or [["current", str(ROOT / ".run" / "bin" / "ferretdb-local")]]
 
     with tempfile.TemporaryDirectory(prefix="bench-ferretdb-") as home:
-        builds = [Build(name, Path(path), Path(home)) for name, path in binaries]
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        builds = [Build(name, Path(path), Path(home), args.profile and args.profile.resolve()) for name, path in binaries]
         try:
             cpu: dict[tuple[str, str], list[float]] = {}
             wall: dict[tuple[str, str], list[float]] = {}
             for r in range(args.rounds):
                 for build in builds if r % 2 == 0 else builds[::-1]:  # alternate, so drift hits both alike
-                    for k, (label, scenario, filled) in enumerate(SCENARIOS):
+                    for k, (label, scenario, filled) in enumerate(scenarios):
                         c, w = measure(build, scenario, filled, args.docs, f"s{k}_{r}")
                         cpu.setdefault((build.name, label), []).append(c)
                         wall.setdefault((build.name, label), []).append(w)
@@ -174,7 +200,7 @@ def main() -> None:
     if len(builds) > 1:
         head += f"{builds[-1].name + '/' + builds[0].name:>16}"
     print(head)
-    for label, _, _ in SCENARIOS:
+    for label, _, _ in scenarios:
         row = f"{label:38}"
         for b in builds:
             base = med[(b.name, "insert_many")]

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
@@ -63,6 +64,19 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+
+	// For profiling only (bench/bench_ferretdb_writes.py --profile): a CPU profile of the whole run,
+	// written when the process is stopped. Unset in every normal run.
+	if path := os.Getenv("CRM_FERRETDB_CPUPROFILE"); path != "" {
+		out, err := os.Create(path)
+		if err != nil {
+			log.Fatalf("cpu profile: %v", err)
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			log.Fatalf("cpu profile: %v", err)
+		}
+		defer func() { pprof.StopCPUProfile(); out.Close() }()
+	}
 
 	fmt.Fprintf(os.Stderr, "ferretdb-local listening on %s, data in %s\n", *listen, dir)
 	if err := f.Run(ctx); err != nil && ctx.Err() == nil {

@@ -77,20 +77,25 @@ async def test_every_value_reads_back_as_it_was_stored_by_id_by_range_and_sorted
         await client.close()
 
 
-def test_the_one_pass_decoder_answers_and_refuses_as_upstreams_does():
+def run_patched_go_test(fragment: str, pattern: str) -> None:
+    """Run a Go test of crmctl/ferretdb_go (``fragment``) in the sjson package of the patched module this stack was built from."""
     from crmctl.stack import ROOT
 
     module = ROOT / ".run" / "build" / "ferretdb" / "FerretDB"
     go = shutil.which("go")
     if go is None or not (module / "internal" / "handler" / "sjson" / "sjson.go").exists():
         pytest.skip("needs Go and the patched FerretDB module this stack was built from")
-    test_file = module / "internal" / "handler" / "sjson" / "crm_decode_test.go"
-    shutil.copyfile(ROOT / "crmctl" / "ferretdb_go" / "sjson_decode_test.go.txt", test_file)
+    test_file = module / "internal" / "handler" / "sjson" / f"crm_{fragment}_test.go"
+    shutil.copyfile(ROOT / "crmctl" / "ferretdb_go" / f"{fragment}_test.go.txt", test_file)
     try:
         run = subprocess.run(
-            [go, "test", "-count=1", "-run", "CrmDecode", "./internal/handler/sjson/"], cwd=module,
+            [go, "test", "-count=1", "-run", pattern, "./internal/handler/sjson/"], cwd=module,
             env={**os.environ, "CGO_ENABLED": "0"}, capture_output=True, text=True, timeout=600,
         )
     finally:
         test_file.unlink(missing_ok=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_one_pass_decoder_answers_and_refuses_as_upstreams_does():
+    run_patched_go_test("sjson_decode", "CrmDecode")
