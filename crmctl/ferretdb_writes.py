@@ -23,37 +23,12 @@ error at its own index, an ordered command stops there, an unordered one goes on
 names each upsert's statement, and an update that takes a unique index's value is a duplicate key
 (E11000) of that statement (upstream: an internal error of the whole command).
 
-The transactions alone took a bulk of ``$set`` from ~590 to ~500 µs of FerretDB CPU per document; a
-profile showed where the rest went, and the other patches here take it out: debug-log attributes
-were formatted (each document's JSON, quoted rune by rune) for records never written (~20 %,
-``lazylog.go.txt``); each statement was parsed and planned anew (``stmts.go.txt``, ~11 %); every
-transaction, rows and iterator took a stack trace for leak tracking (~8 %); every string of a document
-read ran a json.Decoder of its own (``sjson_string.go.txt``, with one json.Unmarshal per document:
-~20 %); and infra/ferretdb/main.go sets ``GOGC=400`` (5-25 %).
-
-Measured with bench/bench_ferretdb_writes.py (2,000 documents of ~2.5 KB, three indexes, both
-builds in one run, CPU of the FerretDB process from /proc): ReplaceOne by ``{_id, version}``, ``$set``
-and guarded upserts 560-720 -> ~240 µs per document, upserts of new documents 430-480 -> ~155,
-update_many 460-500 -> ~190, bulk DeleteOne 350-430 -> ~150, insert_many 170-190 -> ~80. In
-bench/bench_flow.py (1,000 leads, 10,000 tasks, same session) FerretDB's CPU per task 1,105 ->
-572 µs and per qualification 3,000 -> 1,530 µs.
-
-Issue 21, second pass (a Go CPU profile: infra/ferretdb/main.go writes one when CRM_FERRETDB_CPUPROFILE
-names a file; bench_ferretdb_writes.py --profile): in a bulk of ``$set`` by ``_id`` the encoding of the
-updated document was 23 % of FerretDB's CPU (every value into a buffer of its own, json.Marshal per key
-and string, each key's value found again by a linear scan). ``sjson_encode.go.txt`` writes the same
-bytes in one pass (a Go test compares them with upstream's on 20,000 random documents): bulk ``$set``
-165 -> 135 µs per document, ReplaceOne 185 -> 155, insert_many 70 -> 55 (same run). A command of one
-update (the services' update_one and replace_one) prepared its SELECT and UPDATE for its own
-transaction, 18 % of its CPU; a database now keeps its statements prepared across transactions
-(``stmts.go.txt``, crmPrepared): one update_one 480 -> 410 µs. Nested documents and arrays, decoded
-through encoding/json (~15 % of an update by _id), are decoded in one pass too (``sjson_decode.go.txt``).
-All three against the build before, in one run (2,000 documents, median of 3): bulk ``$set`` 185 -> 135,
-ReplaceOne 200 -> 160, guarded upsert 190 -> 155, update_one each 555 -> 410, update_many 145 -> 115,
-bulk DeleteOne 105 -> 70, insert_many 75 -> 65 µs per document. What an update by _id still costs
-beyond an insert (profile of the bulk of ``$set``): SQLite's UPDATE 41 % of the command (of which
-parsing the old and the new document's JSON for the four index expressions 26 %), the read and its
-decode 24 %, the commit and WAL checkpoint 9 %, the encode 5 %.
+The other patches here came from profiles of the writes: debug-log attributes formatted only when a
+record is written (``lazylog.go.txt``), statements prepared once and kept per database
+(``stmts.go.txt``), no leak tracking outside debug builds, strings and whole documents decoded and
+encoded in one pass (``sjson_string``, ``sjson_decode``, ``sjson_encode``), ``GOGC=400``. What each
+measured (bench/bench_ferretdb_writes.py, both builds in one run) is in the README, "Local stack
+details"; infra/ferretdb/main.go writes a Go CPU profile when CRM_FERRETDB_CPUPROFILE names a file.
 """
 
 from __future__ import annotations
