@@ -95,9 +95,14 @@ async def test_deleting_a_lead_cancels_its_tasks_once_and_restoring_it_reopens_t
         )
         assert [t.version for t in (await TaskRepository(service.db).search(lead_id="D1", limit=10))[0]] == [2, 2]
 
-        restored = await handle(inbound([lead_fact("crm.lead.restored", "D1", 3)]))
+        restoring = inbound([lead_fact("crm.lead.restored", "D1", 3)])
+        restored = await handle(restoring)
         assert sorted(o.message.type for o in restored) == ["crm.lead.activity-summary", "crm.task.updated", "crm.task.updated"]
         assert summaries(restored)["D1"][0] == 2
+        again = await handle(restoring)  # redelivered: the lead is live and its tasks follow it, the same records again
+        assert wire([o for o in again if o.message.type == "crm.task.updated"]) == wire(
+            [o for o in restored if o.message.type == "crm.task.updated"]
+        )
 
 
 async def test_a_lead_s_facts_are_written_apart_from_its_agenda_and_an_agenda_kept_the_old_way_is_rebuilt(settings_for):
