@@ -251,8 +251,9 @@ class ActivityHandlers:
         current = {lead_id: read[lead_id] for lead_id in changes if lead_id in read}
         current |= await self.leads.agendas([lead_id for lead_id in changes if lead_id not in current])
         missing = [lead_id for lead_id in changes if current.get(lead_id) is None]
+        old = await self.leads.old_agendas(missing)  # read before the tasks: see keep_agendas
         rebuilt = await self._open_by_lead(missing)  # leads from before agendas: read their open tasks once
-        await self.leads.keep_agendas({lid: c for lid, c in changes.items() if lid not in rebuilt}, rebuilt)
+        await self.leads.keep_agendas({lid: c for lid, c in changes.items() if lid not in rebuilt}, rebuilt, old)
         kept = dict(rebuilt)
         for lead_id in changes.keys() - rebuilt.keys():
             agenda = dict(current[lead_id] or {})

@@ -87,11 +87,23 @@ class LeadProjection:
         """Each known lead's agenda; None where it is not known here: to be rebuilt from the lead's open tasks."""
         return (await self.read_many(lead_ids))[1]
 
+    async def old_agendas(self, lead_ids: Sequence[str]) -> dict[str, Any]:
+        """The agendas an older version kept in these leads' documents (``_open``), as stored, by lead."""
+        if not lead_ids:
+            return {}
+        docs = await self._col.find({"_id": {"$in": sorted(lead_ids)}, "_open": {"$exists": True}}, {"_open": 1}).to_list(None)
+        return {doc["_id"]: doc["_open"] for doc in docs}
+
     async def keep_agendas(
-        self, changes: Mapping[str, Mapping[str, datetime | None]], rebuilt: Mapping[str, Mapping[str, datetime]]
+        self, changes: Mapping[str, Mapping[str, datetime | None]], rebuilt: Mapping[str, Mapping[str, datetime]],
+        old: Mapping[str, Any] | None = None,
     ) -> None:
         """Apply task changes to the leads' agendas (a due time, or None for a task no longer open) and store the
-        agendas rebuilt whole, in one request."""
+        agendas rebuilt whole, in one request.
+
+        ``old`` holds the agendas kept the old way as they were read before the rebuild read the open tasks:
+        each is dropped only if still as read. An older instance's write to it since (a rolling upgrade: its
+        task may be missing from the rebuild) keeps it, so the next batch rebuilds the agenda again."""
         ops = []
         for lead_id, entries in changes.items():
             update: dict[str, Any] = {}
@@ -107,8 +119,10 @@ class LeadProjection:
             ops.append(UpdateOne({"_id": lead_id}, {"$set": {"open": whole}}, upsert=True))
         if ops:
             await self._agendas.bulk_write(ops, ordered=False)
-        if rebuilt:  # stored apart now: a copy kept the old way is no longer the lead's agenda
-            await self._col.update_many({"_id": {"$in": sorted(rebuilt)}, "_open": {"$exists": True}}, {"$unset": {"_open": ""}})
+        stale = [UpdateOne({"_id": lead_id, "_open": value}, {"$unset": {"_open": ""}}) for lead_id, value in (old or {}).items()
+                 if lead_id in rebuilt]
+        if stale:  # stored apart now: a copy kept the old way is no longer the lead's agenda
+            await self._col.bulk_write(stale, ordered=False)
 
     async def get(self, lead_id: str) -> LeadInfo | None:
         doc = await self._col.find_one({"_id": lead_id})

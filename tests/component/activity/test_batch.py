@@ -144,3 +144,34 @@ async def test_a_lead_s_facts_are_written_apart_from_its_agenda_and_an_agenda_ke
         assert "_open" not in await leads.find_one({"_id": "S2"}) and "_open" not in await leads.find_one({"_id": "S3"})
         await handle(inbound([create("S2", 7)]))
         assert rebuilt == [["S2", "S3"]]  # once
+
+
+async def test_an_old_agenda_written_by_an_older_instance_during_its_rebuild_is_kept_and_rebuilt_again(settings_for):
+    async with built(app(settings_for)) as service:
+        handle = await prepared(service)
+        leads, agendas = service.db["leads"], service.db["agendas"]
+        tasks = service.handlers.tasks
+        open_of_leads = tasks.open_of_leads
+        rebuilds: list[list[str]] = []
+        await handle(inbound([GRANT, lead_card("R1")]))
+        await handle(inbound([create("R1", 3)]))
+        # R1 as an older version keeps it: its agenda in the lead's document, none apart.
+        await agendas.delete_one({"_id": "R1"})
+        await leads.update_one({"_id": "R1"}, {"$set": {"_open": {"old": {"id": "old", "due": NOW}}}, "$unset": {"_agendas_apart": ""}})
+
+        async def older_instance_writes_meanwhile(lead_ids):
+            if lead_ids := sorted(lead_ids):
+                rebuilds.append(lead_ids)
+            found = await open_of_leads(lead_ids)
+            if rebuilds == [["R1"]] and lead_ids:  # after the rebuild read the open tasks: a task it did not see, and its agenda entry
+                await leads.update_one({"_id": "R1"}, {"$set": {"_open.late": {"id": "late", "due": NOW}}})
+            return found
+
+        tasks.open_of_leads = older_instance_writes_meanwhile
+        await handle(inbound([create("R1", 5)]))
+        assert "late" in (await leads.find_one({"_id": "R1"}))["_open"]  # not dropped with the agenda it read
+        await handle(inbound([create("R1", 6)]))
+        assert rebuilds == [["R1"], ["R1"]]  # so the next batch rebuilds it again
+        assert "_open" not in await leads.find_one({"_id": "R1"})  # and drops it, unchanged this time
+        await handle(inbound([create("R1", 7)]))
+        assert rebuilds == [["R1"], ["R1"]]
