@@ -33,14 +33,13 @@ def _contact(rng: random.Random, i: int) -> dict:
 
 
 async def test_stored_candidates_score_as_the_full_keys_do(endpoints, isolation):
-    rng = random.Random(21)
     client = make_client(endpoints.mongodb)
     db = client[isolation.db("dupkeys")]
     try:
-        repo = LeadRepository(db)
         ferretdb = await is_ferretdb(db)
+        repo = LeadRepository(db, ferretdb=ferretdb)
         await repo.ensure_indexes(ferretdb=ferretdb)
-        pipe = d.default_pipeline(NOW)
+        rng, pipe = random.Random(21), d.default_pipeline(NOW)
         stored = [d.create_lead(ACTOR, f"S{i:03d}", {"title": f"s{i}", "contact": _contact(rng, i)}, pipe, NOW).lead for i in range(300)]
         stored = [lead.model_copy(update={"deleted": True}) if i % 7 == 0 else lead for i, lead in enumerate(stored)]
         assert not await repo.save([LeadWrite(lead, [], None) for lead in stored])
