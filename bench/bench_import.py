@@ -42,6 +42,7 @@ from services.importer.readers import open_rows  # noqa: E402
 
 import common  # noqa: E402  (bench/common.py)
 from processes import start_service, stop_all, use_local_stack_credentials  # noqa: E402  (bench/processes.py)
+from stages import Profiles  # noqa: E402  (bench/stages.py)
 
 HEADER = ["Название", "Имя", "Телефон", "Эл. почта", "Компания", "ИНН", "Источник", "utm_source", "Внешний ID", "Описание"]
 
@@ -161,7 +162,8 @@ async def end_to_end(config, path: Path, rows: int, fmt: str) -> tuple[int, floa
 
 
 async def end_to_end_processes(
-    config, path: Path, rows: int, fmt: str, leads_instances: int = 1, *, dry_run: bool = False
+    config, path: Path, rows: int, fmt: str, leads_instances: int = 1, *, dry_run: bool = False,
+    profile: Path | None = None,
 ) -> tuple[int, float, int]:
     """The same import with ``python -m services.leads`` (``leads_instances`` of them, one consumer
     group) and ``python -m services.importer`` running as separate processes.
@@ -199,6 +201,8 @@ async def end_to_end_processes(
             import_id = f"bench-{fmt}"
             start = StartImport(import_id=import_id, file_uri=str(path), dry_run=dry_run)
             pids = {name: proc.pid for (name, _), proc in zip(services, procs)}
+            profiles = Profiles(profile, {"importer": pids["importer"]})
+            profiles.start(f"import-{fmt}")
             meter = (common.stack_meter(config, **pids) if hasattr(config, "kafka_pid") else common.CpuMeter(pids)).start()
             started = time.perf_counter()
             await producer.send(IMPORTS_COMMANDS, build_message(start, source="bench", actorid="bench"), key=import_id)
@@ -208,6 +212,7 @@ async def end_to_end_processes(
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
             meter.sample()
+            profiles.stop(top=40)
             CPU_US_PER_ROW[fmt] = {name: round(us, 1) for name, us in meter.per_item_us(rows).items()}
             peak_kb = _peak_rss_kb(procs[0].pid)
             if done[0].type != "crm.import.completed":
@@ -291,7 +296,7 @@ def memory_mode(rows_small: int = 10_000, rows_large: int = 1_000_000) -> None:
 
 
 async def measure(endpoints: common.Endpoints, rows: int, formats: tuple[str, ...] = ("csv", "xlsx"),
-                  leads_instances: int = 1) -> dict:
+                  leads_instances: int = 1, profile: Path | None = None) -> dict:
     """Parse, parse+map, bare insert and end to end (separate processes) per format; the harness's figures."""
     figures: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -306,7 +311,7 @@ async def measure(endpoints: common.Endpoints, rows: int, formats: tuple[str, ..
                 n, bare_s = await bare_insert(endpoints.mongodb, path)
                 bare_rate = n / bare_s
             print(f"importing {fmt} end to end...", file=sys.stderr)
-            n, seconds, peak_kb = await end_to_end_processes(endpoints, path, rows, fmt, leads_instances)
+            n, seconds, peak_kb = await end_to_end_processes(endpoints, path, rows, fmt, leads_instances, profile=profile)
             rate = n / seconds
             figures[fmt] = {
                 "rows": n, "seconds": seconds, "per_second": rate, "parse_per_second": n / parse_s,
@@ -339,6 +344,7 @@ def main() -> None:
     parser.add_argument("--skip-xlsx", action="store_true")
     parser.add_argument("--in-process", action="store_true", help="run the importer and leads service in this process")
     parser.add_argument("--leads-instances", type=int, default=1, help="leads service processes (one consumer group)")
+    parser.add_argument("--profile", type=Path, help="sample the importer process with py-spy into this folder; print its heaviest functions")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
@@ -353,7 +359,8 @@ def main() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # leader moves while topics are created
     if not args.in_process:
         endpoints = common.stack_endpoints()
-        figures = asyncio.run(measure(endpoints, args.rows, ("csv",) if args.skip_xlsx else ("csv", "xlsx"), args.leads_instances))
+        figures = asyncio.run(measure(endpoints, args.rows, ("csv",) if args.skip_xlsx else ("csv", "xlsx"), args.leads_instances,
+                                      args.profile))
         print_table(figures)
         return
     stack = Stack()
