@@ -59,10 +59,13 @@ def parse_record(topic: str, value: bytes) -> Envelope:
 
 
 def row_fields(card: Any) -> dict[str, Any]:
-    """A card's fields a row can set, as JSON values, from a view or from the whole contract model."""
+    """A card's fields a row can set that have a value, as JSON values, from a view or from the whole contract model.
+
+    An empty field is left out: the planning reads a field that is not there as empty, and the
+    projection stores one entry per lead, so every byte of it is written and read per row."""
     if isinstance(card, CardData):
-        return {name: getattr(card, name) for name in ROW_FIELDS}
-    return card.model_dump(mode="json", include=_ROW_FIELDS)
+        return {name: value for name in ROW_FIELDS if (value := getattr(card, name)) is not None}
+    return {name: value for name, value in card.model_dump(mode="json", include=_ROW_FIELDS).items() if value is not None}
 
 
 def changes_row_fields(card: Any) -> bool:
