@@ -42,6 +42,7 @@ from services.importer.readers import open_rows  # noqa: E402
 
 import common  # noqa: E402  (bench/common.py)
 from processes import start_service, stop_all, use_local_stack_credentials  # noqa: E402  (bench/processes.py)
+from stages import Profiles  # noqa: E402  (bench/stages.py)
 
 HEADER = ["Название", "Имя", "Телефон", "Эл. почта", "Компания", "ИНН", "Источник", "utm_source", "Внешний ID", "Описание"]
 
@@ -161,7 +162,8 @@ async def end_to_end(config, path: Path, rows: int, fmt: str) -> tuple[int, floa
 
 
 async def end_to_end_processes(
-    config, path: Path, rows: int, fmt: str, leads_instances: int = 1, *, dry_run: bool = False
+    config, path: Path, rows: int, fmt: str, leads_instances: int = 1, *, dry_run: bool = False,
+    profile: Path | None = None, reimport: bool = False,
 ) -> tuple[int, float, int]:
     """The same import with ``python -m services.leads`` (``leads_instances`` of them, one consumer
     group) and ``python -m services.importer`` running as separate processes.
@@ -199,6 +201,8 @@ async def end_to_end_processes(
             import_id = f"bench-{fmt}"
             start = StartImport(import_id=import_id, file_uri=str(path), dry_run=dry_run)
             pids = {name: proc.pid for (name, _), proc in zip(services, procs)}
+            profiles = Profiles(profile, {"importer": pids["importer"]})
+            profiles.start(f"import-{fmt}")
             meter = (common.stack_meter(config, **pids) if hasattr(config, "kafka_pid") else common.CpuMeter(pids)).start()
             started = time.perf_counter()
             await producer.send(IMPORTS_COMMANDS, build_message(start, source="bench", actorid="bench"), key=import_id)
@@ -208,6 +212,7 @@ async def end_to_end_processes(
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
             meter.sample()
+            profiles.stop(top=40)
             CPU_US_PER_ROW[fmt] = {name: round(us, 1) for name, us in meter.per_item_us(rows).items()}
             peak_kb = _peak_rss_kb(procs[0].pid)
             if done[0].type != "crm.import.completed":
@@ -219,6 +224,8 @@ async def end_to_end_processes(
             stored = await count_stored(client[databases["leads"]], rows)
             if stored != rows or done[0].data.created != rows:
                 raise SystemExit(f"{fmt}: {stored} leads stored, completed says {done[0].data}; expected {rows}")
+            if reimport:
+                await _reimport(config, producer, events, path, rows, fmt, pids)
             return stored, elapsed, peak_kb
     finally:
         stop_all(procs)
@@ -227,6 +234,28 @@ async def end_to_end_processes(
         await client.close()
 
 
+async def _reimport(config, producer, events, path: Path, rows: int, fmt: str, pids: dict[str, int]) -> None:
+    """The same file again: every row is matched to its lead by external id and found unchanged, so this
+    times the importer's lookups of what it knows (nothing reaches the leads service)."""
+    import_id = f"bench-{fmt}-again"
+    start = StartImport(import_id=import_id, file_uri=str(path))
+    meter = (common.stack_meter(config, **pids) if hasattr(config, "kafka_pid") else common.CpuMeter(pids)).start()
+    started = time.perf_counter()
+    await producer.send(IMPORTS_COMMANDS, build_message(start, source="bench", actorid="bench"), key=import_id)
+    while not (done := [m for m in events.got.messages if m.subject == import_id and m.type in ("crm.import.completed", "crm.import.failed")]):
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    meter.sample()
+    counts = done[0].data if done[0].type == "crm.import.completed" else None
+    if counts is None or (counts.rows_total, counts.created, counts.updated, counts.rejected) != (rows, 0, 0, 0):
+        raise SystemExit(f"{fmt} re-import: completed says {done[0].data}; expected {rows} unchanged rows")
+    REIMPORT[fmt] = {"seconds": elapsed, "cpu_us_per_row": {name: round(us, 1) for name, us in meter.per_item_us(rows).items()}}
+    print(f"  re-import of the same {rows:,} rows (all unchanged): {elapsed:.2f} s; CPU per row (µs) {REIMPORT[fmt]['cpu_us_per_row']}",
+          file=sys.stderr)
+
+
+# A re-import's seconds and CPU per row (--reimport), by format.
+REIMPORT: dict[str, dict] = {}
 # The last end-to-end run's CPU per row of each process (µs, from /proc), by format.
 CPU_US_PER_ROW: dict[str, dict[str, float]] = {}
 
@@ -291,7 +320,7 @@ def memory_mode(rows_small: int = 10_000, rows_large: int = 1_000_000) -> None:
 
 
 async def measure(endpoints: common.Endpoints, rows: int, formats: tuple[str, ...] = ("csv", "xlsx"),
-                  leads_instances: int = 1) -> dict:
+                  leads_instances: int = 1, profile: Path | None = None, reimport: bool = False) -> dict:
     """Parse, parse+map, bare insert and end to end (separate processes) per format; the harness's figures."""
     figures: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -306,13 +335,15 @@ async def measure(endpoints: common.Endpoints, rows: int, formats: tuple[str, ..
                 n, bare_s = await bare_insert(endpoints.mongodb, path)
                 bare_rate = n / bare_s
             print(f"importing {fmt} end to end...", file=sys.stderr)
-            n, seconds, peak_kb = await end_to_end_processes(endpoints, path, rows, fmt, leads_instances)
+            n, seconds, peak_kb = await end_to_end_processes(endpoints, path, rows, fmt, leads_instances, profile=profile,
+                                                             reimport=reimport)
             rate = n / seconds
             figures[fmt] = {
                 "rows": n, "seconds": seconds, "per_second": rate, "parse_per_second": n / parse_s,
                 "parse_map_per_second": n / map_s, "bare_insert_per_second": bare_rate,
                 "ratio_to_bare": rate / bare_rate, "ratio_to_parse": rate / (n / parse_s), "importer_peak_mb": peak_kb / 1024,
                 "cpu_us_per_row": CPU_US_PER_ROW.get(fmt, {}),
+                **({"reimport": REIMPORT[fmt]} if fmt in REIMPORT else {}),
             }
             path.unlink()
     return figures
@@ -339,6 +370,8 @@ def main() -> None:
     parser.add_argument("--skip-xlsx", action="store_true")
     parser.add_argument("--in-process", action="store_true", help="run the importer and leads service in this process")
     parser.add_argument("--leads-instances", type=int, default=1, help="leads service processes (one consumer group)")
+    parser.add_argument("--reimport", action="store_true", help="import each file a second time (every row unchanged)")
+    parser.add_argument("--profile", type=Path, help="sample the importer process with py-spy into this folder; print its heaviest functions")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
@@ -353,7 +386,8 @@ def main() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # leader moves while topics are created
     if not args.in_process:
         endpoints = common.stack_endpoints()
-        figures = asyncio.run(measure(endpoints, args.rows, ("csv",) if args.skip_xlsx else ("csv", "xlsx"), args.leads_instances))
+        figures = asyncio.run(measure(endpoints, args.rows, ("csv",) if args.skip_xlsx else ("csv", "xlsx"), args.leads_instances,
+                                      args.profile, args.reimport))
         print_table(figures)
         return
     stack = Stack()

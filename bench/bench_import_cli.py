@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,9 +33,10 @@ from contracts.directory import UserLicenceGranted  # noqa: E402
 from contracts.topics import DIRECTORY_EVENTS  # noqa: E402
 
 from processes import free_port, start_service, stop_all  # noqa: E402  (bench/processes.py)
+from stages import Profiles  # noqa: E402  (bench/stages.py)
 
 
-async def cli_import(endpoints: common.Endpoints, path: Path, rows: int) -> dict:
+async def cli_import(endpoints: common.Endpoints, path: Path, rows: int, profile: Path | None = None) -> dict:
     """``crm import FILE`` against an importer process (a leads process beside it), timed from the upload
     to ``crm.import.completed``; every lead is then checked stored."""
     import httpx
@@ -78,8 +80,10 @@ async def cli_import(endpoints: common.Endpoints, path: Path, rows: int) -> dict
                         pass
                     await asyncio.sleep(0.1)
             ops_before = await db_ops(ops_dir, procs[0].pid)  # start-up's (indexes, the grant) are not the import's
+            profiles = Profiles(profile, {"importer": procs[0].pid})
+            profiles.start(f"cli-{rows}")
             meter = common.stack_meter(endpoints, importer=procs[0].pid, leads=procs[1].pid).start()
-            started = time.perf_counter()
+            started, started_at = time.perf_counter(), datetime.now(UTC)
             cli = asyncio.create_task(asyncio.to_thread(
                 crmctl.imports.import_file, file=path, pipeline="default", dry_run=False, mapping=[], sheet=None,
                 encoding=None, delimiter=None, stage=None, url=f"http://127.0.0.1:{port}", token="bench-token"))
@@ -89,6 +93,7 @@ async def cli_import(endpoints: common.Endpoints, path: Path, rows: int) -> dict
                 await asyncio.sleep(0.01)
             elapsed = time.perf_counter() - started
             meter.sample()
+            profiles.stop(top=40)
             await cli
             cli_elapsed = time.perf_counter() - started
             if done[0].type != "crm.import.completed":
@@ -99,8 +104,10 @@ async def cli_import(endpoints: common.Endpoints, path: Path, rows: int) -> dict
             cpu = {name: round(us, 1) for name, us in meter.per_item_us(rows).items()}
             ops = {name: n - ops_before.get(name, 0) for name, n in (await db_ops(ops_dir, procs[0].pid)).items()}
             ops = {name: n for name, n in ops.items() if n}
+            timeline = [((m.time - started_at).total_seconds(), m.type.removeprefix("crm.import."), getattr(m.data, "rows_read", None))
+                        for m in events.got.messages if m.subject == done[0].subject]
             return {"rows": rows, "seconds": elapsed, "per_second": rows / elapsed, "cli_seconds": cli_elapsed,
-                    "cpu_us_per_row": cpu, "importer_db_commands": ops,
+                    "cpu_us_per_row": cpu, "importer_db_commands": ops, "timeline": timeline,
                     "importer_writes_per_row": ops.get("_write_items", 0) / rows}
     finally:
         stop_all(procs)
@@ -134,12 +141,12 @@ async def db_ops(folder: Path, pid: int) -> dict[str, int]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-async def measure_cli(endpoints: common.Endpoints, rows: int) -> dict:
+async def measure_cli(endpoints: common.Endpoints, rows: int, profile: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"leads{rows}.csv"
         write_csv(path, rows)
         print(f"crm import of {rows:,} CSV rows ...", file=sys.stderr)
-        return await cli_import(endpoints, path, rows)
+        return await cli_import(endpoints, path, rows, profile)
 
 
 def print_table(rows: int, f: dict) -> None:
@@ -154,6 +161,10 @@ def print_table(rows: int, f: dict) -> None:
         for name, n in sorted(ops.items(), key=lambda kv: -kv[1]):
             if not name.startswith("_"):
                 print(f"    {n:6,}  {name}")
+    if f.get("timeline"):
+        # When each of the import's events was published, from the upload: chunks sent ahead, then the tail.
+        print("  events (s from the upload): " + ", ".join(
+            f"{kind}{'' if n is None else f' {n:,}'} {at:.2f}" for at, kind, n in sorted(f["timeline"])))
     print("targets (issue 21): 1,000 rows < 1 s, 10,000 rows < 3 s")
 
 
@@ -161,11 +172,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, action="append", default=[], help="rows of a CSV (repeatable; default 1000 and 10000)")
     parser.add_argument("--repeat", type=int, default=1, help="imports per file size (the median is shown)")
+    parser.add_argument("--profile", type=Path, help="sample the importer process with py-spy into this folder; print its heaviest functions")
     args = parser.parse_args()
     common.quiet_logs()
     endpoints = common.stack_endpoints()
     for rows in args.rows or [1000, 10_000]:
-        runs = [asyncio.run(measure_cli(endpoints, rows)) for _ in range(args.repeat)]
+        runs = [asyncio.run(measure_cli(endpoints, rows, args.profile)) for _ in range(args.repeat)]
         print_table(rows, min(runs, key=lambda f: abs(f["seconds"] - statistics.median(r["seconds"] for r in runs))))
 
 

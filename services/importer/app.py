@@ -8,9 +8,11 @@ from crmkit.service import Service
 from services.importer import api, jobs_api, openapi
 from services.importer.handlers import ImporterHandlers
 from services.importer.ops import ImportMetrics
-from services.importer.repository import ExternalIdProjection, ImportRepository
+from services.importer.external_ids import ExternalIdProjection
+from services.importer.repository import ImportRepository
 from services.importer.scheduler import JobScheduler
 from services.importer.settings import ImporterSettings
+from services.importer.views import parse_record
 from services.importer.worker import JobRunner
 
 CONSUMES = (IMPORTS_COMMANDS, LEADS_EVENTS, DIRECTORY_EVENTS)
@@ -34,7 +36,7 @@ def create_app(settings: ImporterSettings) -> Service:
         await index.ensure_indexes()
 
     service.on_startup(start_up)
-    service.consume(CONSUMES, handlers.on_batch, title="importer", select=handlers.wanted_types)
+    service.consume(CONSUMES, handlers.on_batch, title="importer", select=handlers.wanted_types, parse=parse_record)
     service.background(scheduler.run_forever)
     import_metrics = ImportMetrics(imports, service.metrics.registry)
     service.background(lambda: import_metrics.run_forever(settings.lag_interval_s))

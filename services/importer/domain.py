@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -48,7 +49,22 @@ class KnownLead:
     lead_id: str
     fields: dict[str, Any]
     created_by_import: str | None = None
-    deleted: bool = False
+
+
+# Numbered external ids share a bucket with this many numbers beside them (see external_id_bucket).
+BUCKET_SPAN = 1000
+_TRAILING_NUMBER = re.compile(r"[0-9]{1,15}$")
+
+
+def external_id_bucket(external_id: str) -> str | None:
+    """The bucket of a numbered external id, shared with its neighbours ("CRM-01234" → "CRM-\x1f1"); None for others.
+
+    Files number their rows' ids in order far more often than not, so a chunk's ids fall in one or
+    two buckets and its lookup reads those; an id without a number is a bucket of its own (None)."""
+    match = _TRAILING_NUMBER.search(external_id)
+    if match is None:
+        return None
+    return f"{external_id[:match.start()]}\x1f{int(match.group()) // BUCKET_SPAN}"
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,19 @@ from crmkit.access import Refusal, rejection, screen, text_error
 from crmkit.messaging import Inbound, Outbound
 from crmkit.principals import PrincipalRepository
 from services.importer import domain as d
-from services.importer.repository import ImportRepository, ExternalIdProjection, Projected
+from services.importer.external_ids import ExternalIdProjection, Projected
+from services.importer.repository import ImportRepository
 from services.importer.row_records import Outcome
 from services.importer.sources import display_name
 from services.importer.announcements import event_id
+from services.importer.views import changes_row_fields, row_fields
 from services.importer.worker import JobRunner
 
 _OUTCOME_OF = {"crm.lead.created": "created", "crm.lead.updated": "updated", "crm.command.rejected": "rejected"}
 _REJECTION_NAMESPACE = uuid.UUID("3d0c1b6a-5e7f-4a28-b1c9-8e2f0a4d6c57")
-_ROW_FIELDS = set(d.ROW_FIELDS)
 # Lead and directory events the importer does nothing with: passed over unparsed (crmkit's ``select``).
-_LEAD_EVENTS_USED = {*_OUTCOME_OF, "crm.lead.deleted", "crm.lead.restored", "crm.lead.duplicates-found"}
+# A deleted lead stays known by its external id (a re-import's update of it is the leads service's to refuse).
+_LEAD_EVENTS_USED = {*_OUTCOME_OF, "crm.lead.duplicates-found"}
 PASSED_OVER = frozenset(
     {t for t in TOPIC_TYPES[LEADS_EVENTS] if t not in _LEAD_EVENTS_USED}
     | {t for t in TOPIC_TYPES[DIRECTORY_EVENTS] if not PrincipalRepository.handles(t)}
@@ -127,21 +129,16 @@ class ImporterHandlers:
     async def on_lead_events(self, messages: list[Envelope]) -> list[Outbound]:
         cards: dict[str, Projected] = {}
         created_by: dict[str, str] = {}
-        deleted: dict[str, bool] = {}
         outcomes: list[Outcome] = []
         duplicates: list[tuple[str, int]] = []
         rejections: list[tuple[Envelope, str, int]] = []
         for message in messages:
             if message.type in ("crm.lead.created", "crm.lead.updated"):
                 card = message.data
-                if card.external_id:
-                    # Only the fields a row can set, straight to the JSON the projection stores.
-                    fields = card.model_dump_json(include=_ROW_FIELDS)
-                    cards[card.lead_id] = Projected(card.external_id, fields, card.deleted)
+                if card.external_id and (message.type == "crm.lead.created" or changes_row_fields(card)):
+                    cards[card.lead_id] = Projected(card.external_id, row_fields(card), card.version)
                     if message.type == "crm.lead.created" and card.import_id:
                         created_by[card.lead_id] = card.import_id
-            elif message.type in ("crm.lead.deleted", "crm.lead.restored"):
-                deleted[message.data.lead_id] = message.type == "crm.lead.deleted"
             ref = d.row_of_correlation(message.correlationid)
             if ref is None or message.causationid != d.command_id(*ref):
                 continue
@@ -152,7 +149,7 @@ class ImporterHandlers:
                 outcomes.append(Outcome(import_id, row, _OUTCOME_OF[message.type], getattr(message.data, "lead_id", None)))
                 if message.type == "crm.command.rejected":
                     rejections.append((message, import_id, row))
-        await self.index.apply(cards, created_by, deleted)
+        await self.index.apply(cards, created_by, self.clock())
         out = await self._row_rejections(rejections)
         await self.imports.rows.record_outcomes(outcomes, duplicates, self.clock())
         if outcomes:

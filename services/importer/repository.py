@@ -1,19 +1,18 @@
-"""Where import jobs, row outcomes, row errors and the lead projection live; the only module knowing document shapes."""
+"""Where import jobs, row outcomes and row errors live (the lead projection: external_ids.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from crmkit.mongo import ensure_indexes, find_by_ids
-from services.importer.domain import ImportJob, KnownLead
+from crmkit.mongo import ensure_indexes
+from services.importer.domain import ImportJob
 from services.importer.row_records import RowRecords
 
 _JOB_FIELDS = {f.name for f in dataclasses.fields(ImportJob)}
@@ -37,15 +36,6 @@ async def _insert_once(collection, docs: list[dict[str, Any]]) -> None:
     except BulkWriteError as exc:
         if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
             raise
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Projected:
-    """What the importer's projection keeps of a lead card with an external id."""
-
-    external_id: str
-    fields: str  # the card's ROW_FIELDS as a JSON object
-    deleted: bool
 
 
 class ImportRepository:
@@ -197,62 +187,3 @@ class ImportRepository:
     async def errors(self, import_id: str) -> AsyncIterator[tuple[int, str | None, str, list[str | None]]]:
         async for doc in self._errors.find({"import_id": import_id}).sort([("row", 1), ("_id", 1)]):
             yield doc["row"], doc.get("column"), doc["reason"], doc.get("cells") or []
-
-
-class ExternalIdProjection:
-    """The importer's projection of leads with an external id, keyed by the external id.
-
-    Keyed by external id so that a chunk's lookups are `_id $in`, served from the `_id` index on
-    both backends; when several leads share one external id the latest wins."""
-
-    def __init__(self, db: AsyncDatabase) -> None:
-        self._col = db["lead_index"]
-
-    async def ensure_indexes(self) -> None:
-        # A crm.lead.deleted/restored event names only the lead: its entry is found by lead_id. Without
-        # this index each one read the whole projection (0.19 s at 100,000 entries, so reverting an
-        # import of 100,000 rows would have taken hours); with it 6 ms, at no measurable insert cost.
-        await ensure_indexes(self._col, [IndexModel([("lead_id", ASCENDING)], name="lead_id_1")])
-
-    async def apply(self, cards: dict[str, Projected], created_by: dict[str, str], deleted: dict[str, bool]) -> None:
-        """Cards are the latest per lead in a batch (events of one lead arrive in order)."""
-        new, changed = [], []
-        for lead_id, card in cards.items():
-            # The fields are one JSON string: FerretDB stores a nested document field by field, and
-            # this write comes once per imported row (10,700 vs 18,500 inserts a second).
-            doc = {"_id": card.external_id, "lead_id": lead_id, "fields": card.fields, "deleted": card.deleted}
-            if lead_id in created_by:
-                new.append({**doc, "created_by_import": created_by[lead_id]})
-            else:
-                changed.append(doc)
-        # Creations are most of an import: one batched insert; a replay falls back to updates.
-        if new:
-            try:
-                await self._col.insert_many(new, ordered=False)
-            except BulkWriteError as exc:
-                if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                    raise
-                changed.extend(new[e["index"]] for e in exc.details["writeErrors"])
-        ops = [UpdateOne({"_id": doc.pop("_id")}, {"$set": doc}, upsert=True) for doc in changed]
-        if deleted:
-            ops.extend(UpdateOne({"lead_id": lead_id}, {"$set": {"deleted": flag}}) for lead_id, flag in deleted.items()
-                       if lead_id not in cards)
-        if ops:
-            await self._col.bulk_write(ops, ordered=True)
-
-    async def by_external_ids(self, external_ids: Iterable[str]) -> dict[str, KnownLead]:
-        ids = sorted(set(external_ids))
-        if not ids:
-            return {}
-        return {
-            doc["_id"]: KnownLead(doc["lead_id"], _fields_of(doc), doc.get("created_by_import"), bool(doc.get("deleted")))
-            for doc in await find_by_ids(self._col, ids)
-        }
-
-
-def _fields_of(doc: dict[str, Any]) -> dict[str, Any]:
-    """A projection entry's fields: a JSON string, or a document as written before it was one."""
-    fields = doc.get("fields")
-    if isinstance(fields, str):
-        return json.loads(fields)
-    return fields or {}

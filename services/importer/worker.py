@@ -20,17 +20,18 @@ from pydantic import ValidationError
 
 from contracts import Envelope, build_message
 from contracts.imports import ImportProgress, ImportRowRejected, ImportStarted
-from contracts.leads import CreateLead, UpdateLead
-from contracts.topics import IMPORTS_EVENTS, LEADS_COMMANDS
+from contracts.topics import IMPORTS_EVENTS
 from crmkit.errors import is_transient
 from crmkit.messaging import Bus, Outbound
 from services.importer import domain as d
 from services.importer.announcements import event_id, final_event
+from services.importer.commands import ChunkCommands
 from services.importer.errors import FileRejected
 from services.importer.mapping import Mapping, build_mapping
 from services.importer.pacing import Pacing
 from services.importer.readers import Limits, RowSource, open_rows
-from services.importer.repository import ImportRepository, ExternalIdProjection
+from services.importer.external_ids import ExternalIdProjection
+from services.importer.repository import ImportRepository
 from services.importer.revert import revert_commands
 from services.importer.rows import RowResult, row_to_lead
 from services.importer.settings import ImporterSettings
@@ -233,10 +234,11 @@ class JobRunner:
         previous: dict[int, tuple[str, dict[str, Any]]] = {}
         tally = {"create": 0, "update": 0, "unchanged": 0, "rejected": 0}
         sent = 0
+        commands = ChunkCommands(job, self.source, self.clock())
         for plan in plans:
             if plan.action in ("create", "update") and not job.dry_run:
                 try:
-                    out.append(self._command(job, plan))
+                    out.append(commands.command(plan))
                 except ValidationError as exc:
                     plan = d.RowPlan(plan.row_number, "rejected", errors=[
                         (_column_of(job, mapping, ".".join(map(str, e["loc"]))), e["msg"]) for e in exc.errors()
@@ -264,19 +266,6 @@ class JobRunner:
         # chunk counts once, and an instance that lost the job moves nothing.
         return await self.imports.advance(job.import_id, self.owner, self.clock(), self.settings.job_lease_s,
                                           {"last_row_sent": plans[-1].row_number}, inc)
-
-    def _command(self, job: d.ImportJob, plan: d.RowPlan) -> Outbound:
-        common = {"import_id": job.import_id, "import_row": plan.row_number}
-        if plan.action == "create":
-            payload: Any = CreateLead.model_validate({**(plan.payload or {}), "lead_id": plan.lead_id, **common})
-        else:
-            payload = UpdateLead.model_validate({**(plan.payload or {}), "lead_id": plan.lead_id, **common})
-        message = build_message(
-            payload, source=self.source, subject=plan.lead_id, actorid=job.actor_id,
-            id=d.command_id(job.import_id, plan.row_number),
-            correlationid=d.correlation_id(job.import_id, plan.row_number), traceparent=job.traceparent,
-        )
-        return Outbound(LEADS_COMMANDS, message, key=plan.lead_id)
 
     async def _progress(self, job: d.ImportJob) -> None:
         counts = await self.counts(job)

@@ -92,7 +92,7 @@ def test_finished_when_every_row_read_has_an_outcome():
 
 
 def test_projection_fields_are_read_in_both_stored_forms():
-    from services.importer.repository import _fields_of
+    from services.importer.external_ids import _fields_of
 
     assert _fields_of({"fields": '{"title":"Заявка","phone":null}'}) == {"title": "Заявка", "phone": None}
     assert _fields_of({"fields": {"title": "Заявка"}}) == {"title": "Заявка"}  # written before it was a string
