@@ -148,6 +148,8 @@ class KafkaCluster:
             # A killed node's partitions move within seconds, not the 18 s default.
             "broker.session.timeout.ms=6000",
             "broker.heartbeat.interval.ms=1000",
+            # Broker settings to try (README, Local stack details), after the stack's own: the last one wins.
+            *(p.strip() for p in os.environ.get("CRM_KAFKA_EXTRA_PROPERTIES", "").split(";") if p.strip()),
             "",
         ])
 
@@ -189,6 +191,16 @@ class KafkaCluster:
             return ["-Xms256m", "-Xmx768m", "-XX:ParallelGCThreads=1", "-XX:ConcGCThreads=1"]
         return ["-Xms512m", "-Xmx1g"]
 
+    def jvm_options(self) -> list[str]:
+        """Heap, collector and the flags of CRM_KAFKA_JAVA_OPTS (read at start; a collector named there replaces G1)."""
+        extra = os.environ.get("CRM_KAFKA_JAVA_OPTS", "").split()
+        gc = [] if any(o.startswith("-XX:+Use") and o.endswith("GC") for o in extra) else ["-XX:+UseG1GC"]
+        # The client compiler only: the server compiler (C2) kept compiling for minutes after a start,
+        # 30-100 µs of Kafka CPU per lead through the first 140,000 of bench_leads, against 5-15 with C1,
+        # whose code costs the broker about as much per lead (bench/kafka_threads.py, one node, same run).
+        # A later -XX:TieredStopAtLevel=4 in CRM_KAFKA_JAVA_OPTS brings C2 back.
+        return [*self._heap(), *gc, "-XX:TieredStopAtLevel=1", *extra]
+
     def start(self, timeout: float = 120.0) -> None:
         """Format on first use, start every node not running, and return when the whole cluster answers."""
         if self.running() and self.ready():
@@ -218,7 +230,7 @@ class KafkaCluster:
                 f"Port {node.port} or {node.controller_port} is taken by another program; stop it or set "
                 "CRM_KAFKA_PORT / CRM_KAFKA_CONTROLLER_PORT (node n uses the port + 2(n-1))."
             )
-        node.process.start([java, *self._heap(), "-XX:+UseG1GC", log4j, "-cp", str(self.lib / "*"), "kafka.Kafka",
+        node.process.start([java, *self.jvm_options(), log4j, "-cp", str(self.lib / "*"), "kafka.Kafka",
                             str(node.properties)])
 
     def start_node(self, node_id: int, timeout: float = 90.0) -> None:
