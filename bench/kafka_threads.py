@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-from common import CLOCK_TICKS
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # Thread names (jstack's, in full; /proc cuts them to 15 characters) to a group, first match wins.
 GROUPS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(pattern)) for name, pattern in (
@@ -66,9 +67,14 @@ class KafkaThreads:
         self._after = {(pid, tid): s for pid in self.pids for tid, s in thread_cpu(pid).items()}
         names = {(pid, tid): name for pid in self.pids for tid, name in thread_names(pid).items()}
         used: dict[str, float] = {}
+        self.by_name: dict[str, float] = {}  # each thread's name (its number cut off) to its CPU, for a closer look
         for key, seconds in self._after.items():
-            group = group_of(names.get(key, ""))
-            used[group] = used.get(group, 0.0) + seconds - self._before.get(key, 0.0)
+            name = names.get(key, "")
+            group = group_of(name)
+            spent = seconds - self._before.get(key, 0.0)
+            used[group] = used.get(group, 0.0) + spent
+            short = re.sub(r"[-#]?\d+$", "", name)
+            self.by_name[short] = self.by_name.get(short, 0.0) + spent
         self.used = used
         return used
 
