@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+from aiokafka.errors import KafkaError  # noqa: E402
 
 from contracts import build_message  # noqa: E402
 from contracts.directory import UserLicenceGranted  # noqa: E402
@@ -172,8 +173,14 @@ async def until_committed(client: AIOKafkaAdminClient, group_id: str, topic: str
     polls = 0
     while True:
         check()
-        committed = await client.list_consumer_group_offsets(group_id)
         polls += 1
+        try:
+            committed = await client.list_consumer_group_offsets(group_id)
+        except KafkaError as exc:  # a fresh cluster's offsets topic still electing its leaders, say
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.25)
+            continue
         done = sum(m.offset for tp, m in committed.items() if tp.topic == topic and m.offset > 0)
         progress(done)
         if done >= target:

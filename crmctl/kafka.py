@@ -186,19 +186,21 @@ class KafkaCluster:
     # --- running ------------------------------------------------------------------------------
 
     def _heap(self) -> list[str]:
-        # Three JVMs share two cores with the services: small heaps, and fewer GC threads each.
+        # Three JVMs share two cores with the services: smaller heaps. Fixed sizes: the heap is not resized.
         if len(self.nodes) > 1:
-            return ["-Xms256m", "-Xmx768m", "-XX:ParallelGCThreads=1", "-XX:ConcGCThreads=1"]
-        return ["-Xms512m", "-Xmx1g"]
+            return ["-Xms768m", "-Xmx768m"]
+        return ["-Xms1g", "-Xmx1g"]
 
     def jvm_options(self) -> list[str]:
-        """Heap, collector and the flags of CRM_KAFKA_JAVA_OPTS (read at start; a collector named there replaces G1)."""
+        """Heap, collector, compiler and the flags of CRM_KAFKA_JAVA_OPTS (read at start; a collector named there
+        replaces the serial one, a later flag wins over an earlier one)."""
         extra = os.environ.get("CRM_KAFKA_JAVA_OPTS", "").split()
-        gc = [] if any(o.startswith("-XX:+Use") and o.endswith("GC") for o in extra) else ["-XX:+UseG1GC"]
+        # The serial collector: on three nodes G1 (256-768 MB, one GC thread each) cost the brokers 31-47 µs
+        # of CPU per lead in bench_leads, the serial one with a fixed 768 MB heap 3-4 (same load, one run each).
+        gc = [] if any(o.startswith("-XX:+Use") and o.endswith("GC") for o in extra) else ["-XX:+UseSerialGC"]
         # The client compiler only: the server compiler (C2) kept compiling for minutes after a start,
-        # 30-100 µs of Kafka CPU per lead through the first 140,000 of bench_leads, against 5-15 with C1,
-        # whose code costs the broker about as much per lead (bench/kafka_threads.py, one node, same run).
-        # A later -XX:TieredStopAtLevel=4 in CRM_KAFKA_JAVA_OPTS brings C2 back.
+        # 30-100 µs of Kafka CPU per lead through the first 140,000 of bench_leads on one node, against
+        # 2-15 with C1 (bench/kafka_threads.py). A later -XX:TieredStopAtLevel=4 brings C2 back.
         return [*self._heap(), *gc, "-XX:TieredStopAtLevel=1", *extra]
 
     def start(self, timeout: float = 120.0) -> None:
