@@ -97,13 +97,15 @@ class Steady:
             self.window = self.meter.fork()
             self.started, self.done_at_start = time.perf_counter(), done
 
-    def figures(self, name: str, count: int, service: list[str], whole: dict) -> dict:
-        """The span's figures, the whole run's (start included) beside them under ``with_start``."""
-        assert self.window is not None and self.threads is not None, "no commit was seen before the end"
-        self.window.sample()
-        self.threads.sample()
+    def figures(self, name: str, count: int, service: list[str], whole: dict, ended: float) -> dict:
+        """The span's figures (it ended at ``ended``, a perf_counter reading), the whole run's beside them
+        under ``with_start``; a run done by its first commit seen has no span: its whole figures then."""
         leads = count - self.done_at_start
-        row = result(name, leads, time.perf_counter() - self.started, self.window, service)
+        if self.window is None or self.threads is None or leads <= 0:
+            return {**whole, "with_start": dict(whole)}
+        self.window.sample()
+        self.threads.sample()  # reads the threads' CPU first, then their names (jstack: after the span)
+        row = result(name, leads, ended - self.started, self.window, service)
         row["kafka_threads_us_per_lead"] = self.threads.per_item_us(leads)
         row["with_start"] = {k: whole[k] for k in ("seconds", "per_second", "own_cpu_us_per_lead", "cpu_us_per_lead")}
         return row
@@ -180,10 +182,10 @@ async def bare(endpoints: Endpoints, prefix: str, count: int, documents: dict[st
             await reader.commit()
             done += len(keys)
             steady.progress(done)
-        elapsed = time.perf_counter() - started
+        ended = time.perf_counter()
         meter.sample()
         name = "bare consume + insert_many + produce"
-        return steady.figures(name, count, ["bench"], result(name, count, elapsed, meter, ["bench"]))
+        return steady.figures(name, count, ["bench"], result(name, count, ended - started, meter, ["bench"]), ended)
     finally:
         await reader.stop()
         await writer.stop()
@@ -223,11 +225,11 @@ async def processes_run(endpoints: Endpoints, prefix: str, count: int, instances
                     raise RuntimeError("a leads process exited during the benchmark (its stderr is above)")
 
             polls = await until_committed(client, group_id, prefix + LEADS_COMMANDS, target, alive, progress=steady.progress)
-            elapsed = time.perf_counter() - started
+            ended = time.perf_counter()
             meter.sample()
             names = [f"leads{n + 1}" for n in range(instances)]
             label = name or f"leads service x{instances} process{'es' if instances > 1 else ''}" + (" + duplicate check" if duplicate_check else "")
-            figures = steady.figures(label, count, names, result(label, count, elapsed, meter, names))
+            figures = steady.figures(label, count, names, result(label, count, ended - started, meter, names), ended)
     finally:
         stop_all(procs)
         await client.close()

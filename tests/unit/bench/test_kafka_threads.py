@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("bench_kafka_threads", ROOT / "bench" / "kafka_threads.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.unit.bench.bench_modules import load
 
 
 def test_broker_thread_names_fall_into_their_groups():
-    kt = load()
+    kt = load("kafka_threads")
     names = {
         "C2 CompilerThread0": "jit", "C1 CompilerThread0": "jit", "GC Thread#1": "gc", "G1 Conc#0": "gc",
         "data-plane-kafka-network-thread-1-BROKER-SASL_PLAINTEXT-2": "network",
@@ -31,7 +22,7 @@ def test_broker_thread_names_fall_into_their_groups():
 
 
 def test_the_cpu_of_each_thread_of_a_live_process_is_read():
-    kt = load()
+    kt = load("kafka_threads")
     stop = threading.Event()
     worker = threading.Thread(target=lambda: stop.wait(5))
     worker.start()
