@@ -1,7 +1,7 @@
 """Leads intake benchmark: N ``crm.lead.create`` commands already on the topic, stored and announced.
 
 Compares, in one run on the local stack, each contender on its own copy of the commands:
-  warm-up   first, unmeasured: the service and the bare consumer on a fifth as many commands (the
+  warm-up   first, unmeasured: the service and the bare consumer on a tenth as many commands (the
             brokers' JIT compiler and FerretDB's caches warm up there, not in the first contender);
   service   ``python -m services.leads``, as deployed (duplicate check off): every lead stored, its
             events published;
@@ -245,7 +245,7 @@ async def measure(endpoints: Endpoints, leads: int, duplicate_check: bool = True
                   warm_up: int | None = None) -> dict:
     """Every contender on its own copy of the commands, after an unmeasured warm-up; the figures the harness keeps.
 
-    The warm-up (a fifth of ``leads`` unless given; 0: none) runs the service process and the bare consumer
+    The warm-up (a tenth of ``leads`` unless given; 0: none) runs the service process and the bare consumer
     once, unmeasured: right after the stack starts, the brokers' JIT compiler alone cost ~50 µs of Kafka
     CPU per lead in the first 20,000 (bench/kafka_threads.py), and whichever contender came first paid it.
     """
@@ -269,7 +269,7 @@ async def measure(endpoints: Endpoints, leads: int, duplicate_check: bool = True
         await common.drop_prefix(endpoints, bare_prefix)
         return service, bare_row
 
-    warm = leads // 5 if warm_up is None else warm_up
+    warm = leads // 10 if warm_up is None else warm_up
     warm_rows = await service_and_bare("warm", warm) if warm else ()
     service, bare_row = await service_and_bare("svc", leads)
     rows += [bare_row, service]
@@ -328,7 +328,7 @@ def print_table(figures: dict) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--leads", type=int, default=100_000, help="commands to put on the topic (default 100000)")
-    parser.add_argument("--warm-up", type=int, default=None, help="commands of the unmeasured warm-up pass (default: a fifth of --leads)")
+    parser.add_argument("--warm-up", type=int, default=None, help="commands of the unmeasured warm-up pass (default: a tenth of --leads)")
     parser.add_argument("--skip-dup", action="store_true", help="skip the duplicate-check run")
     parser.add_argument("--instances", type=int, action="append", default=[],
                         help="also run N leads services as separate processes in one group (repeatable; default: skip)")
