@@ -32,7 +32,8 @@ from contracts.topics import ALL_TOPICS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICA
 from crmkit.topics import ensure_topics  # noqa: E402
 from crmkit.settings import KafkaSettings  # noqa: E402
 
-from processes import ROOT, start_service, stop_all  # noqa: E402  (bench/processes.py)
+from processes import ROOT, free_port, start_service, stop_all  # noqa: E402  (bench/processes.py)
+from stages import BatchProbe, print_stages  # noqa: E402  (bench/stages.py)
 
 HOP_IN, HOP_OUT = "bench.hop.in", "bench.hop.out"
 
@@ -82,12 +83,14 @@ async def measure(endpoints: Endpoints, rate: int = 500, seconds: float = 20.0) 
     watcher = common.consumer(endpoints.kafka, prefix + LEADS_EVENTS, prefix + QUALIFICATION_EVENTS, prefix + HOP_OUT,
                               auto_offset_reset="latest")
     sender = common.producer(endpoints.kafka, linger_ms=1)
+    ports = {name: free_port() for name in ("leads", "qualification")}
+    batch_probe = BatchProbe(ports)  # each service's batches from its /metrics: where a hop's time goes
     try:
         for name in ("leads", "qualification"):
             extra = {"DUPLICATE_CHECK": "false"} if name == "leads" else {}
             procs[name] = start_service(name, {
                 **common.service_connection(endpoints), "TOPIC_PREFIX": prefix, "DATABASE": f"{prefix.strip('.')}_{name}",
-                "GROUP_ID": prefix + name, "SERVICE_PRINCIPALS": '["bench"]', **extra})
+                "GROUP_ID": prefix + name, "SERVICE_PRINCIPALS": '["bench"]', "HTTP_PORT": str(ports[name]), **extra})
         procs["hop"] = subprocess.Popen([sys.executable, __file__, "--echo", endpoints.kafka, prefix], cwd=ROOT)
         print(f"creating the {per_kind:,} leads to qualify ...", file=sys.stderr)
         await common.send_all(endpoints.kafka, create_records(prefix, per_kind))
@@ -127,6 +130,10 @@ async def measure(endpoints: Endpoints, rate: int = 500, seconds: float = 20.0) 
         watching = asyncio.create_task(watch())
         probing = asyncio.create_task(probe())
         print(f"{rate} commands/s for {seconds:g} s ...", file=sys.stderr)
+        await wait_ready(ports)
+        batches_before = await batch_probe.snapshot()
+        meter = common.CpuMeter({name: proc.pid for name, proc in procs.items()} | {"kafka": endpoints.kafka_pid,
+                                                                                     "ferretdb": endpoints.ferretdb_pid}).start()
         started = time.perf_counter()
         for i in range(2 * per_kind):
             due = started + i / rate
@@ -143,6 +150,9 @@ async def measure(endpoints: Endpoints, rate: int = 500, seconds: float = 20.0) 
         while len(got) < len(sent) and time.monotonic() < deadline:
             common_alive(procs)
             await asyncio.sleep(0.1)
+        busy_s = time.perf_counter() - started
+        meter.sample()
+        stages = BatchProbe.between(batches_before, await batch_probe.snapshot(), busy_s)
         probing.cancel()
         watching.cancel()
     finally:
@@ -160,7 +170,29 @@ async def measure(endpoints: Endpoints, rate: int = 500, seconds: float = 20.0) 
         "rate": rate, "achieved_rate": achieved, "seconds": seconds, "create": create, "qualify": qualify, "bare_hop": hop,
         "create_p99_ms": create["p99_ms"], "qualify_p99_ms": qualify["p99_ms"], "bare_hop_p99_ms": hop["p99_ms"],
         "qualify_p99_in_hops": qualify["p99_ms"] / hop["p99_ms"],
+        "in_hops": {kind: {q: figures[f"{q}_ms"] / hop[f"{q}_ms"] for q in ("p50", "p95", "p99")}
+                    for kind, figures in (("create", create), ("qualify", qualify))},
+        # Until the last event arrived: the share of a core each process used, and its batches.
+        "cores_used": {name: round(used / busy_s, 2) for name, used in meter.used.items()}, "stages": stages,
     }
+
+
+async def wait_ready(ports: dict[str, int], timeout: float = 120.0) -> None:
+    """Until every service answers /health/ready (its consumers subscribed), so the load meets running services."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=5) as client:
+        for name, port in ports.items():
+            while True:
+                try:
+                    if (await client.get(f"http://127.0.0.1:{port}/health/ready")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} was not ready within {timeout:.0f} s")
+                await asyncio.sleep(0.2)
 
 
 def common_alive(procs: dict[str, subprocess.Popen]) -> None:
@@ -176,7 +208,14 @@ def print_table(figures: dict) -> None:
                        ("bare hop (consume -> produce, 1 process)", "bare_hop")):
         s = figures[key]
         print(f"{label:42} {s['n']:6d} {s['p50_ms']:8.1f} {s['p95_ms']:8.1f} {s['p99_ms']:8.1f} {s['max_ms']:8.1f}")
+    for kind in ("create", "qualify"):
+        hops = figures.get("in_hops", {}).get(kind)
+        if hops:
+            print(f"{kind} in bare hops: p50 {hops['p50']:.1f}, p95 {hops['p95']:.1f}, p99 {hops['p99']:.1f}")
     print(f"qualify p99 = {figures['qualify_p99_in_hops']:.1f} bare hops' p99 (target issue 21: within 5)")
+    if figures.get("cores_used"):
+        print("cores used until the last event: " + ", ".join(f"{k} {v:.2f}" for k, v in figures["cores_used"].items()))
+        print_stages(figures.get("stages", {}))
 
 
 async def main() -> None:

@@ -58,7 +58,8 @@ def plan(endpoints: common.Endpoints, quick: bool) -> list[tuple[str, int, Calla
     q = quick
     rows = size("import_rows", q)
     steps = [
-        # One step for both: the scale-out runs share the in-process service's and the bare consumer's run.
+        # One step for both: the scale-out runs share the warm-up and the bare consumer's run (x1 is run
+        # again there, beside the intake's service run: the two should agree within noise).
         ("leads_intake", size("leads_reps", q), lambda: bench_leads.measure(endpoints, size("leads", q), True, (1, 2, 3)),
          lambda f: {"leads_intake": f, **scale_sections(f)}),
         ("imports", 1, lambda: bench_import.measure(endpoints, rows), lambda f: {"import_csv_100k": f["csv"], "import_xlsx_100k": f["xlsx"]}),
@@ -108,7 +109,7 @@ def print_section(name: str, figures: dict) -> None:
         print(f"\nscale-out, {figures['leads']:,} creates on 6 partitions (bare {figures['bare_per_second']:,.0f}/s)")
         for n, row in figures["processes"].items():
             print(f"  {n} leads process(es): {row['per_second']:,.0f} leads/s ({row['ratio_to_bare']:.2f} of bare), "
-                  f"service CPU {row['service_cpu_us_per_lead']:,.0f} µs per lead (their start included)")
+                  f"service CPU {row['service_cpu_us_per_lead']:,.0f} µs per lead, Kafka {row.get('kafka_us_per_lead', 0):,.0f} (steady span)")
     elif name in PRINTERS:
         PRINTERS[name](figures)
 
@@ -120,6 +121,8 @@ def summary(document: dict) -> None:
     print(f"machine: {m['nproc']} cores, {m['memory_gb']} GB, {m['cpu_model']}; load during the run: "
           f"loadavg {meta['load']['loadavg_start']:.1f} -> {meta['load']['loadavg_end']:.1f}, machine CPU busy {meta['load']['cpu_busy_pct']:.0f}%")
     print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    if meta.get("stack"):
+        print(f"stack: {meta['stack']['kafka_brokers']} Kafka node(s), JVM {meta['stack']['kafka_jvm']}")
     if meta.get("step_seconds"):
         print("seconds per step: " + ", ".join(f"{k} {val:,.0f}" for k, val in meta["step_seconds"].items()))
     print(f"\n{'figure':40} {'value':>12} {'spread':>22}  target")
@@ -178,6 +181,7 @@ async def run(args) -> int:
     out = Path(args.out)
     document = results.document(sections, quick=args.quick, started=began, load=load)
     document["meta"]["step_seconds"] = step_seconds
+    document["meta"]["stack"] = {"kafka_brokers": len(stack.kafka.nodes), "kafka_jvm": " ".join(stack.kafka.jvm_options())}
     if args.only and out.exists():
         document = results.merge(json.loads(out.read_text()), document)
     out.parent.mkdir(parents=True, exist_ok=True)

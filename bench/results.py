@@ -23,6 +23,7 @@ REQUIRED_KEYS: tuple[str, ...] = (
 # Shown beside them in the tables: the figures the targets are read against, and the scale-out.
 SHOWN_KEYS: tuple[str, ...] = REQUIRED_KEYS + (
     "latency.qualify_p99_in_hops", "latency.create_p99_ms", "qualification_10k.per_second",
+    "leads_intake.service_kafka_us_per_lead", "scale_out.processes.1.ratio_to_bare", "scale_out.processes.1.kafka_us_per_lead",
     "scale_out.processes.1.per_second", "scale_out.processes.2.per_second", "scale_out.processes.3.per_second",
     "scale_out.bare_per_second",
 )

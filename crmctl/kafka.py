@@ -148,6 +148,8 @@ class KafkaCluster:
             # A killed node's partitions move within seconds, not the 18 s default.
             "broker.session.timeout.ms=6000",
             "broker.heartbeat.interval.ms=1000",
+            # Broker settings to try (README, Local stack details), after the stack's own: the last one wins.
+            *(p.strip() for p in os.environ.get("CRM_KAFKA_EXTRA_PROPERTIES", "").split(";") if p.strip()),
             "",
         ])
 
@@ -184,10 +186,22 @@ class KafkaCluster:
     # --- running ------------------------------------------------------------------------------
 
     def _heap(self) -> list[str]:
-        # Three JVMs share two cores with the services: small heaps, and fewer GC threads each.
+        # Three JVMs share two cores with the services: smaller heaps. Fixed sizes: the heap is not resized.
         if len(self.nodes) > 1:
-            return ["-Xms256m", "-Xmx768m", "-XX:ParallelGCThreads=1", "-XX:ConcGCThreads=1"]
-        return ["-Xms512m", "-Xmx1g"]
+            return ["-Xms768m", "-Xmx768m"]
+        return ["-Xms1g", "-Xmx1g"]
+
+    def jvm_options(self) -> list[str]:
+        """Heap, collector, compiler and the flags of CRM_KAFKA_JAVA_OPTS (read at start; a collector named there
+        replaces the serial one, a later flag wins over an earlier one)."""
+        extra = os.environ.get("CRM_KAFKA_JAVA_OPTS", "").split()
+        # The serial collector: on three nodes G1 (256-768 MB, one GC thread each) cost the brokers 31-47 µs
+        # of CPU per lead in bench_leads, the serial one with a fixed 768 MB heap 3-4 (same load, one run each).
+        gc = [] if any(o.startswith("-XX:+Use") and o.endswith("GC") for o in extra) else ["-XX:+UseSerialGC"]
+        # The client compiler only: the server compiler (C2) kept compiling for minutes after a start,
+        # 30-100 µs of Kafka CPU per lead through the first 140,000 of bench_leads on one node, against
+        # 2-15 with C1 (bench/kafka_threads.py). A later -XX:TieredStopAtLevel=4 brings C2 back.
+        return [*self._heap(), *gc, "-XX:TieredStopAtLevel=1", *extra]
 
     def start(self, timeout: float = 120.0) -> None:
         """Format on first use, start every node not running, and return when the whole cluster answers."""
@@ -218,7 +232,7 @@ class KafkaCluster:
                 f"Port {node.port} or {node.controller_port} is taken by another program; stop it or set "
                 "CRM_KAFKA_PORT / CRM_KAFKA_CONTROLLER_PORT (node n uses the port + 2(n-1))."
             )
-        node.process.start([java, *self._heap(), "-XX:+UseG1GC", log4j, "-cp", str(self.lib / "*"), "kafka.Kafka",
+        node.process.start([java, *self.jvm_options(), log4j, "-cp", str(self.lib / "*"), "kafka.Kafka",
                             str(node.properties)])
 
     def start_node(self, node_id: int, timeout: float = 90.0) -> None:

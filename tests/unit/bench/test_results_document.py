@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.unit.bench.bench_modules import ROOT, load
 
-
-def _results_module():
-    spec = importlib.util.spec_from_file_location("bench_results", ROOT / "bench" / "results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-results = _results_module()
+results = load("results")
 
 
 def _sections(value: float) -> dict:

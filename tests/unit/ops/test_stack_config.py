@@ -72,3 +72,21 @@ def test_ferretdb_synchronous_mode_is_normal_unless_full_is_asked_and_nothing_el
     assert ferretdb_synchronous({"CRM_FERRETDB_SYNCHRONOUS": "FULL"}) == "full"
     with pytest.raises(StackError, match="full or normal"):
         ferretdb_synchronous({"CRM_FERRETDB_SYNCHRONOUS": "off"})
+
+
+def test_kafka_runs_the_serial_collector_and_the_client_compiler_unless_told_otherwise(clean_env, monkeypatch):
+    monkeypatch.delenv("CRM_KAFKA_JAVA_OPTS", raising=False)
+    assert KafkaCluster(StackConfig.from_env(brokers=1)).jvm_options() == [
+        "-Xms1g", "-Xmx1g", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+    assert KafkaCluster(StackConfig.from_env(brokers=3)).jvm_options()[:3] == ["-Xms768m", "-Xmx768m", "-XX:+UseSerialGC"]
+    monkeypatch.setenv("CRM_KAFKA_JAVA_OPTS", "-XX:+UseG1GC -XX:TieredStopAtLevel=4")
+    options = KafkaCluster(StackConfig.from_env(brokers=1)).jvm_options()
+    # A collector named there replaces the serial one (the JVM refuses two); the later compiler level wins.
+    assert "-XX:+UseSerialGC" not in options and options[-2:] == ["-XX:+UseG1GC", "-XX:TieredStopAtLevel=4"]
+
+
+def test_extra_broker_properties_are_written_after_the_stack_s_own(clean_env, monkeypatch):
+    monkeypatch.setenv("CRM_KAFKA_EXTRA_PROPERTIES", "num.network.threads=2;num.io.threads=2")
+    cluster = KafkaCluster(StackConfig.from_env(brokers=1))
+    lines = cluster._properties(cluster.nodes[0], "secret").splitlines()
+    assert lines[-2:] == ["num.network.threads=2", "num.io.threads=2"]
