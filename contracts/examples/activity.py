@@ -20,20 +20,7 @@ TASK = {
 
 EXAMPLES: list[dict[str, Any]] = [
     # crm.activity.commands.v1
-    command(
-        "crm.task.create",
-        {
-            "task_id": TASK_ID,
-            "lead_id": LEAD_ID,
-            "type": "call",
-            "title": "Call about the quote",
-            "start_at": "2025-03-15T11:30:00+03:00",
-            "due_at": "2025-03-15T12:00:00+03:00",
-            "assignee_id": MANAGER_ID,
-            "priority": "high",
-            "contact_id": CONTACT_ID,
-        },
-    ),
+    command("crm.task.create", {name: value for name, value in TASK.items() if name not in ("status", "version")}),
     command("crm.task.update", {"task_id": TASK_ID, "due_at": "2025-03-15T13:00:00+03:00", "priority": "normal"}),
     command(
         "crm.task.complete",
