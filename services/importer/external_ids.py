@@ -15,12 +15,11 @@ import dataclasses
 import hashlib
 import json
 import uuid
-
-import orjson
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
