@@ -43,11 +43,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from crmctl.ferretdb_registry import REGISTRY_PATCHES
 from crmctl.ferretdb_writes import WRITE_PATCHES, go_fragment as _go
 
 GO_PUSHDOWN = _go("pushdown")  # into the SQLite backend's collection.go: the pushdown patches below
 GO_SORTABLE = _go("sortable")  # into the handler's msg_find.go: which sorts the backend applies, time limits
-GO_FTS = _go("fts")  # into the SQLite metadata registry: the FTS table behind an `ix_terms_fts` index
 GO_SJSON = _go("sjson_decode")  # into the handler's sjson.go: a stored document decoded in one pass
 
 
@@ -303,45 +303,7 @@ PATCHES = [
         replacement="\t_, res, err := iter.Next()\n\tif errors.Is(err, iterator.ErrIteratorDone) {\n\t\terr = nil\n\t}\n\n\tif err != nil {\n\t\treturn nil, crmMaxTimeError(ctx, err, \"count\") // crm patch\n\t}\n",
         why="a count ended by its time limit says so",
     ),
-    Patch(
-        path="internal/backends/sqlite/metadata/registry.go",
-        anchor="\t\tif _, err := db.ExecContext(ctx, q); err != nil {\n\t\t\t_ = r.indexesDrop(ctx, dbName, collectionName, created)\n\t\t\treturn lazyerrors.Error(err)\n\t\t}\n",
-        replacement=(
-            "\t\tvar err error\n\n"
-            "\t\tif index.Name == CrmFTSIndex { // crm patch: see CrmFTSIndex\n"
-            "\t\t\terr = crmFTS(ctx, db, c.TableName, false)\n\t\t} else {\n\t\t\t_, err = db.ExecContext(ctx, q)\n\t\t}\n\n"
-            "\t\tif err != nil {\n\t\t\t_ = r.indexesDrop(ctx, dbName, collectionName, created)\n\t\t\treturn lazyerrors.Error(err)\n\t\t}\n"
-        ),
-        why="an ix_terms_fts index is an FTS5 table kept by triggers",
-    ),
-    Patch(
-        path="internal/backends/sqlite/metadata/registry.go",
-        anchor="\t\tq := fmt.Sprintf(\"DROP INDEX %q\", c.TableName+\"_\"+name)\n\t\tif _, err := db.ExecContext(ctx, q); err != nil {\n\t\t\treturn lazyerrors.Error(err)\n\t\t}\n",
-        replacement=(
-            "\t\tif name == CrmFTSIndex { // crm patch: see CrmFTSIndex\n"
-            "\t\t\tif err := crmFTS(ctx, db, c.TableName, true); err != nil {\n\t\t\t\treturn lazyerrors.Error(err)\n\t\t\t}\n"
-            "\t\t} else {\n"
-            "\t\t\tq := fmt.Sprintf(\"DROP INDEX %q\", c.TableName+\"_\"+name)\n\t\t\tif _, err := db.ExecContext(ctx, q); err != nil {\n\t\t\t\treturn lazyerrors.Error(err)\n\t\t\t}\n"
-            "\t\t}\n"
-        ),
-        why="dropping an ix_terms_fts index drops its FTS table and triggers",
-    ),
-    Patch(
-        path="internal/backends/sqlite/metadata/registry.go",
-        anchor="\tq = fmt.Sprintf(\"DROP TABLE %q\", c.TableName)\n\tif _, err := db.ExecContext(ctx, q); err != nil {\n\t\treturn false, lazyerrors.Error(err)\n\t}\n",
-        replacement=(
-            "\tq = fmt.Sprintf(\"DROP TABLE %q\", c.TableName)\n\tif _, err := db.ExecContext(ctx, q); err != nil {\n\t\treturn false, lazyerrors.Error(err)\n\t}\n\n"
-            "\tif err := crmFTS(ctx, db, c.TableName, true); err != nil { // crm patch: the collection's FTS table, if any\n"
-            "\t\treturn false, lazyerrors.Error(err)\n\t}\n"
-        ),
-        why="a dropped collection leaves no FTS table behind",
-    ),
-    Patch(
-        path="internal/backends/sqlite/metadata/registry.go",
-        anchor="// IndexesCreate creates indexes in the collection.\n",
-        replacement=GO_FTS + "// IndexesCreate creates indexes in the collection.\n",
-        why="the FTS table behind an ix_terms_fts index",
-    ),
+    *(Patch(**p) for p in REGISTRY_PATCHES),  # the metadata registry: FTS tables, no write for an index already there
     # The read path's decode (issue 22): every document a find returns is decoded from its stored JSON.
     Patch(
         path="internal/handler/sjson/sjson.go",

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, WaitQueueTimeoutError
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure, WaitQueueTimeoutError
 
 # A record too large for the producer or the broker never fits, however often it is sent: bad data,
 # not an outage (retried, it would hold its partition forever).
 UNSENDABLE = (MessageSizeTooLargeError, RecordListTooLargeError)
 _FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
+# A write that lost a race for a lock: MongoDB's LockTimeout and WriteConflict, and FerretDB's SQLite
+# answering SQLITE_BUSY ("database is locked", code 1 InternalError) when a collection or index was made
+# beside a queue of writers. The same command succeeds once the lock is free.
+_LOCK_CODES = frozenset({24, 112})
+_LOCKED = "database is locked"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -21,6 +26,8 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, KafkaError):
         return True
+    if isinstance(exc, OperationFailure):
+        return exc.code in _LOCK_CODES or _LOCKED in str(exc)
     if isinstance(exc, _FILE_ERRORS):
         return False  # a missing or unreadable file stays so however often it is retried
     return isinstance(exc, (asyncio.TimeoutError, ConnectionError, OSError))

@@ -35,7 +35,7 @@ from .messaging import (
 from .subscriptions import faststream_security, subscribe_batches
 from .topics import ensure_topics, topic_config
 from .metrics import Metrics
-from . import tracing
+from . import taskdump, tracing
 from .mongo import make_client, ping, until_available
 from .openapi import COMMON_OPERATIONS, Operation, build_openapi
 from .settings import ServiceSettings
@@ -145,6 +145,8 @@ class Service:
         self._readiness: list[Callable[[], dict[str, Any]]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._start_task: asyncio.Task[None] | None = None
+        self.start_error: BaseException | None = None  # why the start failed (serve exits 1)
+        self._on_start_failure: Callable[[], None] = lambda: None
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -209,19 +211,21 @@ class Service:
 
     async def start(self) -> None:
         """Create topics, run start-up hooks, then start consuming. Waits through outages."""
-        await until_available(
-            lambda: ensure_topics(
-                self.settings, self.all_topics(), self.settings.topic_partitions,
-                replication=self.settings.topic_replication, configs=self.topic_configs(),
-            ),
-            f"{self.name}: topics",
-        )
-        await until_available(self.bus.start, f"{self.name}: producer")  # hooks may publish
-        tune_gc(freeze=False)
-        for hook in self._startup:
-            await until_available(hook, f"{self.name}: start-up")
-        tune_gc(freeze=self.settings.gc_freeze)  # the start-up hooks warmed the caches: long-lived from here
-        await until_available(self.broker.start, f"{self.name}: consumers")
+        taskdump.install(asyncio.get_running_loop())
+        async with taskdump.warn_if_slow(f"{self.name}: start"):
+            await until_available(
+                lambda: ensure_topics(
+                    self.settings, self.all_topics(), self.settings.topic_partitions,
+                    replication=self.settings.topic_replication, configs=self.topic_configs(),
+                ),
+                f"{self.name}: topics",
+            )
+            await until_available(self.bus.start, f"{self.name}: producer")  # hooks may publish
+            tune_gc(freeze=False)
+            for hook in self._startup:
+                await until_available(hook, f"{self.name}: start-up")
+            tune_gc(freeze=self.settings.gc_freeze)  # the start-up hooks warmed the caches: long-lived from here
+            await until_available(self.broker.start, f"{self.name}: consumers")
         for loop in self._background:
             self._tasks.append(asyncio.create_task(loop(), name=f"{self.name}-background"))
         if self.lag.groups and self.settings.lag_interval_s > 0:
@@ -316,12 +320,24 @@ class Service:
             *self.routes,
         ]
 
+    def _started(self, task: asyncio.Task[None]) -> None:
+        """A start that failed for good (outages are waited through) stops the process with its reason.
+
+        Left in its task, the failure was silent: the process ran on, answering 503 on /health/ready
+        for ever, and the reason (a sealed secret no key opens, a refused index) was in no log."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.start_error = task.exception()
+        log.critical("%s: start failed, stopping: %s", self.name, self.start_error, exc_info=self.start_error)
+        self._on_start_failure()
+
     def asgi(self) -> ObservedHttp:
         """The HTTP app; its lifespan starts the service in the background so health answers at once."""
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
             self._start_task = asyncio.create_task(self.start())
+            self._start_task.add_done_callback(self._started)
             try:
                 yield
             finally:
@@ -356,4 +372,8 @@ def serve(service: Service) -> None:
         lifespan="on",
         timeout_graceful_shutdown=25,
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    service._on_start_failure = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if service.start_error is not None:
+        raise SystemExit(1)  # a supervisor restarts it, or an operator reads the reason logged above

@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
@@ -77,6 +78,17 @@ func main() {
 		}
 		defer func() { pprof.StopCPUProfile(); out.Close() }()
 	}
+
+	// kill -USR1 <pid> writes every goroutine's stack to the log: what a stalled command waits on (a
+	// lock, a connection of the pool, SQLite). tests/reliability asks for it when a service cannot start.
+	dump := make(chan os.Signal, 1)
+	signal.Notify(dump, syscall.SIGUSR1)
+	go func() {
+		for range dump {
+			fmt.Fprintf(os.Stderr, "--- goroutines at %s\n", time.Now().UTC().Format(time.RFC3339))
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+		}
+	}()
 
 	fmt.Fprintf(os.Stderr, "ferretdb-local listening on %s, data in %s\n", *listen, dir)
 	if err := f.Run(ctx); err != nil && ctx.Err() == nil {

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 from cryptography.fernet import Fernet
 
 from contracts.topics import LEADS_COMMANDS
+from crmctl.stack import ROOT
 from services.leads.actions.outbox import Outbox
 from services.leads.actions.sealing import Sealer, SecretUnreadable
 from services.leads.actions.signing import verify
@@ -225,3 +231,34 @@ async def test_webhook_secrets_stored_as_given_are_sealed_and_rotated_at_start(s
         assert (await PipelineRepository(service.db, Sealer([new])).get("sa")).stages[1].on_enter[0].secret == SECRET
         with pytest.raises(SecretUnreadable, match="LEADS_SECRETS_KEYS"):
             await PipelineRepository(service.db, Sealer([old])).get("sa")  # the old key alone no longer opens it
+
+
+async def test_a_start_no_key_can_finish_stops_the_process_with_what_to_do(settings_for, run_service, endpoints, isolation, tmp_path):
+    async with leads_stack(settings_for, run_service, endpoints, isolation, secrets_keys=[SEALING_KEY]) as (service, producer, events):
+        await send_and_wait(producer, events, command(payload(
+            "crm.pipeline.create", pipeline_id="sa", name="Actions", stages=_stages([_hook("https://example.com/h")])), actor="alice"))
+        assert SECRET not in str(await service.db["pipelines"].find_one({"_id": "sa"}))  # sealed with SEALING_KEY
+
+    # The same database started with another key: the sealed secret cannot be opened, so the start cannot
+    # finish. It used to leave a process answering 503 for ever with the reason in no log.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ, **endpoints.auth_env("LEADS_"), "PYTHONPATH": str(ROOT),
+        "LEADS_KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka, "LEADS_MONGODB_URL": endpoints.mongodb,
+        "LEADS_TOPIC_PREFIX": isolation.prefix, "LEADS_DATABASE": isolation.db("leads"),
+        "LEADS_GROUP_ID": isolation.group("leads"), "LEADS_HTTP_PORT": str(port),
+        "LEADS_SECRETS_KEYS": json.dumps([Fernet.generate_key().decode()]),
+    }
+    log = tmp_path / "leads.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "services.leads"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        code = await asyncio.to_thread(process.wait, 120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = log.read_text(errors="replace")
+    assert code == 1, text[-3000:]
+    assert "leads: start failed, stopping" in text and "LEADS_SECRETS_KEYS" in text, text[-3000:]

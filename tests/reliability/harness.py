@@ -193,6 +193,11 @@ class PrivateStack:
     async def ensure_healthy(self) -> None:
         """A scenario that failed half way may leave a server stopped or wedged: the next one starts from a whole stack."""
         if not (self.stack.ferretdb.process.running() and await asyncio.to_thread(self._ferretdb_writes)):
+            pid = self.stack.ferretdb.process.pid()
+            if pid is not None:  # wedged: its goroutines go to its log before the restart (infra/ferretdb/main.go)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGUSR1)
+                await asyncio.sleep(1.0)
             await self.stop_ferretdb()
             await self.start_ferretdb()
         if not (self.stack.kafka.running() and await asyncio.to_thread(self.stack.kafka.ready)):
@@ -274,7 +279,20 @@ class ServiceInstance:
                 raise AssertionError(f"{self.label} exited while starting:\n{self.log_tail()}")
             return self.ready()
 
-        await until(lambda: asyncio.to_thread(check), timeout=timeout, what=f"{self.label} ready", interval=0.3)
+        try:
+            await until(lambda: asyncio.to_thread(check), timeout=timeout, what=f"{self.label} ready", interval=0.3)
+        except AssertionError as exc:
+            # What the start-up waits on (crmkit/taskdump.py) and FerretDB's goroutines (infra/ferretdb/main.go).
+            ferretdb = self.scenario.stack.stack.ferretdb.process
+            for pid in (self.process.pid(), ferretdb.pid()):
+                if pid is not None:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGUSR1)
+            await asyncio.sleep(2.0)
+            raise AssertionError(
+                f"{exc}; /health/ready answers {self.ready_status()}; FerretDB's goroutines are in {ferretdb.log_file}; "
+                f"its log:\n{self.log_tail(80)}"
+            ) from None
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as when a pod is killed or a machine dies."""

@@ -6,10 +6,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from crmkit.mongo import ensure_indexes
 from services.leads.actions.sealing import Sealer
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -61,9 +62,11 @@ class Outbox:
 
     async def ensure_indexes(self) -> None:
         # The loop's question: pending deliveries due now, soonest first.
-        await self._deliveries.create_index([("status", ASCENDING), ("next_at", ASCENDING)])
-        await self._deliveries.create_index([("owes", ASCENDING)])
-        await self._deliveries.create_index([("lead_id", ASCENDING)])
+        await ensure_indexes(self._deliveries, [
+            IndexModel([("status", ASCENDING), ("next_at", ASCENDING)], name="status_1_next_at_1"),
+            IndexModel([("owes", ASCENDING)], name="owes_1"),
+            IndexModel([("lead_id", ASCENDING)], name="lead_id_1"),
+        ])
 
     async def add(self, deliveries: Sequence[Delivery], now: datetime) -> None:
         """Owe each delivery once: a redelivered entry event finds its deliveries there and adds nothing."""

@@ -84,9 +84,8 @@ class BulkRepository:
         self._answers = db["bulk_answers"]
 
     async def ensure_indexes(self) -> None:
-        await self._jobs.create_index("state")
-        await create_missing_indexes(self._jobs, [IndexModel([(k, ASCENDING)], name=f"{k}_1") for k in (OWNER_KEY, ALL_KEY)])
-        await self._pages.create_index("job_id")
+        await create_missing_indexes(self._jobs, [IndexModel([(k, ASCENDING)], name=f"{k}_1") for k in ("state", OWNER_KEY, ALL_KEY)])
+        await create_missing_indexes(self._pages, [IndexModel([("job_id", ASCENDING)], name="job_id_1")])
         # Answers are read by id and by their list key only (the job_id/state index of before serves no query).
         await create_missing_indexes(self._answers, [IndexModel([(ANSWER_KEY, ASCENDING)], name=f"{ANSWER_KEY}_1")])
         await self.migrate_answer_keys()

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from crmkit.applied import Applied, applied_for, kept
+from crmkit.mongo import ensure_indexes
 from services.leads.capture import keys
 from services.leads.domain.capture import CaptureForm, Seal
 
@@ -86,7 +87,7 @@ class SubmissionCounts:
         self._col = db["capture_rates"]
 
     async def ensure_indexes(self) -> None:
-        await self._col.create_index("expires_at")
+        await ensure_indexes(self._col, [IndexModel([("expires_at", ASCENDING)], name="expires_at_1")])
 
     async def count(self, form_id: str, client: str, window: int, expires_at: datetime) -> int:
         """Add one submission to the window and return the window's count so far."""

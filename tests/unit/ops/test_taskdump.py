@@ -1,0 +1,55 @@
+"""A hung start-up says what it waits on: the await chain of each task, and a warning while a step runs long."""
+
+import asyncio
+import logging
+import os
+import signal
+
+import pytest
+
+from crmkit import taskdump
+
+
+async def _inner(gate: asyncio.Event) -> None:
+    await gate.wait()
+
+
+async def _outer(gate: asyncio.Event) -> None:
+    await _inner(gate)
+
+
+async def test_the_chain_names_each_coroutine_down_to_what_it_waits_on() -> None:
+    gate = asyncio.Event()
+    task = asyncio.create_task(_outer(gate))
+    await asyncio.sleep(0)
+    chain = taskdump.await_chain(task.get_coro())
+    assert [line.rsplit(" ", 1)[-1] for line in chain] == ["_outer", "_inner", "wait"]
+    assert chain[0].startswith(__file__)
+    gate.set()
+    await task
+
+
+async def test_sigusr1_logs_every_task(caplog: pytest.LogCaptureFixture) -> None:
+    gate = asyncio.Event()
+    task = asyncio.create_task(_outer(gate), name="the-hung-step")
+    taskdump.install(asyncio.get_running_loop())
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.WARNING, logger="crmkit.taskdump"):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        await asyncio.sleep(0.05)
+    asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
+    dumped = [r.getMessage() for r in caplog.records if "the-hung-step" in r.getMessage()]
+    assert len(dumped) == 1 and "_inner" in dumped[0]
+    gate.set()
+    await task
+
+
+async def test_a_step_running_long_is_warned_about_and_the_watch_ends_with_it(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="crmkit.taskdump"):
+        async with taskdump.warn_if_slow("leads: start", every_s=0.02):
+            await asyncio.sleep(0.07)
+        warned = sum("leads: start: not done after" in r.getMessage() for r in caplog.records)
+        await asyncio.sleep(0.06)
+    assert warned >= 2
+    assert sum("leads: start: not done after" in r.getMessage() for r in caplog.records) == warned
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "watch leads: start"]
