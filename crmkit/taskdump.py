@@ -45,7 +45,7 @@ def install(loop: asyncio.AbstractEventLoop) -> None:
 
 @contextlib.asynccontextmanager
 async def warn_if_slow(what: str, every_s: float = 30.0) -> AsyncIterator[None]:
-    """Log a warning every ``every_s`` seconds while the block runs: a start-up step that hangs says so."""
+    """Log a warning every ``every_s`` seconds while the block runs, with the tasks the first time: a hung start says where."""
 
     async def warn() -> None:
         waited = 0.0
@@ -53,7 +53,8 @@ async def warn_if_slow(what: str, every_s: float = 30.0) -> AsyncIterator[None]:
             await asyncio.sleep(every_s)
             waited += every_s
             log.warning("%s: not done after %.0f s (kill -USR1 %d logs what it waits on)", what, waited, os.getpid())
-            dump_tasks()
+            if waited == every_s:  # once: a start waiting out a long outage says so without a dump a minute
+                dump_tasks()
 
     watcher = asyncio.create_task(warn(), name=f"watch {what}")
     try:
