@@ -227,7 +227,9 @@ class Service:
             tune_gc(freeze=self.settings.gc_freeze)  # the start-up hooks warmed the caches: long-lived from here
             await until_available(self.broker.start, f"{self.name}: consumers")
         for loop in self._background:
-            self._tasks.append(asyncio.create_task(loop(), name=f"{self.name}-background"))
+            task = asyncio.create_task(loop(), name=f"{self.name}-background")
+            task.add_done_callback(self._background_ended)
+            self._tasks.append(task)
         if self.lag.groups and self.settings.lag_interval_s > 0:
             self._tasks.append(asyncio.create_task(self.lag.run_forever(), name=f"{self.name}-lag"))
         self.health.started = True
@@ -330,6 +332,12 @@ class Service:
         self.start_error = task.exception()
         log.critical("%s: start failed, stopping: %s", self.name, self.start_error, exc_info=self.start_error)
         self._on_start_failure()
+
+    def _background_ended(self, task: asyncio.Task[Any]) -> None:
+        """A background pass that failed for good (a migration refused by the database) is logged, not lost."""
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("%s: a background task failed: %s", self.name, exc, exc_info=exc)
 
     def asgi(self) -> ObservedHttp:
         """The HTTP app; its lifespan starts the service in the background so health answers at once."""

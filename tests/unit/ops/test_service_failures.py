@@ -1,4 +1,4 @@
-"""A hung start-up says what it waits on: the await chain of each task, and a warning while a step runs long."""
+"""A service that cannot go on says why: the await chain of each task, a warning while a start step runs long, a failed background task logged."""
 
 import asyncio
 import logging
@@ -53,3 +53,20 @@ async def test_a_step_running_long_is_warned_about_and_the_watch_ends_with_it(ca
     assert warned >= 2
     assert sum("leads: start: not done after" in r.getMessage() for r in caplog.records) == warned
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "watch leads: start"]
+
+
+async def test_a_background_task_that_fails_for_good_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from crmkit.service import Service
+
+    service = Service.__new__(Service)  # only the callback: no broker or database
+    service.name = "leads"
+
+    async def migrate() -> None:
+        raise ValueError("index refused")
+
+    task = asyncio.create_task(migrate())
+    task.add_done_callback(service._background_ended)
+    with caplog.at_level(logging.ERROR, logger="crmkit.service"):
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0)
+    assert [r.getMessage() for r in caplog.records] == ["leads: a background task failed: index refused"]
