@@ -8,11 +8,28 @@ database's writers (crmctl/ferretdb_writes.py), so under other instances' bulk w
 handler lost to them for its whole timeout (10 s) and answered "database is locked", with the
 registry held meanwhile: FerretDB stalled for every client, and the starting instance failed (the
 scale-out scenario of tests/reliability, once in a CI run). Now an index already there writes nothing.
+
+A change that does write (a new collection or index, a drop, a rename) takes the database's write turn
+(the writers' queue of crmctl/ferretdb_writes.py) before the registry's lock, always in that order, so
+SQLite never busy-waits on it and no change commits between a write command's read and its write
+(SQLite then refused the write: "database is locked (517)", four writers of one document beside two
+makers of collections got ~20 a second). A write command that holds the turn commits first, as it does
+every 500 writes. Every insert asks for its collection: one that exists is found under the shared lock,
+without the exclusive one.
 """
 
 from __future__ import annotations
 
 from crmctl.ferretdb_writes import go_fragment as _go
+
+_CREATE = "func (r *Registry) CollectionCreate(ctx context.Context, params *CollectionCreateParams) (bool, error) {\n"
+_LOCK = "\tr.rw.Lock()\n\tdefer r.rw.Unlock()\n"
+
+
+def _turn(db_name: str, failed: str) -> str:
+    """Go: take the write turn of ``db_name`` (returning ``failed`` on an error) until the function returns."""
+    return f"\tdone, err := r.crmWriteTurn(ctx, {db_name}) // crm patch\n\tif err != nil {{\n\t\treturn {failed}\n\t}}\n\tdefer done()\n\n"
+
 
 # Applied with crmctl.ferretdb_patches' own (keyword arguments of its Patch), in this order.
 REGISTRY_PATCHES: list[dict[str, str]] = [
@@ -70,5 +87,37 @@ REGISTRY_PATCHES: list[dict[str, str]] = [
             "\t\t_ = r.indexesDrop(ctx, dbName, collectionName, created)\n"
         ),
         why="createIndexes of indexes already there rewrote the metadata outside the writers' queue",
+    ),
+    dict(
+        path="internal/util/fsql/db.go",
+        anchor="// InTransaction wraps the given function f in a transaction.\n",
+        replacement=(
+            "// CrmWriteTurn is a crm patch: the write lock for statements that write outside a transaction (the\n"
+            "// registry's changes of collections and indexes); the returned func gives it back.\n"
+            "func (db *DB) CrmWriteTurn() func() {\n\tdb.writeMu.Lock()\n\n\treturn db.writeMu.Unlock\n}\n\n"
+            "// InTransaction wraps the given function f in a transaction.\n"
+        ),
+        why="the write lock for the registry's changes",
+    ),
+    dict(
+        path="internal/backends/sqlite/metadata/registry.go",
+        anchor=_CREATE + _LOCK,
+        replacement=(
+            _go("registry_turn") + _CREATE
+            + "\tif r.CollectionGet(ctx, params.DBName, params.Name) != nil { // crm patch: asked by every insert\n"
+            + "\t\treturn false, nil\n\t}\n\n"
+            + _turn("params.DBName", "false, err") + _LOCK
+        ),
+        why="a collection that exists needs no exclusive lock; one made takes the write turn first",
+    ),
+    *(
+        dict(path="internal/backends/sqlite/metadata/registry.go", anchor=head + _LOCK,
+             replacement=head + _turn("dbName", failed) + _LOCK, why="a change takes the database's write turn before the registry's lock")
+        for head, failed in (
+            ("func (r *Registry) CollectionDrop(ctx context.Context, dbName, collectionName string) (bool, error) {\n", "false, err"),
+            ("func (r *Registry) IndexesCreate(ctx context.Context, dbName, collectionName string, indexes []IndexInfo) error {\n", "err"),
+            ("func (r *Registry) IndexesDrop(ctx context.Context, dbName, collectionName string, indexNames []string) error {\n", "err"),
+            ("\t\treturn false, nil\n\t}\n\n", "false, err"),  # CollectionRename, after its database check
+        )
     ),
 ]
