@@ -59,7 +59,7 @@ class BatchContext:
     companies: dict[str, dict[str, Any]]
     products: dict[str, dict[str, Any]]
     now: datetime
-    _actors: dict[str, d.Actor] = field(default_factory=dict, repr=False)
+    _actors: dict[str, d.Actor] = field(default_factory=dict, init=False, repr=False)
 
     def actor(self, actor_id: str | None) -> d.Actor:
         """The domain actor a message's ``actorid`` names, made once a batch: most of a batch's messages
