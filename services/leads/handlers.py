@@ -19,7 +19,7 @@ from crmkit.conflicts import retry_on_conflict
 from crmkit.ids import uuid5
 from crmkit.followups import PublishThen
 from crmkit.messaging import Inbound, Outbound
-from crmkit.principals import Principal, PrincipalRepository
+from crmkit.principals import PrincipalRepository
 from services.leads import domain as d
 from services.leads.batch import BatchContext, LeadBatch, LeadState, LeadStores
 from services.leads.bulk.handlers import BULK_COMMANDS, BulkHandlers, BulkTracker
@@ -236,7 +236,7 @@ def decide(message: Envelope, lead_id: str, states: Mapping[str, LeadState], ctx
     data = message.data
     lead = states[lead_id].lead
     now = ctx.now
-    actor = actor_of(ctx.actors.get(message.actorid or "", Principal(message.actorid or "")))
+    actor = ctx.actor(message.actorid)
     if message.type == "crm.lead.create":
         return [(lead_id, _created(data, lead_id, lead, actor, ctx))]
     if message.type in USER_COMMANDS:

@@ -34,7 +34,7 @@ from services.leads.domain.rules import (
     _check_now,
     _diff,
     _entering,
-    _entry,
+    _entry_values,
     _next,
     _non_final_stage,
     _require_its_pipeline,
@@ -78,7 +78,7 @@ def create_lead(actor: Actor, lead_id: str, data: Mapping[str, Any], pipeline: P
             "updated_at": now,
             "data_changed_at": now,
             "status_since": now,
-            "status_history": [_entry(pipeline.pipeline_id, stage, now, actor.user_id)],
+            "status_history": [_entry_values(pipeline.pipeline_id, stage, now, actor.user_id)],
         })
     except (Rejected, ValidationError):
         _card_data(card)  # a card that is not valid is refused first, every bad field named at once

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -25,6 +26,13 @@ NOW = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)
 )
 def test_normalize_email(raw, expected) -> None:
     assert normalize_email(raw) == expected
+
+
+def test_an_email_loses_every_character_the_regex_whitespace_class_matches_and_no_other() -> None:
+    # normalize_email drops whitespace with str.split; the key must stay the one re.sub(r"\s+", "") made.
+    for code in range(0x3000 + 1):  # U+3000 is the last whitespace character
+        char = chr(code)
+        assert (normalize_email(f"a{char}b@x.ru") == "ab@x.ru") == bool(re.fullmatch(r"\s", char)), f"U+{code:04X}"
 
 
 @pytest.mark.parametrize(
