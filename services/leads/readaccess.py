@@ -18,6 +18,10 @@ class _Written(Protocol):
 
 
 class _Principals(_Written, Protocol):
+    def kept(self, user_id: str) -> bool:
+        """Whether ``get(user_id)`` would answer without reading the database."""
+        return self._users.kept(user_id)
+
     async def get(self, user_id: str | None) -> Principal: ...
 
 
@@ -34,6 +38,10 @@ class _Kept:
     def __init__(self, repository: _Written, ttl_s: float, clock: Callable[[], float]) -> None:
         self._repository, self._ttl_s, self._clock = repository, ttl_s, clock
         self._kept: dict[str, tuple[object, int, float]] = {}
+
+    def kept(self, key: str) -> bool:
+        kept = self._kept.get(key)
+        return kept is not None and kept[1] == self._repository.writes and self._clock() < kept[2]
 
     async def get(self, key: str, read: Callable[[], Awaitable[T]]) -> T:
         writes, now = self._repository.writes, self._clock()
@@ -62,6 +70,10 @@ class ReadAccess:
         # Bounded: a bearer token names one of the deployment's configured users.
         self._users = _Kept(principals, ttl_s, clock)
         self._all = _Kept(pipelines, ttl_s, clock)
+
+    def kept(self, user_id: str) -> bool:
+        """Whether ``get(user_id)`` would answer without reading the database."""
+        return self._users.kept(user_id)
 
     async def get(self, user_id: str | None) -> Principal:
         """The principal, as ``PrincipalRepository.get`` gives it (a form's licence is read each time: it ends with the form)."""
