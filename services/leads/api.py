@@ -58,7 +58,8 @@ class LeadsApi:
 
         The token is checked first, without I/O, so a stranger reads nothing; the licence lookup and
         the read then run at once: a card waited for two database round trips one after the other
-        (p50 13.5 against a bare find_one's 3.5 ms at 100,000 leads), now for the slower of the two.
+        (p50 13.5 against a bare find_one's 3.5 ms at 100,000 leads), now for the slower of the two; while
+        the principal is kept (readaccess.py) only the read waits.
         What the principal may not see is taken out of the answer afterwards (pipeline visibility).
         """
         user_id = bearer_user(request, self.settings.tokens)
