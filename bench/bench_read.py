@@ -178,7 +178,7 @@ def rss_mb(pid: int) -> float:
 
 
 async def start_leads(bootstrap: str, mongodb: str, database: str, name: str = "leads",
-                      extra: dict[str, str] | None = None) -> tuple[object, str, float]:
+                      extra: dict[str, str] | None = None, tree: str | None = None) -> tuple[object, str, float]:
     port = free_port()
     settings = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MONGODB_URL": mongodb, "TOPIC_PREFIX": f"{database}.",
@@ -190,7 +190,7 @@ async def start_leads(bootstrap: str, mongodb: str, database: str, name: str = "
         # are measured alone; its query is timed apart (due_pass_query).
         settings["DUE_PASS_INTERVAL_S"] = "0"
     started = time.perf_counter()
-    proc = start_service(name, settings)
+    proc = start_service(name, settings, cwd=tree)
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=url) as http:
         while True:

@@ -17,11 +17,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_service(name: str, settings: dict[str, str]) -> subprocess.Popen:
-    """``services.<name>`` with ``settings`` as ``<NAME>_<KEY>`` environment variables and a free HTTP port."""
+def start_service(name: str, settings: dict[str, str], cwd: str | None = None) -> subprocess.Popen:
+    """``services.<name>`` with ``settings`` as ``<NAME>_<KEY>`` environment variables and a free HTTP port
+    (``cwd``: another source tree's copy of the service, e.g. the code before a change for an A/B run)."""
     values = {"HTTP_PORT": str(free_port()), "LOG_LEVEL": "WARNING", **settings}
     env = {**os.environ, **{f"{name.upper()}_{key}": value for key, value in values.items()}}
-    return subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    return subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=cwd or ROOT, env=env, stdout=subprocess.DEVNULL)
 
 
 def use_local_stack_credentials(stack) -> None:

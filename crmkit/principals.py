@@ -48,6 +48,7 @@ class PrincipalRepository:
     def __init__(self, db: AsyncDatabase, service_principals: Iterable[str]) -> None:
         self._col = db["principals"]
         self._services = frozenset(service_principals)
+        self.writes = 0  # bumped after each apply: a reader keeping principals knows its copy may be old
 
     @staticmethod
     def handles(message_type: str) -> bool:
@@ -69,7 +70,10 @@ class PrincipalRepository:
                 )
             )
         if ops:
-            await self._col.bulk_write(ops, ordered=True)
+            try:
+                await self._col.bulk_write(ops, ordered=True)
+            finally:
+                self.writes += 1
 
     async def get_many(self, user_ids: Iterable[str]) -> dict[str, Principal]:
         ids = {u for u in user_ids if u}

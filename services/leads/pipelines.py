@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -11,6 +13,21 @@ from crmkit.applied import Applied, applied_for, kept
 from services.leads.actions.sealing import Sealer
 from services.leads.domain import Pipeline
 
+T = TypeVar("T")
+
+
+def _writing(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """A write of the repository: ``writes`` counts it once it is over (stored or not)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: PipelineRepository, *args: Any, **kwargs: Any) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self.writes += 1
+
+    return wrapper
+
 
 class PipelineRepository:
     """Pipelines with their stages; few, so read whole."""
@@ -18,6 +35,7 @@ class PipelineRepository:
     def __init__(self, db: AsyncDatabase, sealer: Sealer | None = None) -> None:
         self._col = db["pipelines"]
         self._sealer = sealer or Sealer()  # the webhooks' signing secrets are stored sealed (actions/sealing.py)
+        self.writes = 0  # bumped after each write (``_writing``): the read side's kept pipelines (readaccess.py) are read again
 
     async def all(self, include_deleted: bool = False) -> dict[str, Pipeline]:
         query = {} if include_deleted else {"deleted": False}
@@ -34,6 +52,7 @@ class PipelineRepository:
         found = applied_for((Applied.from_doc(r) for r in doc["_recent"]), message_id)
         return found.events if found else []
 
+    @_writing
     async def save(self, pipeline: Pipeline, expected_version: int | None, message_id: str, events: list[str], keep: int) -> bool:
         """Store a pipeline change; False when another writer got there first."""
         doc = self._stored(pipeline)
@@ -50,6 +69,7 @@ class PipelineRepository:
         except DuplicateKeyError:
             return False
 
+    @_writing
     async def ensure_default(self, pipeline: Pipeline, announcement: str) -> str | None:
         """Insert the default pipeline once; return its creation event until that is marked announced."""
         try:
@@ -61,9 +81,11 @@ class PipelineRepository:
         doc = await self._col.find_one({"_id": pipeline.pipeline_id})
         return None if doc.get("_announced", True) else doc.get("_announcement")
 
+    @_writing
     async def mark_announced(self, pipeline_id: str) -> None:
         await self._col.update_one({"_id": pipeline_id}, {"$set": {"_announced": True}})
 
+    @_writing
     async def reseal(self) -> int:
         """Seal every stored webhook secret with the first key (stored plain, or with an older key); pipelines changed.
         A secret no key opens stops this with SecretUnreadable, before anything is rewritten."""

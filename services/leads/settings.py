@@ -44,6 +44,10 @@ class LeadsSettings(ServiceSettings):
     read_time_limit_s: float = Field(
         5.0, gt=0, description="Time limit of each HTTP read (its database queries); a slower one is stopped on the server and answered 503"
     )
+    read_access_cache_s: float = Field(
+        1.0, ge=0, description="How long the HTTP reads keep a caller's licence, roles and groups and the pipelines' visibility "
+        "(0: read on every request); a change this instance applies counts at once, one applied by another instance within this time"
+    )
     # Web-to-lead capture (services/leads/capture/)
     capture_max_body_bytes: int = Field(16_384, ge=256, description="Largest form submission `POST /capture/{form_id}` takes; a bigger one is answered 413")
     capture_dedup_window_s: int = Field(
