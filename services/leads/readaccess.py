@@ -18,10 +18,6 @@ class _Written(Protocol):
 
 
 class _Principals(_Written, Protocol):
-    def kept(self, user_id: str) -> bool:
-        """Whether ``get(user_id)`` would answer without reading the database."""
-        return self._users.kept(user_id)
-
     async def get(self, user_id: str | None) -> Principal: ...
 
 
