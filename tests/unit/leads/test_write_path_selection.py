@@ -5,11 +5,8 @@ from __future__ import annotations
 from contracts import TOPIC_TYPES, build_message
 from contracts.directory import UserLicenceGranted
 from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_COMMANDS, QUALIFICATION_EVENTS
-from crmkit.messaging import BatchProcessor, Health, Inbound
-from crmkit.metrics import Metrics
-from crmkit.settings import ServiceSettings
 from services.leads.handlers import LEAD_SCOPED, PASSED_OVER, LeadsHandlers
-from tests.unit.ops.test_batch_select import FakeBus, Record  # the consumed record and the bus, as the processor sees them
+from tests.unit.ops.test_batch_select import Record, selected  # the consumed record, and what a processor makes of them
 
 
 def test_what_is_passed_over_is_what_the_write_path_never_acts_on():
@@ -20,18 +17,9 @@ def test_what_is_passed_over_is_what_the_write_path_never_acts_on():
 
 
 async def test_the_selector_passes_company_deal_and_task_events_over_unparsed_and_still_parks_a_broken_qualified_event():
-    seen: list[Inbound] = []
-
-    async def handler(batch: list[Inbound]):
-        seen.extend(batch)
-        return []
-
     handlers = LeadsHandlers.__new__(LeadsHandlers)  # only its selector is used here
-    bus = FakeBus()
-    processor = BatchProcessor(ServiceSettings(), bus, handler, Metrics("test"), Health(), "t",  # type: ignore[arg-type]
-                               select=handlers.wanted_types)
     grant = build_message(UserLicenceGranted(user_id="bob", licence="crm"), source="test").to_json_bytes()
-    await processor.process([
+    seen, parked = await selected(handlers.wanted_types, [
         Record(QUALIFICATION_EVENTS, 0, 0, b"not json", [("ce-type", b"crm.company.created")]),  # never parsed
         Record(QUALIFICATION_EVENTS, 0, 1, b"not json", [("ce-type", b"crm.deal.created")]),  # never parsed
         Record(ACTIVITY_EVENTS, 0, 2, b"not json", [("ce-type", b"crm.task.created")]),  # never parsed
@@ -40,5 +28,5 @@ async def test_the_selector_passes_company_deal_and_task_events_over_unparsed_an
         Record(ACTIVITY_EVENTS, 0, 5, b"{broken", [("ce-type", b"crm.lead.activity-summary")]),  # wanted: parked
         Record(LEADS_COMMANDS, 0, 6, b"{broken", [("ce-type", b"crm.lead.nonsense")]),  # unknown type: parked
     ])
-    assert [item.message.type for item in seen] == ["crm.user.licence-granted"]
-    assert bus.parked == [(4, "invalid_message"), (5, "invalid_message"), (6, "invalid_message")]
+    assert seen == ["crm.user.licence-granted"]
+    assert parked == [(4, "invalid_message"), (5, "invalid_message"), (6, "invalid_message")]
