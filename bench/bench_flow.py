@@ -44,6 +44,8 @@ from contracts.qualification import NewCompany, QualifyLead  # noqa: E402
 from contracts.topics import (  # noqa: E402
     ACTIVITY_COMMANDS, ACTIVITY_EVENTS, ALL_TOPICS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_COMMANDS, QUALIFICATION_EVENTS,
 )
+from aiokafka import TopicPartition  # noqa: E402
+
 from crmkit.topics import ensure_topics  # noqa: E402
 from crmkit.settings import KafkaSettings  # noqa: E402
 
@@ -100,6 +102,45 @@ async def until_applied(endpoints: Endpoints, admin, group: str, topic: str, pro
     return total
 
 
+async def timeline(endpoints: Endpoints, topics: list[str], since: float, partitions: int = 6) -> dict[str, list[tuple[float, float, int]]]:
+    """When each topic's records of each type were produced since ``since`` (time.time()), in runs of records
+    less than 20 ms apart: (first s, last s, records), from the records' own timestamps (``--timeline``).
+
+    Read from Kafka after the stage, so the services are not disturbed: a service publishes a batch's events
+    right before it commits it, so the runs are its batches as the next service receives them."""
+    client = common.consumer(endpoints.kafka, enable_auto_commit=False)
+    await client.start()
+    stamps: dict[str, list[float]] = {}
+    try:
+        for topic in topics:
+            parts = [TopicPartition(topic, p) for p in range(partitions)]
+            client.assign(parts)
+            await client.seek_to_beginning(*parts)
+            ends = await client.end_offsets(parts)
+            left = {tp for tp in parts if ends[tp] > 0}
+            while left:
+                for records in (await client.getmany(*left, timeout_ms=1000)).values():
+                    for r in records:
+                        if r.timestamp / 1000 >= since:
+                            kind = dict(r.headers or ()).get("ce-type", b"?").decode()
+                            stamps.setdefault(f"{topic.split('.')[-3]}|{kind}", []).append(r.timestamp / 1000 - since)
+                # The position, not the last record: a partition may end in control records.
+                left = {tp for tp in left if await client.position(tp) < ends[tp]}
+    finally:
+        await client.stop()
+    runs: dict[str, list[tuple[float, float, int]]] = {}
+    for key, found in stamps.items():
+        found.sort()
+        out: list[list[float]] = []
+        for t in found:
+            if out and t - out[-1][1] < 0.02:
+                out[-1][1], out[-1][2] = t, out[-1][2] + 1
+            else:
+                out.append([t, t, 1])
+        runs[key] = [(a, b, int(n)) for a, b, n in out]
+    return runs
+
+
 def alive(procs: dict[str, subprocess.Popen]) -> None:
     for name, proc in procs.items():
         if proc.poll() is not None:
@@ -135,7 +176,8 @@ class OpsProbe:
         return found
 
 
-async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | None = None, ops_dir: Path | None = None) -> dict:
+async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | None = None, ops_dir: Path | None = None,
+                  runs: bool = False) -> dict:
     prefix = common.new_prefix("flow")
     databases = {name: f"{prefix.strip('.')}_{name}" for name in SERVICES}
     groups = {name: f"{prefix}{name}" for name in SERVICES}
@@ -182,6 +224,7 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | 
             print(f"creating {tasks:,} tasks on {task_leads:,} leads ...", file=sys.stderr)
             before, ops_before = await probe.snapshot(), await ops.snapshot()
             profiles.start("activity")
+            since = time.time()
             activity = await burst(endpoints, task_records(prefix, tasks, task_leads), groups["activity"],
                                    prefix + ACTIVITY_COMMANDS, tasks, procs, meter)
             activity["cpu_us"] = meter.per_item_us(tasks)
@@ -192,6 +235,8 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | 
             profiles.stop()
             activity["stages"] = BatchProbe.between(before, await probe.snapshot(), activity["cards_s"])
             activity["db_ops"] = OpsProbe.between(ops_before, await ops.snapshot())
+            if runs:
+                activity["timeline"] = await timeline(endpoints, [prefix + t for t in (ACTIVITY_EVENTS, LEADS_EVENTS)], since)
             stored_tasks = await client[databases["activity"]]["tasks"].count_documents({})
             if stored_tasks != tasks:
                 raise RuntimeError(f"{stored_tasks} tasks stored, expected {tasks}")
@@ -200,6 +245,7 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | 
         print(f"qualifying {leads:,} leads ...", file=sys.stderr)
         before, ops_before = await probe.snapshot(), await ops.snapshot()
         profiles.start("qualification")
+        since = time.time()
         qualification = await burst(endpoints, qualify_records(prefix, leads), groups["qualification"],
                                     prefix + QUALIFICATION_COMMANDS, leads, procs, meter)
         qualification["cpu_us_published"] = meter.per_item_us(leads)
@@ -210,6 +256,8 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | 
         profiles.stop()
         qualification["stages"] = BatchProbe.between(before, await probe.snapshot(), cards_s)
         qualification["db_ops"] = OpsProbe.between(ops_before, await ops.snapshot())
+        if runs:
+            qualification["timeline"] = await timeline(endpoints, [prefix + t for t in (QUALIFICATION_EVENTS, LEADS_EVENTS)], since)
         shown = await client[databases["leads"]]["leads"].count_documents({"status": "qualified"})
         if shown != leads:
             raise RuntimeError(f"{shown} lead cards show qualified, expected {leads}")
@@ -228,6 +276,7 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | 
             "cpu_us_per_qualification": qualification["cpu_us"],
             "cpu_us_per_qualification_published": qualification["cpu_us_published"],
             "stages": qualification["stages"], "db_ops": qualification["db_ops"],
+            **({"timeline": qualification["timeline"]} if "timeline" in qualification else {}),
         },
     }
     if activity is not None:
@@ -236,6 +285,7 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | 
             "cards_s": activity["cards_s"], "burst_s": activity["burst_s"], "cpu_us_per_task": activity["cpu_us"],
             "cpu_us_per_task_with_cards": activity["cpu_us_with_cards"], "stages": activity["stages"], "db_ops": activity["db_ops"],
             "bare_insert_per_second": leads / bare_s,
+            **({"timeline": activity["timeline"]} if "timeline" in activity else {}),
         }
     return figures
 
@@ -250,6 +300,7 @@ def print_table(figures: dict) -> None:
     print("  CPU µs per qualification until every card shows it: " + _cpu(q["cpu_us_per_qualification"]))
     print_stages(q.get("stages", {}))
     _counts(q, q["leads"], "qualification")
+    _runs(q)
     if a is None:
         return
     print(f"activity, {a['tasks']:,} crm.task.create on {a['leads']:,} leads: {a['seconds']:.2f} s -> {a['tasks_per_second']:,.0f} tasks/s"
@@ -258,6 +309,7 @@ def print_table(figures: dict) -> None:
     print("  CPU µs per task until every summary is on its card: " + _cpu(a.get("cpu_us_per_task_with_cards", {})))
     print_stages(a.get("stages", {}))
     _counts(a, a["tasks"], "task")
+    _runs(a)
     print("targets (issue 21): >= 1,000 qualifications/s, >= 2,000 tasks/s")
 
 
@@ -277,6 +329,12 @@ def _counts(figures: dict, items: int, unit: str) -> None:
                   + ", ".join(f"{k} {n / items:,.0f}" for k, n in sorted(took.items(), key=lambda kv: -kv[1])))
 
 
+def _runs(figures: dict) -> None:
+    """Each type's records as published in runs (first-last s after the burst started: records)."""
+    for key, found in sorted(figures.get("timeline", {}).items()):
+        print(f"    {key} published: " + ", ".join(f"{a:.2f}-{b:.2f}: {n}" for a, b, n in found))
+
+
 def _cpu(figures: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:,.0f}" for k, v in figures.items())
 
@@ -287,10 +345,12 @@ async def main() -> None:
     parser.add_argument("--tasks", type=int, default=10_000, help="crm.task.create on a tenth as many leads (default 10000)")
     parser.add_argument("--profile", type=Path, help="write py-spy profiles of each service per stage to this folder")
     parser.add_argument("--count-ops", action="store_true", help="count each service's database commands per stage")
+    parser.add_argument("--timeline", action="store_true", help="when each stage's events were published, read back from Kafka")
     args = parser.parse_args()
     common.quiet_logs()
     with tempfile.TemporaryDirectory() if args.count_ops else contextlib.nullcontext() as folder:
-        print_table(await measure(common.stack_endpoints(), args.leads, args.tasks, args.profile, Path(folder) if folder else None))
+        print_table(await measure(common.stack_endpoints(), args.leads, args.tasks, args.profile, Path(folder) if folder else None,
+                                    args.timeline))
 
 
 if __name__ == "__main__":

@@ -69,8 +69,11 @@ class TaskBatch:
             by_task[task_id_of(placed[1])].append(placed)
         answers: dict[int, Answer] = {}
         pending = set(by_task)
+        # A task whose first command here creates it is most likely new: inserted blind, without a read. One
+        # stored already (a redelivery, a repeated id) loses its insert and is applied again to what is stored.
+        must_load = {tid for tid, placed in by_task.items() if placed[0][1].type != "crm.task.create"}
         for _attempt in retry_on_conflict(lambda: f"tasks {sorted(pending)[:5]} under this batch"):
-            stored = await self.tasks.get_many(pending)
+            stored = await self.tasks.get_many(pending & must_load)
             states = {
                 tid: TaskState(s, s.task, list(s.recent)) if (s := stored.get(tid)) else TaskState(None, None, [])
                 for tid in pending
@@ -92,6 +95,7 @@ class TaskBatch:
             self.final += [s.task for tid, s in states.items() if s.task and tid not in lost]
             answers |= {p: decided[p] for tid in pending - lost for p, _ in by_task[tid]}
             pending = lost  # another writer got there first: apply their commands again to what it stored
+            must_load |= lost
             if not pending:
                 return answers
         raise AssertionError("unreachable: retry_on_conflict raises when its attempts run out")

@@ -75,7 +75,7 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
     clock = overrides.clock or (lambda: datetime.now(UTC))
     service.counters = counters  # type: ignore[attr-defined]  # tests reach the seams through it
     service.background(lambda: until_available(lambda: _migrate_read_fields(service, leads, pipelines, counters), "leads: read fields"))
-    service.consume(WRITE_PATH_CONSUMES, handlers.on_batch, title="leads")
+    service.consume(WRITE_PATH_CONSUMES, handlers.on_batch, title="leads", select=handlers.wanted_types)
     service.add_routes(api.routes(settings, leads, pipelines, principals, counters=counters))
     service.describe_http(openapi.OPERATIONS)
     _wire_stage_actions(service, settings, leads, pipelines, sealer)

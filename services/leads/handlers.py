@@ -8,12 +8,12 @@ records are stored here and turned into refresh commands.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from datetime import UTC, datetime
 
 import contracts.leads as ev
-from contracts import Envelope, build_message
-from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS
+from contracts import TOPIC_TYPES, Envelope, build_message
+from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
 from crmkit import access
 from crmkit.conflicts import retry_on_conflict
 from crmkit.ids import uuid5
@@ -47,6 +47,23 @@ LEAD_SCOPED = frozenset({
     "crm.lead.run-stage-action",
 })
 DIRECTORY_RECORDS = frozenset({"crm.contact.upserted", "crm.company.upserted", "crm.product.upserted"})
+# Upstream events the write path never acts on (a qualification's company and deal, every task event): passed
+# over unparsed (crmkit's ``select``), two of the three records a qualification brings here and the task
+# event of each task. A type any other consumed topic carries, or one unknown, is still parsed.
+PASSED_OVER = frozenset(
+    (set(TOPIC_TYPES[QUALIFICATION_EVENTS]) | set(TOPIC_TYPES[ACTIVITY_EVENTS]))
+    - LEAD_SCOPED - DIRECTORY_RECORDS - set(TOPIC_TYPES[LEADS_COMMANDS]) - set(TOPIC_TYPES[DIRECTORY_EVENTS])
+)
+
+
+class _Parsed(Container[str]):
+    """The message types worth parsing on the write path: all but those passed over."""
+
+    def __contains__(self, kind: object) -> bool:
+        return kind not in PASSED_OVER
+
+
+_PARSED = _Parsed()
 # Commands sent on a user's behalf: screened and licence-checked before anything else happens.
 USER_COMMANDS = PIPELINE_COMMANDS | {
     "crm.lead.create", "crm.lead.update", "crm.lead.assign", "crm.lead.move", "crm.lead.change-pipeline",
@@ -83,6 +100,10 @@ class LeadsHandlers:
         self.capture_forms: CaptureFormHandlers | None = None
         self.bulk: BulkHandlers | None = None
         self.bulk_tracker: BulkTracker | None = None
+
+    async def wanted_types(self) -> Container[str]:
+        """The types the next batch is parsed for (crmkit's ``select``)."""
+        return _PARSED
 
     async def on_batch(self, batch: list[Inbound]) -> list[Outbound]:
         """Lead commands, upstream facts (qualification, activity, directory) in; lead events out."""

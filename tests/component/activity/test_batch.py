@@ -175,3 +175,25 @@ async def test_an_old_agenda_written_by_an_older_instance_during_its_rebuild_is_
         assert "_open" not in await leads.find_one({"_id": "R1"})  # and drops it, unchanged this time
         await handle(inbound([create("R1", 7)]))
         assert rebuilds == [["R1"], ["R1"]]
+
+
+async def test_a_create_naming_a_stored_task_is_refused_and_a_redelivered_one_replays(settings_for):
+    # A create is inserted without a read first (it is most likely new): one that finds its task stored is
+    # decided again against it.
+    async with built(app(settings_for)) as service:
+        handle = await prepared(service)
+        await handle(inbound([GRANT, lead_card("B1")]))
+        data = payload("crm.task.create", task_id="T-fixed", lead_id="B1", type="call", title="First", assignee_id="bob",
+                       start_at=NOW + timedelta(hours=1), due_at=NOW + timedelta(hours=2))
+        first = (ACTIVITY_COMMANDS, command(data, actor="bob"))
+        made = await handle(inbound([first]))
+        assert [o.message.type for o in made] == ["crm.task.created", "crm.lead.activity-summary"]
+
+        again = await handle(inbound([first, create("B1", 5)]))  # redelivered beside a new one
+        assert wire([o for o in again if o.message.causationid == first[1].id]) == wire(made[:1])
+        other = (ACTIVITY_COMMANDS, command(data.model_copy(update={"title": "Second"}), actor="bob"))
+        refused = await handle(inbound([other]))
+        assert [o.message.type for o in refused] == ["crm.command.rejected"]
+        assert refused[0].message.data.reason_code.value == "conflict"
+        assert (await TaskRepository(service.db).view("T-fixed")).title == "First"
+        assert len((await TaskRepository(service.db).search(lead_id="B1", limit=10))[0]) == 2
