@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import bus
-from .processes import ManagedProcess, StackError, need, port_open, run, wait_for
+from .processes import ManagedProcess, StackError, need, port_open, port_taken_by, run, wait_for
 
 if TYPE_CHECKING:
     from crmkit.settings import KafkaSettings
@@ -227,11 +227,12 @@ class KafkaCluster:
     def _start_node(self, node: KafkaNode, java: str, log4j: str) -> None:
         if node.process.running():
             return
-        if port_open(node.port) or port_open(node.controller_port):
-            raise StackError(
-                f"Port {node.port} or {node.controller_port} is taken by another program; stop it or set "
-                "CRM_KAFKA_PORT / CRM_KAFKA_CONTROLLER_PORT (node n uses the port + 2(n-1))."
-            )
+        for port in (node.port, node.controller_port):
+            if holder := port_taken_by(port):
+                raise StackError(
+                    f"Port {port} of Kafka node {node.node_id} is taken by {holder}; stop it or set "
+                    "CRM_KAFKA_PORT / CRM_KAFKA_CONTROLLER_PORT (node n uses the port + 2(n-1))."
+                )
         node.process.start([java, *self.jvm_options(), log4j, "-cp", str(self.lib / "*"), "kafka.Kafka",
                             str(node.properties)])
 

@@ -36,6 +36,63 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _running_thread(pid: int) -> str | None:
+    """A thread of ``pid`` that is not a zombie, or None when the process is gone or a zombie.
+
+    A process whose first thread has exited shows that thread as a zombie while its other threads go on
+    (and hold its sockets), so each thread is looked at."""
+    try:
+        threads = [t.name for t in Path(f"/proc/{pid}/task").iterdir()]
+    except FileNotFoundError:
+        return None
+    for thread in threads:
+        try:
+            state = Path(f"/proc/{pid}/task/{thread}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, IndexError):
+            continue
+        if state != "Z":
+            return thread
+    return None
+
+
+def port_taken_by(port: int, wait_s: float = 15.0) -> str | None:
+    """None when nothing listens on the loopback ``port`` (waiting up to ``wait_s`` for it to close), else who does.
+
+    A server stopped a moment ago may still hold its port while it finishes closing: that is waited
+    for, not reported (a reliability run once found a restarted Kafka node's port taken, and nothing
+    listening on it by the next scenario)."""
+    deadline = time.monotonic() + wait_s
+    while port_open(port):
+        if time.monotonic() >= deadline:
+            return _listener(port) or "another program"
+        time.sleep(0.2)
+    return None
+
+
+def _listener(port: int) -> str | None:
+    """``pid N (command line)`` of the process listening on ``port``, when /proc shows it."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                return f"pid {proc.name} ({cmdline[:120]})"
+        except OSError:
+            continue
+    return None
+
+
 def wait_for(check: Callable[[], bool], what: str, timeout: float, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -73,17 +130,14 @@ class ManagedProcess:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        thread = _running_thread(pid)
+        if thread is None:
+            return None
+        try:  # a live thread's: an exited first thread's command line reads empty
+            cmdline = Path(f"/proc/{pid}/task/{thread}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except FileNotFoundError:
             return None
-        if self.marker not in cmdline:
-            return None
-        try:
-            status = Path(f"/proc/{pid}/stat").read_text().split()[2]
-        except (FileNotFoundError, IndexError):
-            return None
-        return None if status == "Z" else pid
+        return pid if self.marker in cmdline else None
 
     def running(self) -> bool:
         return self.pid() is not None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .kafka import KafkaCluster, formatted_brokers
-from .processes import ManagedProcess, StackError, need, port_open, run, wait_for
+from .processes import ManagedProcess, StackError, need, port_open, port_taken_by, run, wait_for
 
 __all__ = ["ROOT", "ManagedProcess", "Stack", "StackConfig", "StackError", "port_open", "wait_for"]
 
@@ -119,10 +119,8 @@ class FerretDB:
         self.provision()
         if self.process.running():
             self.process.stop()
-        if port_open(self.config.mongo_port):
-            raise StackError(
-                f"Port {self.config.mongo_port} is taken by another program; stop it or set CRM_MONGO_PORT."
-            )
+        if holder := port_taken_by(self.config.mongo_port):
+            raise StackError(f"Port {self.config.mongo_port} is taken by {holder}; stop it or set CRM_MONGO_PORT.")
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
         synchronous = ferretdb_synchronous(os.environ)
