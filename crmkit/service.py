@@ -211,7 +211,6 @@ class Service:
 
     async def start(self) -> None:
         """Create topics, run start-up hooks, then start consuming. Waits through outages."""
-        taskdump.install(asyncio.get_running_loop())
         async with taskdump.warn_if_slow(f"{self.name}: start"):
             await until_available(
                 lambda: ensure_topics(
@@ -344,6 +343,7 @@ class Service:
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            taskdump.install(asyncio.get_running_loop())  # the process's: kill -USR1 logs what each task waits on
             self._start_task = asyncio.create_task(self.start())
             self._start_task.add_done_callback(self._started)
             try:

@@ -73,15 +73,18 @@ async def test_a_change_of_a_collection_beside_a_bulk_writer_of_it(db, change):
     await docs.create_indexes([IndexModel("g")])
     await docs.insert_many([{"_id": i, "g": 0} for i in range(500)])
 
+    first_round = asyncio.Event()
+
     async def bulks() -> int:
         written = 0
         for round_ in range(5):
             result = await db["busy"].bulk_write([UpdateOne({"_id": i}, {"$set": {"g": round_}}) for i in range(500)])
             written += result.modified_count
+            first_round.set()  # the change goes in beside the rounds still to come
         return written
 
     async def alter() -> None:
-        await asyncio.sleep(0.05)
+        await first_round.wait()
         if change == "drop":
             await db["other"].insert_one({"_id": 1})
             await db["other"].drop()

@@ -92,6 +92,21 @@ async def until(
         await asyncio.sleep(interval)
 
 
+async def ask_for_dump(process: ManagedProcess) -> None:
+    """SIGUSR1: a service logs its tasks (crmkit/taskdump.py), FerretDB its goroutines (infra/ferretdb/main.go).
+
+    Returns once the log has grown (what it wrote), or after 5 s; a process not running is left alone."""
+    pid = process.pid()
+    if pid is None:
+        return
+    size = process.log_file.stat().st_size if process.log_file.exists() else 0
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGUSR1)
+    with contextlib.suppress(AssertionError):
+        await until(lambda: process.log_file.exists() and process.log_file.stat().st_size > size, timeout=5.0,
+                    what=f"{process.name} to write its dump", interval=0.1)
+
+
 # --- the private stack ----------------------------------------------------------------------
 
 
@@ -193,11 +208,7 @@ class PrivateStack:
     async def ensure_healthy(self) -> None:
         """A scenario that failed half way may leave a server stopped or wedged: the next one starts from a whole stack."""
         if not (self.stack.ferretdb.process.running() and await asyncio.to_thread(self._ferretdb_writes)):
-            pid = self.stack.ferretdb.process.pid()
-            if pid is not None:  # wedged: its goroutines go to its log before the restart (infra/ferretdb/main.go)
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGUSR1)
-                await asyncio.sleep(1.0)
+            await ask_for_dump(self.stack.ferretdb.process)  # wedged: its goroutines to its log before the restart
             await self.stop_ferretdb()
             await self.start_ferretdb()
         if not (self.stack.kafka.running() and await asyncio.to_thread(self.stack.kafka.ready)):
@@ -284,11 +295,7 @@ class ServiceInstance:
         except AssertionError as exc:
             # What the start-up waits on (crmkit/taskdump.py) and FerretDB's goroutines (infra/ferretdb/main.go).
             ferretdb = self.scenario.stack.stack.ferretdb.process
-            for pid in (self.process.pid(), ferretdb.pid()):
-                if pid is not None:
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGUSR1)
-            await asyncio.sleep(2.0)
+            await asyncio.gather(ask_for_dump(self.process), ask_for_dump(ferretdb))
             raise AssertionError(
                 f"{exc}; /health/ready answers {self.ready_status()}; FerretDB's goroutines are in {ferretdb.log_file}; "
                 f"its log:\n{self.log_tail(80)}"
