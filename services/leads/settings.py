@@ -45,7 +45,7 @@ class LeadsSettings(ServiceSettings):
         5.0, gt=0, description="Time limit of each HTTP read (its database queries); a slower one is stopped on the server and answered 503"
     )
     read_access_cache_s: float = Field(
-        1.0, ge=0, description="How long the HTTP reads keep a caller's licence, roles and groups and the pipelines' visibility "
+        1.0, ge=0, le=60, description="How long the HTTP reads keep a caller's licence, roles and groups and the pipelines' visibility "
         "(0: read on every request); a change this instance applies counts at once, one applied by another instance within this time"
     )
     # Web-to-lead capture (services/leads/capture/)

@@ -22,7 +22,7 @@ async def _stored(principals: PrincipalRepository, user_id: str, *, licensed: bo
 async def test_grants_revokes_and_visibility_applied_here_count_at_once_however_long_reads_are_kept(
     settings_for, run_service, endpoints, isolation,
 ):
-    async with leads_stack(settings_for, run_service, endpoints, isolation, read_access_cache_s=3600) as (service, producer, events):
+    async with leads_stack(settings_for, run_service, endpoints, isolation, read_access_cache_s=60) as (service, producer, events):
         principals = PrincipalRepository(service.db, [])
         await producer.send(DIRECTORY_EVENTS, directory_event("crm.user.licence-granted", user_id="eve", licence="crm"), key="eve")
         await send_and_wait(producer, events, command(payload(

@@ -127,3 +127,14 @@ async def test_pipelines_live_or_all_and_one_made_since_they_were_read():
     # The kept dict is not the caller's to change.
     (await access.all_pipelines(include_deleted=True)).clear()
     assert set(await access.all_pipelines(include_deleted=True)) == {"default", "old"}
+
+
+def test_reads_keep_access_a_minute_at_most():
+    import pytest
+    from pydantic import ValidationError
+
+    from services.leads.settings import LeadsSettings
+
+    with pytest.raises(ValidationError, match="read_access_cache_s"):
+        LeadsSettings(read_access_cache_s=61)
+    assert LeadsSettings(read_access_cache_s=0).read_access_cache_s == 0
