@@ -21,11 +21,8 @@ class LeadsSettings(ServiceSettings):
     recent_messages_kept: int = Field(
         8, description="Per lead, how many recent message ids (with their events) are kept to dedupe redeliveries"
     )
-    # 500, not 250: each insert command is a transaction of the leads' 12 indexes, and half as many of them
-    # cost the service ~20 µs and FerretDB ~5 µs of CPU less per create (bench_leads, 1,000-create batches,
-    # three alternating runs), with the same rate: two chunks still overlap computing and storing.
     write_chunk: int = Field(
-        500, description="Leads per concurrent unit of work inside a batch (computing overlaps storing)"
+        250, description="Leads per concurrent unit of work inside a batch (computing overlaps storing)"
     )
     card_max_bytes: int = Field(
         1_000_000,
