@@ -203,9 +203,11 @@ async def processes_run(endpoints: Endpoints, prefix: str, count: int, instances
     settings = {
         **common.service_connection(endpoints), "TOPIC_PREFIX": prefix,
         "DATABASE": database, "GROUP_ID": group_id, "DUPLICATE_CHECK": str(duplicate_check).lower(),
-        "BATCH_MAX_RECORDS": str(BATCH), "WRITE_CHUNK": os.environ.get("BENCH_WRITE_CHUNK", "250"),
+        "BATCH_MAX_RECORDS": str(BATCH),
         "SERVICE_PRINCIPALS": '["bench"]',  # a trusted load generator: no race with the licence grant
     }
+    if "BENCH_WRITE_CHUNK" in os.environ:  # else the service's own default
+        settings["WRITE_CHUNK"] = os.environ["BENCH_WRITE_CHUNK"]
     client = common.admin(endpoints.kafka)
     await client.start()
     procs: list[subprocess.Popen] = []

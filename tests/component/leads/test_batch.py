@@ -8,6 +8,7 @@ redelivery included.
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 
 from contracts.topics import DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS
 from crmkit.messaging import Inbound
@@ -22,8 +23,8 @@ from tests.support import command
 
 
 @contextlib.asynccontextmanager
-async def leads_handlers(settings_for):
-    settings = settings_for(LeadsSettings, "leads")
+async def leads_handlers(settings_for, name: str = "leads", clock=None, **overrides):
+    settings = settings_for(LeadsSettings, name, **overrides)
     client = make_client(settings.mongodb_url)
     try:
         db = client[settings.database]
@@ -35,7 +36,7 @@ async def leads_handlers(settings_for):
         pipelines = PipelineRepository(db)
         handlers = LeadsHandlers(
             settings, leads, pipelines, DirectoryRepository(db), PrincipalRepository(db, settings.service_principals),
-            LeadIndex(), source="crm/leads",
+            LeadIndex(), source="crm/leads", **({"clock": clock} if clock else {}),
         )
         await handlers.announce_default_pipeline()
         yield handlers, leads
@@ -46,6 +47,14 @@ async def leads_handlers(settings_for):
 
 def inbound(messages) -> list[Inbound]:
     return [Inbound(topic, 0, offset, message) for offset, (topic, message) in enumerate(messages)]
+
+
+def per_key(records):
+    """Each record key's (message id, value) in order: Kafka keeps order per key (the lead), not across leads."""
+    keyed: dict[str, list] = {}
+    for o in records:
+        keyed.setdefault(o.key, []).append((o.message.id, o.value or o.message.to_json_bytes()))
+    return keyed
 
 
 async def test_a_batch_stores_once_and_a_redelivery_publishes_the_same_records(settings_for):
@@ -71,15 +80,37 @@ async def test_a_batch_stores_once_and_a_redelivery_publishes_the_same_records(s
         assert [m.lead_id for m in stored["C1"].duplicates] == ["C2"]
 
         again = await handlers.on_batch(batch)  # the consumer died before committing: the same batch
-
-        def per_key(records):  # Kafka keeps order per key (the lead), not across leads
-            keyed: dict[str, list] = {}
-            for o in records:
-                keyed.setdefault(o.key, []).append((o.message.id, o.value or o.message.to_json_bytes()))
-            return keyed
-
         assert per_key(again) == per_key(out)
         assert {lead_id: (await leads.get(lead_id)).version for lead_id in ("C1", "C2")} == {"C1": 3, "C2": 1}
+
+
+async def test_a_batch_worked_in_concurrent_chunks_stores_and_publishes_what_one_unit_of_work_does(settings_for):
+    now = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
+    grant = directory_event("crm.user.licence-granted", user_id="bob", licence="crm")
+    creates = [command(payload("crm.lead.create", lead_id=f"K{i}", title=f"Lead {i}",
+                               contact={"name": f"Person {i}", "email": f"p{i}@example.com"}), actor="bob") for i in range(7)]
+    move = command(payload("crm.lead.move", lead_id="K3", stage_id="processing"), actor="bob")
+    batch = inbound([(DIRECTORY_EVENTS, grant), *((LEADS_COMMANDS, m) for m in [*creates, move])])
+    seen = {}
+    for name, chunk in (("leads_whole", 500), ("leads_chunked", 2)):
+        async with leads_handlers(settings_for, name, clock=lambda: now, write_chunk=chunk) as (handlers, leads):
+            real_save, saves = leads.save, []
+
+            async def save(writes, changes=None, real_save=real_save, saves=saves):
+                saves.append(sorted(w.lead.lead_id for w in writes))
+                return await real_save(writes, changes)
+
+            leads.save = save
+            out = await handlers.on_batch(batch)
+            stored = await leads.get_many(f"K{i}" for i in range(7))
+            documents = {lead_id: (s.lead.model_dump(), [(r.message_id, [e if isinstance(e, str) else e.value() for e in r.events])
+                                                          for r in s.recent]) for lead_id, s in stored.items()}
+            seen[name] = (per_key(out), documents, saves)
+    whole, chunked = seen["leads_whole"], seen["leads_chunked"]
+    assert whole[2] == [[f"K{i}" for i in range(7)]]  # one unit of work, one write
+    assert sorted(chunked[2]) == [["K0", "K1"], ["K2", "K3"], ["K4", "K5"], ["K6"]]  # four chunks, each written on its own
+    assert chunked[0] == whole[0] and chunked[1] == whole[1]
+    assert len(whole[1]) == 7 and whole[1]["K3"][0]["stage_id"] == "processing"
 
 
 async def test_refusals_are_decided_before_anything_is_stored(settings_for):
