@@ -7,7 +7,9 @@ Compares, in one run on the local stack, each contender on its own copy of the c
             events published;
   bare      the unavoidable work of the job, as one aiokafka consumer: consume the same records,
             bulk-insert the very documents the service stored and produce the very event records it
-            published (both read back from the service's run before the clock starts), commit;
+            published (both read back from the service's run before the clock starts) into a collection
+            with the service's own indexes (the read side needs them), commit; and the same without the
+            indexes (``unindexed_bare``: the floor of the figures before 2026-12-02);
   service+dup  the service process with the duplicate check on;
   service xN   with --instances N (repeatable): N service processes in one consumer group on six partitions.
 
@@ -155,11 +157,24 @@ async def service_output(endpoints: Endpoints, prefix: str, database: str) -> tu
     return documents, events
 
 
-async def bare(endpoints: Endpoints, prefix: str, count: int, documents: dict[str, dict], events: dict[bytes, list]) -> dict:
-    """The floor: consume, insert_many the stored documents, produce the event records, commit; no rules."""
+async def bare(endpoints: Endpoints, prefix: str, count: int, documents: dict[str, dict], events: dict[bytes, list],
+               *, indexed: bool = True) -> dict:
+    """The floor: consume, insert_many the stored documents, produce the event records, commit; no rules.
+
+    ``indexed``: into a collection with the read side's indexes, as the service stores them
+    (LeadRepository.ensure_indexes): lists, search and the duplicate check read through them, so keeping
+    them is part of storing a lead. They cost FerretDB ~40 µs a document (11 B-trees ~2 µs each, the
+    search words' full-text table ~18: lane 12's insert runs). Without: the bare floor the figures
+    before 2026-12-02 were measured against, kept beside it.
+    """
     client = common.mongo(endpoints.mongodb)
     database = f"{prefix.strip('.')}_bare"
     col = client[database]["leads"]
+    if indexed:
+        from crmkit.mongo import is_ferretdb
+        from services.leads.repository import LeadRepository
+
+        await LeadRepository(client[database]).ensure_indexes(ferretdb=await is_ferretdb(client[database]))
     reader = common.consumer(endpoints.kafka, prefix + LEADS_COMMANDS, group_id=prefix + "bare",
                              auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=BATCH)
     writer = common.producer(endpoints.kafka, linger_ms=5)
@@ -184,7 +199,7 @@ async def bare(endpoints: Endpoints, prefix: str, count: int, documents: dict[st
             steady.progress(done)
         ended = time.perf_counter()
         meter.sample()
-        name = "bare consume + insert_many + produce"
+        name = "bare consume + insert_many + produce" + ("" if indexed else ", no indexes")
         return steady.figures(name, count, ["bench"], result(name, count, ended - started, meter, ["bench"]), ended)
     finally:
         await reader.stop()
@@ -259,21 +274,23 @@ async def measure(endpoints: Endpoints, leads: int, duplicate_check: bool = True
         await produce_commands(endpoints.kafka, prefix, count)
         return prefix
 
-    async def service_and_bare(name: str, count: int) -> tuple[dict, dict]:
+    async def service_and_bare(name: str, count: int, *, unindexed: bool = False) -> tuple[dict, ...]:
         prefix = await fresh(name, count)
         print(f"running: leads service ({name}) ...", file=sys.stderr)
         service = await processes_run(endpoints, prefix, count, 1, keep=True, name="leads service (1 process)")
         documents, events = await service_output(endpoints, prefix, service.pop("database"))
         await common.drop_prefix(endpoints, prefix)
-        bare_prefix = await fresh(f"{name}bare", count)
-        print(f"running: bare ({name}) ...", file=sys.stderr)
-        bare_row = await bare(endpoints, bare_prefix, count, documents, events)
-        await common.drop_prefix(endpoints, bare_prefix)
-        return service, bare_row
+        bares = []
+        for indexed in (True, False) if unindexed else (True,):
+            bare_prefix = await fresh(f"{name}bare", count)
+            print(f"running: bare ({name}{'' if indexed else ', no indexes'}) ...", file=sys.stderr)
+            bares.append(await bare(endpoints, bare_prefix, count, documents, events, indexed=indexed))
+            await common.drop_prefix(endpoints, bare_prefix)
+        return service, *bares
 
     warm = leads // 10 if warm_up is None else warm_up
     warm_rows = await service_and_bare("warm", warm) if warm else ()
-    service, bare_row = await service_and_bare("svc", leads)
+    service, bare_row, unindexed_row = await service_and_bare("svc", leads, unindexed=True)
     rows += [bare_row, service]
     if duplicate_check:
         prefix = await fresh("dup")
@@ -292,6 +309,9 @@ async def measure(endpoints: Endpoints, leads: int, duplicate_check: bool = True
         "per_second": service["per_second"],
         "bare_per_second": bare_row["per_second"],
         "ratio_to_bare": service["per_second"] / bare_row["per_second"],
+        # The floor of the figures before 2026-12-02: the same work into a collection without indexes.
+        "unindexed_bare": unindexed_row,
+        "ratio_to_unindexed_bare": service["per_second"] / unindexed_row["per_second"],
         "service_cpu_us_per_lead": service["own_cpu_us_per_lead"],
         "service_kafka_us_per_lead": service["cpu_us_per_lead"].get("kafka", 0.0),
         "bare_cpu_us_per_lead": bare_row["own_cpu_us_per_lead"],
@@ -310,16 +330,18 @@ def print_table(figures: dict) -> None:
     bare_rate = figures["contenders"][0]["per_second"]  # the same run's bare (the median may be another run's)
     print(f"\nleads intake, {figures['leads']:,} creates already on the topic (6 partitions), "
           f"after an unmeasured warm-up of {figures.get('warm_up', {}).get('leads', 0):,}")
-    print(f"{'contender (steady span)':40} {'seconds':>8} {'leads/s':>9} {'vs bare':>8} {'own µs':>8} {'kafka µs':>9} {'ferret µs':>10}  with start: leads/s, own µs")
-    for row in figures["contenders"]:
+    print(f"{'contender (steady span)':52} {'seconds':>8} {'leads/s':>9} {'vs bare':>8} {'own µs':>8} {'kafka µs':>9} {'ferret µs':>10}  with start: leads/s, own µs")
+    unindexed = [figures["unindexed_bare"]] if "unindexed_bare" in figures else []
+    for row in [*figures["contenders"], *unindexed]:
         cpu, whole = row["cpu_us_per_lead"], row.get("with_start", {})
-        print(f"{row['name']:40} {row['seconds']:8.2f} {row['per_second']:9,.0f} {row['per_second'] / bare_rate:8.2f} "
+        print(f"{row['name']:52} {row['seconds']:8.2f} {row['per_second']:9,.0f} {row['per_second'] / bare_rate:8.2f} "
               f"{row['own_cpu_us_per_lead']:8.0f} {cpu.get('kafka', 0):9.0f} {cpu.get('ferretdb', 0):10.0f}  "
               f"{whole.get('per_second', 0):9,.0f} {whole.get('own_cpu_us_per_lead', 0):6.0f}")
     print("(µs = CPU per lead, user + system, of the contender's own process(es), Kafka and FerretDB, from its first\n"
-          " commit to its last; 'with start': from the processes' start)")
+          " commit to its last; 'with start': from the processes' start; the bare stores into a collection with the\n"
+          " service's indexes, 'no indexes' is the floor of the figures before 2026-12-02)")
     print("Kafka CPU per lead by thread group:")
-    for row in [*figures.get("warm_up", {}).get("contenders", ()), *figures["contenders"]]:
+    for row in [*figures.get("warm_up", {}).get("contenders", ()), *figures["contenders"], *unindexed]:
         label = row["name"] + (" [warm-up]" if row in figures.get("warm_up", {}).get("contenders", ()) else "")
         print(f"  {label:48} " + ", ".join(f"{k} {v:.0f}" for k, v in row.get("kafka_threads_us_per_lead", {}).items()))
     if "dup_check_us_per_lead" in figures:
