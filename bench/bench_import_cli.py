@@ -3,7 +3,9 @@
 The CLI's own upload (``crmctl.imports.import_file``, in a thread of this process) to an importer process
 with a leads process beside it, both started and ready before the clock starts. The CLI long-polls the job's
 status, so the time it returns is reported beside the event's. The importer's database commands are
-counted in its process (a pymongo listener, bench/dbops/sitecustomize.py) and listed by collection.
+counted in its process (a pymongo listener, bench/dbops/sitecustomize.py) and listed by collection;
+the batches each service handled (records a batch, from their /metrics) and the time from the leads
+service's last answer to crm.import.completed show whether the pacing or the tail holds the import up.
 
 Run: .venv/bin/python bench/bench_import_cli.py [--rows 1000 --rows 10000] [--repeat 3]
 """
