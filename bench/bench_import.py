@@ -185,7 +185,7 @@ async def end_to_end_processes(
         start_service(name, {
             "KAFKA_BOOTSTRAP_SERVERS": config.kafka_bootstrap, "MONGODB_URL": config.mongodb_url,
             "TOPIC_PREFIX": prefix, "DATABASE": databases[name], "GROUP_ID": prefix + name, **extra,
-        })
+        }, cwd=IMPORTER_TREE if name == "importer" else None)
         for name, extra in services
     ]
     client = make_client(config.mongodb_url)
@@ -254,6 +254,8 @@ async def _reimport(config, producer, events, path: Path, rows: int, fmt: str, p
           file=sys.stderr)
 
 
+# Another source tree's importer (--importer-tree: the code before a change, for alternating A/B runs).
+IMPORTER_TREE: str | None = None
 # A re-import's seconds and CPU per row (--reimport), by format.
 REIMPORT: dict[str, dict] = {}
 # The last end-to-end run's CPU per row of each process (µs, from /proc), by format.
@@ -372,7 +374,10 @@ def main() -> None:
     parser.add_argument("--leads-instances", type=int, default=1, help="leads service processes (one consumer group)")
     parser.add_argument("--reimport", action="store_true", help="import each file a second time (every row unchanged)")
     parser.add_argument("--profile", type=Path, help="sample the importer process with py-spy into this folder; print its heaviest functions")
+    parser.add_argument("--importer-tree", help="run the importer from this source tree (e.g. `git archive` of the code before a change)")
     args = parser.parse_args()
+    global IMPORTER_TREE
+    IMPORTER_TREE = args.importer_tree
     if args.memory_child:
         memory_child(args.memory_child)
         return

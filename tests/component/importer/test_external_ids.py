@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from contracts import build_message
@@ -88,3 +89,29 @@ async def test_documents_written_before_the_segments_are_still_found(settings_fo
         await importer.feed(LEADS_EVENTS, [card_event("crm-42", title="Новый", lead_id="L-old", version=2, changed=["title"])])
         known = await ExternalIdProjection(db).by_external_ids(["crm-42"])
         assert known["crm-42"].fields["title"] == "Новый" and known["crm-42"].created_by_import == "imp-0"
+
+
+async def test_segments_are_stored_compressed_and_those_written_as_json_text_before_are_still_read(settings_for, tmp_path):
+    async with wired_importer(settings_for, tmp_path) as importer:
+        db = importer.service.db
+        await importer.feed(LEADS_EVENTS, [card_event(f"crm-{i}", title=f"Лид {i}") for i in range(1, 4)])
+        stored = await db["lead_index_segments"].find_one({})
+        assert isinstance(stored["entries"], bytes)  # compressed JSON, not text FerretDB escapes
+        # A segment as written before: its entries a JSON string; written earlier, so the newer segment wins on crm-3.
+        older = {"crm-3": ["L-crm-3", {"title": "Старый"}, "imp-0", 1], "crm-9": ["L-crm-9", {"title": "Девятый"}, "imp-0", 1]}
+        await db["lead_index_segments"].insert_one({"_id": "old-segment", "ix_bucket": stored["ix_bucket"],
+                                                    "at": stored["at"] - timedelta(days=1),
+                                                    "entries": json.dumps(older, ensure_ascii=False)})
+        projection = ExternalIdProjection(db)
+        ids = ["crm-1", "crm-3", "crm-9"]
+        known = await projection.by_external_ids(ids)
+        assert known["crm-1"].fields["title"] == "Лид 1" and known["crm-3"].fields["title"] == "Лид 3"
+        assert known["crm-9"] == d.KnownLead("L-crm-9", {"title": "Девятый"}, "imp-0")
+        # Compacting a bucket of both kinds keeps every answer, written back compressed.
+        for version in range(2, COMPACT_AFTER + 3):
+            await importer.feed(LEADS_EVENTS, [card_event("crm-1", title=f"v{version}", version=version, changed=["title"])])
+        compacted = await projection.by_external_ids(ids)
+        assert await db["lead_index_segments"].count_documents({}) == 1
+        assert isinstance((await db["lead_index_segments"].find_one({}))["entries"], bytes)
+        assert compacted["crm-1"].fields["title"] == f"v{COMPACT_AFTER + 2}"
+        assert {e: compacted[e] for e in ("crm-3", "crm-9")} == {e: known[e] for e in ("crm-3", "crm-9")}
