@@ -43,6 +43,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from crmctl.ferretdb_reads import READ_PATCHES
 from crmctl.ferretdb_registry import REGISTRY_PATCHES
 from crmctl.ferretdb_writes import WRITE_PATCHES, go_fragment as _go
 
@@ -205,7 +206,10 @@ PATCHES = [
     Patch(
         path="internal/backends/collection.go",
         anchor="\tOnlyRecordIDs bool\n\tComment       string\n}\n",
-        replacement="\tOnlyRecordIDs bool\n\tComment       string\n\n\tCrmCount bool // crm patch: count in the backend if the filter is pushed down exactly\n}\n",
+        replacement=(
+            "\tOnlyRecordIDs bool\n\tComment       string\n\n\tCrmCount bool // crm patch: count in the backend if the filter is pushed down exactly\n"
+            "\tCrmFields []string // crm patch: the only fields the handler needs, when set (see crmFieldsIterator)\n}\n"
+        ),
         why="a count request for the backend",
     ),
     Patch(
@@ -214,7 +218,9 @@ PATCHES = [
         replacement=(
             "type QueryResult struct {\n\tIter types.DocumentsIterator\n\n"
             "\tCrmCount   int64 // crm patch: the count, when CrmCounted\n"
-            "\tCrmCounted bool  // crm patch: the backend counted (Iter is empty)\n}\n"
+            "\tCrmCounted bool  // crm patch: the backend counted (Iter is empty)\n"
+            "\tCrmExact   bool  // crm patch: Iter holds exactly the documents the filter matches\n"
+            "\tCrmCovered bool  // crm patch: Iter's documents hold only QueryParams.CrmFields\n}\n"
         ),
         why="the backend's count",
     ),
@@ -317,6 +323,7 @@ PATCHES = [
         replacement=GO_SJSON + "// unmarshalSlow is upstream's Unmarshal (crm patch: renamed; the one above tries a faster path first).\nfunc unmarshalSlow(data []byte) (*types.Document, error) {\n",
         why="decoding each stored document with a json.Decoder per field is most of a read's CPU",
     ),
+    *(Patch(**p) for p in READ_PATCHES),  # the read path's covered rows and exact filters (after the pushdown and decode patches)
     # The leak detector's patches (resource.go) are among the write patches below.
     *(Patch(**p) for p in WRITE_PATCHES),  # after the others: their anchors are in the text those leave
 ]
