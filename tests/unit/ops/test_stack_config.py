@@ -63,6 +63,9 @@ def test_every_node_authenticates_authorizes_and_replicates(clean_env, brokers, 
         assert props["min.insync.replicas"] == min_isr
         assert props["controller.quorum.voters"].count("@") == brokers
         assert props["log.dirs"].startswith(str(clean_env))
+        # Fewer no-op records in the metadata log, never none (0 would turn them off); fencing keeps its heartbeats.
+        assert props["metadata.max.idle.interval.ms"] == "5000"
+        assert props["broker.heartbeat.interval.ms"] == "1000" and props["broker.session.timeout.ms"] == "6000"
 
 
 def test_ferretdb_synchronous_mode_is_normal_unless_full_is_asked_and_nothing_else_is_taken():
