@@ -23,6 +23,16 @@ TRANSIENT_NOISE = re.compile(
     re.IGNORECASE,
 )
 _NOISY_LOGGERS = ("aiokafka", "faststream", "crm.faststream")
+
+# A batch's commit refused because the group rebalanced while the batch was handled: aiokafka reports
+# it at ERROR, FastStream's ack step at CRITICAL with a traceback, on every scale-out or stopped
+# instance. Nothing is lost (the new owner of those partitions handles the batch again, and the write
+# paths apply a message at most once), so it is a WARNING that says so.
+REBALANCED_COMMIT = re.compile(
+    r"CommitFailedError|OffsetCommit failed for group .*(IllegalGeneration|RebalanceInProgress|UnknownMemberId)",
+)
+REBALANCED_NOTE = ("a batch's offsets were not committed: its partitions moved to another instance while it was "
+                   "handled, which handles it again (nothing lost, each message still applied once): ")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -76,15 +86,23 @@ class TextFormatter(logging.Formatter):
 
 
 class TransientNoise(logging.Filter):
-    """Lowers the known transient start-up complaints of the Kafka clients to INFO, then applies the level."""
+    """Lowers the known transient start-up complaints of the Kafka clients to INFO and a commit refused by a
+    rebalance to a WARNING that says what it means, then applies the level."""
 
     def __init__(self, level: int) -> None:
         super().__init__()
         self._level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.INFO and record.name.startswith(_NOISY_LOGGERS) and TRANSIENT_NOISE.search(record.getMessage()):
-            record.levelno, record.levelname = logging.INFO, "INFO"
+        if record.levelno > logging.INFO and record.name.startswith(_NOISY_LOGGERS):
+            text = record.getMessage()
+            if TRANSIENT_NOISE.search(text):
+                record.levelno, record.levelname = logging.INFO, "INFO"
+            elif record.levelno > logging.WARNING and REBALANCED_COMMIT.search(text):
+                first = text.split("\n", 1)[0].strip()
+                record.msg, record.args = REBALANCED_NOTE + first, ()
+                record.exc_info = record.exc_text = None
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
         return record.levelno >= self._level
 
 

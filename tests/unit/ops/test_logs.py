@@ -78,6 +78,26 @@ def test_transient_start_up_noise_is_info_and_hidden_at_warning(restore_logging)
     assert json.loads(out.getvalue().splitlines()[-1])["level"] == "INFO"
 
 
+def test_a_commit_refused_by_a_rebalance_is_a_warning_that_says_nothing_is_lost(restore_logging):
+    out = io.StringIO()
+    configure_logging("leads", "WARNING", "json", stream=out)
+    # What a scale-out logs (bench_leads x3, 2026-12-02): aiokafka's refused commit, then FastStream's ack step.
+    logging.getLogger("aiokafka.consumer.group_coordinator").error(
+        "OffsetCommit failed for group g.leads-actions due to group error ([Error 22] IllegalGenerationError: g.leads-actions), will rejoin")
+    try:
+        raise RuntimeError("CommitFailedError('Commit cannot be completed since the group has already\n    rebalanced')")
+    except RuntimeError as exc:
+        logging.getLogger("crm.faststream.leads").log(logging.CRITICAL, repr(exc), exc_info=exc)
+    logging.getLogger("crm.faststream.leads").critical("CommitFailed in a handler of ours is not a Kafka complaint")
+    logging.getLogger("services.leads").critical("CommitFailedError raised by our own code stays critical")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["level"] for line in lines] == ["WARNING", "WARNING", "CRITICAL", "CRITICAL"]
+    for line in lines[:2]:
+        assert line["message"].startswith("a batch's offsets were not committed: its partitions moved to another instance")
+        assert "\n" not in line["message"] and "exception" not in line
+    assert "IllegalGenerationError" in lines[0]["message"] and "CommitFailedError" in lines[1]["message"]
+
+
 def test_crm_logs_shows_a_json_line_readably():
     line = json.dumps({"time": "2026-01-01T00:00:00+00:00", "level": "WARNING", "service": "leads", "message": "parked",
                        "lead_id": "L-1", "trace_id": "ab" * 16})
