@@ -19,7 +19,10 @@ CONTEXT_FIELDS = ("message_id", "message_type", "correlation_id", "lead_id", "im
 TRANSIENT_NOISE = re.compile(
     r"GroupCoordinatorNotAvailable|CoordinatorNotAvailable|NotCoordinatorForGroup|Topic .* not found|"
     r"UnknownTopicOrPartition|LeaderNotAvailable|NotLeaderForPartition|NodeNotReady|Coordinator dead|"
-    r"Group Coordinator Request failed|Unable connect to node with id|Unable to update metadata",
+    r"Group Coordinator Request failed|Unable connect to node with id|Unable to update metadata|"
+    # FastStream's note on every subscriber's start: the service makes its topics itself before it
+    # subscribes (crmkit/service.py, ensure_topics), so there is nothing for an operator to do.
+    r"Auto create topics is disabled",
     re.IGNORECASE,
 )
 _NOISY_LOGGERS = ("aiokafka", "faststream", "crm.faststream")

@@ -68,6 +68,7 @@ def test_transient_start_up_noise_is_info_and_hidden_at_warning(restore_logging)
     logging.getLogger("aiokafka.consumer.group_coordinator").error("Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError")
     logging.getLogger("aiokafka.cluster").warning("Topic t.crm.leads.events.v1 not found in cluster metadata")
     logging.getLogger("aiokafka.consumer.fetcher").error("Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError: x")
+    logging.getLogger("crm.faststream.leads").warning("Auto create topics is disabled. Make sure the topics exist.")
     logging.getLogger("aiokafka.consumer").error("a real failure")
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(line["level"], line["message"]) for line in lines] == [("ERROR", "a real failure")]
