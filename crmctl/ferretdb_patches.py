@@ -208,7 +208,7 @@ PATCHES = [
         anchor="\tOnlyRecordIDs bool\n\tComment       string\n}\n",
         replacement=(
             "\tOnlyRecordIDs bool\n\tComment       string\n\n\tCrmCount bool // crm patch: count in the backend if the filter is pushed down exactly\n"
-            "\tCrmFields []string // crm patch: the only fields the handler needs, when set (see crmFieldsIterator)\n}\n"
+            "\tCrmFields []string // crm patch: the only fields the handler needs, when set (see crmRowsIterator)\n}\n"
         ),
         why="a count request for the backend",
     ),

@@ -38,7 +38,7 @@ READ_PATCHES: list[dict[str, str]] = [
         path="internal/backends/sqlite/collection.go",
         anchor="\treturn &backends.QueryResult{\n\t\tIter: newQueryIterator(ctx, rows, params.OnlyRecordIDs),\n\t}, nil\n",
         replacement=(
-            "\treturn &backends.QueryResult{\n\t\tIter: crmRowsIterator(ctx, rows, params, covered), // crm patch: see crmFieldsIterator\n"
+            "\treturn &backends.QueryResult{\n\t\tIter: crmRowsIterator(ctx, rows, params, covered), // crm patch: see crmRowsIterator\n"
             "\t\tCrmExact: exact, CrmCovered: covered, // crm patch: see crmExactIterator\n\t}, nil\n"
         ),
         why="the backend says when its rows are exactly the filter's matches",
