@@ -29,28 +29,42 @@ async def test_the_chain_names_each_coroutine_down_to_what_it_waits_on() -> None
     await task
 
 
+async def _until(condition, timeout_s: float = 5.0) -> None:
+    """Wait for ``condition()`` (a signal's handler or a timer has run), failing after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline, "not seen in time"
+        await asyncio.sleep(0.005)
+
+
 async def test_sigusr1_logs_every_task(caplog: pytest.LogCaptureFixture) -> None:
     gate = asyncio.Event()
     task = asyncio.create_task(_outer(gate), name="the-hung-step")
     taskdump.install(asyncio.get_running_loop())
     await asyncio.sleep(0)
+
+    def dumped() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "crmkit.taskdump" and "the-hung-step" in r.getMessage()]
+
     with caplog.at_level(logging.WARNING, logger="crmkit.taskdump"):
         os.kill(os.getpid(), signal.SIGUSR1)
-        await asyncio.sleep(0.05)
+        await _until(lambda: dumped())
     asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
-    dumped = [r.getMessage() for r in caplog.records if r.name == "crmkit.taskdump" and "the-hung-step" in r.getMessage()]
-    assert len(dumped) == 1 and "_inner" in dumped[0]
+    assert len(dumped()) == 1 and "_inner" in dumped()[0]
     gate.set()
     await task
 
 
 async def test_a_step_running_long_is_warned_about_and_the_watch_ends_with_it(caplog: pytest.LogCaptureFixture) -> None:
+    def warnings() -> int:
+        return sum("leads: start: not done after" in r.getMessage() for r in caplog.records)
+
     with caplog.at_level(logging.WARNING, logger="crmkit.taskdump"):
         async with taskdump.warn_if_slow("leads: start", every_s=0.02):
-            await asyncio.sleep(0.07)
-        warned = sum("leads: start: not done after" in r.getMessage() for r in caplog.records)
-        await asyncio.sleep(0.06)
-    assert warned >= 2
+            await _until(lambda: warnings() >= 2)  # warned again while the step goes on
+        warned = warnings()
+        await asyncio.sleep(0.06)  # three more periods: none may warn once the step is done
     assert sum("leads: start: not done after" in r.getMessage() for r in caplog.records) == warned
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "watch leads: start"]
 
