@@ -39,7 +39,7 @@ from stages import Profiles  # noqa: E402  (bench/stages.py)
 
 
 async def cli_import(endpoints: common.Endpoints, path: Path, rows: int, profile: Path | None = None,
-                     importer_tree: str | None = None) -> dict:
+                     importer_tree: str | None = None, leads_tree: str | None = None) -> dict:
     """``crm import FILE`` against an importer process (a leads process beside it), timed from the upload
     to ``crm.import.completed``; every lead is then checked stored."""
     import httpx
@@ -61,7 +61,7 @@ async def cli_import(endpoints: common.Endpoints, path: Path, rows: int, profile
                                        "HTTP_PORT": str(port), "TOKENS": '{"bench-token": "bench"}',
                                        "UPLOADS_DIR": str(path.parent / "uploads")}, cwd=importer_tree),
             start_service("leads", {**connection, "DATABASE": databases["leads"], "GROUP_ID": prefix + "leads",
-                                    "DUPLICATE_CHECK": "false", "HTTP_PORT": str(leads_port)}),
+                                    "DUPLICATE_CHECK": "false", "HTTP_PORT": str(leads_port)}, cwd=leads_tree),
         ]
     client = common.mongo(endpoints.mongodb)
     crmctl.imports.console = Console(file=sys.stderr)  # its progress bar is not the benchmark's output
@@ -197,12 +197,13 @@ async def db_ops(folder: Path, pid: int) -> dict[str, int]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-async def measure_cli(endpoints: common.Endpoints, rows: int, profile: Path | None = None, importer_tree: str | None = None) -> dict:
+async def measure_cli(endpoints: common.Endpoints, rows: int, profile: Path | None = None, importer_tree: str | None = None,
+                      leads_tree: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"leads{rows}.csv"
         write_csv(path, rows)
         print(f"crm import of {rows:,} CSV rows ...", file=sys.stderr)
-        return await cli_import(endpoints, path, rows, profile, importer_tree)
+        return await cli_import(endpoints, path, rows, profile, importer_tree, leads_tree)
 
 
 def print_table(rows: int, f: dict) -> None:
@@ -237,11 +238,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="imports per file size (the median is shown)")
     parser.add_argument("--profile", type=Path, help="sample the importer process with py-spy into this folder; print its heaviest functions")
     parser.add_argument("--importer-tree", help="run the importer from this source tree (e.g. `git archive` of the code before a change)")
+    parser.add_argument("--leads-tree", help="run the leads service from this source tree (with --importer-tree: both services of another commit)")
     args = parser.parse_args()
     common.quiet_logs()
     endpoints = common.stack_endpoints()
     for rows in args.rows or [1000, 10_000]:
-        runs = [asyncio.run(measure_cli(endpoints, rows, args.profile, args.importer_tree)) for _ in range(args.repeat)]
+        runs = [asyncio.run(measure_cli(endpoints, rows, args.profile, args.importer_tree, args.leads_tree)) for _ in range(args.repeat)]
         print_table(rows, min(runs, key=lambda f: abs(f["seconds"] - statistics.median(r["seconds"] for r in runs))))
 
 

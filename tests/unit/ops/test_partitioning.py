@@ -6,18 +6,8 @@ import random
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from crmkit.partitioning import murmur2, partition_for
-
-
-def test_murmur2_equals_aiokafkas_for_every_key_length():
-    rng = random.Random(7)
-    for length in range(0, 70):
-        for _ in range(40):
-            key = bytes(rng.randrange(256) for _ in range(length))
-            assert murmur2(key) == aiokafka_murmur2(key) & 0xFFFFFFFF, key
-
+from crmkit.partitioning import partition_for
 
 # Kafka's own vectors (UtilsTest.testMurmur2), signed as the Java client returns them.
 JAVA_VECTORS = {
@@ -31,8 +21,19 @@ JAVA_VECTORS = {
 
 
 @pytest.mark.parametrize("key", sorted(JAVA_VECTORS))
-def test_murmur2_equals_the_java_client(key):
-    assert murmur2(key) == JAVA_VECTORS[key] & 0xFFFFFFFF
+@pytest.mark.parametrize("count", [1, 3, 6, 7, 12, 100])
+def test_partition_for_equals_the_java_client(key, count):
+    # The Java client's DefaultPartitioner: toPositive(murmur2(key)) % numPartitions.
+    assert partition_for(key, list(range(count))) == (JAVA_VECTORS[key] & 0x7FFFFFFF) % count
+
+
+def test_partition_for_equals_aiokafkas_for_every_key_length():
+    rng = random.Random(7)
+    partitions = list(range(6))
+    for length in range(0, 70):
+        for _ in range(40):
+            key = bytes(rng.randrange(256) for _ in range(length))
+            assert partition_for(key, partitions) == DefaultPartitioner()(key, partitions, partitions), key
 
 
 @pytest.mark.parametrize("count", [1, 3, 6, 12])
@@ -42,3 +43,9 @@ def test_partition_for_equals_the_default_partitioner(count):
     for _ in range(500):
         key = str(rng.getrandbits(128)).encode()
         assert partition_for(key, partitions) == DefaultPartitioner()(key, partitions, partitions)
+
+
+def test_partition_ids_need_not_start_at_zero():
+    partitions = [3, 5, 9]
+    key = b"a-little-bit-long-string"
+    assert partition_for(key, partitions) == partitions[(JAVA_VECTORS[key] & 0x7FFFFFFF) % 3]
