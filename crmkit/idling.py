@@ -11,6 +11,7 @@ from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from .errors import is_transient
+from .passes import run_passes
 
 log = logging.getLogger("crmkit.idling")
 
@@ -58,21 +59,7 @@ class IdleWhile:
         return _WakeOnAssignment(self)
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the next pass tries again; meanwhile the partitions stay as they are
-                if not (is_transient(exc) or isinstance(exc, KafkaError)):
-                    log.exception("idle pass failed")
-                else:
-                    log.info("idle pass not done this time (%s: %s)", type(exc).__name__, exc)
-            try:
-                await asyncio.wait_for(self._woken.wait(), self._interval_s)
-            except TimeoutError:
-                pass
-            self._woken.clear()
+        await run_passes(self.run_once, self._woken, lambda: self._interval_s, _failed)
 
     async def run_once(self) -> bool:
         """One pass (above); whether the partitions are paused after it."""
@@ -104,6 +91,14 @@ class IdleWhile:
     def _decided(self, idle: bool) -> None:
         self.idle = idle
         self._shown(idle)
+
+
+def _failed(exc: Exception) -> None:
+    """A pass that failed: the next one tries again; meanwhile the partitions stay as they are."""
+    if is_transient(exc) or isinstance(exc, KafkaError):
+        log.info("idle pass not done this time (%s: %s)", type(exc).__name__, exc)
+    else:
+        log.exception("idle pass failed", exc_info=exc)
 
 
 class _WakeOnAssignment(ConsumerRebalanceListener):
