@@ -35,9 +35,10 @@ class IdleWhile:
     commits every assigned partition's position) writes the same end and a resumed partition starts
     there.
 
-    A rebalance gives a new owner its partitions unpaused, from the ends committed: the pass it wakes
-    (``listener``) pauses them again. A commit refused by a rebalance in progress is left to the next
-    pass. Until the first pass a partition is consumed as any other.
+    A rebalance gives a new owner its partitions from the ends committed; ``listener`` pauses them as
+    they are assigned and wakes a pass, which resumes them if there is something to do (a few
+    milliseconds later), so a rebalance of an idle group reads nothing. A commit refused by a rebalance
+    in progress is left to the next pass.
     """
 
     def __init__(
@@ -55,8 +56,8 @@ class IdleWhile:
         self._woken.set()
 
     def listener(self) -> ConsumerRebalanceListener:
-        """For the subscription: partitions assigned wake a pass (they come unpaused)."""
-        return _WakeOnAssignment(self)
+        """For the subscription: partitions assigned are paused until the pass it wakes decides."""
+        return _PauseOnAssignment(self)
 
     async def run_forever(self) -> None:
         await run_passes(self.run_once, self._woken, lambda: self._interval_s, _failed)
@@ -101,7 +102,7 @@ def _failed(exc: Exception) -> None:
         log.exception("idle pass failed", exc_info=exc)
 
 
-class _WakeOnAssignment(ConsumerRebalanceListener):
+class _PauseOnAssignment(ConsumerRebalanceListener):
     def __init__(self, idling: IdleWhile) -> None:
         self._idling = idling
 
@@ -109,4 +110,8 @@ class _WakeOnAssignment(ConsumerRebalanceListener):
         pass
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        # Called once the assignment is in place and before anything is fetched for it.
+        consumer = self._idling.subscriber.consumer if self._idling.subscriber is not None else None
+        if consumer is not None and assigned:
+            consumer.pause(*assigned)
         self._idling.wake()

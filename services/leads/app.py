@@ -131,8 +131,10 @@ def _wire_stage_actions(
             log.info("webhook secrets sealed with the first key: %d pipelines, %d owed deliveries", *sealed)
 
     service.on_startup(seal_secrets)
+    # Every write path closes the runs it applies, also where this instance runs no actions (LEADS_STAGE_ACTIONS=false):
+    # a run left open keeps the actions group reading.
+    handlers.runs_applied = outbox.close_runs
     if settings.stage_actions:
-        handlers.runs_applied = outbox.close_runs
         # A group of its own on the events topic: actions follow the write path, never hold it up. It fetches
         # nothing while no stage has an action (StageActionRunner.may_idle); a pipeline stored here wakes it.
         idling = service.consume(

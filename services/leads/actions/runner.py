@@ -100,8 +100,10 @@ class StageActionRunner:
         then no event on the topic now needs this consumer. An entry event already there was written
         by the write path when the pipelines read here had no actions, so it owes none (as for a consumer
         that keeps up and read the pipelines at that moment); a refusal already there answers a run
-        closed since, reported already. Parsing and passing over every event cost the leads service
-        ~17 µs of CPU and Kafka ~30 µs per create with no action anywhere (lane 12; README, Benchmarks)."""
+        closed since, reported already. Fetching and passing over every event cost the leads service
+        58-75 µs of CPU per create and Kafka 5-14 µs per lead (bench_leads, 20,000 creates, one node,
+        three pairs with LEADS_STAGE_ACTIONS_IDLE_CHECK_S=0 against 2; lane 12 had 17 and, on three
+        nodes, 30 µs; README, Benchmarks)."""
         return not _has_actions(await self.pipelines.all()) and not await self.outbox.any_open_run()
 
     # How this consumer reads a record (crmkit's ``parse``): entries as a narrow view (views.py).

@@ -105,3 +105,17 @@ async def test_nothing_assigned_yet_is_no_pass():
     idling, shown = _idling(consumer, may_idle)
     assert not await idling.run_once()
     assert shown == []
+
+
+async def test_partitions_assigned_are_paused_until_a_pass_decides():
+    consumer = FakeConsumer([P0, P1])
+    answers = iter([False])
+
+    async def may_idle():
+        return next(answers)
+
+    idling, _ = _idling(consumer, may_idle)
+    await idling.listener().on_partitions_assigned({P0, P1})
+    assert consumer.paused_tps == {P0, P1} and idling._woken.is_set()
+    await idling.run_once()  # something to do: fetching goes on
+    assert consumer.paused_tps == set()
