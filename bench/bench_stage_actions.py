@@ -34,7 +34,7 @@ from common import EndOffsets, new_prefix, stack_meter, until_committed  # noqa:
 from contracts import build_message  # noqa: E402
 from contracts.leads import CreateLead, CreatePipeline  # noqa: E402
 from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS  # noqa: E402
-from crmkit.messaging import ensure_topics  # noqa: E402
+from crmkit.topics import ensure_topics  # noqa: E402
 from processes import free_port  # noqa: E402
 from services.leads.app import create_app  # noqa: E402
 from services.leads.settings import LeadsSettings  # noqa: E402

@@ -45,6 +45,10 @@ class Metrics:
         self.lag = _bound(Gauge(
             "crm_consumer_lag", "Records behind the log end, per consumer group and partition (refreshed every few seconds)",
             ["service", "group", "topic", "partition"], registry=r), labels)
+        self.idle = _bound(Gauge(
+            "crm_consumer_idle",
+            "1 while a consumer group of this instance fetches nothing (nothing to do; its offsets kept at the log end)",
+            ["service", "group"], registry=r), labels)
         self.http_requests = _bound(Counter(
             "crm_http_requests", "HTTP requests answered, by route template, method and status",
             ["service", "route", "method", "status"], registry=r), labels)

@@ -22,6 +22,7 @@ from contracts.topics import dlq_topic
 from . import phones
 from .asyncapi import build_asyncapi
 from .httpmetrics import ObservedHttp
+from .idling import IdleWhile
 from .lag import LagMonitor
 from .logs import configure_logging
 from .messaging import (
@@ -153,12 +154,15 @@ class Service:
     def consume(
         self, topics: Sequence[str], handler: BatchHandler, *, group_suffix: str = "", title: str = "",
         select: TypeSelector | None = None, parse: RecordParser = parse_message,
-    ) -> None:
+        may_idle: Callable[[], Awaitable[bool]] | None = None, idle_check_s: float = 0.0,
+    ) -> IdleWhile | None:
         """Subscribe ``handler`` to ``topics`` in the service's consumer group, in batches, at least once.
 
         ``select``, asked before each batch is parsed, names the message types the handler acts on
         then: records of other types are passed over without parsing them. ``parse`` reads a record
-        (default: the whole contract model; a handler may read less)."""
+        (default: the whole contract model; a handler may read less). With ``may_idle`` and an
+        ``idle_check_s`` above 0 the group stops fetching while ``may_idle()`` holds, asked every
+        ``idle_check_s`` seconds (crmkit/idling.py: its contract); the ``IdleWhile`` is returned, to wake it."""
         self.consumes.extend(t for t in topics if t not in self.consumes)
         group = self.settings.group_id + group_suffix
         self.batch_handlers[title or handler.__name__] = handler
@@ -167,7 +171,12 @@ class Service:
             select=select, parse=parse,
         )
         self.lag.watch(group, [self.settings.topic(t) for t in topics])
-        subscribe_batches(
+        idling = None
+        if may_idle is not None and idle_check_s > 0:
+            gauge = self.metrics.idle.labels(group=group)
+            idling = IdleWhile(may_idle, idle_check_s, shown=lambda idle: gauge.set(1 if idle else 0))
+            self.background(idling.run_forever)
+        subscriber = subscribe_batches(
             self.broker,
             self.settings,
             processor,
@@ -175,7 +184,11 @@ class Service:
             group_id=group,
             title=title or f"{self.name}:{','.join(topics)}",
             description=handler.__doc__ or "",
+            listener=idling.listener() if idling is not None else None,
         )
+        if idling is not None:
+            idling.subscriber = subscriber
+        return idling
 
     def on_startup(self, hook: Hook) -> None:
         """Run ``hook`` at start, before consuming; retried through an outage (indexes, seed data)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -29,10 +30,13 @@ def subscribe_batches(
     group_id: str,
     title: str,
     description: str,
-) -> None:
-    """Register an at-least-once batch subscriber: offsets are committed after the batch is done."""
+    listener: ConsumerRebalanceListener | None = None,
+) -> Any:
+    """Register an at-least-once batch subscriber: offsets are committed after the batch is done.
 
-    @broker.subscriber(
+    Returns FastStream's subscriber (its ``consumer`` is aiokafka's once the broker started)."""
+
+    subscriber = broker.subscriber(
         *[settings.topic(t) for t in topics],
         group_id=group_id,
         batch=True,
@@ -45,12 +49,17 @@ def subscribe_batches(
         partition_assignment_strategy=(RangePartitionAssignor,),
         # The handler reads the raw records: FastStream's per-record decoding is skipped.
         decoder=_raw_records,
+        listener=listener,
         title=title,
         description=description,
     )
+
+    @subscriber
     async def consume(message: KafkaMessage) -> None:
         raw = message.raw_message
         await processor.process(raw if isinstance(raw, tuple) else (raw,))
+
+    return subscriber
 
 
 _SASL_SECURITY = {"SCRAM-SHA-512": SASLScram512, "SCRAM-SHA-256": SASLScram256, "PLAIN": SASLPlaintext}

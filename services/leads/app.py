@@ -78,7 +78,7 @@ def create_app(settings: LeadsSettings, *, overrides: Overrides | None = None) -
     service.consume(WRITE_PATH_CONSUMES, handlers.on_batch, title="leads", select=handlers.wanted_types)
     service.add_routes(api.routes(settings, leads, pipelines, principals, counters=counters))
     service.describe_http(openapi.OPERATIONS)
-    _wire_stage_actions(service, settings, leads, pipelines, sealer)
+    _wire_stage_actions(service, settings, handlers, leads, pipelines, sealer)
     _wire_capture_and_bulk(service, settings, handlers, leads, pipelines, forms, principals, clock)
     # Registered last: it freezes what the start-ups before it made.
     service.on_startup(lambda: _start_up(service, handlers, leads, pipelines, counters))
@@ -111,7 +111,8 @@ def _wire_capture_and_bulk(
 
 
 def _wire_stage_actions(
-    service: Service, settings: LeadsSettings, leads: LeadRepository, pipelines: PipelineRepository, sealer: Sealer,
+    service: Service, settings: LeadsSettings, handlers: LeadsHandlers, leads: LeadRepository, pipelines: PipelineRepository,
+    sealer: Sealer,
 ) -> None:
     """Stage-entry actions: a consumer of the service's own events and the webhook sender's outbox."""
     outbox = Outbox(service.db, sealer)
@@ -130,10 +131,19 @@ def _wire_stage_actions(
             log.info("webhook secrets sealed with the first key: %d pipelines, %d owed deliveries", *sealed)
 
     service.on_startup(seal_secrets)
+    # Every write path closes the runs it applies, also where this instance runs no actions (LEADS_STAGE_ACTIONS=false):
+    # a run left open keeps the actions group reading.
+    handlers.runs_applied = outbox.close_runs
     if settings.stage_actions:
-        # A group of its own on the events topic: actions follow the write path, never hold it up.
-        service.consume(STAGE_ACTIONS_CONSUME, stage_actions.on_batch, group_suffix="-actions", title="leads:stage-actions",
-                        select=stage_actions.wanted_types, parse=stage_actions.parse)
+        # A group of its own on the events topic: actions follow the write path, never hold it up. It fetches
+        # nothing while no stage has an action (StageActionRunner.may_idle); a pipeline stored here wakes it.
+        idling = service.consume(
+            STAGE_ACTIONS_CONSUME, stage_actions.on_batch, group_suffix="-actions", title="leads:stage-actions",
+            select=stage_actions.wanted_types, parse=stage_actions.parse,
+            may_idle=stage_actions.may_idle, idle_check_s=settings.stage_actions_idle_check_s,
+        )
+        if idling is not None:
+            pipelines.written.append(idling.wake)
         service.background(sender.run_forever)
 
 

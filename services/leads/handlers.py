@@ -8,11 +8,12 @@ records are stored here and turned into refresh commands.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping
 from datetime import UTC, datetime
 
 import contracts.leads as ev
 from contracts import TOPIC_TYPES, Envelope, build_message
+from contracts.actions import RunStageAction
 from contracts.topics import ACTIVITY_EVENTS, DIRECTORY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
 from crmkit import access
 from crmkit.conflicts import retry_on_conflict
@@ -100,6 +101,8 @@ class LeadsHandlers:
         self.capture_forms: CaptureFormHandlers | None = None
         self.bulk: BulkHandlers | None = None
         self.bulk_tracker: BulkTracker | None = None
+        # Stage actions (app.py): told which run-stage-action commands were applied, once their answers are published.
+        self.runs_applied: Callable[[list[str]], Awaitable[None]] | None = None
 
     async def wanted_types(self) -> Container[str]:
         """The types the next batch is parsed for (crmkit's ``select``)."""
@@ -139,10 +142,17 @@ class LeadsHandlers:
         records = [m for m in screened if m.type in DIRECTORY_RECORDS]
         if records:
             outbound.extend(await self._directory_records(records))
+        then: list[Callable[[], Awaitable[None]]] = []
         if tracked and self.bulk_tracker is not None:
             # A job's answers are recorded once the leads' events are on the bus: its report never goes before them.
             tracker = self.bulk_tracker
-            return PublishThen(outbound, then=lambda: tracker.record(tracked, out))
+            then.append(lambda: tracker.record(tracked, out))
+        applied = _runs_applied(screened, out)
+        if applied and self.runs_applied is not None:
+            runs_applied = self.runs_applied
+            then.append(lambda: runs_applied(applied))
+        if then:
+            return PublishThen(outbound, then=lambda: _in_turn(then))
         return outbound
 
     async def _forms_and_bulk(self, messages: list[Envelope]) -> list[Outbound]:
@@ -247,6 +257,22 @@ class LeadsHandlers:
                 )
                 out.append(Outbound(LEADS_COMMANDS, refresh, key=lead_id))
         return out
+
+
+def _runs_applied(messages: list[Envelope], out: list[Envelope]) -> list[str]:
+    """The run-stage-action commands of a batch that were not refused: no refusal of them is to come.
+
+    A redelivered one (applied before) counts again, so a crash before its run was closed closes it now."""
+    runs = [m.id for m in messages if m.type == RunStageAction.TYPE]
+    if not runs:
+        return []
+    refused = {m.data.command_id for m in out if m.type == "crm.command.rejected"}
+    return [run for run in runs if run not in refused]
+
+
+async def _in_turn(steps: list[Callable[[], Awaitable[None]]]) -> None:
+    for step in steps:
+        await step()
 
 
 # --- which domain rule each lead message invokes --------------------------------------------

@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 
 def _writing(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """A write of the repository: ``writes`` counts it once it is over (stored or not)."""
+    """A write of the repository: ``writes`` counts it once it is over (stored or not), and ``written`` are told."""
 
     @functools.wraps(method)
     async def wrapper(self: PipelineRepository, *args: Any, **kwargs: Any) -> T:
@@ -25,6 +25,8 @@ def _writing(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
             return await method(self, *args, **kwargs)
         finally:
             self.writes += 1
+            for listener in self.written:
+                listener()
 
     return wrapper
 
@@ -36,6 +38,7 @@ class PipelineRepository:
         self._col = db["pipelines"]
         self._sealer = sealer or Sealer()  # the webhooks' signing secrets are stored sealed (actions/sealing.py)
         self.writes = 0  # bumped after each write (``_writing``): the read side's kept pipelines (readaccess.py) are read again
+        self.written: list[Callable[[], None]] = []  # called after each write (the idle actions consumer looks again)
 
     async def all(self, include_deleted: bool = False) -> dict[str, Pipeline]:
         query = {} if include_deleted else {"deleted": False}

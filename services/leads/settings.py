@@ -63,6 +63,12 @@ class LeadsSettings(ServiceSettings):
     stage_actions: bool = Field(
         True, description="Run the stage-entry actions (field updates, webhooks) in this instance: its own consumer group on the events topic and the webhook delivery loop"
     )
+    stage_actions_idle_check_s: float = Field(
+        2.0, ge=0,
+        description="While no stage has an action (and no field action awaits its answer), the actions consumer group fetches "
+                    "nothing and keeps its offsets at the log end; how often, in seconds, it looks again (an action added on "
+                    "another instance starts within this; on this one at once). 0: it reads every event, as before",
+    )
     webhook_allowed_private_hosts: list[str] = Field(
         default_factory=list,
         description="Private or loopback hosts (`host` or `host:port`) webhooks may call; every other private address is refused",

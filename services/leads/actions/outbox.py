@@ -67,6 +67,8 @@ class Outbox:
             IndexModel([("owes", ASCENDING)], name="owes_1"),
             IndexModel([("lead_id", ASCENDING)], name="lead_id_1"),
         ])
+        # The actions consumer's question before it idles: is any field action still unanswered?
+        await ensure_indexes(self._runs, [IndexModel([("open", ASCENDING)], name="open_1")])
 
     async def add(self, deliveries: Sequence[Delivery], now: datetime) -> None:
         """Owe each delivery once: a redelivered entry event finds its deliveries there and adds nothing."""
@@ -174,9 +176,11 @@ class Outbox:
     # --- field actions ------------------------------------------------------------------------
 
     async def record_runs(self, runs: Sequence[ActionRun]) -> None:
+        """Record each run before its command is sent, open until its answer is known (``close_runs``)."""
         ops = [
             UpdateOne({"_id": r.command_id}, {"$setOnInsert": {
                 "lead_id": r.lead_id, "pipeline_id": r.pipeline_id, "stage_id": r.stage_id, "action_id": r.action_id,
+                "open": True,
             }}, upsert=True)
             for r in runs
         ]
@@ -186,6 +190,18 @@ class Outbox:
             except BulkWriteError as exc:
                 if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
                     raise
+
+    async def close_runs(self, command_ids: Iterable[str]) -> None:
+        """The runs answered: applied by the write path, or their refusal reported as crm.stage-action.failed."""
+        ids = sorted(set(command_ids))
+        if ids:
+            await self._runs.update_many({"_id": {"$in": ids}, "open": True}, {"$set": {"open": False}})
+
+    async def any_open_run(self) -> bool:
+        """Whether a run sent may still be refused: recorded, and not yet applied nor its refusal reported.
+
+        A run recorded before ``open`` was (an older version) counts as answered."""
+        return await self._runs.find_one({"open": True}, {"_id": 1}) is not None
 
     async def runs(self, command_ids: Iterable[str]) -> dict[str, ActionRun]:
         ids = sorted(set(command_ids))

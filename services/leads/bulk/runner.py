@@ -14,6 +14,7 @@ from contracts.bulk import BulkCounts, BulkLeadRefusal, BulkUpdateCompleted
 from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS
 from crmkit.ids import uuid5
 from crmkit.messaging import Outbound
+from crmkit.passes import run_passes
 from services.leads.bulk.handlers import BULK_ATTRIBUTE, command_id
 from services.leads.bulk.repository import Answer, BulkJob, BulkRepository
 from services.leads.domain import bulk as rules
@@ -50,18 +51,9 @@ class BulkRunner:
         self._woken.set()
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # an outage: the next pass tries again, nothing is lost (all of it is stored)
-                log.warning("mass-action pass failed; retrying", exc_info=True)
-            try:
-                await asyncio.wait_for(self._woken.wait(), self.settings.bulk_poll_s)
-            except TimeoutError:
-                pass
-            self._woken.clear()
+        # An outage: the next pass tries again, nothing is lost (all of it is stored).
+        await run_passes(self.run_once, self._woken, lambda: self.settings.bulk_poll_s,
+                         lambda exc: log.warning("mass-action pass failed; retrying", exc_info=exc))
 
     async def run_once(self) -> None:
         for job in await self.jobs.running():
