@@ -177,7 +177,7 @@ class OpsProbe:
 
 
 async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | None = None, ops_dir: Path | None = None,
-                  runs: bool = False) -> dict:
+                  runs: bool = False, services_tree: str | None = None) -> dict:
     prefix = common.new_prefix("flow")
     databases = {name: f"{prefix.strip('.')}_{name}" for name in SERVICES}
     groups = {name: f"{prefix}{name}" for name in SERVICES}
@@ -203,7 +203,8 @@ async def measure(endpoints: Endpoints, leads: int, tasks: int, profile: Path | 
             with ops.counting():
                 procs[name] = start_service(name, {
                     **common.service_connection(endpoints), "TOPIC_PREFIX": prefix, "DATABASE": databases[name],
-                    "GROUP_ID": groups[name], "SERVICE_PRINCIPALS": '["bench"]', "HTTP_PORT": str(ports[name]), **extra})
+                    "GROUP_ID": groups[name], "SERVICE_PRINCIPALS": '["bench"]', "HTTP_PORT": str(ports[name]), **extra},
+                    cwd=services_tree)
             ops.pids[name] = procs[name].pid
         meter = common.stack_meter(endpoints, **{name: proc.pid for name, proc in procs.items()})
         profiles = Profiles(profile, {name: proc.pid for name, proc in procs.items()})
@@ -346,11 +347,13 @@ async def main() -> None:
     parser.add_argument("--profile", type=Path, help="write py-spy profiles of each service per stage to this folder")
     parser.add_argument("--count-ops", action="store_true", help="count each service's database commands per stage")
     parser.add_argument("--timeline", action="store_true", help="when each stage's events were published, read back from Kafka")
+    parser.add_argument("--services-tree", help="run the three services from this source tree (e.g. a `git worktree` of the code "
+                                                "before a change), for alternating A/B runs on the same stack")
     args = parser.parse_args()
     common.quiet_logs()
     with tempfile.TemporaryDirectory() if args.count_ops else contextlib.nullcontext() as folder:
         print_table(await measure(common.stack_endpoints(), args.leads, args.tasks, args.profile, Path(folder) if folder else None,
-                                    args.timeline))
+                                    args.timeline, args.services_tree))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from crmkit.principals import PrincipalRepository
 from crmkit.service import Service, stop_if_cancelled
 from services.activity import api, openapi
 from services.activity.handlers import ActivityHandlers
+from services.activity.messages import parse_record
 from services.activity.projection import LeadProjection
 from services.activity.repository import TaskRepository, TaskTypeRepository
 from services.activity.settings import ActivitySettings
@@ -70,7 +71,7 @@ def create_app(settings: ActivitySettings, *, overrides: Overrides | None = None
 
     service.on_startup(tasks.ensure_indexes)
     service.background(lambda: until_available(migrate_list_keys, "activity: list keys"))
-    service.consume(CONSUMES, handlers.on_batch, title="activity", select=handlers.wanted_types)
+    service.consume(CONSUMES, handlers.on_batch, title="activity", select=handlers.wanted_types, parse=parse_record)
     if settings.due_pass_interval_s > 0:
         service.background(due_passes)
     service.add_routes(api.routes(settings, tasks, principals, clock))

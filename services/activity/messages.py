@@ -27,6 +27,7 @@ from crmkit.applied import Applied
 from crmkit.ids import uuid5
 from crmkit.messaging import Outbound
 from crmkit.principals import Principal, PrincipalRepository
+from crmkit.views import card_view, view_parser
 from services.activity import domain as d
 
 # Stable ids: the same input message always yields the same task ids and event ids, so a replay
@@ -157,6 +158,15 @@ def changes_no_fact(message: Envelope) -> bool:
     One in two projection writes under a burst of tasks was this echo of the summary; skipping it leaves the
     projected version behind, which the version guard allows: a later event carries the whole card again."""
     return message.type == "crm.lead.updated" and list(message.data.changed_fields) == ["activity"]
+
+
+# The card fields ``lead_facts`` keeps: the consumer reads only these of a card event (crmkit/views.py), 11 µs
+# an event against 29-36 for the whole card, two card events a qualification and one per lead a batch of tasks.
+CardFacts = card_view(
+    "ActivityCardFacts", ("pipeline_id", "status", "deleted", "title", "data_changed_at"),
+    doc="A lead card event with only what activity projects of the card read.",
+)
+parse_record = view_parser(CardFacts)
 
 
 def lead_facts(data: Any, message_type: str) -> tuple[str, int, dict[str, Any]]:

@@ -12,6 +12,7 @@ from crmkit.principals import PrincipalRepository
 from crmkit.service import Service
 from services.qualification import api, openapi
 from services.qualification.handlers import QualificationHandlers
+from services.qualification.messages import parse_record
 from services.qualification.repository import (
     ClosingRepository,
     CompanyRepository,
@@ -66,7 +67,7 @@ def create_app(settings: QualificationSettings, *, overrides: Overrides | None =
 
     service.on_startup(start_up)
     service.background(lambda: until_available(deals.migrate_list_keys, "qualification: deal list keys"))
-    service.consume(CONSUMES, handlers.on_batch, title="qualification")
+    service.consume(CONSUMES, handlers.on_batch, title="qualification", parse=parse_record)
     service.add_routes(api.routes(settings, deals, pipelines, reasons, principals))
     service.describe_http(openapi.OPERATIONS)
     return service

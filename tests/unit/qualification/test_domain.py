@@ -136,6 +136,16 @@ def test_the_process_walks_its_states_in_order() -> None:
     assert [d.next_step(only).create, d.next_step(d.advanced(only, "company_created")).create] == [None, None]
 
 
+def test_what_is_left_to_create_follows_the_state_reached() -> None:
+    plan = d.plan_qualification(request(), lead(), USER, "cmd-1", NOW)
+    left = {state: d.creates_left(d.advanced(plan, state)) for state in ("started", "company_created", "deal_created", "done")}
+    assert left == {"started": ["company", "deal"], "company_created": ["deal"], "deal_created": [], "done": []}
+    only = d.plan_qualification(
+        request(has_new_company=False, company_id="co-7", qualification_type="company_only"), lead(), USER, "c", NOW
+    )
+    assert d.creates_left(only) == []
+
+
 def test_naive_time_is_a_bug() -> None:
     with pytest.raises(ValueError):
         d.plan_qualification(request(), lead(), USER, "cmd-1", datetime(2025, 1, 1))
