@@ -223,7 +223,11 @@ async def test_a_job_sends_only_so_many_chunks_ahead_of_the_answers(settings_for
         job = await importer.imports.claim(importer.runner.owner, datetime.now(UTC), 30.0)
         running = asyncio.ensure_future(importer.runner.handle(job))
         try:
-            await wait_until(lambda: import_id in importer.runner.pacing.held, what="the job to wait for answers")
+            # ``held`` is also set for the moment each chunk's own check takes: wait for the third chunk's publish too.
+            await wait_until(lambda: import_id in importer.runner.pacing.held and len(importer.commands("crm.lead.create")) >= 300,
+                             what="the job to wait for answers")
+            await asyncio.sleep(0.2)  # a job that did not hold would send on meanwhile
+            assert import_id in importer.runner.pacing.held
             assert len(importer.commands("crm.lead.create")) == 300  # two chunks ahead of none answered, plus the one in hand
             await importer.feed(LEADS_EVENTS, [answer(c) for c in importer.commands("crm.lead.create")[:100]])
             await wait_until(lambda: len(importer.commands("crm.lead.create")) == 400, what="one more chunk")
