@@ -205,7 +205,8 @@ class LeadBatch:
             for lead_id in sorted(pending):
                 for message in by_lead[lead_id]:
                     self._apply(message, lead_id, states, ctx)
-            self._find_duplicates(states, ctx, await self._stored_duplicates(states))
+            created = self._created_keys(states)
+            self._find_duplicates(states, ctx, created, await self._stored_duplicates(created))
             for state in states.values():
                 self._send_creation(state, ctx.now)
             conflicted = await self._save(states, out)
@@ -330,31 +331,34 @@ class LeadBatch:
         if change is not None:
             target.new_changes.append(change)
 
-    async def _stored_duplicates(self, states: dict[str, LeadState]) -> dict[str, dict[str, str]]:
-        """Stored leads sharing a key with the leads created here: indexed lookups, one per key kind."""
+    def _created_keys(self, states: dict[str, LeadState]) -> dict[str, dict[str, str]]:
+        """The duplicate keys of each lead created here, made once for the lookup, the matching and the index."""
         if not self.settings.duplicate_check:
             return {}
-        created = [s.lead for s in states.values() if s.stored is None and s.lead is not None and s.dirty]
-        return await self.stores.leads.duplicate_candidates(match_keys(lead) for lead in created) if created else {}
+        return {s.lead.lead_id: match_keys(s.lead) for s in states.values() if s.stored is None and s.lead is not None and s.dirty}
 
-    def _find_duplicates(self, states: dict[str, LeadState], ctx: BatchContext, stored: dict[str, dict[str, str]]) -> None:
-        """Match leads created in this batch against known leads and each other (index lookups, no scans)."""
-        if not self.settings.duplicate_check:
+    async def _stored_duplicates(self, created: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        """Stored leads sharing a key with the leads created here: one indexed lookup for the chunk."""
+        return await self.stores.leads.duplicate_candidates(created.values()) if created else {}
+
+    def _find_duplicates(
+        self, states: dict[str, LeadState], ctx: BatchContext, created: dict[str, dict[str, str]], stored: dict[str, dict[str, str]]
+    ) -> None:
+        """Match leads created in this batch (``created``: their keys) against known leads and each other (no scans)."""
+        if not created:
             return
-        created = [s for s in states.values() if s.stored is None and s.lead is not None and s.dirty]
         stored_keys = StoredKeys(stored)  # looked up by key, once per create
-        batch_keys = {s.lead.lead_id: match_keys(s.lead) for s in created if s.lead is not None}
         by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for lead_id, keys in batch_keys.items():
+        for lead_id, keys in created.items():
             for item in keys.items():
                 by_key[item].append(lead_id)
-        for state in created:
-            lead = state.lead
-            assert lead is not None
-            keys = batch_keys[lead.lead_id]
-            candidates = self.stores.index.candidates(keys, stored_keys) if keys else []
-            candidates += [(other, batch_keys[other]) for item in keys.items() for other in by_key[item] if other != lead.lead_id]
-            matches = score_matches(keys, candidates, lead_id=lead.lead_id) if keys else []
+        for lead_id, keys in created.items():
+            if not keys:
+                continue
+            candidates = self.stores.index.candidates(keys, stored_keys)
+            candidates += [(other, created[other]) for item in keys.items() for other in by_key[item] if other != lead_id]
+            matches = score_matches(keys, candidates, lead_id=lead_id) if candidates else []
+            state = states[lead_id]
             if matches and state.created_by is not None:
                 self._record_duplicates(state, state.created_by, matches, ctx.now)
 

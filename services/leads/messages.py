@@ -151,6 +151,7 @@ class Cards:
     def __init__(self) -> None:
         self._forms: dict[int, tuple[d.Lead, dict[str, Any]]] = {}
         self._json: dict[int, tuple[d.Lead, bytes]] = {}  # the form serialised, once its size was asked
+        self._matches: dict[tuple[int, ...], tuple[tuple[d.DuplicateMatch, ...], list[dict[str, Any]]]] = {}
 
     def of(self, lead: d.Lead) -> dict[str, Any]:
         hit = self._forms.get(id(lead))
@@ -166,8 +167,17 @@ class Cards:
         """
         hit = self._forms.pop(id(before), None)
         form = hit[1] if hit is not None and hit[0] is before else card_form(before)
-        form["duplicates"] = [match.model_dump(mode="json") for match in lead.duplicates]
+        form["duplicates"] = self.matches(lead.duplicates)
         self._forms[id(lead)] = (lead, form)
+
+    def matches(self, matches: Sequence[d.DuplicateMatch]) -> list[dict[str, Any]]:
+        """Duplicate matches as JSON values, made once for the card they are recorded on and the
+        ``crm.lead.duplicates-found`` notice that names them (the same match objects): each was dumped twice."""
+        key = tuple(map(id, matches))
+        hit = self._matches.get(key)
+        if hit is None:  # the matches are kept in the entry, so their ids are not reused
+            hit = self._matches[key] = (tuple(matches), [match.model_dump(mode="json") for match in matches])
+        return hit[1]
 
     def cached(self, lead: d.Lead) -> dict[str, Any] | None:
         hit = self._forms.get(id(lead))
@@ -197,7 +207,7 @@ class Cards:
         for index, event in enumerate(events):
             if isinstance(event, d.DuplicatesFound):
                 attributes = _attributes(cause, source, subject, index, ev.LeadDuplicatesFound.TYPE, time)
-                out.append(_duplicates_found(event, attributes, now))
+                out.append(_duplicates_found(event, self.matches(event.matches), attributes, now))
                 continue
             cls = _CARD_EVENTS.get(type(event))
             if cls is None:
@@ -219,14 +229,13 @@ def _attributes(cause: Envelope, source: str, subject: str | None, index: int, k
     return {name: value for name, value in attributes.items() if value is not None}
 
 
-def _duplicates_found(event: d.DuplicatesFound, attributes: dict[str, Any], now: datetime) -> Envelope:
+def _duplicates_found(event: d.DuplicatesFound, matches: list[dict[str, Any]], attributes: dict[str, Any], now: datetime) -> Envelope:
     """A ``crm.lead.duplicates-found`` made from the domain's matches, which were validated as domain models.
 
     On the contract path (payload and typed envelope validated again, its JSON by pydantic) it cost
     13.6 µs a duplicate lead with its JSON, made from the matches' JSON values 11.1 (tests/unit/leads/test_wire.py
     holds the bytes equal to the contract path's).
     """
-    matches = [match.model_dump(mode="json") for match in event.matches]
     data = {"lead_id": event.lead_id, "matches": matches, "version": event.version}
     return _JsonEnvelope.model_validate({**attributes, "time": now, "data": _CardPayload(ev.LeadDuplicatesFound, data)})
 

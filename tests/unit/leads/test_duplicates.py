@@ -93,6 +93,32 @@ def test_score_matches_weighs_caps_sorts_and_skips_the_lead_itself() -> None:
     ]
 
 
+def test_every_set_of_shared_keys_scores_its_weights_summed_capped_and_rounded() -> None:
+    import itertools
+
+    from services.leads.duplicates import MIN_SCORE, WEIGHTS
+
+    mine = {"email": "a@b.c", "phone": "79120000000", "name": "ann lee"}
+    for size in range(1, len(WEIGHTS) + 1):
+        for shared in itertools.combinations(WEIGHTS, size):
+            expected = round(min(1.0, sum(WEIGHTS[key] for key in shared)), 4)
+            found = score_matches(mine, [("L2", {key: mine[key] for key in shared})])
+            assert [(m.score, m.matched_on) for m in found] == ([(expected, list(shared))] if expected >= MIN_SCORE else [])
+
+
+def test_the_card_and_its_notice_share_the_matches_json_values() -> None:
+    from services.leads.messages import Cards
+
+    lead = lead_with("L1", name="Ann Lee", email="ann@example.com")
+    matches = [d.DuplicateMatch(lead_id="L2", score=0.9, matched_on=["email", "name"])]
+    created = d.duplicates_at_creation(lead, matches)
+    cards = Cards()
+    cards.with_duplicates(created.lead, lead)
+    notice = created.events[1]
+    assert cards.matches(notice.matches) is cards.cached(created.lead)["duplicates"]  # dumped once
+    assert cards.matches(notice.matches) == [m.model_dump(mode="json") for m in matches]
+
+
 def test_score_matches_with_no_keys_finds_nothing() -> None:
     assert score_matches({}, [("L2", {"email": "a@b.c"})]) == []
 
