@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, create_model
 
-from contracts import Envelope, parse_message
-from contracts.topics import LEADS_EVENTS
+from contracts import Envelope
+from crmkit.views import view_parser
 from services.importer.domain import ROW_FIELDS
 
-CARD_TYPES = ("crm.lead.created", "crm.lead.updated")
 _ROW_FIELDS = frozenset(ROW_FIELDS)
 
 
@@ -45,17 +44,9 @@ class CardView(Envelope):
     data: CardData  # type: ignore[valid-type]
 
 
-def parse_record(topic: str, value: bytes) -> Envelope:
-    """A record as the importer's consumer reads it: a view of a card event, else the whole contract message.
-
-    A record the view cannot read (another type, or invalid) is parsed by the contract, which names
-    what is wrong, and is parked like any other."""
-    if topic == LEADS_EVENTS:
-        try:
-            return CardView.model_validate_json(value)
-        except ValidationError:
-            pass
-    return parse_message(topic, value)
+# A record as the importer's consumer reads it: a card event as the view above, any other record (or one
+# the view cannot read, which the contract then names and parks) as the whole contract message.
+parse_record = view_parser(CardView)
 
 
 def row_fields(card: Any) -> dict[str, Any]:
