@@ -10,7 +10,7 @@ from typing import Any
 
 import pymongo
 from pymongo import AsyncMongoClient
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .errors import is_transient
@@ -89,6 +89,25 @@ async def ensure_indexes(collection, indexes) -> None:
             continue
         options = {k: v for k, v in document.items() if k not in ("key", "name")}
         await collection.create_index(list(document["key"].items()), name=document["name"], **options)
+
+
+INDEX_NOT_FOUND = 27  # the server's code for dropIndexes naming an index that is not there
+
+
+async def drop_indexes(collection, names: Sequence[str]) -> None:
+    """Drop these indexes where they exist (ones an earlier version made that no query reads any more).
+
+    Another instance starting at the same moment may drop one first: that is the outcome wanted, not an error.
+    """
+    existing = set((await collection.index_information()).keys())
+    for name in names:
+        if name not in existing:
+            continue
+        try:
+            await collection.drop_index(name)
+        except OperationFailure as exc:
+            if exc.code != INDEX_NOT_FOUND:
+                raise
 
 
 async def is_ferretdb(db: AsyncDatabase) -> bool:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crmkit import listkeys
-from crmkit.mongo import find_by_ids, insert_new
+from crmkit.mongo import drop_indexes, find_by_ids, insert_new
 from crmkit.mongo import ensure_indexes as create_missing_indexes
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -347,12 +347,11 @@ class DealRepository:
 
 # Indexes earlier versions made that no query uses (each cost FerretDB ~2 µs a document written): GET /deals
 # reads one list key (ix_all, ix_lead), companies and leads are read by _id only. Dropped where they exist.
-_UNUSED_INDEXES = [
-    ("deals", "lead_id_1"),
-    ("deals", "created_at_-1__id_-1"),
-    ("companies", "lead_id_1"),
-    ("leads", "pipeline_id_1"),
-]
+UNUSED_INDEXES = {
+    "deals": ["lead_id_1", "created_at_-1__id_-1"],
+    "companies": ["lead_id_1"],
+    "leads": ["pipeline_id_1"],
+}
 
 
 async def ensure_indexes(db: AsyncDatabase) -> None:
@@ -362,6 +361,5 @@ async def ensure_indexes(db: AsyncDatabase) -> None:
     ]
     for collection, index in indexes:
         await create_missing_indexes(db[collection], [index])
-    for collection, name in _UNUSED_INDEXES:
-        if name in await db[collection].index_information():
-            await db[collection].drop_index(name)
+    for collection, names in UNUSED_INDEXES.items():
+        await drop_indexes(db[collection], names)

@@ -7,14 +7,16 @@ over every stored document.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 
 from crmkit.mongo import is_ferretdb, make_client
+from pymongo import ASCENDING, DESCENDING
 from services.activity.domain import Task
 from services.activity.repository import TaskRepository
 from services.qualification.domain import Deal
-from services.qualification.repository import DealRepository, ensure_indexes
+from services.qualification.repository import UNUSED_INDEXES, DealRepository, ensure_indexes
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -114,6 +116,29 @@ async def test_deal_lists_equal_a_scan(endpoints, isolation):
             for limit in (3, 200):
                 found = await _all_pages(lambda **kw: repo.list(lead_id=lead_id, **kw), limit)
                 assert [d.deal_id for d in found] == want, (lead_id, limit)
+    finally:
+        await client.drop_database(isolation.db("qualification"))
+        await client.close()
+
+
+async def test_qualification_drops_the_indexes_no_query_reads(endpoints, isolation):
+    """A database an older version indexed loses the four unused indexes, even with two instances starting at once."""
+    client = make_client(endpoints.mongodb)
+    db = client[isolation.db("qualification")]
+    try:
+        await db["deals"].create_index([("lead_id", ASCENDING)])
+        await db["deals"].create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        await db["companies"].create_index([("lead_id", ASCENDING)])
+        await db["leads"].create_index([("pipeline_id", ASCENDING)])
+        for collection, names in UNUSED_INDEXES.items():
+            assert set(names) <= set(await db[collection].index_information())
+
+        await asyncio.gather(ensure_indexes(db), ensure_indexes(db))
+
+        assert set(await db["deals"].index_information()) == {"_id_", "ix_all_1", "ix_lead_1"}
+        assert set(await db["companies"].index_information()) == {"_id_"}
+        assert set(await db["leads"].index_information()) == {"_id_"}
+        await ensure_indexes(db)  # nothing left to drop: a no-op, not an error
     finally:
         await client.drop_database(isolation.db("qualification"))
         await client.close()
