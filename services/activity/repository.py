@@ -60,8 +60,9 @@ def _list_values(task: Task) -> dict[str, tuple[str, ...] | None]:
 
 
 def _list_keys(task: Task) -> dict[str, Any]:
+    tail = listkeys.key_tail(task.due_at, task.task_id)  # every list sorts by due time: one tail for all
     keys: dict[str, Any] = {
-        f"ix_{name}": listkeys.key(values, task.due_at, task.task_id) if values is not None else None
+        f"ix_{name}": listkeys.prefix(*values) + tail if values is not None else None
         for name, values in _list_values(task).items()
     }
     return {**keys, "ix_due": _due_key(task), "ixv": LIST_KEYS_VERSION}
