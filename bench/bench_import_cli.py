@@ -85,7 +85,7 @@ async def cli_import(endpoints: common.Endpoints, path: Path, rows: int, profile
             async with httpx.AsyncClient() as http:
                 batches_before = {name: await batch_counts(http, p) for name, p in (("importer", port), ("leads", leads_port))}
             ops_before = await db_ops(ops_dir, procs[0].pid)  # start-up's (indexes, the grant) are not the import's
-            profiles = Profiles(profile, {"importer": procs[0].pid})
+            profiles = Profiles(profile, {"importer": procs[0].pid, "leads": procs[1].pid})
             profiles.start(f"cli-{rows}")
             meter = common.stack_meter(endpoints, importer=procs[0].pid, leads=procs[1].pid).start()
             started, started_at = time.perf_counter(), datetime.now(UTC)
