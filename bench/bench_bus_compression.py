@@ -78,12 +78,12 @@ async def one_pass(endpoints: common.Endpoints, records: list[tuple[bytes, bytes
         await producer.partitions_for(topic)
         reader = common.consumer(endpoints.kafka, topic, group_id=topic, auto_offset_reset="earliest", enable_auto_commit=False)
         meter = common.stack_meter(endpoints).start()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         try:
             for i in range(0, len(records), 1000):
                 futures = [await producer.send(topic, value, key=key, headers=_HEADERS) for key, value in records[i:i + 1000]]
                 await asyncio.gather(*futures)
-            produced = time.perf_counter()
+            produced, cpu_produced = time.perf_counter(), time.process_time()
             await reader.start()
             seen = 0
             while seen < len(records):
@@ -91,7 +91,7 @@ async def one_pass(endpoints: common.Endpoints, records: list[tuple[bytes, bytes
                 seen += sum(len(batch) for batch in got.values())
                 await reader.commit()
             meter.sample()
-            elapsed = time.perf_counter() - started
+            elapsed, cpu_read = time.perf_counter() - started, time.process_time() - cpu_produced
         finally:
             await reader.stop()
             await producer.stop()
@@ -99,7 +99,8 @@ async def one_pass(endpoints: common.Endpoints, records: list[tuple[bytes, bytes
         stored = sum(log.stat().st_size for log in (StackConfig.from_env().run_dir / "kafka").glob(f"node-*/data/{topic}-*/*.log"))
         cpu = meter.per_item_us(len(records))
         return {"compression": compression, "seconds": elapsed, "produce_s": produced - started, "kafka_us": cpu.get("kafka"),
-                "client_us": cpu.get("bench"), "stored_bytes_per_record": stored / len(records) if stored else None}
+                "client_us": cpu.get("bench"), "producing_us": (cpu_produced - cpu_started) / len(records) * 1e6,
+                "reading_us": cpu_read / len(records) * 1e6, "stored_bytes_per_record": stored / len(records) if stored else None}
     finally:
         await admin.delete_topics([topic])
         await admin.close()
@@ -123,14 +124,16 @@ def main() -> None:
             print(json.dumps({"round": round_, **{k: round(v, 2) if isinstance(v, float) else v for k, v in run.items()}}), flush=True)
     print(f"\n{args.records:,} records a pass ({sum(len(v) for _, v in records) / len(records):,.0f} bytes a value), "
           f"{args.pairs} alternated rounds; median (min-max)")
-    print(f"{'compression':12} {'kafka µs/record':>22} {'client µs/record':>22} {'seconds':>18}")
+    print(f"{'compression':12} {'kafka µs/record':>22} {'client µs/record':>22} {'of it producing':>22} {'reading':>22} "
+          f"{'seconds':>18} {'bytes stored':>13}")
     for compression in types:
         mine = [r for r in runs if r["compression"] == compression]
 
         def spread(key: str) -> str:
             values = [r[key] for r in mine if r[key] is not None]
             return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})" if values else "-"
-        print(f"{compression:12} {spread('kafka_us'):>22} {spread('client_us'):>22} {spread('seconds'):>18}")
+        print(f"{compression:12} {spread('kafka_us'):>22} {spread('client_us'):>22} {spread('producing_us'):>22} "
+              f"{spread('reading_us'):>22} {spread('seconds'):>18} {mine[0]['stored_bytes_per_record'] or 0:>13,.0f}")
 
 
 if __name__ == "__main__":

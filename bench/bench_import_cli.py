@@ -177,6 +177,8 @@ async def batch_counts(http, port: int) -> dict[str, float]:
             counts[topic] = counts.get(topic, 0) + float(line.rsplit(" ", 1)[1])
         elif line.startswith("crm_batch_seconds_count{"):
             counts["_batches"] = counts.get("_batches", 0) + float(line.rsplit(" ", 1)[1])
+        elif line.startswith("crm_batch_seconds_sum{"):
+            counts["_handling_s"] = counts.get("_handling_s", 0) + float(line.rsplit(" ", 1)[1])
     return counts
 
 
@@ -184,7 +186,9 @@ def batch_sizes(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     """Batches handled during the import and the records consumed per batch, by topic."""
     delta = {name: after.get(name, 0) - before.get(name, 0) for name in after}
     batches = delta.pop("_batches", 0)
-    return {"batches": batches, **{topic: round(n / batches, 1) if batches else 0 for topic, n in delta.items() if n}}
+    handling = delta.pop("_handling_s", 0)
+    return {"batches": batches, "handling_s": round(handling, 2),
+            **{topic: round(n / batches, 1) if batches else 0 for topic, n in delta.items() if n}}
 
 
 async def db_ops(folder: Path, pid: int) -> dict[str, int]:
@@ -213,7 +217,7 @@ def print_table(rows: int, f: dict) -> None:
         print("  CPU per row (µs, from /proc): " + ", ".join(f"{k} {v:,.0f}" for k, v in f["cpu_us_per_row"].items()))
     if f.get("batches"):
         print("  batches handled (records a batch, by topic): " + "; ".join(
-            f"{name} {b['batches']:,.0f} (" + ", ".join(f"{t} {n}" for t, n in b.items() if t != "batches") + ")"
+            f"{name} {b['batches']:,.0f} in {b['handling_s']:.2f} s (" + ", ".join(f"{t} {n}" for t, n in b.items() if t not in ("batches", "handling_s")) + ")"
             for name, b in f["batches"].items()))
     if f.get("importer_db_commands"):
         ops = f["importer_db_commands"]
