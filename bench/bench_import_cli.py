@@ -113,12 +113,14 @@ async def cli_import(endpoints: common.Endpoints, path: Path, rows: int, profile
             ops = {name: n - ops_before.get(name, 0) for name, n in (await db_ops(ops_dir, procs[0].pid)).items()}
             ops = {name: n for name, n in ops.items() if n}
             last_answer = await last_record_time(endpoints.kafka, prefix + "crm.leads.events.v1")
+            bus = await bus_records(endpoints.kafka, prefix)
             timeline = [((m.time - started_at).total_seconds(), m.type.removeprefix("crm.import."), getattr(m.data, "rows_read", None))
                         for m in events.got.messages if m.subject == done[0].subject]
             return {"rows": rows, "seconds": elapsed, "per_second": rows / elapsed, "cli_seconds": cli_elapsed,
                     "cpu_us_per_row": cpu, "batches": batches,
                     "last_answer_s": (last_answer - started_at).total_seconds() if last_answer else None, "importer_db_commands": ops, "timeline": timeline,
-                    "importer_writes_per_row": ops.get("_write_items", 0) / rows}
+                    "importer_writes_per_row": ops.get("_write_items", 0) / rows,
+                    "bus_per_row": {topic: (n / rows, size / rows if size else None) for topic, (n, size) in bus.items()}}
     finally:
         stop_all(procs)
         await client.close()
@@ -139,6 +141,30 @@ def count_db_ops(folder: Path) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+async def bus_records(bootstrap: str, prefix: str) -> dict[str, tuple[int, int | None]]:
+    """Records each of the run's topics holds (end offsets) and the bytes of its log segments as stored, compressed
+    as the producers sent them (a local stack's folders; None where they are not on this machine)."""
+    from aiokafka import TopicPartition
+    from crmctl.stack import StackConfig
+
+    reader = common.consumer(bootstrap, enable_auto_commit=False)
+    await reader.start()
+    try:
+        await reader._client.force_metadata_update()
+        topics = sorted(t for t in reader._client.cluster.topics() if t.startswith(prefix) and not t.endswith(".dlq"))
+        ends = await reader.end_offsets([TopicPartition(t, p) for t in topics for p in reader.partitions_for_topic(t) or ()])
+    finally:
+        await reader.stop()
+    data = StackConfig.from_env().run_dir / "kafka"
+    counts: dict[str, tuple[int, int | None]] = {}
+    for topic in topics:
+        records = sum(n for tp, n in ends.items() if tp.topic == topic)
+        if records:
+            logs = list(data.glob(f"node-*/data/{topic}-*/*.log"))
+            counts[topic.removeprefix(prefix)] = (records, sum(log.stat().st_size for log in logs) if logs else None)
+    return counts
 
 
 async def last_record_time(bootstrap: str, topic: str) -> datetime | None:
@@ -226,6 +252,11 @@ def print_table(rows: int, f: dict) -> None:
         for name, n in sorted(ops.items(), key=lambda kv: -kv[1]):
             if not name.startswith("_"):
                 print(f"    {n:6,}  {name}")
+    if f.get("bus_per_row"):
+        # What a row puts on the bus: each topic's records a row and their stored bytes (as compressed).
+        print("  the bus, a row: " + "; ".join(
+            f"{topic} {n:.3f} records" + (f" {size:,.0f} bytes" if size is not None else "")
+            for topic, (n, size) in sorted(f["bus_per_row"].items(), key=lambda kv: -kv[1][0])))
     if f.get("last_answer_s") is not None:
         print(f"  the leads service's last answer {f['last_answer_s']:.2f} s from the upload, completed "
               f"{f['seconds'] - f['last_answer_s']:.2f} s after it")
