@@ -85,7 +85,7 @@ async def cli_import(endpoints: common.Endpoints, path: Path, rows: int, profile
             async with httpx.AsyncClient() as http:
                 batches_before = {name: await batch_counts(http, p) for name, p in (("importer", port), ("leads", leads_port))}
             ops_before = await db_ops(ops_dir, procs[0].pid)  # start-up's (indexes, the grant) are not the import's
-            profiles = Profiles(profile, {"importer": procs[0].pid})
+            profiles = Profiles(profile, {"importer": procs[0].pid, "leads": procs[1].pid})
             profiles.start(f"cli-{rows}")
             meter = common.stack_meter(endpoints, importer=procs[0].pid, leads=procs[1].pid).start()
             started, started_at = time.perf_counter(), datetime.now(UTC)
@@ -113,12 +113,14 @@ async def cli_import(endpoints: common.Endpoints, path: Path, rows: int, profile
             ops = {name: n - ops_before.get(name, 0) for name, n in (await db_ops(ops_dir, procs[0].pid)).items()}
             ops = {name: n for name, n in ops.items() if n}
             last_answer = await last_record_time(endpoints.kafka, prefix + "crm.leads.events.v1")
+            bus = await bus_records(endpoints.kafka, prefix)
             timeline = [((m.time - started_at).total_seconds(), m.type.removeprefix("crm.import."), getattr(m.data, "rows_read", None))
                         for m in events.got.messages if m.subject == done[0].subject]
             return {"rows": rows, "seconds": elapsed, "per_second": rows / elapsed, "cli_seconds": cli_elapsed,
                     "cpu_us_per_row": cpu, "batches": batches,
                     "last_answer_s": (last_answer - started_at).total_seconds() if last_answer else None, "importer_db_commands": ops, "timeline": timeline,
-                    "importer_writes_per_row": ops.get("_write_items", 0) / rows}
+                    "importer_writes_per_row": ops.get("_write_items", 0) / rows,
+                    "bus_per_row": {topic: (n / rows, size / rows if size else None) for topic, (n, size) in bus.items()}}
     finally:
         stop_all(procs)
         await client.close()
@@ -139,6 +141,30 @@ def count_db_ops(folder: Path) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+async def bus_records(bootstrap: str, prefix: str) -> dict[str, tuple[int, int | None]]:
+    """Records each of the run's topics holds (end offsets) and the bytes of its log segments as stored, compressed
+    as the producers sent them (a local stack's folders; None where they are not on this machine)."""
+    from aiokafka import TopicPartition
+    from crmctl.stack import StackConfig
+
+    reader = common.consumer(bootstrap, enable_auto_commit=False)
+    await reader.start()
+    try:
+        await reader._client.force_metadata_update()
+        topics = sorted(t for t in reader._client.cluster.topics() if t.startswith(prefix) and not t.endswith(".dlq"))
+        ends = await reader.end_offsets([TopicPartition(t, p) for t in topics for p in reader.partitions_for_topic(t) or ()])
+    finally:
+        await reader.stop()
+    data = StackConfig.from_env().run_dir / "kafka"
+    counts: dict[str, tuple[int, int | None]] = {}
+    for topic in topics:
+        records = sum(n for tp, n in ends.items() if tp.topic == topic)
+        if records:
+            logs = list(data.glob(f"node-*/data/{topic}-*/*.log"))
+            counts[topic.removeprefix(prefix)] = (records, sum(log.stat().st_size for log in logs) if logs else None)
+    return counts
 
 
 async def last_record_time(bootstrap: str, topic: str) -> datetime | None:
@@ -177,6 +203,8 @@ async def batch_counts(http, port: int) -> dict[str, float]:
             counts[topic] = counts.get(topic, 0) + float(line.rsplit(" ", 1)[1])
         elif line.startswith("crm_batch_seconds_count{"):
             counts["_batches"] = counts.get("_batches", 0) + float(line.rsplit(" ", 1)[1])
+        elif line.startswith("crm_batch_seconds_sum{"):
+            counts["_handling_s"] = counts.get("_handling_s", 0) + float(line.rsplit(" ", 1)[1])
     return counts
 
 
@@ -184,7 +212,9 @@ def batch_sizes(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     """Batches handled during the import and the records consumed per batch, by topic."""
     delta = {name: after.get(name, 0) - before.get(name, 0) for name in after}
     batches = delta.pop("_batches", 0)
-    return {"batches": batches, **{topic: round(n / batches, 1) if batches else 0 for topic, n in delta.items() if n}}
+    handling = delta.pop("_handling_s", 0)
+    return {"batches": batches, "handling_s": round(handling, 2),
+            **{topic: round(n / batches, 1) if batches else 0 for topic, n in delta.items() if n}}
 
 
 async def db_ops(folder: Path, pid: int) -> dict[str, int]:
@@ -213,7 +243,7 @@ def print_table(rows: int, f: dict) -> None:
         print("  CPU per row (µs, from /proc): " + ", ".join(f"{k} {v:,.0f}" for k, v in f["cpu_us_per_row"].items()))
     if f.get("batches"):
         print("  batches handled (records a batch, by topic): " + "; ".join(
-            f"{name} {b['batches']:,.0f} (" + ", ".join(f"{t} {n}" for t, n in b.items() if t != "batches") + ")"
+            f"{name} {b['batches']:,.0f} in {b['handling_s']:.2f} s (" + ", ".join(f"{t} {n}" for t, n in b.items() if t not in ("batches", "handling_s")) + ")"
             for name, b in f["batches"].items()))
     if f.get("importer_db_commands"):
         ops = f["importer_db_commands"]
@@ -222,6 +252,11 @@ def print_table(rows: int, f: dict) -> None:
         for name, n in sorted(ops.items(), key=lambda kv: -kv[1]):
             if not name.startswith("_"):
                 print(f"    {n:6,}  {name}")
+    if f.get("bus_per_row"):
+        # What a row puts on the bus: each topic's records a row and their stored bytes (as compressed).
+        print("  the bus, a row: " + "; ".join(
+            f"{topic} {n:.3f} records" + (f" {size:,.0f} bytes" if size is not None else "")
+            for topic, (n, size) in sorted(f["bus_per_row"].items(), key=lambda kv: -kv[1][0])))
     if f.get("last_answer_s") is not None:
         print(f"  the leads service's last answer {f['last_answer_s']:.2f} s from the upload, completed "
               f"{f['seconds'] - f['last_answer_s']:.2f} s after it")
