@@ -37,12 +37,6 @@ _CONTENT_TYPE = b"application/cloudevents+json"
 # The producer's request limit; a record larger than this is refused as aiokafka's send refuses it.
 _MAX_REQUEST_BYTES = 2 * 1024 * 1024
 _RECORD_OVERHEAD = 4096  # headers and batch framing, generously
-# Each record batch is compressed by the producer (zstd, cramjam: aiokafka's codec); every Kafka client reads
-# it transparently. An import's records stored 15x smaller (a crm.lead.created 1,921 -> 108 bytes, a
-# crm.lead.create 1,039 -> 76), and cheaper to carry: bench/bench_bus_compression.py (60,000 such records,
-# four alternated rounds, one node, twice) Kafka 6.0-6.2 -> 4.3-4.7 µs a record, the producer the same
-# (17.4 / 17.6: compressing costs what the fewer bytes save), the consumer 7.9 -> 5.3.
-_COMPRESSION = "zstd"
 # Header naming the process that produced a record (see Bus.instance_id).
 PRODUCER_INSTANCE = "crm-producer-instance"
 
@@ -108,7 +102,10 @@ class Bus:
             max_batch_size=512 * 1024,
             max_request_size=_MAX_REQUEST_BYTES,
             request_timeout_ms=30_000,
-            compression_type=_COMPRESSION,
+            # KAFKA_COMPRESSION_TYPE (off by default). zstd, measured: bench/bench_bus_compression.py (60,000
+            # import-shaped records, four alternated rounds, one node, twice) Kafka 6.0-6.2 -> 4.3-4.7 µs a record,
+            # the producer the same (17.4 / 17.6), the consumer 7.9 -> 5.3; stored 1,487 -> 96 bytes a record.
+            compression_type=None if self._settings.kafka_compression_type == "none" else self._settings.kafka_compression_type,
         )
         await producer.start()
         self._producer = producer

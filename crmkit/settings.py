@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import ssl
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Shared endpoints and credentials may be given once for all services, without the service prefix.
@@ -21,10 +21,13 @@ _SHARED_ENV = {
     "kafka_ssl_keyfile": "KAFKA_SSL_KEYFILE",
     "mongodb_url": "MONGODB_URL",
     "topic_prefix": "CRM_TOPIC_PREFIX",
+    "kafka_compression_type": "KAFKA_COMPRESSION_TYPE",
 }
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+# Off by default: a codec on the producers asks every reader of the topics for it (an integrator's client too).
+CompressionType = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 
 
 class _SharedFallback(BaseSettings):
@@ -111,6 +114,17 @@ class ServiceSettings(KafkaSettings):
     database: str = Field("crm", description="Name of the service's own MongoDB database")
     topic_prefix: str = Field("", description="Prefix put before every topic name (isolates tests and tenants)")
     group_id: str = Field("crm-service", description="Kafka consumer group of the service's consumers")
+    kafka_compression_type: CompressionType = Field(
+        "none",
+        description="How the service's producer compresses its record batches: none, gzip, snappy, lz4 or zstd "
+        "(every consumer of the topics then needs that codec)",
+    )
+
+    @field_validator("kafka_compression_type", mode="before")
+    @classmethod
+    def _codec_name(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     http_host: str = Field("127.0.0.1", description="HTTP bind address")
     http_port: int = Field(8000, description="HTTP port")
     batch_max_records: int = Field(1000, description="Most records handed to a handler at once")

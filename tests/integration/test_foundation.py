@@ -290,3 +290,25 @@ async def test_an_event_too_large_to_publish_parks_its_cause_in_the_dlq_and_the_
         assert "MessageSizeTooLarge" in headers_of(dlq[0])[DLQ_REASON]
         assert {m.subject for m in got.got.of_type("crm.command.rejected")} == {messages[0].id, messages[2].id}
         assert messages[1].id in handled  # it was handled: its event, not the record itself, was too large
+
+
+async def test_a_bus_set_to_compress_publishes_records_every_consumer_reads(settings_for, endpoints, isolation):
+    """KAFKA_COMPRESSION_TYPE=zstd: the producer compresses its batches; a plain consumer reads the same messages."""
+    settings = settings_for(ServiceSettings, "bus").model_copy(update={"kafka_compression_type": "zstd"})
+    await ensure_topics(settings, [settings.topic(LEADS_COMMANDS)], settings.topic_partitions)
+    bus = Bus(settings, Metrics("bus-test"), "bus-test")
+    await bus.start()
+    assert bus._producer is not None and bus._producer._compression_type == "zstd"
+    make = payload_class("crm.lead.create")
+    sent = [build_message(make.model_validate({"title": f"compressed {i}"}), source="test", subject=f"lead-{i % 7}")
+            for i in range(300)]
+    try:
+        await bus.publish([Outbound(LEADS_COMMANDS, m) for m in sent])
+    finally:
+        await bus.stop()
+    async with Collector(endpoints.kafka, isolation.prefix, LEADS_COMMANDS) as got:
+        await wait_until(lambda: len(got.got.records) >= len(sent), timeout=60, what="300 records")
+        records = list(got.got.records)
+    read = {m.id: m for m in (parse_message(LEADS_COMMANDS, r.value) for r in records)}
+    assert sorted(read) == sorted(m.id for m in sent)
+    assert {read[m.id].data.title for m in sent} == {m.data.title for m in sent}

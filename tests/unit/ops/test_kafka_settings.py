@@ -54,3 +54,19 @@ def test_a_wrong_setting_is_named(fields, named, monkeypatch):
     monkeypatch.delenv("KAFKA_SASL_USERNAME", raising=False)
     with pytest.raises(ValidationError, match=named):
         KafkaSettings(**fields)
+
+
+def test_the_producers_compression_is_off_unless_set_once_for_all_or_per_service(monkeypatch):
+    monkeypatch.delenv("KAFKA_COMPRESSION_TYPE", raising=False)
+    monkeypatch.delenv("LEADS_KAFKA_COMPRESSION_TYPE", raising=False)
+    assert LeadsSettings().kafka_compression_type == "none"
+    monkeypatch.setenv("KAFKA_COMPRESSION_TYPE", "ZSTD")
+    assert LeadsSettings().kafka_compression_type == "zstd"
+    monkeypatch.setenv("LEADS_KAFKA_COMPRESSION_TYPE", "lz4")
+    assert LeadsSettings().kafka_compression_type == "lz4"
+
+
+def test_an_unknown_compression_is_named(monkeypatch):
+    monkeypatch.setenv("LEADS_KAFKA_COMPRESSION_TYPE", "brotli")
+    with pytest.raises(ValidationError, match="kafka_compression_type"):
+        LeadsSettings()
