@@ -140,3 +140,26 @@ async def test_a_stale_lead_fact_beside_new_ones_is_passed_over_and_the_new_ones
                               lead_card("S3", version=1, title="Third")]))
         titles = {d["_id"]: (d["version"], d["title"]) async for d in service.db["leads"].find({})}
         assert titles == {"S1": (3, "Newest"), "S2": (2, "Second, renamed"), "S3": (1, "Third")}
+
+
+async def test_a_process_stored_before_the_blob_is_resumed_and_replayed_as_it_owes(settings_for):
+    # A process written by the version before (the closing's fields and ``_outbox`` in the document), left
+    # half way: the redelivered command finishes it and publishes what it owed; a later redelivery the same.
+    commands = [qualify(lead_id) for lead_id in LEADS[:3]]
+    async with built(app(settings_for)) as service:
+        handle = await prepared(service)
+        await handle(inbound([GRANT, *(lead_card(lead_id) for lead_id in LEADS[:3])]))
+        out = await handle(inbound(commands))
+        closings = ClosingRepository(service.db)
+        for lead_id in LEADS[:3]:
+            stored = await closings.get(lead_id)
+            old = {**stored.closing.model_dump(), "state": "company_created", "_id": lead_id, "_outbox": stored.outbox}
+            await service.db["closings"].replace_one({"_id": lead_id}, old)
+        await service.db["closings_done"].delete_many({})
+        await service.db["deals"].delete_many({})
+        assert await stored_counts(service.db) == (3, 0, 0, 3)
+
+        resumed = await handle(inbound(commands))
+        assert wire(resumed) == wire(out)
+        assert await stored_counts(service.db) == (3, 3, 3, 3)
+        assert wire(await handle(inbound(commands))) == wire(out)
