@@ -186,20 +186,29 @@ class StoredClosing:
     outbox: list[str]  # serialized envelopes the process publishes, fixed when it starts
 
 
-# A process is stored as its lead id (``_id``), its command id (a reopened lead's process is replaced by naming
-# it) and the rest, closing and outbox, as one zstd-compressed JSON blob: nothing is queried by another field,
-# and FerretDB turns every BSON field into JSON and back, so the closing's nested deal, company and three
-# serialized events cost it 85 µs of CPU per document inserted against 20 as a blob (bench, 2,000 closings
-# of the benchmark's shape in batches of 600, four alternated rounds; BSON 3,073 -> 1,133 bytes). Documents
-# written before (``_outbox`` and the closing's fields) are still read.
-_BLOB_COMPRESSOR = zstandard.ZstdCompressor(level=1)
+_BLOB_COMPRESSOR = zstandard.ZstdCompressor(level=1)  # the event loop's thread only, as the leads service's
 _BLOB_DECOMPRESSOR = zstandard.ZstdDecompressor()
 
 
+def _blob(value: Any) -> Binary:
+    """What a closing or a deal stores besides the fields a query names (ids, a deal's lead and list keys): one
+    zstd-compressed JSON blob. FerretDB turns every BSON field into JSON and back, so a closing's nested deal,
+    company and three serialized events cost it 85 µs of CPU per document inserted against 20 as a blob (BSON
+    3,073 -> 1,133 bytes), a deal 55 against 20 (bench: 2,000 documents of the benchmark's shape in batches of
+    600, four alternated rounds); the blob costs this process ~10 µs a closing. Documents written before, with
+    every field of their own, are still read."""
+    return Binary(_BLOB_COMPRESSOR.compress(orjson.dumps(value)))
+
+
+def _unblob(doc: dict[str, Any]) -> Any:
+    return orjson.loads(_BLOB_DECOMPRESSOR.decompress(bytes(doc["blob"])))
+
+
 def _closing_doc(stored: StoredClosing) -> dict[str, Any]:
+    """A process: its lead (``_id``), its command (a reopened lead's process is replaced by naming it), the rest in the blob."""
     closing = stored.closing
-    body = orjson.dumps({"closing": closing.model_dump(), "outbox": stored.outbox})
-    return {"_id": closing.lead_id, "command_id": closing.command_id, "blob": Binary(_BLOB_COMPRESSOR.compress(body))}
+    return {"_id": closing.lead_id, "command_id": closing.command_id,
+            "blob": _blob({"closing": closing.model_dump(), "outbox": stored.outbox})}
 
 
 def _done_id(closing: Closing) -> str:
@@ -208,7 +217,7 @@ def _done_id(closing: Closing) -> str:
 
 def _closing_from(doc: dict[str, Any]) -> StoredClosing:
     if "blob" in doc:
-        body = orjson.loads(_BLOB_DECOMPRESSOR.decompress(bytes(doc["blob"])))
+        body = _unblob(doc)
         return StoredClosing(Closing.model_validate(body["closing"]), list(body["outbox"]))
     outbox = list(doc.get("_outbox", []))  # written before the blob
     return StoredClosing(Closing.model_validate({k: v for k, v in doc.items() if k not in ("_id", "_outbox")}), outbox)
@@ -318,6 +327,15 @@ def deal_list_keys(deal: Deal) -> dict[str, str]:
     }
 
 
+def deal_document(deal: Deal) -> dict[str, Any]:
+    """A deal: its id, its lead (deals are counted by lead), its list keys, the rest in the blob."""
+    return {"_id": deal.deal_id, "lead_id": deal.lead_id, **deal_list_keys(deal), "blob": _blob(deal.model_dump())}
+
+
+def _deal_from(doc: dict[str, Any]) -> Deal:
+    return Deal.model_validate(_unblob(doc) if "blob" in doc else doc)  # without a blob: written before it
+
+
 class DealRepository:
     def __init__(self, db: AsyncDatabase) -> None:
         self._col = db["deals"]
@@ -328,11 +346,11 @@ class DealRepository:
 
     async def create_many(self, deals: Sequence[Deal]) -> None:
         """Insert those not stored yet, in one request (a repeated step finds the others there)."""
-        await insert_new(self._col, [{**d.model_dump(), "_id": d.deal_id, **deal_list_keys(d)} for d in deals])
+        await insert_new(self._col, [deal_document(d) for d in deals])
 
     async def get(self, deal_id: str) -> Deal | None:
         doc = await self._col.find_one({"_id": deal_id})
-        return Deal.model_validate(doc) if doc else None
+        return _deal_from(doc) if doc else None
 
     async def list(self, *, lead_id: str | None = None, cursor: str | None = None, limit: int = 50) -> tuple[list[Deal], str | None]:
         """Deals, newest first, and the cursor of the next page: one range of one list key."""
@@ -343,7 +361,7 @@ class DealRepository:
         page = docs[:limit]
         next_cursor = listkeys.tail(page[-1][name]) if len(docs) > limit else None
         # A hash shared by two lead ids would let a stranger into the range: checked here.
-        return [Deal.model_validate(d) for d in page if not lead_id or d["lead_id"] == lead_id], next_cursor
+        return [_deal_from(d) for d in page if not lead_id or d["lead_id"] == lead_id], next_cursor
 
     async def migrate_list_keys(self) -> int:
         """Deals stored before their list keys get them, once per database (deals never change: no
@@ -353,7 +371,7 @@ class DealRepository:
             return 0
         done = 0
         async for doc in self._col.find({"ix_all": None}):
-            deal = Deal.model_validate(doc)
+            deal = _deal_from(doc)
             done += (await self._col.update_one({"_id": doc["_id"]}, {"$set": deal_list_keys(deal)})).modified_count
         await meta.update_one({"_id": "deal_list_keys"}, {"$set": {"version": 1}}, upsert=True)
         return done
