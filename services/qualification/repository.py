@@ -43,6 +43,23 @@ class _Upsert:
     upsert: bool = True
 
 
+_BLOB_COMPRESSOR = zstandard.ZstdCompressor(level=1)  # the event loop's thread only, as the leads service's
+_BLOB_DECOMPRESSOR = zstandard.ZstdDecompressor()
+
+
+def _blob(value: Any) -> Binary:
+    """What a closing, a deal or a lead's copy stores besides the fields a query or a version guard names: one
+    zstd-compressed JSON blob. FerretDB turns every BSON field into JSON and back, so a closing's nested deal,
+    company and three serialized events cost it 85 µs of CPU per document inserted against 20 as a blob (BSON
+    3,073 -> 1,133 bytes), a deal 55 against 20 (bench: 2,000 documents of the benchmark's shape in batches of
+    600, four alternated rounds; a lead's copy: ``_copy_values``); the blob costs this process ~10 µs a closing.
+    Documents written before, with every field of their own, are still read."""
+    return Binary(_BLOB_COMPRESSOR.compress(orjson.dumps(value)))
+
+
+def _unblob(doc: dict[str, Any]) -> Any:
+    return orjson.loads(_BLOB_DECOMPRESSOR.decompress(bytes(doc["blob"])))
+
 
 async def _bulk_ignoring_duplicates(col: Any, ops: list[_Upsert]) -> None:
     """Run upserts guarded by version; a guard that fails on an existing document is a stale fact."""
@@ -69,6 +86,23 @@ def folded(changes: Sequence[LeadChange]) -> list[LeadChange]:
     return list(merged.values())
 
 
+# The card fields of a lead's copy that are nested documents: read only to plan a deal, kept in the blob.
+_NESTED_CARD_FIELDS = ("contact", "products")
+
+
+def _copy_values(change: LeadChange) -> dict[str, Any]:
+    """The fields a lead change sets on the copy: the plain ones as they are, the nested ones (``contact``,
+    ``products``, which a whole card carries) in one blob (see ``_blob``). FerretDB CPU per copy updated after a
+    qualification (a whole card's ``$set``) 135-155 -> 80-95 µs, per copy read 115-125 -> 75-85 (bench: 2,000
+    copies of the benchmark's shape in batches of 600, four alternated rounds). A copy written before keeps its
+    nested fields until its next card; the blob, newer, wins over them."""
+    values = {k: v for k, v in change.fields.items() if k not in _NESTED_CARD_FIELDS}
+    nested = {k: change.fields[k] for k in _NESTED_CARD_FIELDS if k in change.fields}
+    if nested:
+        values["blob"] = _blob(nested)
+    return {**values, "version": change.version}
+
+
 class LeadProjection:
     """The newest known version of each lead, from crm.leads.events.v1."""
 
@@ -78,7 +112,7 @@ class LeadProjection:
     async def apply(self, changes: Sequence[LeadChange]) -> None:
         ops: list[_Upsert] = []
         for change in folded(changes):
-            values = {**change.fields, "version": change.version}
+            values = _copy_values(change)
             if change.fields.get("status") in FINAL_STATUSES:
                 values["closed_version"] = change.version  # so a later open status shows a reopen
             # Equal versions are let through: a card and its stage-changed event share one version.
@@ -98,7 +132,10 @@ class LeadProjection:
         if not ids:
             return {}
         found = await find_by_ids(self._col, ids)
-        return {doc["_id"]: Lead.model_validate({**doc, "lead_id": doc["_id"]}) for doc in found if "title" in doc}
+        return {
+            doc["_id"]: Lead.model_validate({**doc, **(_unblob(doc) if "blob" in doc else {}), "lead_id": doc["_id"]})
+            for doc in found if "title" in doc
+        }
 
 
 class PipelineProjection:
@@ -184,24 +221,6 @@ class ReasonRepository:
 class StoredClosing:
     closing: Closing
     outbox: list[str]  # serialized envelopes the process publishes, fixed when it starts
-
-
-_BLOB_COMPRESSOR = zstandard.ZstdCompressor(level=1)  # the event loop's thread only, as the leads service's
-_BLOB_DECOMPRESSOR = zstandard.ZstdDecompressor()
-
-
-def _blob(value: Any) -> Binary:
-    """What a closing or a deal stores besides the fields a query names (ids, a deal's lead and list keys): one
-    zstd-compressed JSON blob. FerretDB turns every BSON field into JSON and back, so a closing's nested deal,
-    company and three serialized events cost it 85 µs of CPU per document inserted against 20 as a blob (BSON
-    3,073 -> 1,133 bytes), a deal 55 against 20 (bench: 2,000 documents of the benchmark's shape in batches of
-    600, four alternated rounds); the blob costs this process ~10 µs a closing. Documents written before, with
-    every field of their own, are still read."""
-    return Binary(_BLOB_COMPRESSOR.compress(orjson.dumps(value)))
-
-
-def _unblob(doc: dict[str, Any]) -> Any:
-    return orjson.loads(_BLOB_DECOMPRESSOR.decompress(bytes(doc["blob"])))
 
 
 def _closing_doc(stored: StoredClosing) -> dict[str, Any]:
