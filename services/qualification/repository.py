@@ -51,9 +51,10 @@ def _blob(value: Any) -> Binary:
     """What a closing, a deal or a lead's copy stores besides the fields a query or a version guard names: one
     zstd-compressed JSON blob. FerretDB turns every BSON field into JSON and back, so a closing's nested deal,
     company and three serialized events cost it 85 µs of CPU per document inserted against 20 as a blob (BSON
-    3,073 -> 1,133 bytes), a deal 55 against 20 (bench: 2,000 documents of the benchmark's shape in batches of
-    600, four alternated rounds; a lead's copy: ``_copy_values``); the blob costs this process ~10 µs a closing.
-    Documents written before, with every field of their own, are still read."""
+    3,073 -> 1,133 bytes), a deal 55 against 20, for a lead with a contact and two product lines; 80 -> 17 and
+    35 -> 15 for bench_flow's leads (a contact, no products). Measured with 2,000 documents inserted in batches
+    of 600, four alternated rounds; a lead's copy: ``_copy_values``. The blob costs this process ~10 µs a
+    closing. Documents written before, with every field of their own, are still read."""
     return Binary(_BLOB_COMPRESSOR.compress(orjson.dumps(value)))
 
 
@@ -93,9 +94,10 @@ _NESTED_CARD_FIELDS = ("contact", "products")
 def _copy_values(change: LeadChange) -> dict[str, Any]:
     """The fields a lead change sets on the copy: the plain ones as they are, the nested ones (``contact``,
     ``products``, which a whole card carries) in one blob (see ``_blob``). FerretDB CPU per copy updated after a
-    qualification (a whole card's ``$set``) 135-155 -> 80-95 µs, per copy read 115-125 -> 75-85 (bench: 2,000
-    copies of the benchmark's shape in batches of 600, four alternated rounds). A copy written before keeps its
-    nested fields until its next card; the blob, newer, wins over them."""
+    qualification (a whole card's ``$set``) 135-155 -> 80-95 µs, per copy read 115-125 -> 75-85, for a lead with
+    a contact and two product lines; 100-120 -> 90-95 and 85-100 -> 80-85 for bench_flow's leads (a contact, no
+    products). Measured on 2,000 copies in batches of 600, four alternated rounds. A copy written before keeps
+    its nested fields until its next card; the blob, newer, wins over them."""
     values = {k: v for k, v in change.fields.items() if k not in _NESTED_CARD_FIELDS}
     nested = {k: change.fields[k] for k in _NESTED_CARD_FIELDS if k in change.fields}
     if nested:
