@@ -1,4 +1,4 @@
-"""Where the qualification service keeps its data in MongoDB; the only module that knows document shapes."""
+"""Where the qualification service keeps its data in MongoDB: the queries (a closing's and a deal's shape: documents.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-import zstandard
-from bson import Binary
-
 from crmkit import listkeys
 from crmkit.mongo import drop_indexes, find_by_ids, insert_new
 from crmkit.mongo import ensure_indexes as create_missing_indexes
@@ -19,6 +15,9 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.qualification.documents import (
+    StoredClosing, blob, closing_document, closing_from, deal_document, deal_from, deal_list_keys, done_id, unblob,
+)
 from services.qualification.domain import FINAL_STATUSES, Closing, Company, Deal, Lead, Reason, default_reasons
 
 _DUPLICATE_KEY = 11000
@@ -41,32 +40,6 @@ class _Upsert:
     filter: dict[str, Any]
     update: dict[str, Any]
     upsert: bool = True
-
-
-_BLOB_COMPRESSOR = zstandard.ZstdCompressor(level=1)  # the event loop's thread only, as the leads service's
-_BLOB_DECOMPRESSOR = zstandard.ZstdDecompressor()
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame's first bytes; JSON starts with "{"
-# A blob's JSON is compressed above this size: a closing's 3.3 KB go to 1.0 KB (FerretDB 38 -> 17 µs a closing
-# inserted, for 8 µs of compressing here), where a copy's 263 bytes of card fields went to 208 for 6.8 µs, and
-# 5.8 to read them back.
-_COMPRESSED_ABOVE = 1024
-
-
-def _blob(value: Any) -> Binary:
-    """What a closing, a deal or a lead's copy stores besides the fields a query or a version guard names: one
-    JSON blob, compressed when large. FerretDB turns every BSON field into JSON and back, so a closing's nested deal,
-    company and three serialized events cost it 85 µs of CPU per document inserted against 20 as a blob (BSON
-    3,073 -> 1,133 bytes), a deal 55 against 17-20, for a lead with a contact and two product lines; 80 -> 17 and
-    33-35 -> 15-20 for bench_flow's leads (a contact, no products). Measured with 2,000 documents inserted in batches
-    of 600, four alternated rounds; a lead's copy: ``_copy_values``. The blob costs this process ~10 µs a
-    closing. Documents written before, with every field of their own, are still read."""
-    raw = orjson.dumps(value)
-    return Binary(_BLOB_COMPRESSOR.compress(raw) if len(raw) > _COMPRESSED_ABOVE else raw)
-
-
-def _unblob(doc: dict[str, Any]) -> Any:
-    raw = bytes(doc["blob"])
-    return orjson.loads(_BLOB_DECOMPRESSOR.decompress(raw) if raw.startswith(_ZSTD_MAGIC) else raw)
 
 
 async def _bulk_ignoring_duplicates(col: Any, ops: list[_Upsert]) -> None:
@@ -100,15 +73,15 @@ _NESTED_CARD_FIELDS = ("contact", "products")
 
 def _copy_values(change: LeadChange) -> dict[str, Any]:
     """The fields a lead change sets on the copy: the plain ones as they are, the nested ones (``contact``,
-    ``products``, which a whole card carries) in one blob (see ``_blob``). FerretDB CPU per copy updated after a
-    qualification (a whole card's ``$set``) 135-155 -> 80-95 µs, per copy read 115-125 -> 75-85, for a lead with
-    a contact and two product lines; 100-120 -> 90-95 and 85-100 -> 80-85 for bench_flow's leads (a contact, no
-    products). Measured on 2,000 copies in batches of 600, four alternated rounds. A copy written before keeps
-    its nested fields until its next card; the blob, newer, wins over them."""
+    ``products``, which a whole card carries) in one blob (``documents.blob``). FerretDB CPU per copy updated
+    after a qualification (a whole card's ``$set``) 135-155 -> 80-95 µs, per copy read 115-125 -> 75-85, for a
+    lead with a contact and two product lines; 100-120 -> 90-95 and 85-100 -> 80-85 for bench_flow's leads (a
+    contact, no products). Measured on 2,000 copies in batches of 600, four alternated rounds. A copy written
+    before keeps its nested fields until its next card; the blob, newer, wins over them."""
     values = {k: v for k, v in change.fields.items() if k not in _NESTED_CARD_FIELDS}
     nested = {k: change.fields[k] for k in _NESTED_CARD_FIELDS if k in change.fields}
     if nested:
-        values["blob"] = _blob(nested)
+        values["blob"] = blob(nested)
     return {**values, "version": change.version}
 
 
@@ -142,7 +115,7 @@ class LeadProjection:
             return {}
         found = await find_by_ids(self._col, ids)
         return {
-            doc["_id"]: Lead.model_validate({**doc, **(_unblob(doc) if "blob" in doc else {}), "lead_id": doc["_id"]})
+            doc["_id"]: Lead.model_validate({**doc, **(unblob(doc) if "blob" in doc else {}), "lead_id": doc["_id"]})
             for doc in found if "title" in doc
         }
 
@@ -226,31 +199,6 @@ class ReasonRepository:
         return result.matched_count == 1
 
 
-@dataclass
-class StoredClosing:
-    closing: Closing
-    outbox: list[str]  # serialized envelopes the process publishes, fixed when it starts
-
-
-def _closing_doc(stored: StoredClosing) -> dict[str, Any]:
-    """A process: its lead (``_id``), its command (naming it replaces a reopened lead's process), the rest in the blob."""
-    closing = stored.closing
-    return {"_id": closing.lead_id, "command_id": closing.command_id,
-            "blob": _blob({"closing": closing.model_dump(), "outbox": stored.outbox})}
-
-
-def _done_id(closing: Closing) -> str:
-    return f"{closing.lead_id}\x1f{closing.command_id}"
-
-
-def _closing_from(doc: dict[str, Any]) -> StoredClosing:
-    if "blob" in doc:
-        body = _unblob(doc)
-        return StoredClosing(Closing.model_validate(body["closing"]), list(body["outbox"]))
-    outbox = list(doc.get("_outbox", []))  # written before the blob
-    return StoredClosing(Closing.model_validate({k: v for k, v in doc.items() if k not in ("_id", "_outbox")}), outbox)
-
-
 class ClosingRepository:
     """One document per lead: the process that closes it, its state, and the events it owes."""
 
@@ -267,8 +215,8 @@ class ClosingRepository:
         ids = sorted(set(lead_ids))
         if not ids:
             return {}
-        found = {doc["_id"]: _closing_from(doc) for doc in await find_by_ids(self._col, ids)}
-        running = {_done_id(s.closing): lid for lid, s in found.items() if s.closing.state != "done"}
+        found = {doc["_id"]: closing_from(doc) for doc in await find_by_ids(self._col, ids)}
+        running = {done_id(s.closing): lid for lid, s in found.items() if s.closing.state != "done"}
         for doc in await find_by_ids(self._done, list(running), {"_id": 1}):
             stored = found[running[doc["_id"]]]
             found[running[doc["_id"]]] = StoredClosing(stored.closing.model_copy(update={"state": "done"}), stored.outbox)
@@ -276,27 +224,27 @@ class ClosingRepository:
 
     async def start_many(self, stored: Sequence[StoredClosing]) -> set[str]:
         """Store new processes in one request; the leads that had one already (read them again)."""
-        docs = [_closing_doc(s) for s in stored]
+        docs = [closing_document(s) for s in stored]
         return {stored[i].closing.lead_id for i in await insert_new(self._col, docs)}
 
     async def finish_many(self, closings: Iterable[Closing]) -> None:
         """Mark processes done, once everything they create is stored: a small document each, inserted in one
         request (rewriting every process document cost fifty times as much on FerretDB)."""
-        await insert_new(self._done, [{"_id": _done_id(c)} for c in closings])
+        await insert_new(self._done, [{"_id": done_id(c)} for c in closings])
 
     async def start(self, closing: Closing, outbox: list[str], *, replacing: Closing | None = None) -> bool:
         """Store a new process; False if the lead already has one (then read it again).
 
         ``replacing`` is the finished process of a lead that was reopened: it moves to
         ``closings_history`` and the new one takes its place, unless another got there first."""
-        doc = _closing_doc(StoredClosing(closing, outbox))
+        doc = closing_document(StoredClosing(closing, outbox))
         if replacing is not None:
             old = (await self.get_many([closing.lead_id])).get(closing.lead_id)
             if old is None or old.closing.command_id != replacing.command_id or old.closing.state != "done":
                 return False
             with contextlib.suppress(DuplicateKeyError):
                 await self._history.insert_one(
-                    {**_closing_doc(old), "_id": f"{closing.lead_id}\x1f{replacing.command_id}"}
+                    {**closing_document(old), "_id": f"{closing.lead_id}\x1f{replacing.command_id}"}
                 )
             result = await self._col.replace_one({"_id": closing.lead_id, "command_id": replacing.command_id}, doc)
             return result.matched_count == 1
@@ -347,23 +295,6 @@ class CompanyRepository:
         return Company.model_validate(doc) if doc else None
 
 
-def deal_list_keys(deal: Deal) -> dict[str, str]:
-    """The list keys of GET /deals, newest first (crmkit/listkeys.py)."""
-    return {
-        "ix_all": listkeys.key((), deal.created_at, deal.deal_id),
-        "ix_lead": listkeys.key((deal.lead_id,), deal.created_at, deal.deal_id),
-    }
-
-
-def deal_document(deal: Deal) -> dict[str, Any]:
-    """A deal: its id, its lead (deals are counted by lead), its list keys, the rest in the blob."""
-    return {"_id": deal.deal_id, "lead_id": deal.lead_id, **deal_list_keys(deal), "blob": _blob(deal.model_dump())}
-
-
-def _deal_from(doc: dict[str, Any]) -> Deal:
-    return Deal.model_validate(_unblob(doc) if "blob" in doc else doc)  # without a blob: written before it
-
-
 class DealRepository:
     def __init__(self, db: AsyncDatabase) -> None:
         self._col = db["deals"]
@@ -378,7 +309,7 @@ class DealRepository:
 
     async def get(self, deal_id: str) -> Deal | None:
         doc = await self._col.find_one({"_id": deal_id})
-        return _deal_from(doc) if doc else None
+        return deal_from(doc) if doc else None
 
     async def list(self, *, lead_id: str | None = None, cursor: str | None = None, limit: int = 50) -> tuple[list[Deal], str | None]:
         """Deals, newest first, and the cursor of the next page: one range of one list key."""
@@ -389,7 +320,7 @@ class DealRepository:
         page = docs[:limit]
         next_cursor = listkeys.tail(page[-1][name]) if len(docs) > limit else None
         # A hash shared by two lead ids would let a stranger into the range: checked here.
-        return [_deal_from(d) for d in page if not lead_id or d["lead_id"] == lead_id], next_cursor
+        return [deal_from(d) for d in page if not lead_id or d["lead_id"] == lead_id], next_cursor
 
     async def migrate_list_keys(self) -> int:
         """Deals stored before their list keys get them, once per database (deals never change: no
@@ -399,7 +330,7 @@ class DealRepository:
             return 0
         done = 0
         async for doc in self._col.find({"ix_all": None}):
-            deal = _deal_from(doc)
+            deal = deal_from(doc)
             done += (await self._col.update_one({"_id": doc["_id"]}, {"$set": deal_list_keys(deal)})).modified_count
         await meta.update_one({"_id": "deal_list_keys"}, {"$set": {"version": 1}}, upsert=True)
         return done
