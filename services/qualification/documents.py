@@ -26,8 +26,8 @@ def blob(value: Any) -> Binary:
     one JSON blob, compressed when large. FerretDB turns every BSON field into JSON and back, so a closing's
     nested deal, company and three serialized events cost it 85 µs of CPU per document inserted against 20 as
     a blob (BSON 3,073 -> 1,133 bytes), a deal 55 against 17-20, for a lead with a contact and two product
-    lines; 80 -> 17 and 33-35 -> 15-20 for bench_flow's leads (a contact, no products). Measured with 2,000
-    documents inserted in batches of 600, four alternated rounds; a lead's copy: ``repository._copy_values``.
+    lines; 80 -> 17 and 33-35 -> 15-20 for bench_flow's leads (a contact, no products). Measured by
+    bench/bench_qualification_docs.py (2,000 documents, four rounds); a lead's copy: ``repository.copy_values``.
     This process encodes fewer BSON fields for it: its CPU per qualification stayed 156-166 µs (1,000 qualify
     commands in-process, three alternated pairs). Documents written before, with every field of their own,
     are still read."""

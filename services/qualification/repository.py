@@ -71,12 +71,12 @@ def folded(changes: Sequence[LeadChange]) -> list[LeadChange]:
 _NESTED_CARD_FIELDS = ("contact", "products")
 
 
-def _copy_values(change: LeadChange) -> dict[str, Any]:
+def copy_values(change: LeadChange) -> dict[str, Any]:
     """The fields a lead change sets on the copy: the plain ones as they are, the nested ones (``contact``,
     ``products``, which a whole card carries) in one blob (``documents.blob``). FerretDB CPU per copy updated
     after a qualification (a whole card's ``$set``) 135-155 -> 80-95 µs, per copy read 115-125 -> 75-85, for a
     lead with a contact and two product lines; 100-120 -> 90-95 and 85-100 -> 80-85 for bench_flow's leads (a
-    contact, no products). Measured on 2,000 copies in batches of 600, four alternated rounds. A copy written
+    contact, no products). Measured by bench/bench_qualification_docs.py. A copy written
     before keeps its nested fields until its next card; the blob, newer, wins over them."""
     values = {k: v for k, v in change.fields.items() if k not in _NESTED_CARD_FIELDS}
     nested = {k: change.fields[k] for k in _NESTED_CARD_FIELDS if k in change.fields}
@@ -94,7 +94,7 @@ class LeadProjection:
     async def apply(self, changes: Sequence[LeadChange]) -> None:
         ops: list[_Upsert] = []
         for change in folded(changes):
-            values = _copy_values(change)
+            values = copy_values(change)
             if change.fields.get("status") in FINAL_STATUSES:
                 values["closed_version"] = change.version  # so a later open status shows a reopen
             # Equal versions are let through: a card and its stage-changed event share one version.
