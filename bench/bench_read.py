@@ -107,7 +107,7 @@ async def populate_others(mongodb: str, database: str, count: int) -> None:
     from services.activity.domain import Task
     from services.activity.repository import TaskRepository, task_document
     from services.qualification.domain import Deal
-    from services.qualification.repository import deal_list_keys, ensure_indexes
+    from services.qualification.repository import deal_document, ensure_indexes
 
     client = make_client(mongodb)
     try:
@@ -140,7 +140,7 @@ async def populate_others(mongodb: str, database: str, count: int) -> None:
             for i in range(base, min(base + 1000, count)):
                 deal = Deal(deal_id=f"D{i:07d}", lead_id=f"L{i:07d}", company_id="C", title=f"Deal {i}",
                             responsible_id="bench", deal_pipeline_id="sales", created_at=now - timedelta(seconds=i))
-                docs.append({**deal.model_dump(), "_id": deal.deal_id, **deal_list_keys(deal)})
+                docs.append(deal_document(deal))
             await qualification["deals"].insert_many(docs)
     finally:
         await client.close()

@@ -16,7 +16,7 @@ from pymongo import ASCENDING, DESCENDING
 from services.activity.domain import Task
 from services.activity.repository import TaskRepository
 from services.qualification.domain import Deal
-from services.qualification.repository import UNUSED_INDEXES, DealRepository, ensure_indexes
+from services.qualification.repository import UNUSED_INDEXES, DealRepository, deal_list_keys, ensure_indexes
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -120,6 +120,28 @@ async def test_deal_lists_equal_a_scan(endpoints, isolation):
         await client.drop_database(isolation.db("qualification"))
         await client.close()
 
+
+
+async def test_deals_stored_before_the_blob_are_read_and_listed_beside_new_ones(endpoints, isolation):
+    client = make_client(endpoints.mongodb)
+    db = client[isolation.db("qualification")]
+    try:
+        await ensure_indexes(db)
+        repo = DealRepository(db)
+        old = Deal(deal_id="D-old", lead_id="L1", company_id="C", title="Older", responsible_id="bob", deal_pipeline_id="sales",
+                   contact={"name": "Иван"}, products=[{"product_id": "P1", "quantity": 2}], created_at=T0)
+        new = Deal(deal_id="D-new", lead_id="L1", company_id="C", title="Newer", responsible_id="bob", deal_pipeline_id="sales",
+                   created_at=T0 + timedelta(seconds=1))
+        # The shape an earlier version wrote: every field of the deal in the document.
+        await db["deals"].insert_one({**old.model_dump(), "_id": old.deal_id, **deal_list_keys(old)})
+        await repo.create(new)
+
+        assert await repo.get("D-old") == old and await repo.get("D-new") == new
+        assert (await repo.list(lead_id="L1")) == ([new, old], None)
+        assert await repo.count(lead_id="L1") == 2
+    finally:
+        await client.drop_database(isolation.db("qualification"))
+        await client.close()
 
 async def test_qualification_drops_the_indexes_no_query_reads(endpoints, isolation):
     """A database an older version indexed loses the four unused indexes, even with two instances starting at once."""

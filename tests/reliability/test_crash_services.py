@@ -15,7 +15,8 @@ import pytest
 
 from contracts.topics import ACTIVITY_EVENTS, IMPORTS_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
 from services.importer.settings import ImporterSettings
-from services.qualification.repository import ClosingRepository
+from services.qualification.domain import Deal
+from services.qualification.repository import ClosingRepository, DealRepository
 from tests.reliability.harness import Scenario, scaled, until
 from tests.reliability.leads_load import creates, lead_ids
 from tests.reliability.services_load import (
@@ -123,6 +124,17 @@ async def test_importer_crash_under_load(scenario: Scenario) -> None:
     assert not dlq.records, [r.reason for r in dlq.records[:3]]
 
 
+async def _all_deals(repo: DealRepository) -> list[Deal]:
+    """Every stored deal, read as GET /deals reads them, page by page."""
+    found: list[Deal] = []
+    cursor = None
+    while True:
+        page, cursor = await repo.list(cursor=cursor, limit=500)
+        found.extend(page)
+        if cursor is None:
+            return found
+
+
 async def test_qualification_crash_under_load(scenario: Scenario) -> None:
     total = scaled(1_000)
     rng = random.Random()
@@ -150,8 +162,8 @@ async def test_qualification_crash_under_load(scenario: Scenario) -> None:
     await until(lambda: not unqualified_cards(), timeout=120, what="every lead's card to show it qualified")
     took = time.monotonic() - started
 
-    deals = await scenario.docs_in("qualification", "deals", {"lead_id": 1, "company_id": 1})
-    deal_leads = [d["lead_id"] for d in deals]
+    deals = await _all_deals(DealRepository(scenario.collection("qualification", "deals").database))
+    deal_leads = [d.lead_id for d in deals]
     companies = await scenario.collection("qualification", "companies").count_documents({"origin": "qualification"})
     stored_closings = await ClosingRepository(scenario.collection("qualification", "closings").database).get_many(ids)
     closings = [{"_id": lid, "state": s.closing.state} for lid, s in stored_closings.items()]
@@ -166,7 +178,7 @@ async def test_qualification_crash_under_load(scenario: Scenario) -> None:
                f"rejected={outcomes.types['crm.qualification.rejected'] + outcomes.types['crm.command.rejected']}"),
     )
     assert len(deals) == total and set(deal_leads) == expected, f"lost {sorted(lost)[:5]}, deals {len(deals)}"
-    assert all((d["_id"], d["company_id"]) == expected_deal(d["lead_id"]) for d in deals)
+    assert all((d.deal_id, d.company_id) == expected_deal(d.lead_id) for d in deals)
     assert companies == total
     assert len(closings) == total and all(c["state"] == "done" for c in closings), [c for c in closings if c["state"] != "done"][:3]
     assert outcomes.things("crm.lead.qualified") == expected

@@ -140,3 +140,45 @@ async def test_a_stale_lead_fact_beside_new_ones_is_passed_over_and_the_new_ones
                               lead_card("S3", version=1, title="Third")]))
         titles = {d["_id"]: (d["version"], d["title"]) async for d in service.db["leads"].find({})}
         assert titles == {"S1": (3, "Newest"), "S2": (2, "Second, renamed"), "S3": (1, "Third")}
+
+
+async def test_a_process_stored_before_the_blob_is_resumed_and_replayed_as_it_owes(settings_for):
+    # A process written by the version before (the closing's fields and ``_outbox`` in the document), left
+    # half way: the redelivered command finishes it and publishes what it owed; a later redelivery the same.
+    commands = [qualify(lead_id) for lead_id in LEADS[:3]]
+    async with built(app(settings_for)) as service:
+        handle = await prepared(service)
+        await handle(inbound([GRANT, *(lead_card(lead_id) for lead_id in LEADS[:3])]))
+        out = await handle(inbound(commands))
+        closings = ClosingRepository(service.db)
+        for lead_id in LEADS[:3]:
+            stored = await closings.get(lead_id)
+            old = {**stored.closing.model_dump(), "state": "company_created", "_id": lead_id, "_outbox": stored.outbox}
+            await service.db["closings"].replace_one({"_id": lead_id}, old)
+        await service.db["closings_done"].delete_many({})
+        await service.db["deals"].delete_many({})
+        assert await stored_counts(service.db) == (3, 0, 0, 3)
+
+        resumed = await handle(inbound(commands))
+        assert wire(resumed) == wire(out)
+        assert await stored_counts(service.db) == (3, 3, 3, 3)
+        assert wire(await handle(inbound(commands))) == wire(out)
+
+
+async def test_a_lead_copy_stored_before_the_blob_plans_its_deal_and_its_next_card_replaces_it(settings_for):
+    async with built(app(settings_for)) as service:
+        handle = await prepared(service)
+        await handle(inbound([GRANT, *(lead_card(lead_id) for lead_id in ("N1", "N2", "N3"))]))
+        # N1 and N3 as an earlier version stored them: the card's nested fields as fields of the document.
+        for lead_id in ("N1", "N3"):
+            stored = await service.db["leads"].find_one({"_id": lead_id})
+            old = {k: v for k, v in stored.items() if k != "blob"} | {"contact": {"name": "Old"}, "products": [{"product_id": "p-old"}]}
+            await service.db["leads"].replace_one({"_id": lead_id}, old)
+        # The next card of N2 and of N3 (another contact) replaces what their copies keep.
+        await handle(inbound([lead_card(lead_id, version=2, event="crm.lead.updated", contact={"name": "New"}) for lead_id in ("N2", "N3")]))
+
+        out = await handle(inbound([qualify(lead_id) for lead_id in ("N1", "N2", "N3")]))
+        deals = {o.message.data.lead_id: o.message.data for o in out if o.message.type == "crm.deal.created"}
+        assert {lead_id: (deal.contact.name, [p.product_id for p in deal.products]) for lead_id, deal in deals.items()} == {
+            "N1": ("Old", ["p-old"]), "N2": ("New", ["p-router-x200"]), "N3": ("New", ["p-router-x200"]),
+        }
