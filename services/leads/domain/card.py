@@ -33,17 +33,25 @@ def _optional(name: str) -> tuple[Any, Any]:
 _CardData = create_model("_CardData", __base__=_CardChecks, **{name: _optional(name) for name in CARD_FIELDS})
 
 
-def _blank_is_absent(key: str, value: Any) -> Any:
-    # Forms and spreadsheets send "" or "  " for an empty field. Done here rather than by a pydantic
-    # validator per text field: one plain call instead of a validator call into Python per field.
-    if key in _TEXT_FIELDS and isinstance(value, str):
-        return value.strip() or None
-    return value
-
-
 def card_values(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A command's card data as the card's fields take it: blank text absent, contract models as plain values."""
-    return {key: _blank_is_absent(key, _plain(value)) for key, value in values.items()}
+    """A command's card data as the card's fields take it: blank text absent, contract models as plain values.
+
+    Every create's card passes here. Most values are text: taken in the loop, a model or a list
+    only given to ``_plain``, instead of two calls for every value:
+    1.16-1.25 -> 0.52-0.54 µs a benchmark create (bench_leads' data, 2,000 cards, best of 9, two
+    alternated runs).
+    """
+    card: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, str):
+            # Forms and spreadsheets send "" or "  " for an empty field. Done here rather than by a
+            # pydantic validator per text field: one plain step instead of a validator call into Python.
+            card[key] = (value.strip() or None) if key in _TEXT_FIELDS else value
+        elif isinstance(value, (BaseModel, list)):
+            card[key] = _plain(value)
+        else:
+            card[key] = value
+    return card
 
 
 def _card_data(values: Mapping[str, Any]) -> Any:
