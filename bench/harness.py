@@ -36,8 +36,8 @@ from crmctl.stack import Stack  # noqa: E402
 # Sizes and repetitions: (full, quick).
 SIZES = {
     "leads": (100_000, 10_000), "leads_reps": (1, 2), "import_rows": (100_000, 10_000),
-    "cli_1k_reps": (3, 3), "cli_10k_reps": (2, 1), "qualify": (1_000, 1_000), "qualify_reps": (1, 1),
-    "qualify_large": (10_000, 0), "tasks": (10_000, 2_000), "latency_s": (15.0, 8.0),
+    "cli_1k_reps": (3, 3), "cli_10k_reps": (2, 1), "qualify": (1_000, 1_000), "qualify_reps": (3, 1),
+    "qualify_large": (10_000, 0), "qualify_large_reps": (2, 0), "tasks": (10_000, 2_000), "latency_s": (15.0, 8.0),
     "read_leads": (100_000, 10_000), "read_seconds": (5.0, 2.0), "analytics_leads": (100_000, 10_000), "analytics_repeat": (30, 10),
 }
 
@@ -68,7 +68,7 @@ def plan(endpoints: common.Endpoints, quick: bool) -> list[tuple[str, int, Calla
         ("qualification", size("qualify_reps", q), lambda: bench_flow.measure(endpoints, size("qualify", q), size("tasks", q)), lambda f: f),
     ]
     if size("qualify_large", q):
-        steps.append(("qualification_10k", 1, lambda: bench_flow.measure(endpoints, size("qualify_large", q), 0),
+        steps.append(("qualification_10k", size("qualify_large_reps", q), lambda: bench_flow.measure(endpoints, size("qualify_large", q), 0),
                       lambda f: {"qualification_10k": f["qualification"]}))
     steps += [
         ("latency", 1, lambda: bench_latency.measure(endpoints, 500, size("latency_s", q)), lambda f: {"latency": f}),
