@@ -43,6 +43,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from crmctl.ferretdb_encoding import ENCODING_PATCHES
 from crmctl.ferretdb_reads import READ_PATCHES
 from crmctl.ferretdb_registry import REGISTRY_PATCHES
 from crmctl.ferretdb_writes import WRITE_PATCHES, go_fragment as _go
@@ -325,7 +326,8 @@ PATCHES = [
     ),
     *(Patch(**p) for p in READ_PATCHES),  # the read path's covered rows and exact filters (after the pushdown and decode patches)
     # The leak detector's patches (resource.go) are among the write patches below.
-    *(Patch(**p) for p in WRITE_PATCHES),  # after the others: their anchors are in the text those leave
+    *(Patch(**p) for p in ENCODING_PATCHES),  # after the others: their anchors are in the text those leave
+    *(Patch(**p) for p in WRITE_PATCHES),
 ]
 
 
