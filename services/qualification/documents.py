@@ -6,15 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import zstandard
 from bson import Binary
 
-from crmkit import listkeys
+from crmkit import blobs, listkeys
 from services.qualification.domain import Closing, Deal
 
-_BLOB_COMPRESSOR = zstandard.ZstdCompressor(level=1)  # the event loop's thread only, as the leads service's
-_BLOB_DECOMPRESSOR = zstandard.ZstdDecompressor()
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame's first bytes; JSON starts with "{"
 # A blob's JSON is compressed above this size: a closing's 3.3 KB go to 1.0 KB (FerretDB 38 -> 17 µs a closing
 # inserted, for 8 µs of compressing here), where a copy's 263 bytes of card fields went to 208 for 6.8 µs, and
 # 5.8 to read them back.
@@ -32,12 +28,12 @@ def blob(value: Any) -> Binary:
     commands in-process, three alternated pairs). Documents written before, with every field of their own,
     are still read."""
     raw = orjson.dumps(value)
-    return Binary(_BLOB_COMPRESSOR.compress(raw) if len(raw) > _COMPRESSED_ABOVE else raw)
+    return Binary(blobs.compress(raw) if len(raw) > _COMPRESSED_ABOVE else raw)
 
 
 def unblob(doc: dict[str, Any]) -> Any:
     raw = bytes(doc["blob"])
-    return orjson.loads(_BLOB_DECOMPRESSOR.decompress(raw) if raw.startswith(_ZSTD_MAGIC) else raw)
+    return orjson.loads(blobs.decompress(raw) if blobs.is_compressed(raw) else raw)  # raw: JSON, uncompressed
 
 
 @dataclass

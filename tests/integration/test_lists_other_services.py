@@ -121,7 +121,6 @@ async def test_deal_lists_equal_a_scan(endpoints, isolation):
         await client.close()
 
 
-
 async def test_deals_stored_before_the_blob_are_read_and_listed_beside_new_ones(endpoints, isolation):
     client = make_client(endpoints.mongodb)
     db = client[isolation.db("qualification")]
@@ -142,6 +141,7 @@ async def test_deals_stored_before_the_blob_are_read_and_listed_beside_new_ones(
     finally:
         await client.drop_database(isolation.db("qualification"))
         await client.close()
+
 
 async def test_qualification_drops_the_indexes_no_query_reads(endpoints, isolation):
     """A database an older version indexed loses the four unused indexes, even with two instances starting at once."""
