@@ -313,8 +313,15 @@ class JobRunner:
         )
         self.waiting.discard(import_id)
         if done:
-            self.watch.changed(import_id)
-            self.wake()
+            # Announced here, as fail() and revert() do: going through the scheduler's claim added a
+            # housekeeping pass and a claim to every import's end. Should this process stop before the
+            # event is out, the job stays completed and unannounced, and any instance's claim announces
+            # it (the event id is the job's, so a second announcement is the same record).
+            fresh = await self.imports.get(import_id)
+            if fresh is not None and fresh.state == "completed" and not fresh.announced:
+                await self.announce(fresh)
+            else:
+                self.watch.changed(import_id)
         return done
 
     async def announce(self, job: d.ImportJob) -> None:

@@ -139,6 +139,38 @@ async def test_chunks_complete_on_their_outcomes_each_row_counted_once_in_few_do
         assert await importer.documents() <= 0.05 * rows, await importer.documents()
 
 
+async def test_the_completion_goes_out_as_the_job_completes_and_a_lost_one_is_sent_by_the_next_claim(settings_for, tmp_path):
+    async with wired_importer(settings_for, tmp_path) as importer:
+        first = await start(importer, write_csv(tmp_path / "a.csv", 3))
+        await importer.run_jobs()
+        await importer.feed(LEADS_EVENTS, [answer(c) for c in importer.commands("crm.lead.create")])
+        assert await importer.runner.try_complete(first)
+        assert len(importer.events("crm.import.completed", first)) == 1  # no claim needed for it
+
+        second = await start(importer, write_csv(tmp_path / "b.csv", 2, prefix="other"))
+        await importer.run_jobs()
+        creates = [c for c in importer.commands("crm.lead.create") if c.data.import_id == second]
+
+        async def broker_down(outbound) -> None:
+            raise ConnectionError("the broker went away as the job completed")
+
+        importer.service.bus.publish = broker_down
+        await importer.feed(LEADS_EVENTS, [answer(c) for c in creates])
+        try:
+            await importer.runner.try_complete(second)
+        except ConnectionError:
+            pass
+        job = await importer.imports.get(second)
+        assert (job.state, job.announced) == ("completed", False)
+        assert importer.events("crm.import.completed", second) == []
+
+        importer.service.bus.publish = importer.publish
+        await importer.run_jobs()
+        await importer.run_jobs()
+        assert len(importer.events("crm.import.completed", second)) == 1
+        assert (await importer.imports.get(second)).announced
+
+
 async def test_a_reimport_keeps_previous_values_per_chunk_and_its_revert_puts_them_back(settings_for, tmp_path):
     async with wired_importer(settings_for, tmp_path, chunk_rows=2) as importer:
         first = await start(importer, write_csv(tmp_path / "a.csv", 3))
