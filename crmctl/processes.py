@@ -43,12 +43,12 @@ def _running_thread(pid: int) -> str | None:
     (and hold its sockets), so each thread is looked at."""
     try:
         threads = [t.name for t in Path(f"/proc/{pid}/task").iterdir()]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going (ESRCH while it is reaped)
         return None
     for thread in threads:
         try:
             state = Path(f"/proc/{pid}/task/{thread}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, IndexError):
+        except (FileNotFoundError, ProcessLookupError, IndexError):  # a thread exiting as it is read gives ESRCH
             continue
         if state != "Z":
             return thread
@@ -135,7 +135,7 @@ class ManagedProcess:
             return None
         try:  # a live thread's: an exited first thread's command line reads empty
             cmdline = Path(f"/proc/{pid}/task/{thread}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             return None
         return pid if self.marker in cmdline else None
 
