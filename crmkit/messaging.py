@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
@@ -41,6 +41,26 @@ _RECORD_OVERHEAD = 4096  # headers and batch framing, generously
 PRODUCER_INSTANCE = "crm-producer-instance"
 
 
+class Published(Protocol):
+    """What the bus and the handlers read of a message to publish: an ``Envelope``, or a service's
+    lighter form of one made from attributes it built itself (services/leads/messages.py, ``CardMessage``)."""
+
+    traceparent: str | None
+    tracestate: str | None
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def subject(self) -> str | None: ...
+    @property
+    def causationid(self) -> str | None: ...
+    @property
+    def data(self) -> Any: ...
+    def to_json_bytes(self) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Inbound:
     """One parsed record handed to a service handler."""
@@ -56,7 +76,7 @@ class Outbound:
     """One message a handler asks to publish once its effects are stored."""
 
     topic: str  # contract topic name
-    message: Envelope
+    message: Published
     key: str | None = None  # defaults to the subject (lead id), else the message id
     value: bytes | None = None  # the message already serialized, when the handler has it at hand
 

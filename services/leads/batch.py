@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,17 +13,16 @@ from contracts import Envelope
 from crmkit import access
 from crmkit.applied import Applied, applied_for, kept
 from crmkit.conflicts import retry_on_conflict
+from crmkit.messaging import Published
 from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
 from services.leads.counters import NO_POSITIONS, Change, LeadCounters, Positions, Stamp, change_of, kept as kept_changes
 from services.leads.duplicates import match_keys, score_matches
 from services.leads.index import LeadIndex, StoredKeys
 from services.leads.documents import LeadWrite, Produced, StoredLead
-from services.leads.messages import CardEvent, Cards, actor_of, lead_id_of, rejection
+from services.leads.messages import CardEvent, CardMessage, Cards, actor_of, lead_id_of, rejection
 from services.leads.repository import DirectoryRepository, LeadRepository, PipelineRepository
 from services.leads.settings import LeadsSettings
-
-log = logging.getLogger("services.leads")
 
 # Event-loop turns given to a chunk's write before the next chunk's computing starts (see LeadBatch.run).
 _WRITE_TURNS = 10
@@ -37,7 +35,7 @@ class LeadState:
     stored: StoredLead | None
     lead: d.Lead | None
     recent: list[Applied[Produced]]
-    out: list[Envelope] = field(default_factory=list)
+    out: list[Published] = field(default_factory=list)
     dirty: bool = False
     created_by: Envelope | None = None  # the create that made the lead in this batch
     # That create's events, made into messages once the duplicate check has run (LeadBatch._send_creation).
@@ -78,13 +76,13 @@ class Wire:
     events: dict[str, bytes] = field(default_factory=dict)
     cards: Cards = field(default_factory=Cards)
 
-    def add(self, made: list[CardEvent | Envelope]) -> tuple[list[Envelope], list[Produced]]:
+    def add(self, made: list[CardEvent | Envelope]) -> tuple[list[Published], list[Produced]]:
         """The messages to publish, and the same as the lead's applied record keeps them."""
-        messages: list[Envelope] = []
+        messages: list[Published] = []
         produced: list[Produced] = []
         for item in made:
             if isinstance(item, CardEvent):
-                value, message = item.value(), item.envelope()
+                value, message = item.value(), CardMessage(item)
                 produced.append(item)
             else:
                 value, message = item.to_json_bytes(), item
@@ -93,12 +91,12 @@ class Wire:
             messages.append(message)
         return messages, produced
 
-    def replay(self, produced: list[Produced]) -> list[Envelope]:
+    def replay(self, produced: list[Produced]) -> list[Published]:
         """What a message produced when it was first applied, to be published again unchanged."""
-        messages: list[Envelope] = []
+        messages: list[Published] = []
         for item in produced:
             if isinstance(item, CardEvent):
-                value, message = item.value(), item.envelope()
+                value, message = item.value(), CardMessage(item)
             else:
                 value, message = item.encode(), Envelope.model_validate_json(item)
             self.events[message.id] = value
@@ -137,7 +135,7 @@ class LeadBatch:
     stamp: Stamp | None = None
     counted: dict[str, list[Change]] = field(default_factory=dict)  # per stored lead, its changes in this batch's ranges
 
-    async def run(self, messages: list[Envelope]) -> list[Envelope]:
+    async def run(self, messages: list[Envelope]) -> list[Published]:
         ctx, self.stamp = await asyncio.gather(self.context(messages), self._begin_counting())
         out = await self._work(messages, ctx)
         counters = self.stores.counters
@@ -153,7 +151,7 @@ class LeadBatch:
         stamp = await counters.begin()
         return stamp if counters.keeping else None  # not kept here: nothing recorded on the leads either
 
-    async def _work(self, messages: list[Envelope], ctx: BatchContext) -> list[Envelope]:
+    async def _work(self, messages: list[Envelope], ctx: BatchContext) -> list[Published]:
         by_lead: dict[str, list[Envelope]] = defaultdict(list)
         for message in messages:
             by_lead[lead_id_of(message)].append(message)
@@ -171,7 +169,7 @@ class LeadBatch:
         ids = sorted(by_lead)
         step = self.settings.write_chunk
         chunks = [{lid: by_lead[lid] for lid in ids[i:i + step]} for i in range(0, len(ids), step)]
-        tasks: list[asyncio.Task[list[Envelope]]] = []
+        tasks: list[asyncio.Task[list[Published]]] = []
         try:
             for chunk in chunks:
                 tasks.append(asyncio.create_task(self._chunk(chunk, set(), ctx)))
@@ -185,8 +183,8 @@ class LeadBatch:
             raise
         return [message for result in results for message in result]
 
-    async def _chunk(self, by_lead: dict[str, list[Envelope]], related: set[str], ctx: BatchContext) -> list[Envelope]:
-        out: list[Envelope] = []
+    async def _chunk(self, by_lead: dict[str, list[Envelope]], related: set[str], ctx: BatchContext) -> list[Published]:
+        out: list[Published] = []
         pending = set(by_lead)
         # A lead whose first message here is a create is most likely new: insert it blind, without
         # a read. If it exists after all (a redelivery, a retried create), the insert reports the
@@ -218,7 +216,7 @@ class LeadBatch:
             must_load |= pending | conflicted
         raise AssertionError("unreachable: retry_on_conflict raises when its attempts run out")
 
-    async def _save(self, states: dict[str, LeadState], out: list[Envelope]) -> set[str]:
+    async def _save(self, states: dict[str, LeadState], out: list[Published]) -> set[str]:
         """Store the changed leads; what was stored is owed to Kafka, the leads that lost a race are returned."""
         # The batch's index serves only the duplicate check: without it, nothing is indexed (15 µs a create).
         index = self.stores.index if self.settings.duplicate_check else None

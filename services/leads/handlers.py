@@ -19,7 +19,7 @@ from crmkit import access
 from crmkit.conflicts import retry_on_conflict
 from crmkit.ids import uuid5
 from crmkit.followups import PublishThen
-from crmkit.messaging import Inbound, Outbound
+from crmkit.messaging import Inbound, Outbound, Published
 from crmkit.principals import PrincipalRepository
 from services.leads import domain as d
 from services.leads.batch import BatchContext, LeadBatch, LeadState, LeadStores
@@ -113,7 +113,7 @@ class LeadsHandlers:
         messages = [item.message for item in batch]
         self.index.clear()  # holds what this batch writes (services/leads/index.py)
         await self.principals.apply([m for m in messages if PrincipalRepository.handles(m.type)])
-        out: list[Envelope] = []
+        out: list[Published] = []
         # A command with no actor, or with a field out of bounds, is answered before anything is read.
         screened = []
         for message in messages:
@@ -259,7 +259,7 @@ class LeadsHandlers:
         return out
 
 
-def _runs_applied(messages: list[Envelope], out: list[Envelope]) -> list[str]:
+def _runs_applied(messages: list[Envelope], out: list[Published]) -> list[str]:
     """The run-stage-action commands of a batch that were not refused: no refusal of them is to come.
 
     A redelivered one (applied before) counts again, so a crash before its run was closed closes it now."""

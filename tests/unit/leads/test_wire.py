@@ -18,7 +18,7 @@ from contracts.leads import CreateLead
 from contracts.topics import LEADS_EVENTS
 from services.leads import domain as d
 from services.leads.documents import BLOB_FORMAT, blob_json
-from services.leads.messages import CardEvent, Cards, card_form, to_messages
+from services.leads.messages import CardEvent, CardMessage, Cards, card_form, to_messages
 from services.leads.repository import LeadWrite, Recent, lead_document, stored_card, stored_lead
 
 NOW = datetime(2025, 3, 10, 9, 0, 0, 123456, tzinfo=UTC)
@@ -203,6 +203,29 @@ def test_the_stored_document_carries_its_duplicate_keys_and_links_while_live() -
     assert (gone["ix_email"], gone["ix_phone"], gone["ix_name"]) == (None, None, None)  # no duplicate candidate
     assert gone["ix_contact"] == "c-1"  # still refreshed from upstream
     assert gone["ix_all"].startswith("D:") and doc["ix_all"].startswith("L:")
+
+
+def test_a_card_message_reads_and_sends_as_the_contract_envelope() -> None:
+    """What is published of a card event (``CardMessage``, no envelope validated) is what its contract
+    envelope reads and serialises to, the trace context the bus may set afterwards included."""
+    cause = _cause()
+    fields = ("id", "type", "source", "time", "subject", "correlationid", "causationid", "actorid", "traceparent", "tracestate")
+    for lead, events in _cards():
+        for item in Cards().messages(events, cause, "crm/leads", lead.lead_id, NOW):
+            if not isinstance(item, CardEvent):
+                continue
+            message, envelope = CardMessage(item), item.envelope()
+            assert {name: getattr(message, name) for name in fields} == {name: getattr(envelope, name) for name in fields}
+            assert message.to_json_bytes() == item.value()
+            assert getattr(message.data, "command_id", None) is None and message.data._model is None
+            assert message.data.model_dump() == envelope.data.model_dump()
+            # The bus starts a trace for a message published without one: the record carries it.
+            traced = parse_message(LEADS_EVENTS, item.value())
+            traced.traceparent = message.traceparent = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+            traced.tracestate = message.tracestate = "crm=1"
+            assert json.loads(message.to_json_bytes()) == json.loads(traced.to_json_bytes())
+            assert list(json.loads(message.to_json_bytes())) == list(json.loads(traced.to_json_bytes())), "in the envelope's order"
+            assert "traceparent" not in item.attributes, "the stored event keeps what it was made with"
 
 
 def test_a_card_event_is_validated_only_when_its_data_is_read() -> None:
