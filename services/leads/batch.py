@@ -20,7 +20,7 @@ from services.leads.counters import NO_POSITIONS, Change, LeadCounters, Position
 from services.leads.duplicates import match_keys, score_matches
 from services.leads.index import LeadIndex, StoredKeys
 from services.leads.documents import LeadWrite, Produced, StoredLead
-from services.leads.messages import CardEvent, CardMessage, Cards, actor_of, lead_id_of, rejection
+from services.leads.messages import CardEvent, Cards, JsonMessage, actor_of, lead_id_of, rejection
 from services.leads.repository import DirectoryRepository, LeadRepository, PipelineRepository
 from services.leads.settings import LeadsSettings
 
@@ -76,13 +76,14 @@ class Wire:
     events: dict[str, bytes] = field(default_factory=dict)
     cards: Cards = field(default_factory=Cards)
 
-    def add(self, made: list[CardEvent | Envelope]) -> tuple[list[Published], list[Produced]]:
+    def add(self, made: list[CardEvent | JsonMessage | Envelope]) -> tuple[list[Published], list[Produced]]:
         """The messages to publish, and the same as the lead's applied record keeps them."""
         messages: list[Published] = []
         produced: list[Produced] = []
         for item in made:
             if isinstance(item, CardEvent):
-                value, message = item.value(), CardMessage(item)
+                message = item.message()
+                value = message.to_json_bytes()
                 produced.append(item)
             else:
                 value, message = item.to_json_bytes(), item
@@ -96,7 +97,8 @@ class Wire:
         messages: list[Published] = []
         for item in produced:
             if isinstance(item, CardEvent):
-                value, message = item.value(), CardMessage(item)
+                message = item.message()
+                value = message.to_json_bytes()
             else:
                 value, message = item.encode(), Envelope.model_validate_json(item)
             self.events[message.id] = value

@@ -127,6 +127,11 @@ class CardEvent:
     def value(self) -> bytes:
         return orjson.dumps({**self.attributes, "data": {**self.card, "changed_fields": self.changed_fields}})
 
+    def message(self) -> JsonMessage:
+        """The event as it is published (its record value is ``value()``)."""
+        data = {**self.card, "changed_fields": self.changed_fields}
+        return JsonMessage(self.attributes, _JsonPayload(_CARD_PAYLOADS[self.attributes["type"]], data))
+
     def envelope(self) -> Envelope:
         """The message as the contract's envelope; its `data` is validated only if some code reads it.
 
@@ -134,82 +139,82 @@ class CardEvent:
         ``model_construct`` of the event's own envelope class, unvalidated, took 4.7 µs (pydantic 2.14).
         """
         kind = self.attributes["type"]
-        data = _CardPayload(_CARD_PAYLOADS[kind], {**self.card, "changed_fields": self.changed_fields})
+        data = _JsonPayload(_CARD_PAYLOADS[kind], {**self.card, "changed_fields": self.changed_fields})
         return Envelope.model_validate({**self.attributes, "time": datetime.fromisoformat(self.attributes["time"]), "data": data})
 
 
-class CardMessage:
-    """A card event as it is published: the envelope attributes the handlers and the bus read, and its record value.
+class JsonMessage:
+    """A message this service made, as it is published: its envelope attributes and its data held as JSON values.
 
     What reads a published message takes its id, type, subject, causation and trace context, and its
-    data only to tell a refusal; so a card event is not made into a validated ``Envelope`` to be sent:
-    its attributes were made by ``_attributes`` from a validated envelope, and validating them again
-    cost 5-6 µs of a create's 115 (the handler path on FerretDB, 20,000 creates, duplicate check off;
-    leaving the envelope out entirely gave 107-110). ``CardEvent.envelope`` is the contract's form of
-    the same message (tests/unit/leads/test_wire.py holds the two equal).
+    data only to tell a refusal; so a card event or a duplicates-found notice is not made into a
+    validated ``Envelope`` to be sent: its attributes were made by ``_attributes`` from a validated
+    envelope, its data from a validated domain model. Validating a card event's envelope again cost
+    5-6 µs of a create's 115 (the handler path on FerretDB, 20,000 creates, duplicate check off;
+    leaving it out entirely gave 107-110). Its record value is the contract's JSON of the same
+    message (tests/unit/leads/test_wire.py holds the bytes equal).
 
     The trace context may be set once it is made (the bus starts a trace for a message without one);
     its record value then carries it.
     """
 
-    __slots__ = ("event", "traceparent", "tracestate", "_data")
+    __slots__ = ("attributes", "data", "traceparent", "tracestate")
 
-    def __init__(self, event: CardEvent) -> None:
-        self.event = event
-        self.traceparent: str | None = event.attributes.get("traceparent")
-        self.tracestate: str | None = event.attributes.get("tracestate")
-        self._data: _CardPayload | None = None
+    def __init__(self, attributes: dict[str, Any], data: _JsonPayload) -> None:
+        self.attributes = attributes  # as ``_attributes`` makes them: JSON values in the envelope's order
+        self.data = data
+        self.traceparent: str | None = attributes.get("traceparent")
+        self.tracestate: str | None = attributes.get("tracestate")
 
     def __repr__(self) -> str:
-        return f"CardMessage(id={self.id!r}, type={self.type!r}, subject={self.subject!r})"
+        return f"JsonMessage(id={self.id!r}, type={self.type!r}, subject={self.subject!r})"
+
+    @property
+    def specversion(self) -> str:
+        return self.attributes["specversion"]
 
     @property
     def id(self) -> str:
-        return self.event.attributes["id"]
+        return self.attributes["id"]
 
     @property
     def type(self) -> str:
-        return self.event.attributes["type"]
+        return self.attributes["type"]
 
     @property
     def source(self) -> str:
-        return self.event.attributes["source"]
+        return self.attributes["source"]
 
     @property
     def time(self) -> datetime:
-        return datetime.fromisoformat(self.event.attributes["time"])
+        return datetime.fromisoformat(self.attributes["time"])
 
     @property
     def subject(self) -> str | None:
-        return self.event.attributes.get("subject")
+        return self.attributes.get("subject")
+
+    @property
+    def datacontenttype(self) -> str | None:
+        return self.attributes.get("datacontenttype")
 
     @property
     def correlationid(self) -> str | None:
-        return self.event.attributes.get("correlationid")
+        return self.attributes.get("correlationid")
 
     @property
     def causationid(self) -> str | None:
-        return self.event.attributes.get("causationid")
+        return self.attributes.get("causationid")
 
     @property
     def actorid(self) -> str | None:
-        return self.event.attributes.get("actorid")
-
-    @property
-    def data(self) -> Any:
-        """The card and its changes, validated into the event's contract model when a field is read."""
-        if self._data is None:
-            event = self.event
-            self._data = _CardPayload(_CARD_PAYLOADS[self.type], {**event.card, "changed_fields": event.changed_fields})
-        return self._data
+        return self.attributes.get("actorid")
 
     def to_json_bytes(self) -> bytes:
-        attributes = self.event.attributes
-        if self.traceparent == attributes.get("traceparent") and self.tracestate == attributes.get("tracestate"):
-            return self.event.value()
-        traced = {**attributes, "traceparent": self.traceparent, "tracestate": self.tracestate}
-        ordered = {name: traced[name] for name in _ATTRIBUTE_ORDER if traced.get(name) is not None}
-        return CardEvent(ordered, self.event.card, self.event.changed_fields).value()
+        attributes = self.attributes
+        if self.traceparent != attributes.get("traceparent") or self.tracestate != attributes.get("tracestate"):
+            traced = {**attributes, "traceparent": self.traceparent, "tracestate": self.tracestate}
+            attributes = {name: traced[name] for name in _ATTRIBUTE_ORDER if traced.get(name) is not None}
+        return orjson.dumps({**attributes, "data": self.data._values})
 
 
 # The envelope's attributes in its fields' order, the order of its JSON (``_attributes``).
@@ -278,14 +283,14 @@ class Cards:
 
     def messages(
         self, events: Sequence[Any], cause: Envelope, source: str, subject: str | None, now: datetime
-    ) -> list[CardEvent | Envelope]:
+    ) -> list[CardEvent | JsonMessage | Envelope]:
         """``to_messages``, with the card events as ``CardEvent`` made from the card's one form."""
-        out: list[CardEvent | Envelope] = []
+        out: list[CardEvent | JsonMessage | Envelope] = []
         time = to_jsonable_python(now)
         for index, event in enumerate(events):
             if isinstance(event, d.DuplicatesFound):
                 attributes = _attributes(cause, source, subject, index, ev.LeadDuplicatesFound.TYPE, time)
-                out.append(_duplicates_found(event, self.matches(event.matches), attributes, now))
+                out.append(_duplicates_found(event, self.matches(event.matches), attributes))
                 continue
             cls = _CARD_EVENTS.get(type(event))
             if cls is None:
@@ -307,7 +312,7 @@ def _attributes(cause: Envelope, source: str, subject: str | None, index: int, k
     return {name: value for name, value in attributes.items() if value is not None}
 
 
-def _duplicates_found(event: d.DuplicatesFound, matches: list[dict[str, Any]], attributes: dict[str, Any], now: datetime) -> Envelope:
+def _duplicates_found(event: d.DuplicatesFound, matches: list[dict[str, Any]], attributes: dict[str, Any]) -> JsonMessage:
     """A ``crm.lead.duplicates-found`` made from the domain's matches, which were validated as domain models.
 
     On the contract path (payload and typed envelope validated again, its JSON by pydantic) it cost
@@ -315,21 +320,10 @@ def _duplicates_found(event: d.DuplicatesFound, matches: list[dict[str, Any]], a
     holds the bytes equal to the contract path's).
     """
     data = {"lead_id": event.lead_id, "matches": matches, "version": event.version}
-    return _JsonEnvelope.model_validate({**attributes, "time": now, "data": _CardPayload(ev.LeadDuplicatesFound, data)})
+    return JsonMessage(attributes, _JsonPayload(ev.LeadDuplicatesFound, data))
 
 
-class _JsonEnvelope(Envelope):
-    """An envelope whose ``data`` is held as JSON values (a ``_CardPayload``), serialised by orjson."""
-
-    def to_json_bytes(self) -> bytes:
-        # Made from the fields as they are when it is sent: the bus may set a traceparent after the event was made.
-        # (Its JSON kept from when it was made, in a private attribute, made validating it slower than this.)
-        attributes = {name: value for name, value in self.__dict__.items() if value is not None and name != "data"}
-        attributes["time"] = to_jsonable_python(self.time)
-        return orjson.dumps({**attributes, "data": self.data._values})
-
-
-class _CardPayload:
+class _JsonPayload:
     """A card event's or duplicates-found notice's data: its JSON values, validated into the contract model if read."""
 
     __slots__ = ("_cls", "_values", "_model")
