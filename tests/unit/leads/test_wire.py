@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 
@@ -18,7 +18,7 @@ from contracts.leads import CreateLead
 from contracts.topics import LEADS_EVENTS
 from services.leads import domain as d
 from services.leads.documents import BLOB_FORMAT, blob_json
-from services.leads.messages import CardEvent, Cards, card_form, to_messages
+from services.leads.messages import CardEvent, Cards, card_form, form_json, to_messages
 from services.leads.repository import LeadWrite, Recent, lead_document, stored_card, stored_lead
 
 NOW = datetime(2025, 3, 10, 9, 0, 0, 123456, tzinfo=UTC)
@@ -124,11 +124,23 @@ def test_a_blob_made_with_the_card_s_json_at_hand_is_the_one_made_without() -> N
         cards = Cards()
         produced = _produced(cards.messages(events, cause, "crm/leads", lead.lead_id, NOW))
         assert cards.cached_json(lead) is None
-        assert cards.size(lead) == len(cards.cached_json(lead) or b"") == len(json.dumps(cards.of(lead), ensure_ascii=False, separators=(",", ":")).encode())
+        assert cards.size(lead) == len(cards.cached_json(lead) or b"")
+        assert cards.cached_json(lead) == lead.model_dump_json().encode(), "the card's JSON is pydantic's"
         with_json = lead_document(LeadWrite(lead, [Recent("m-1", produced)], None, cards.cached(lead), cards.cached_json(lead)))
         without = lead_document(LeadWrite(lead, [Recent("m-1", produced)], None, cards.cached(lead)))
         assert blob_json(with_json) == blob_json(without)
         assert stored_lead(with_json).lead == lead
+
+
+def test_the_card_s_json_is_pydantic_s_at_any_time_of_day() -> None:
+    """``form_json`` writes a card's datetimes as pydantic's JSON mode does: UTC as ``Z``, whole seconds
+    without a fraction, other offsets as they are (an activity's due time comes from upstream)."""
+    lead = _cards()[1][0]
+    plus_three = timezone(timedelta(hours=3))
+    for at in (NOW, NOW.replace(microsecond=0), NOW.replace(microsecond=120_000), datetime(2026, 5, 4, 9, 30, 1, 7, tzinfo=plus_three)):
+        changed = lead.model_copy(update={"updated_at": at, "status_since": at.astimezone(UTC)})
+        assert form_json(card_form(changed)) == changed.model_dump_json().encode()
+        assert orjson.loads(form_json(card_form(changed))) == changed.model_dump(mode="json")
 
 
 def test_a_card_event_of_an_older_card_is_stored_whole() -> None:
@@ -144,6 +156,21 @@ def test_a_card_event_of_an_older_card_is_stored_whole() -> None:
     stored = stored_lead(doc)
     assert [_value(e) if isinstance(e, CardEvent) else e for e in stored.recent[0].events] == [_value(first[0])]
     assert _value(stored.recent[1].events[0]) == _value(second[0])
+
+
+def test_a_lead_read_back_and_written_unchanged_keeps_its_card_event_a_pointer() -> None:
+    """A write that makes no card event (a message recorded, the card unchanged) compares the card with the
+    events read back with it, whose cards are JSON values: the event that carries it is not stored whole."""
+    cards = Cards()
+    lead, events = _cards()[1]
+    doc = lead_document(LeadWrite(lead, [Recent("m-1", _produced(cards.messages(events, _cause(), "crm/leads", lead.lead_id, NOW)))],
+                                  None, cards.cached(lead)))
+    stored = stored_lead(doc)
+    again = lead_document(LeadWrite(stored.lead, [*stored.recent, Recent("m-2", [])], 1))  # no form at hand
+    blob = json.loads(blob_json(again))
+    assert set(blob["recent"][0]["events"][0]) == {"attributes", "changed_fields"}
+    assert blob_json(again).count(json.dumps(lead.title).encode()) == 1, "the card is stored once"
+    assert [_value(e) for e in stored_lead(again).recent[0].events] == [_value(e) for e in stored.recent[0].events]
 
 
 def _old_format_blob(lead: d.Lead, recent: list[tuple[str, list[str]]]) -> bytes:
