@@ -43,7 +43,7 @@ PRODUCER_INSTANCE = "crm-producer-instance"
 
 class Published(Protocol):
     """What the bus and the handlers read of a message to publish: an ``Envelope``, or a service's
-    lighter form of one made from attributes it built itself (services/leads/messages.py, ``JsonMessage``)."""
+    lighter form of one, made from attributes it built itself and serialised by it."""
 
     traceparent: str | None
     tracestate: str | None

@@ -154,6 +154,11 @@ class CardEvent:
         return Envelope.model_validate({**self.attributes, "time": datetime.fromisoformat(self.attributes["time"]), "data": data})
 
 
+def _attribute(name: str) -> Any:
+    """A ``JsonMessage`` attribute read from the attributes it was made with."""
+    return property(lambda message: message.attributes.get(name), doc=f"The envelope's ``{name}``.")
+
+
 class JsonMessage:
     """A message this service made, as it is published: its envelope attributes, and its data as the values of its JSON.
 
@@ -180,45 +185,20 @@ class JsonMessage:
     def __repr__(self) -> str:
         return f"JsonMessage(id={self.id!r}, type={self.type!r}, subject={self.subject!r})"
 
-    @property
-    def specversion(self) -> str:
-        return self.attributes["specversion"]
-
-    @property
-    def id(self) -> str:
-        return self.attributes["id"]
-
-    @property
-    def type(self) -> str:
-        return self.attributes["type"]
-
-    @property
-    def source(self) -> str:
-        return self.attributes["source"]
+    # The envelope's attributes, read from those it was made with (None: unset).
+    specversion = _attribute("specversion")
+    id = _attribute("id")
+    type = _attribute("type")
+    source = _attribute("source")
+    subject = _attribute("subject")
+    datacontenttype = _attribute("datacontenttype")
+    correlationid = _attribute("correlationid")
+    causationid = _attribute("causationid")
+    actorid = _attribute("actorid")
 
     @property
     def time(self) -> datetime:
         return datetime.fromisoformat(self.attributes["time"])
-
-    @property
-    def subject(self) -> str | None:
-        return self.attributes.get("subject")
-
-    @property
-    def datacontenttype(self) -> str | None:
-        return self.attributes.get("datacontenttype")
-
-    @property
-    def correlationid(self) -> str | None:
-        return self.attributes.get("correlationid")
-
-    @property
-    def causationid(self) -> str | None:
-        return self.attributes.get("causationid")
-
-    @property
-    def actorid(self) -> str | None:
-        return self.attributes.get("actorid")
 
     def to_json_bytes(self) -> bytes:
         attributes = self.attributes

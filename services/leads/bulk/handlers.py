@@ -11,7 +11,7 @@ from contracts.bulk import BulkUpdateStarted
 from contracts.topics import LEADS_EVENTS
 from crmkit import access
 from crmkit.ids import uuid5
-from crmkit.messaging import Outbound
+from crmkit.messaging import Outbound, Published
 from crmkit.principals import Principal, PrincipalRepository
 from services.leads import domain as d
 from services.leads.bulk.repository import Answer, BulkJob, BulkRepository
@@ -200,10 +200,10 @@ class BulkTracker:
         stored = await self.leads.get_many(lead_of.values())
         return {cid for cid, lead_id in lead_of.items() if lead_id in stored and stored[lead_id].recent_for(cid) is not None}
 
-    async def record(self, tracked: dict[str, tuple[str, str]], out: list[Envelope]) -> None:
+    async def record(self, tracked: dict[str, tuple[str, str]], out: list[Published]) -> None:
         if not tracked:
             return
-        caused: dict[str, list[Envelope]] = defaultdict(list)
+        caused: dict[str, list[Published]] = defaultdict(list)
         for event in out:
             if event.causationid in tracked:
                 caused[event.causationid].append(event)

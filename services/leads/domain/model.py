@@ -146,7 +146,8 @@ class ProductLine(_Model):
     product_id: str
     name: str | None = None
     kind: ProductKind | None = None
-    quantity: float = Field(1, ge=0)
+    # A float default: a default is not validated, and an int 1 would be written as 1 where the contract's JSON has 1.0.
+    quantity: float = Field(1.0, ge=0)
     options: dict[str, str] = Field(default_factory=dict)
 
 

@@ -12,6 +12,7 @@ import zlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
+from pydantic_core import PydanticUndefined
 
 from contracts import build_message, parse_message
 from contracts.leads import CreateLead
@@ -141,6 +142,19 @@ def test_the_card_s_json_is_pydantic_s_at_any_time_of_day() -> None:
         changed = lead.model_copy(update={"updated_at": at, "status_since": at.astimezone(UTC)})
         assert form_json(card_form(changed)) == changed.model_dump_json().encode()
         assert orjson.loads(form_json(card_form(changed))) == changed.model_dump(mode="json")
+
+
+def test_the_card_s_json_is_pydantic_s_with_its_defaults_filled_in() -> None:
+    """Values no command gave (a product line's quantity, an activity summary's counts) are written as
+    pydantic writes them: a default is not validated, so its type must already be the field's."""
+    lead = _cards()[1][0].model_copy(update={
+        "products": [d.ProductLine(product_id="p-2")], "activity": d.ActivitySummaryView(), "duplicates": [],
+    })
+    assert form_json(card_form(lead)) == lead.model_dump_json().encode()
+    for model in (d.Lead, d.ProductLine, d.ContactRef, d.CompanyRef, d.StatusHistoryEntry, d.ActivitySummaryView, d.DuplicateMatch):
+        for name, info in model.model_fields.items():
+            if info.annotation is float and info.default is not PydanticUndefined:
+                assert isinstance(info.default, float), f"{model.__name__}.{name} defaults to {info.default!r}"
 
 
 def test_a_card_event_of_an_older_card_is_stored_whole() -> None:
