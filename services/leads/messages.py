@@ -136,10 +136,10 @@ class CardEvent:
         return self.attributes["id"]
 
     def value(self) -> bytes:
-        return form_json({**self.attributes, "data": {**self.card, "changed_fields": self.changed_fields}})
+        return self.message().to_json_bytes()
 
     def message(self) -> JsonMessage:
-        """The event as it is published (its record value is ``value()``)."""
+        """The event as it is published."""
         data = {**self.card, "changed_fields": self.changed_fields}
         return JsonMessage(self.attributes, _JsonPayload(_CARD_PAYLOADS[self.attributes["type"]], data))
 

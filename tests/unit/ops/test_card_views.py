@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from contracts import ContractError, Envelope, build_message, parse_message
+from contracts import ContractError, build_message, parse_message
 from contracts.leads import CreateLead
 from contracts.topics import LEADS_COMMANDS, LEADS_EVENTS
 from services.activity import messages as activity
 from services.leads import domain as d
-from services.leads.messages import Cards
+from services.leads.messages import CardEvent, Cards
 from services.qualification import messages as qualification
 
 NOW = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)
@@ -32,7 +32,7 @@ def _values() -> list[bytes]:
     created = d.create_lead(ACTOR, "L1", fields, pipeline, NOW)
     assigned = d.assign_lead(ACTOR, created.lead, pipeline, "u-2", NOW)
     messages = Cards().messages([*created.events, *assigned.events], command, "crm/leads", "L1", NOW)
-    return [m.to_json_bytes() if isinstance(m, Envelope) else m.value() for m in messages]
+    return [m.value() if isinstance(m, CardEvent) else m.to_json_bytes() for m in messages]
 
 
 @pytest.mark.parametrize(("parse", "view", "facts"), READERS)
