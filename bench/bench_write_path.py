@@ -9,8 +9,10 @@ the wall time, per lead. The baseline of the same run, per document: the very do
 copied and written again bare by pymongo (``insert_many`` for the creates, a bulk ``ReplaceOne {_id,
 version}`` onto that copy for the qualifications), so what the handlers add to the database's work shows.
 
-Run: .venv/bin/python bench/bench_write_path.py [--leads 6000] [--rounds 3]; from a ``git worktree`` of
-another commit (with this file copied in) to compare two trees, rounds alternated by hand.
+Run: .venv/bin/python bench/bench_write_path.py [--leads 6000] [--rounds 3] [--binary NAME=PATH ...]: with
+``--binary``, each FerretDB build runs on a port and data folder of its own and the rounds alternate between
+them (as in bench_ferretdb_writes.py); from a ``git worktree`` of another commit (this file copied in) to
+compare two trees of the handlers.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import common  # noqa: E402  (bench/common.py)
+from bench_ferretdb_writes import Build  # noqa: E402
 from bench_leads import create_records  # noqa: E402
 from pymongo import ReplaceOne  # noqa: E402
 
@@ -139,18 +144,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=6000, help="leads created, then qualified, a round (default 6000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each on a fresh database (default 3)")
+    parser.add_argument("--binary", action="append", default=[], metavar="NAME=PATH",
+                        help="a FerretDB build to run on a port and folder of its own (repeatable; rounds alternate "
+                             "between the builds); default: the local stack's FerretDB")
     args = parser.parse_args()
     common.quiet_logs()
-    endpoints = common.stack_endpoints()
-    if endpoints.ferretdb_pid is None:
-        sys.exit("FerretDB's pid is unknown: start the local stack (.venv/bin/crm stack up)")
-    rounds = [asyncio.run(one_round(endpoints.mongodb, endpoints.ferretdb_pid, args.leads)) for _ in range(args.rounds)]
+    builds: list[Build] = []
+    home = Path(tempfile.mkdtemp(prefix="bench_write_path"))
+    try:
+        if args.binary:
+            for spec in args.binary:
+                name, _, path = spec.partition("=")
+                builds.append(Build(name, Path(path), home))
+            targets = {b.name: (f"mongodb://127.0.0.1:{b.port}/", b.proc.pid) for b in builds}
+        else:
+            endpoints = common.stack_endpoints()
+            if endpoints.ferretdb_pid is None:
+                sys.exit("FerretDB's pid is unknown: start the local stack (.venv/bin/crm stack up)")
+            targets = {"stack": (endpoints.mongodb, endpoints.ferretdb_pid)}
+        rounds: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, (url, pid) in targets.items():
+                rounds[name].append(asyncio.run(one_round(url, pid, args.leads)))
+    finally:
+        for build in builds:
+            build.close()
+        shutil.rmtree(home, ignore_errors=True)
     print(f"leads write path alone, {args.leads:,} leads a round, median of {args.rounds} rounds (µs a lead or document)")
-    print(f"{'step':<18}{'handlers CPU':>14}{'FerretDB CPU':>14}{'wall':>10}   rounds (handlers / FerretDB)")
-    for step in rounds[0]:
-        med = {k: statistics.median(r[step][k] for r in rounds) for k in ("handlers", "ferretdb", "wall")}
-        spread = ", ".join(f"{r[step]['handlers']:.0f}/{r[step]['ferretdb']:.0f}" for r in rounds)
-        print(f"{step:<18}{med['handlers']:>14.0f}{med['ferretdb']:>14.0f}{med['wall']:>10.0f}   {spread}")
+    print(f"{'FerretDB':<10}{'step':<18}{'handlers CPU':>14}{'FerretDB CPU':>14}{'wall':>10}   rounds (handlers / FerretDB)")
+    for name, found in rounds.items():
+        for step in found[0]:
+            med = {k: statistics.median(r[step][k] for r in found) for k in ("handlers", "ferretdb", "wall")}
+            spread = ", ".join(f"{r[step]['handlers']:.0f}/{r[step]['ferretdb']:.0f}" for r in found)
+            print(f"{name:<10}{step:<18}{med['handlers']:>14.0f}{med['ferretdb']:>14.0f}{med['wall']:>10.0f}   {spread}")
     print("handlers CPU of a bare row: pymongo encoding and sending the documents")
 
 
