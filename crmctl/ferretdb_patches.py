@@ -46,6 +46,7 @@ from pathlib import Path
 from crmctl.ferretdb_encoding import ENCODING_PATCHES
 from crmctl.ferretdb_reads import READ_PATCHES
 from crmctl.ferretdb_registry import REGISTRY_PATCHES
+from crmctl.ferretdb_replace import REPLACE_PATCHES
 from crmctl.ferretdb_writes import WRITE_PATCHES, go_fragment as _go
 
 GO_PUSHDOWN = _go("pushdown")  # into the SQLite backend's collection.go: the pushdown patches below
@@ -328,6 +329,7 @@ PATCHES = [
     # The leak detector's patches (resource.go) are among the write patches below.
     *(Patch(**p) for p in ENCODING_PATCHES),  # after the others: their anchors are in the text those leave
     *(Patch(**p) for p in WRITE_PATCHES),
+    *(Patch(**p) for p in REPLACE_PATCHES),
 ]
 
 

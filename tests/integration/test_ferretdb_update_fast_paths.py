@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 from bson.codec_options import CodecOptions
-from pymongo import UpdateOne
+from bson.int64 import Int64
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
 from crmkit.mongo import make_client
@@ -17,6 +18,7 @@ from tests.integration.test_ferretdb_decode import AWKWARD, run_patched_go_test
 
 DUPLICATE_KEY = 11000
 TYPE_MISMATCH = 14
+IMMUTABLE_FIELD = 66
 
 
 @pytest.fixture
@@ -81,6 +83,46 @@ async def test_a_version_guard_that_fails_writes_nothing_and_its_upsert_is_a_dup
     assert [u["index"] for u in details["upserted"]] == [2]
     assert await col.find_one({"_id": "a"}) == {"_id": "a", "version": 3, "s": "won"}
     assert await col.find_one({"_id": "n"}) == {"_id": "n", "s": "new", "born": 1}  # ($lt is no value to copy)
+
+
+async def test_guarded_replacements_answer_as_mongodb_does(col):
+    """A replacement guarded by `_id` and plain fields (as the services store a changed document) is written by
+    one guarded UPDATE on the patched build (crmctl/ferretdb_replace.py); every case it leaves to the full way
+    answers the same, and each reply is MongoDB's."""
+    await col.create_index("code", unique=True)
+    await col.insert_many([
+        {"_id": "a", "version": 1, "s": "one", "code": "ca"}, {"_id": "b", "version": [1, 2], "s": "arr"},
+        {"_id": "c", "version": Int64(7)}, {"_id": "d", "tag": "t1", "s": "x"}, {"_id": "e", "version": 1, "code": "ce"},
+    ])
+
+    async def replace(guard, doc):
+        result = await col.replace_one(guard, doc)
+        return result.matched_count, result.modified_count
+
+    assert await replace({"_id": "a", "version": 1}, {"version": 2, "s": "two", "code": "ca2"}) == (1, 1)
+    assert await replace({"_id": "a", "version": 1}, {"version": 3, "s": "lost"}) == (0, 0)  # stale: nothing written
+    assert await replace({"_id": "b", "version": 2}, {"version": 3, "s": "arr2"}) == (1, 1)  # an array holding the value
+    assert await replace({"_id": "c", "version": 7}, {"version": 8}) == (1, 1)  # an int guard on a long
+    assert await replace({"_id": "d", "tag": "t1"}, {"tag": "t2", "s": "y"}) == (1, 1)  # a string guard
+    assert await replace({"_id": "zz", "version": 1}, {"version": 2}) == (0, 0)
+    with pytest.raises(WriteError) as immutable:  # a replacement naming another _id
+        await col.replace_one({"_id": "a", "version": 2}, {"_id": "other", "version": 3})
+    assert immutable.value.code == IMMUTABLE_FIELD
+    with pytest.raises(DuplicateKeyError):  # a unique index's value taken, through the guarded write too
+        await col.replace_one({"_id": "e", "version": 1}, {"version": 2, "code": "ca2"})
+    result = await col.bulk_write([
+        ReplaceOne({"_id": "a", "version": 2}, {"version": 3, "s": "bulk", "code": "ca3"}),
+        ReplaceOne({"_id": "a", "version": 9}, {"version": 4}),
+        ReplaceOne({"_id": "e", "version": 1}, {"version": 2, "code": "ce"}),
+    ], ordered=False)
+    assert (result.matched_count, result.modified_count) == (2, 2)
+    assert [d async for d in col.find({}, sort=[("_id", 1)])] == [
+        {"_id": "a", "version": 3, "s": "bulk", "code": "ca3"}, {"_id": "b", "version": 3, "s": "arr2"},
+        {"_id": "c", "version": 8}, {"_id": "d", "tag": "t2", "s": "y"}, {"_id": "e", "version": 2, "code": "ce"},
+    ]
+    # the indexes follow the guarded writes: the old unique value is free again, the new one taken
+    assert [d["_id"] async for d in col.find({"code": "ca3"})] == ["a"] and await col.find_one({"code": "ca2"}) is None
+    await col.insert_one({"_id": "f", "code": "ca2"})
 
 
 async def test_the_operators_the_services_use_on_an_update_by_id(col):
