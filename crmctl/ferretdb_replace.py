@@ -4,8 +4,8 @@ The services store a changed document by replacing it under a guard: ``ReplaceOn
 (a lead, a deal, qualification's copy of a lead), so that a concurrent writer is detected. Upstream's update
 handler read and decoded the stored document, filtered it in Go, compared it with the replacement and then
 wrote it: in a Go profile of 10,000 replaces of lead documents the read and decode were 18% of FerretDB's
-CPU. Now a replacement whose filter names a string ``_id`` and plain top-level fields equal to strings or
-integers is one UPDATE whose WHERE is that guard, and whose row must not be the new document already
+CPU. Now a replacement whose filter names a string ``_id`` and plain top-level fields equal to strings,
+integers or booleans is one UPDATE whose WHERE is that guard, and whose row must not be the new document already
 (``crmctl/ferretdb_go/replace.go.txt``, ``replace_sqlite.go.txt``). A written row matched and changed, as
 MongoDB counts it; a row the UPDATE leaves (no match, a replacement equal to the document, a match only
 MongoDB's rules see, such as an array holding the value) goes the full way, which answers as before, so no
@@ -23,8 +23,8 @@ REPLACE_PATCHES: list[dict[str, str]] = [
         anchor="type UpdateAllParams struct {\n\tDocs []*types.Document\n}\n",
         replacement=(
             "type UpdateAllParams struct {\n\tDocs []*types.Document\n\n"
-            "\t// crm patch: when set, each document is written only where its row matches this filter (a string\n"
-            "\t// _id and plain fields equal to strings or integers) and is not that document already; Updated\n"
+            "\t// crm patch: when set, each document is written only where its row matches this filter (a string _id\n"
+            "\t// and plain fields equal to strings, integers or booleans) and is not that document already; Updated\n"
             "\t// counts the rows written (the handler's crmGuardedReplace, the SQLite backend's crmGuardedUpdate).\n"
             "\tCrmGuard *types.Document\n}\n"
         ),

@@ -93,6 +93,7 @@ async def test_guarded_replacements_answer_as_mongodb_does(col):
     await col.insert_many([
         {"_id": "a", "version": 1, "s": "one", "code": "ca"}, {"_id": "b", "version": [1, 2], "s": "arr"},
         {"_id": "c", "version": Int64(7)}, {"_id": "d", "tag": "t1", "s": "x"}, {"_id": "e", "version": 1, "code": "ce"},
+        {"_id": "g", "version": 1, "flag": True},
     ])
 
     async def replace(guard, doc):
@@ -104,6 +105,9 @@ async def test_guarded_replacements_answer_as_mongodb_does(col):
     assert await replace({"_id": "b", "version": 2}, {"version": 3, "s": "arr2"}) == (1, 1)  # an array holding the value
     assert await replace({"_id": "c", "version": 7}, {"version": 8}) == (1, 1)  # an int guard on a long
     assert await replace({"_id": "d", "tag": "t1"}, {"tag": "t2", "s": "y"}) == (1, 1)  # a string guard
+    assert await replace({"_id": "g", "version": 1, "flag": 1}, {"version": 2}) == (0, 0)  # true is not 1
+    assert await replace({"_id": "g", "version": 1, "flag": True}, {"version": 2, "flag": False}) == (1, 1)
+    assert await replace({"_id": "g", "version": 2, "flag": True}, {"version": 3}) == (0, 0)  # a flag that changed
     assert await replace({"_id": "zz", "version": 1}, {"version": 2}) == (0, 0)
     with pytest.raises(WriteError) as immutable:  # a replacement naming another _id
         await col.replace_one({"_id": "a", "version": 2}, {"_id": "other", "version": 3})
@@ -119,6 +123,7 @@ async def test_guarded_replacements_answer_as_mongodb_does(col):
     assert [d async for d in col.find({}, sort=[("_id", 1)])] == [
         {"_id": "a", "version": 3, "s": "bulk", "code": "ca3"}, {"_id": "b", "version": 3, "s": "arr2"},
         {"_id": "c", "version": 8}, {"_id": "d", "tag": "t2", "s": "y"}, {"_id": "e", "version": 2, "code": "ce"},
+        {"_id": "g", "version": 2, "flag": False},
     ]
     # the indexes follow the guarded writes: the old unique value is free again, the new one taken
     assert [d["_id"] async for d in col.find({"code": "ca3"})] == ["a"] and await col.find_one({"code": "ca2"}) is None
