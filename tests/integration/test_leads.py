@@ -7,6 +7,7 @@ import contextlib
 import httpx
 
 from contracts.topics import ACTIVITY_EVENTS, LEADS_COMMANDS, LEADS_EVENTS, QUALIFICATION_EVENTS
+from crmkit.principals import PrincipalRepository
 from services.leads.app import Overrides, create_app
 from services.leads.repository import LeadRepository
 from services.leads.settings import LeadsSettings
@@ -26,6 +27,15 @@ async def leads_stack(settings_for, run_service, endpoints, isolation, app_overr
         await grant(producer, "alice", admin=True)
         await grant(producer, "bob")
         await wait_until(lambda: events.got.of_type("crm.pipeline.created"), what="default pipeline")
+        # The grants travel on another topic than the commands: a command fetched before them would be
+        # refused (not licensed), so the tests start once the service has stored both.
+        principals = PrincipalRepository(service.db, settings.service_principals)
+
+        async def granted() -> bool:
+            alice, bob = await principals.get("alice"), await principals.get("bob")
+            return alice.licensed and alice.is_admin and bob.licensed
+
+        await wait_until(granted, what="alice's and bob's licences stored")
         yield service, producer, events
 
 
