@@ -41,6 +41,7 @@ from contracts.qualification import LeadQualified  # noqa: E402
 from contracts.registry import parse_message  # noqa: E402
 from contracts.topics import DIRECTORY_EVENTS, LEADS_COMMANDS, QUALIFICATION_EVENTS  # noqa: E402
 from crmkit.messaging import Inbound  # noqa: E402
+from crmkit.mongo import find_by_ids  # noqa: E402
 from crmkit.principals import PrincipalRepository  # noqa: E402
 from crmkit.service import tune_gc  # noqa: E402
 from services.leads.counters import LeadCounters  # noqa: E402
@@ -123,7 +124,7 @@ def _qualified(lead_id: str, offset: int) -> Inbound:
 async def _bare(db, ferretdb_pid: int, lead_ids: list[str], *, replace: bool) -> dict[str, float]:
     """The stored documents of ``lead_ids`` written again by pymongo alone: inserted into a copy of the leads
     collection (its indexes too), or, with ``replace``, replacing that copy's documents by version."""
-    docs = [doc async for doc in db["leads"].find({"_id": {"$in": lead_ids}})]
+    docs = await find_by_ids(db["leads"], lead_ids)
     copy = db["leads_bare"]
     if not replace:
         await copy.drop()
