@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -83,7 +84,7 @@ class Profiles:
             out = self.folder / f"{stage}-{name}.txt"
             self._files[name] = out
             self._running.append(subprocess.Popen(
-                [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "50", "--nonblocking", "--output", str(out)],
+                [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", os.environ.get("BENCH_SPY_RATE", "50"), "--nonblocking", "--output", str(out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def stop(self, top: int = 12) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Container, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import to_jsonable_python
+
 from contracts import Envelope, build_message
 from contracts.activity import (
     LeadActivitySummary,
@@ -28,6 +30,7 @@ from crmkit.ids import uuid5
 from crmkit.messaging import Outbound
 from crmkit.principals import Principal, PrincipalRepository
 from crmkit.views import card_view, view_parser
+from crmkit.wire import JsonMessage, JsonPayload, event_attributes
 from services.activity import domain as d
 
 # Stable ids: the same input message always yields the same task ids and event ids, so a replay
@@ -93,17 +96,36 @@ def task_view(task: d.Task) -> TaskView:
 def outbound_of(event: Any, cause: Envelope, source: str, index: int, now: datetime) -> Outbound:
     """The message a task rule's event becomes, serialized once: the same bytes are kept with the task (its
     applied record) and published, in the trace of the command that caused it (as crmkit would carry it)."""
-    common = dict(source=source, correlationid=cause.correlationid or cause.id, causationid=cause.id, time=now,
-                  traceparent=cause.traceparent, tracestate=cause.tracestate)
     if isinstance(event, d.DisqualifyRequested):
         payload = DisqualifyLead(lead_id=event.lead_id, reason_id=event.reason_id, comment=event.comment)
-        message = build_message(payload, actorid=event.actor_id, id=stable_id(cause.id, "disqualify"), **common)
+        message = build_message(
+            payload, source=source, actorid=event.actor_id, id=stable_id(cause.id, "disqualify"), time=now,
+            correlationid=cause.correlationid or cause.id, causationid=cause.id, traceparent=cause.traceparent,
+            tracestate=cause.tracestate,
+        )
         return Outbound(QUALIFICATION_COMMANDS, message, value=message.to_json_bytes())
-    payload = _TASK_EVENTS[type(event)].model_validate(event.task.model_dump())
-    message = build_message(
-        payload, actorid=cause.actorid, id=stable_id(cause.id, event.task.task_id, str(index), payload.TYPE), **common
+    return task_event(event, cause, source, index, to_jsonable_python(now))
+
+
+def task_event(event: d.TaskCreated | d.TaskUpdated | d.TaskCompleted | d.TaskCancelled, cause: Envelope, source: str,
+               index: int, time: Any) -> Outbound:
+    """A task's event made from the task, which its rules validated: no contract payload and envelope are
+    validated again to send it (``crmkit.wire``; 25-27 against 33-40 µs a ``crm.task.created``, the AMD EPYC
+    machine, best of five). Its data is the task's fields the contract's ``TaskView`` names, in its order;
+    tests/unit/activity/test_wire.py holds the bytes equal to the validated path's."""
+    task = event.task
+    cls = _TASK_EVENTS[type(event)]
+    values = task.model_dump(include=_VIEW_FIELDS)
+    attributes = event_attributes(
+        cause, id=stable_id(cause.id, task.task_id, str(index), cls.TYPE), kind=cls.TYPE, source=source,
+        subject=task.lead_id, time=time,
     )
+    message = JsonMessage(attributes, JsonPayload(cls, {name: values[name] for name in _VIEW_ORDER}))
     return Outbound(ACTIVITY_EVENTS, message, value=message.to_json_bytes())
+
+
+_VIEW_ORDER = tuple(TaskView.model_fields)
+_VIEW_FIELDS = frozenset(_VIEW_ORDER)
 
 
 def rejection(cause: Envelope, exc: d.Rejected | access.Refusal, source: str, lead_id: str | None) -> Outbound:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from pydantic_core import to_jsonable_python
 
 import contracts.leads as ev
@@ -17,6 +16,7 @@ from contracts.directory import CompanyUpserted, ContactUpserted, ProductUpserte
 from crmkit import access
 from crmkit.ids import uuid5
 from crmkit.principals import Principal
+from crmkit.wire import JsonMessage, JsonPayload, event_attributes, form_json
 from services.leads import domain as d
 
 # Stable ids: the same input message always yields the same lead id and the same event ids,
@@ -113,11 +113,6 @@ def card_form(lead: d.Lead) -> dict[str, Any]:
     return lead.model_dump()
 
 
-def form_json(values: Any) -> bytes:
-    """JSON of values that hold card forms, as pydantic writes the contract's JSON (UTC times end in ``Z``)."""
-    return orjson.dumps(values, option=orjson.OPT_UTC_Z)
-
-
 @dataclass(frozen=True, slots=True)
 class CardEvent:
     """A ``crm.lead.created`` / ``crm.lead.updated`` as published: envelope attributes, the card, its changes.
@@ -141,7 +136,7 @@ class CardEvent:
     def message(self) -> JsonMessage:
         """The event as it is published."""
         data = {**self.card, "changed_fields": self.changed_fields}
-        return JsonMessage(self.attributes, _JsonPayload(_CARD_PAYLOADS[self.attributes["type"]], data))
+        return JsonMessage(self.attributes, JsonPayload(_CARD_PAYLOADS[self.attributes["type"]], data))
 
     def envelope(self) -> Envelope:
         """The message as the contract's envelope; its `data` is validated only if some code reads it.
@@ -149,67 +144,7 @@ class CardEvent:
         The attributes are validated as a plain ``Envelope`` (its `data` may be anything): 2.3 µs, where
         ``model_construct`` of the event's own envelope class, unvalidated, took 4.7 µs (pydantic 2.14).
         """
-        kind = self.attributes["type"]
-        data = _JsonPayload(_CARD_PAYLOADS[kind], {**self.card, "changed_fields": self.changed_fields})
-        return Envelope.model_validate({**self.attributes, "time": datetime.fromisoformat(self.attributes["time"]), "data": data})
-
-
-def _attribute(name: str) -> Any:
-    """A ``JsonMessage`` attribute read from the attributes it was made with."""
-    return property(lambda message: message.attributes.get(name), doc=f"The envelope's ``{name}``.")
-
-
-class JsonMessage:
-    """A message this service made, as it is published: its envelope attributes, and its data as the values of its JSON.
-
-    What reads a published message takes its id, type, subject, causation and trace context, and its
-    data only to tell a refusal; so a card event or a duplicates-found notice is not made into a
-    validated ``Envelope`` to be sent: its attributes were made by ``_attributes`` from a validated
-    envelope, its data from a validated domain model. Validating a card event's envelope again cost
-    5-6 µs of a create's 115 (the handler path on FerretDB, 20,000 creates, duplicate check off;
-    leaving it out entirely gave 107-110). Its record value is the contract's JSON of the same
-    message (tests/unit/leads/test_wire.py holds the bytes equal).
-
-    The trace context may be set once it is made (the bus starts a trace for a message without one);
-    its record value then carries it.
-    """
-
-    __slots__ = ("attributes", "data", "traceparent", "tracestate")
-
-    def __init__(self, attributes: dict[str, Any], data: _JsonPayload) -> None:
-        self.attributes = attributes  # as ``_attributes`` makes them: JSON values in the envelope's order
-        self.data = data
-        self.traceparent: str | None = attributes.get("traceparent")
-        self.tracestate: str | None = attributes.get("tracestate")
-
-    def __repr__(self) -> str:
-        return f"JsonMessage(id={self.id!r}, type={self.type!r}, subject={self.subject!r})"
-
-    # The envelope's attributes, read from those it was made with (None: unset).
-    specversion = _attribute("specversion")
-    id = _attribute("id")
-    type = _attribute("type")
-    source = _attribute("source")
-    subject = _attribute("subject")
-    datacontenttype = _attribute("datacontenttype")
-    correlationid = _attribute("correlationid")
-    causationid = _attribute("causationid")
-    actorid = _attribute("actorid")
-
-    @property
-    def time(self) -> datetime:
-        return datetime.fromisoformat(self.attributes["time"])
-
-    def to_json_bytes(self) -> bytes:
-        attributes = self.attributes
-        if self.traceparent != attributes.get("traceparent") or self.tracestate != attributes.get("tracestate"):
-            traced = {**attributes, "traceparent": self.traceparent, "tracestate": self.tracestate}
-            attributes = {name: traced[name] for name in _ATTRIBUTE_ORDER if traced.get(name) is not None}
-        return form_json({**attributes, "data": self.data._values})
-
-
-# The envelope's attributes in its fields' order, the order of its JSON (``_attributes``).
-_ATTRIBUTE_ORDER = tuple(name for name in Envelope.model_fields if name != "data")
+        return self.message().envelope()
 
 
 _CARD_PAYLOADS = {cls.TYPE: cls for cls in _CARD_EVENTS.values()}
@@ -293,14 +228,8 @@ class Cards:
 
 
 def _attributes(cause: Envelope, source: str, subject: str | None, index: int, kind: str, time: Any) -> dict[str, Any]:
-    """An event's envelope attributes, unset ones left out, in the envelope's field order (its JSON's order)."""
-    attributes = {
-        "specversion": "1.0", "id": _event_id(cause, subject, index, kind), "type": kind,
-        "source": source, "time": time, "subject": subject, "datacontenttype": "application/json",
-        "correlationid": cause.correlationid or cause.id, "causationid": cause.id, "actorid": cause.actorid,
-        "traceparent": cause.traceparent, "tracestate": cause.tracestate,
-    }
-    return {name: value for name, value in attributes.items() if value is not None}
+    """An event's envelope attributes (``crmkit.wire.event_attributes``) under its stable id."""
+    return event_attributes(cause, id=_event_id(cause, subject, index, kind), kind=kind, source=source, subject=subject, time=time)
 
 
 def _duplicates_found(event: d.DuplicatesFound, matches: list[dict[str, Any]], attributes: dict[str, Any]) -> JsonMessage:
@@ -311,27 +240,7 @@ def _duplicates_found(event: d.DuplicatesFound, matches: list[dict[str, Any]], a
     holds the bytes equal to the contract path's).
     """
     data = {"lead_id": event.lead_id, "matches": matches, "version": event.version}
-    return JsonMessage(attributes, _JsonPayload(ev.LeadDuplicatesFound, data))
-
-
-class _JsonPayload:
-    """A card event's or duplicates-found notice's data: the values of its JSON, validated into the contract model if read."""
-
-    __slots__ = ("_cls", "_values", "_model")
-
-    def __init__(self, cls: type[ev.Payload], values: dict[str, Any]) -> None:
-        self._cls = cls
-        self._values = values
-        self._model: ev.Payload | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        # A name the payload does not have (the bus asks every message for a `command_id`) is answered
-        # without validating: that validation cost 8% of the service's CPU per create.
-        if name not in self._cls.model_fields and not hasattr(self._cls, name):
-            raise AttributeError(name)
-        if self._model is None:
-            self._model = self._cls.model_validate(self._values)
-        return getattr(self._model, name)
+    return JsonMessage(attributes, JsonPayload(ev.LeadDuplicatesFound, data))
 
 
 def rejection(cause: Envelope, exc: d.Rejected | access.Refusal, source: str, lead_id: str | None) -> Envelope:
