@@ -8,18 +8,14 @@ from datetime import datetime
 from typing import Any
 
 
-from crmkit import listkeys
+from crmkit import blobs, listkeys
 from crmkit.applied import Applied, applied_for, kept
-from crmkit.mongo import IDS_PER_QUERY, ensure_indexes, find_by_ids, insert_new
+from crmkit.mongo import IDS_PER_QUERY, drop_indexes, ensure_indexes, find_by_ids, insert_new
 from pymongo import ASCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.activity.domain import Task, next_notice_at
-
-_INTERNAL = ("_id", "_recent")
-
-
 
 # A task's applied messages, each with what it published: {"topic": ..., "message": serialized envelope}.
 Recent = Applied
@@ -75,21 +71,46 @@ def _due_key(task: Task) -> str | None:
     return listkeys.key((), at, task.task_id) if at is not None else None
 
 
+# A task is stored as the fields a query, a list or a guard names, plain, and the rest of it as one JSON
+# blob; its applied messages (the events each published, ~1 KB a create) as another, so that reading a
+# task for a list or a card leaves them out. FerretDB turns every BSON field into JSON and back on each
+# write: with every field of its own and the applied messages nested, a task cost it 180-197 µs of CPU
+# inserted, as blobs 152-161, and 130-140 without the four indexes only that shape used (5,000 tasks of
+# bench_flow, four rounds alternated, AMD EPYC machine). The document:
+#
+#   _id, version, due_soon_notified,     the task id and what every replace is guarded by (the due pass
+#   overdue_notified                     sets the two flags alone)
+#   lead_id, status, assignee_id,        what queries filter on (a lead's tasks, a list's other filters,
+#   cancelled_with_lead, due_at          a lead restored, the due notice's guard)
+#   ix_<list>, ix_due, ixv               the list keys and the due pass's key (crmkit/listkeys.py)
+#   blob                                 every other field of the task (crmkit.blobs.pack)
+#   recent_ids, recent                   the applied messages' ids, and the messages with what each published
+#
+# Tasks written before (every field of its own, the applied messages as ``_recent``) are still read, and
+# take this shape at their next change.
+_PLAIN = ("version", "due_soon_notified", "overdue_notified", "lead_id", "status", "assignee_id", "cancelled_with_lead", "due_at")
+_APPLIED = ("recent", "recent_ids", "_recent")  # left out where only the task is read
+_NO_APPLIED = dict.fromkeys(_APPLIED, 0)
+
+
 def task_document(task: Task, recent: Sequence[Recent]) -> dict[str, Any]:
-    doc = task.model_dump()
-    doc["_id"] = task.task_id
-    doc.update(_list_keys(task))
-    doc["_recent"] = [r.to_doc() for r in recent]
+    values = task.model_dump(exclude={"task_id"})
+    doc: dict[str, Any] = {"_id": task.task_id, **{name: values.pop(name) for name in _PLAIN}, **_list_keys(task)}
+    doc["blob"] = blobs.pack(values)
+    doc["recent_ids"] = [r.message_id for r in recent]
+    doc["recent"] = blobs.pack([r.to_doc() for r in recent])
     return doc
 
 
 def _stored_from(doc: dict[str, Any]) -> StoredTask:
-    recent = [Applied.from_doc(r) for r in doc.get("_recent") or []]
-    return StoredTask(_task_from(doc), recent)
+    applied = blobs.unpack(doc["recent"]) if "recent" in doc else doc.get("_recent") or []
+    return StoredTask(_task_from(doc), [Applied.from_doc(r) for r in applied])
 
 
 def _task_from(doc: dict[str, Any]) -> Task:
-    return Task.model_validate({k: v for k, v in doc.items() if k not in _INTERNAL and not k.startswith("ix")})
+    if "blob" in doc:
+        return Task.model_validate({**blobs.unpack(doc["blob"]), **{name: doc[name] for name in _PLAIN}, "task_id": doc["_id"]})
+    return Task.model_validate({k: v for k, v in doc.items() if k not in _APPLIED and k != "_id" and not k.startswith("ix")})
 
 
 def _expected(task: Task) -> dict[str, Any]:
@@ -101,6 +122,11 @@ def _expected(task: Task) -> dict[str, Any]:
         "overdue_notified": task.overdue_notified,
     }
 
+
+# Indexes an earlier version made that no query reads now: dropped at start. The first three served the due pass
+# before its key (ix_due), which runs the old query only until the start-up migration has keyed every task;
+# the applied messages' ids are looked up only among one lead's tasks, read by ``lead_id``.
+_UNUSED_INDEXES = ("status_1_due_at_1", "assignee_id_1_due_at_1", "due_at_1__id_1", "_recent.id_1")
 
 _KEYED = {"assignee_status": ("assignee_id", "status"), "assignee": ("assignee_id",), "lead": ("lead_id",),
           "status": ("status",), "all": ()}
@@ -131,13 +157,10 @@ class TaskRepository:
             self._col,
             [
                 IndexModel([("lead_id", ASCENDING), ("status", ASCENDING)]),
-                IndexModel([("status", ASCENDING), ("due_at", ASCENDING)]),
-                IndexModel([("assignee_id", ASCENDING), ("due_at", ASCENDING)]),
-                IndexModel([("due_at", ASCENDING), ("_id", ASCENDING)]),
-                IndexModel([("_recent.id", ASCENDING)]),
                 *[IndexModel([(f"ix_{name}", ASCENDING)], name=f"ix_{name}_1") for name in (*TASK_LISTS, "due")],
             ]
         )
+        await drop_indexes(self._col, _UNUSED_INDEXES)
         await ensure_indexes(self._notices, [IndexModel([("settled", ASCENDING), ("at", ASCENDING)])])
 
     async def get(self, task_id: str) -> StoredTask | None:
@@ -182,7 +205,7 @@ class TaskRepository:
         return task_document(stored.task, kept(stored.recent, self._recent_kept))
 
     async def view(self, task_id: str) -> Task | None:
-        doc = await self._col.find_one({"_id": task_id}, {"_recent": 0})
+        doc = await self._col.find_one({"_id": task_id}, _NO_APPLIED)
         return _task_from(doc) if doc else None
 
     async def insert(self, task: Task, recent: Sequence[Recent]) -> bool:
@@ -200,7 +223,8 @@ class TaskRepository:
 
     async def applied(self, message_id: str, lead_id: str) -> list[StoredTask]:
         """Tasks of a lead that a message already changed."""
-        return [_stored_from(d) async for d in self._col.find({"lead_id": lead_id, "_recent.id": message_id})]
+        query = {"lead_id": lead_id, "$or": [{"recent_ids": message_id}, {"_recent.id": message_id}]}  # _recent: written before
+        return [_stored_from(d) async for d in self._col.find(query)]
 
     async def of_lead(self, lead_id: str, status: str, *, cancelled_with_lead: bool | None = None) -> list[StoredTask]:
         query: dict[str, Any] = {"lead_id": lead_id, "status": status}
@@ -215,7 +239,7 @@ class TaskRepository:
         found: list[Task] = []
         for start in range(0, len(ids), IDS_PER_QUERY):  # each an `$in` the patched FerretDB serves from its index
             query = {"lead_id": {"$in": ids[start:start + IDS_PER_QUERY]}, "status": "open"}
-            found.extend([_task_from(d) async for d in self._col.find(query, {"_recent": 0})])
+            found.extend([_task_from(d) async for d in self._col.find(query, _NO_APPLIED)])
         return found
 
     async def search(
@@ -252,7 +276,7 @@ class TaskRepository:
             ),
             **{k: v for k, v in plain.items() if k not in _KEYED[name]},
         }
-        docs = [d async for d in self._col.find(query, {"_recent": 0}).sort(field_name, ASCENDING).limit(limit + 1)]
+        docs = [d async for d in self._col.find(query, _NO_APPLIED).sort(field_name, ASCENDING).limit(limit + 1)]
         page = docs[:limit]
         next_cursor = listkeys.tail(page[-1][field_name]) if len(docs) > limit else None
         # A hash shared by two values would let a stranger into the range: checked here.
@@ -262,7 +286,7 @@ class TaskRepository:
         """Write the list keys of tasks stored without them; guarded by the version read. Run once."""
         done = 0
         ops: list[Any] = []
-        async for doc in self._col.find({"ixv": {"$ne": LIST_KEYS_VERSION}}, {"_recent": 0}):
+        async for doc in self._col.find({"ixv": {"$ne": LIST_KEYS_VERSION}}, _NO_APPLIED):
             task = _task_from(doc)
             ops.append(UpdateOne({"_id": doc["_id"], "version": doc["version"]}, {"$set": _list_keys(task)}))
             if len(ops) >= batch:
@@ -282,14 +306,14 @@ class TaskRepository:
         """
         if self._keys_current or not await self.list_keys_stale():
             bound = listkeys.bounds((), below=listkeys.millis(now, ceil=True))
-            cursor = self._col.find({"ix_due": bound}, {"_recent": 0}).sort("ix_due", ASCENDING).limit(limit)
+            cursor = self._col.find({"ix_due": bound}, _NO_APPLIED).sort("ix_due", ASCENDING).limit(limit)
             return [_task_from(d) async for d in cursor]
         query = {
             "status": "open",
             "overdue_notified": False,
             "$or": [{"due_soon_notified": False, "due_at": {"$lt": soon}}, {"due_at": {"$lt": now}}],
         }
-        cursor = self._col.find(query, {"_recent": 0}).sort([("due_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        cursor = self._col.find(query, _NO_APPLIED).sort([("due_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
         return [_task_from(d) async for d in cursor]
 
     async def claim_notice(

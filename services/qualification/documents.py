@@ -5,21 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from bson import Binary
 
 from crmkit import blobs, listkeys
 from services.qualification.domain import Closing, Deal
 
-# A blob's JSON is compressed above this size: a closing's 3.3 KB go to 1.0 KB (FerretDB 38 -> 17 µs a closing
-# inserted, for 8 µs of compressing here), where a copy's 263 bytes of card fields went to 208 for 6.8 µs, and
-# 5.8 to read them back.
-_COMPRESSED_ABOVE = 1024
-
 
 def blob(value: Any) -> Binary:
     """What a closing, a deal or a lead's copy stores besides the fields a query or a version guard names:
-    one JSON blob, compressed when large. FerretDB turns every BSON field into JSON and back, so a closing's
+    one JSON blob, compressed when large (``crmkit.blobs.pack``). FerretDB turns every BSON field into JSON and back, so a closing's
     nested deal, company and three serialized events cost it 85 µs of CPU per document inserted against 20 as
     a blob (BSON 3,073 -> 1,133 bytes), a deal 55 against 17-20, for a lead with a contact and two product
     lines; 80 -> 17 and 33-35 -> 15-20 for bench_flow's leads (a contact, no products). Measured by
@@ -27,13 +21,11 @@ def blob(value: Any) -> Binary:
     This process encodes fewer BSON fields for it: its CPU per qualification stayed 156-166 µs (1,000 qualify
     commands in-process, three alternated pairs). Documents written before, with every field of their own,
     are still read."""
-    raw = orjson.dumps(value)
-    return Binary(blobs.compress(raw) if len(raw) > _COMPRESSED_ABOVE else raw)
+    return blobs.pack(value)
 
 
 def unblob(doc: dict[str, Any]) -> Any:
-    raw = bytes(doc["blob"])
-    return orjson.loads(blobs.decompress(raw) if blobs.is_compressed(raw) else raw)  # raw: JSON, uncompressed
+    return blobs.unpack(doc["blob"])
 
 
 @dataclass
