@@ -11,9 +11,10 @@ from bson import Binary
 
 from crmkit import blobs
 from crmkit.applied import Applied, applied_for
+from crmkit.wire import form_json
 from services.leads import readmodel
 from services.leads.domain import Lead
-from services.leads.messages import CardEvent, card_form, form_json
+from services.leads.messages import CardEvent, card_form
 
 # What a lead's applied message produced: a card event (rebuilt from the stored card), or any other
 # event as its record value.

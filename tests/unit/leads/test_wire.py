@@ -17,9 +17,10 @@ from pydantic_core import PydanticUndefined
 from contracts import build_message, parse_message
 from contracts.leads import CreateLead
 from contracts.topics import LEADS_EVENTS
+from crmkit.wire import form_json
 from services.leads import domain as d
 from services.leads.documents import BLOB_FORMAT, blob_json
-from services.leads.messages import CardEvent, Cards, card_form, form_json, to_messages
+from services.leads.messages import CardEvent, Cards, card_form, to_messages
 from services.leads.repository import LeadWrite, Recent, lead_document, stored_card, stored_lead
 
 NOW = datetime(2025, 3, 10, 9, 0, 0, 123456, tzinfo=UTC)
